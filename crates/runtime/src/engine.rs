@@ -1,0 +1,114 @@
+//! The one shared wasmtime `Engine`: pooling allocator, copy-on-write memory
+//! images, epoch interruption driven by a single ticker thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Plain-data engine settings (no runtime handles).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Largest linear memory any instance may have, in MiB. This is the pool's
+    /// per-slot size; the per-request cap (`Memory-Request`) is enforced below
+    /// it by [`crate::limits::MemoryCap`].
+    pub max_memory_mib: u64,
+    /// Number of instances that may be alive at once (pool slots). Must be at
+    /// least the number of worker threads.
+    pub max_instances: u32,
+    /// Bytes of each linear-memory slot kept resident (not `madvise`d away)
+    /// when an instance is freed. Without this, two threads collapse to ~20k
+    /// invocations/s from TLB-shootdown IPIs on these machines.
+    pub memory_keep_resident: usize,
+    /// Same for tables.
+    pub table_keep_resident: usize,
+    /// Period of the epoch ticker; deadlines are checked at this granularity.
+    pub epoch_tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_memory_mib: 4096,
+            max_instances: 512,
+            memory_keep_resident: 2 << 20,
+            table_keep_resident: 64 << 10,
+            epoch_tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// The engine plus the settings it was built from.
+#[derive(Clone)]
+pub struct WasmEngine {
+    pub engine: Engine,
+    pub config: EngineConfig,
+}
+
+impl WasmEngine {
+    pub fn new(config: EngineConfig) -> wasmtime::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        let max_memory = usize::try_from(config.max_memory_mib << 20).unwrap_or(usize::MAX);
+        pool.total_core_instances(config.max_instances)
+            .total_memories(config.max_instances)
+            .total_tables(config.max_instances)
+            .total_stacks(config.max_instances)
+            .total_component_instances(0)
+            .total_gc_heaps(0)
+            .max_memory_size(max_memory)
+            .linear_memory_keep_resident(config.memory_keep_resident)
+            .table_keep_resident(config.table_keep_resident);
+
+        let mut cfg = Config::new();
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
+            .epoch_interruption(true)
+            // Every linear memory gets a reservation big enough for the pool's
+            // largest slot, so growth never moves memory.
+            .memory_reservation((config.max_memory_mib << 20).max(4 << 30));
+        let engine = Engine::new(&cfg)?;
+        Ok(WasmEngine { engine, config })
+    }
+
+    /// Number of epoch ticks covering `d`, rounded up, at least one.
+    pub fn ticks_for(&self, d: Duration) -> u64 {
+        let tick = self.config.epoch_tick.as_nanos().max(1);
+        (d.as_nanos().div_ceil(tick)).max(1) as u64
+    }
+}
+
+/// One thread that advances the engine's epoch every `epoch_tick`. Stops
+/// (and is joined) when dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &WasmEngine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine_handle = engine.engine.clone();
+        let tick = engine.config.epoch_tick;
+        let stop2 = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("wasmbox-epoch".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine_handle.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker { stop, handle: Some(handle) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

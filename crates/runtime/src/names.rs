@@ -1,0 +1,137 @@
+//! Function names as they appear in URLs, validated before they touch the
+//! file system.
+
+use std::fmt;
+
+/// A validated function name: one path segment of `[A-Za-z0-9._~+-]`, not
+/// starting with `-` or `.` (so `/-/...` management routes and dot files can
+/// never be functions), no `..`, at most 255 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FunctionName(String);
+
+/// Why a name was refused; the message is meant for the HTTP client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("function name is empty")]
+    Empty,
+    #[error("function name is longer than 255 bytes")]
+    TooLong,
+    #[error("function name must be a single path segment (it contains '/')")]
+    Slash,
+    #[error("function name contains a malformed percent-escape")]
+    BadEscape,
+    #[error("function name is not valid UTF-8")]
+    NotUtf8,
+    #[error("function name contains '..'")]
+    DotDot,
+    #[error("function name must not start with '{0}'")]
+    BadStart(char),
+    #[error("function name contains a control character (byte 0x{0:02x})")]
+    Control(u8),
+    #[error("function name contains {0:?}; allowed are letters, digits and . _ ~ + -")]
+    BadChar(char),
+}
+
+impl FunctionName {
+    /// Parses a raw (still percent-encoded) URL path segment.
+    pub fn parse(raw: &str) -> Result<Self, NameError> {
+        let decoded = percent_decode(raw)?;
+        Self::validate(decoded)
+    }
+
+    /// Validates an already decoded name (e.g. from the command line).
+    pub fn validate(name: String) -> Result<Self, NameError> {
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if name.len() > 255 {
+            return Err(NameError::TooLong);
+        }
+        if let Some(b) = name.bytes().find(|b| b.is_ascii_control()) {
+            return Err(NameError::Control(b));
+        }
+        if name.contains('/') {
+            return Err(NameError::Slash);
+        }
+        if name.contains("..") {
+            return Err(NameError::DotDot);
+        }
+        let first = name.chars().next().unwrap();
+        if first == '-' || first == '.' {
+            return Err(NameError::BadStart(first));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '+' | '-')))
+        {
+            return Err(NameError::BadChar(c));
+        }
+        Ok(FunctionName(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn percent_decode(raw: &str) -> Result<String, NameError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(NameError::BadEscape)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| NameError::BadEscape)?;
+            let v = u8::from_str_radix(hex, 16).map_err(|_| NameError::BadEscape)?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| NameError::NotUtf8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_names_and_extensions() {
+        for ok in ["hello", "hello.wasm", "my-func_2.cwasm", "a+b~c", "x%2Dy"] {
+            assert!(FunctionName::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(FunctionName::parse("x%2Dy").unwrap().as_str(), "x-y");
+    }
+
+    #[test]
+    fn refuses_traversal_and_odd_bytes() {
+        let cases: &[(&str, NameError)] = &[
+            ("", NameError::Empty),
+            ("..", NameError::DotDot),
+            ("a..b", NameError::DotDot),
+            ("a%2fb", NameError::Slash),
+            ("%2e%2e", NameError::DotDot),
+            ("a%00b", NameError::Control(0)),
+            ("a%0Ab", NameError::Control(b'\n')),
+            ("-", NameError::BadStart('-')),
+            (".hidden", NameError::BadStart('.')),
+            ("a%zz", NameError::BadEscape),
+            ("a%4", NameError::BadEscape),
+            ("%ff", NameError::NotUtf8),
+            ("a b", NameError::BadChar(' ')),
+            ("a%5Cb", NameError::BadChar('\\')),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(FunctionName::parse(raw).unwrap_err(), *want, "{raw:?}");
+        }
+        assert_eq!(FunctionName::parse(&"a".repeat(256)).unwrap_err(), NameError::TooLong);
+    }
+}

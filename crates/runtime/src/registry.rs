@@ -1,0 +1,272 @@
+//! The function registry: a directory of `.wasm`, `.wat` and `.cwasm` files,
+//! each compiled once into a cached `InstancePre`.
+//!
+//! Every lookup `stat`s the file, so a file copied (or renamed) into the
+//! directory is invocable on the next request, a replaced file is recompiled,
+//! and a deleted one is gone. Concurrent first requests for the same file
+//! version share one compilation (single-flight). Compiled code can also be
+//! kept in an on-disk AOT cache so a restart does not recompile.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+use wasmtime::{InstancePre, Linker, Module};
+
+use crate::engine::WasmEngine;
+use crate::names::FunctionName;
+use crate::sandbox::Host;
+
+/// File extensions that hold functions, in lookup order for a bare name.
+pub const EXTENSIONS: [&str; 3] = ["cwasm", "wasm", "wat"];
+
+/// Plain-data registry settings.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub dir: PathBuf,
+    /// Accept `.cwasm` (native code) files. Off by default, as in wasmtime.
+    pub allow_precompiled: bool,
+    /// Directory for compiled artifacts of `.wasm`/`.wat` files, keyed by
+    /// content hash and engine; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A compiled function, ready to instantiate.
+pub struct Function {
+    /// The file name in the functions directory (`hello.wasm`).
+    pub file_name: String,
+    pub path: PathBuf,
+    pub pre: InstancePre<Host>,
+}
+
+/// Why a function could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("no function named '{0}' in the functions directory")]
+    NotFound(String),
+    #[error("'{0}' is a precompiled module (native code); this server was started without --allow-precompiled")]
+    PrecompiledNotAllowed(String),
+    #[error("'{file}' was precompiled by a different wasmtime build or engine configuration; recompile it with `wasmbox compile` using this server's settings ({reason})")]
+    Incompatible { file: String, reason: String },
+    #[error("'{file}' failed to compile: {reason}")]
+    Invalid { file: String, reason: String },
+    #[error("'{file}' is not a WASI command module: it exports no `_start` function")]
+    NotACommand { file: String },
+    #[error("'{file}' cannot be linked: {reason}")]
+    Link { file: String, reason: String },
+    #[error("'{file}' could not be read: {reason}")]
+    Io { file: String, reason: String },
+}
+
+/// Identity of one version of a file: if any of these change, it is a new
+/// version and is compiled again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Version {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+struct Entry {
+    version: Version,
+    cell: OnceCell<Result<Arc<Function>, LoadError>>,
+}
+
+pub struct Registry {
+    engine: WasmEngine,
+    linker: Linker<Host>,
+    config: RegistryConfig,
+    /// Keyed by file name.
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+impl Registry {
+    pub fn new(engine: WasmEngine, config: RegistryConfig) -> wasmtime::Result<Self> {
+        let mut linker = Linker::new(&engine.engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi)?;
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| wasmtime::format_err!("cannot create cache dir {}: {e}", dir.display()))?;
+        }
+        Ok(Registry { engine, linker, config, entries: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// Finds `name` in the directory and returns its compiled form, compiling
+    /// it (once, however many callers ask at the same time) if this version
+    /// of the file has not been seen yet.
+    pub async fn get(self: &Arc<Self>, name: &FunctionName) -> Result<Arc<Function>, LoadError> {
+        let Some((file_name, path, version)) = self.resolve(name.as_str()) else {
+            // Forget anything cached under the candidate names.
+            let mut entries = self.entries.lock().unwrap();
+            entries.remove(name.as_str());
+            for ext in EXTENSIONS {
+                entries.remove(&format!("{name}.{ext}"));
+            }
+            return Err(LoadError::NotFound(name.to_string()));
+        };
+        let entry = {
+            let mut entries = self.entries.lock().unwrap();
+            match entries.get(&file_name) {
+                Some(e) if e.version == version => e.clone(),
+                _ => {
+                    let e = Arc::new(Entry { version, cell: OnceCell::new() });
+                    entries.insert(file_name.clone(), e.clone());
+                    e
+                }
+            }
+        };
+        entry
+            .cell
+            .get_or_init(|| {
+                let this = self.clone();
+                async move {
+                    let f = file_name.clone();
+                    tokio::task::spawn_blocking(move || this.load(&f, &path))
+                        .await
+                        .unwrap_or_else(|e| Err(LoadError::Io { file: file_name, reason: format!("loader panicked: {e}") }))
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// Blocking variant of [`Registry::get`] for a file path outside the
+    /// directory (`wasmbox run`).
+    pub fn load_path(&self, path: &Path) -> Result<Arc<Function>, LoadError> {
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        self.load(&file_name, path)
+    }
+
+    /// Names of all invocable files currently in the directory (sorted).
+    pub fn list(&self) -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.config.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ext_ok = Path::new(&name).extension().is_some_and(|e| EXTENSIONS.iter().any(|x| e == *x));
+            if ext_ok && FunctionName::validate(name.clone()).is_ok() && entry.file_type()?.is_file() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Maps a URL name to a file. A name with a known extension names that
+    /// file exactly; a bare name tries `.cwasm` (when allowed), `.wasm`, `.wat`.
+    fn resolve(&self, name: &str) -> Option<(String, PathBuf, Version)> {
+        let has_ext = Path::new(name).extension().is_some_and(|e| EXTENSIONS.iter().any(|x| e == *x));
+        let candidates: Vec<String> = if has_ext {
+            vec![name.to_string()]
+        } else {
+            EXTENSIONS
+                .iter()
+                .filter(|e| self.config.allow_precompiled || **e != "cwasm")
+                .map(|e| format!("{name}.{e}"))
+                .collect()
+        };
+        candidates.into_iter().find_map(|file_name| {
+            let path = self.config.dir.join(&file_name);
+            let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+            use std::os::unix::fs::MetadataExt;
+            let version = Version { len: meta.len(), modified: meta.modified().ok(), inode: meta.ino() };
+            Some((file_name, path, version))
+        })
+    }
+
+    /// Reads and compiles one file (blocking).
+    fn load(&self, file_name: &str, path: &Path) -> Result<Arc<Function>, LoadError> {
+        let file = file_name.to_string();
+        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LoadError::NotFound(file.clone()),
+            _ => LoadError::Io { file: file.clone(), reason: e.to_string() },
+        })?;
+        let started = std::time::Instant::now();
+        let module = if wasmtime::Engine::detect_precompiled(&bytes).is_some() {
+            if !self.config.allow_precompiled {
+                return Err(LoadError::PrecompiledNotAllowed(file));
+            }
+            trusted::deserialize(&self.engine.engine, &bytes)
+                .map_err(|e| LoadError::Incompatible { file: file.clone(), reason: e.to_string() })?
+        } else if path.extension().is_some_and(|e| e == "cwasm") {
+            return Err(LoadError::Invalid {
+                file,
+                reason: "a .cwasm file must hold a module precompiled by `wasmbox compile`".into(),
+            });
+        } else {
+            self.compile_cached(&file, &bytes)?
+        };
+        if !matches!(module.get_export("_start"), Some(wasmtime::ExternType::Func(_))) {
+            return Err(LoadError::NotACommand { file });
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Link { file: file.clone(), reason: format!("{e:#}") })?;
+        tracing::info!(function = %file, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "loaded");
+        Ok(Arc::new(Function { file_name: file, path: path.to_path_buf(), pre }))
+    }
+
+    /// Compiles `.wasm`/`.wat` bytes, through the disk cache when enabled.
+    fn compile_cached(&self, file: &str, bytes: &[u8]) -> Result<Module, LoadError> {
+        let compile = || {
+            Module::new(&self.engine.engine, bytes)
+                .map_err(|e| LoadError::Invalid { file: file.to_string(), reason: format!("{e:#}") })
+        };
+        let Some(dir) = &self.config.cache_dir else { return compile() };
+        let cached = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
+        if let Ok(data) = std::fs::read(&cached) {
+            match trusted::deserialize(&self.engine.engine, &data) {
+                Ok(m) => return Ok(m),
+                Err(e) => tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable cache entry"),
+            }
+        }
+        let module = compile()?;
+        match module.serialize() {
+            Ok(data) => {
+                // Write to a temporary name and rename, so readers never see
+                // a partial file.
+                let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
+                if let Err(e) = std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, &cached)) {
+                    tracing::warn!(path = %cached.display(), error = %e, "cannot write cache entry");
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialize module for the cache"),
+        }
+        Ok(module)
+    }
+
+    /// Content hash of the module bytes plus the engine's compatibility hash.
+    fn cache_key(&self, bytes: &[u8]) -> String {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.engine.precompile_compatibility_hash().hash(&mut h);
+        let digest = Sha256::digest(bytes);
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("{hex}-{:016x}", h.finish())
+    }
+}
+
+/// The one place that loads native code: `.cwasm` files (only with
+/// `--allow-precompiled`, i.e. the operator trusts the directory) and our own
+/// AOT cache entries.
+mod trusted {
+    #![allow(unsafe_code)]
+
+    pub fn deserialize(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<wasmtime::Module> {
+        // SAFETY: wasmtime requires the bytes to come from `Module::serialize`
+        // or `Engine::precompile_module` of a trusted source; they are checked
+        // for a matching engine version and configuration before use. The
+        // caller only passes files the operator opted in to trust, or our own
+        // cache entries.
+        unsafe { wasmtime::Module::deserialize(engine, bytes) }
+    }
+}
