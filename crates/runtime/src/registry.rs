@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -82,6 +83,8 @@ pub struct Registry {
     config: RegistryConfig,
     /// Keyed by file name.
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Number of loads (compilations or deserializations) done so far.
+    loads: AtomicUsize,
 }
 
 impl Registry {
@@ -92,11 +95,16 @@ impl Registry {
             std::fs::create_dir_all(dir)
                 .map_err(|e| wasmtime::format_err!("cannot create cache dir {}: {e}", dir.display()))?;
         }
-        Ok(Registry { engine, linker, config, entries: Mutex::new(HashMap::new()) })
+        Ok(Registry { engine, linker, config, entries: Mutex::new(HashMap::new()), loads: AtomicUsize::new(0) })
     }
 
     pub fn config(&self) -> &RegistryConfig {
         &self.config
+    }
+
+    /// How many times a file has been loaded (compiled or deserialized).
+    pub fn loads(&self) -> usize {
+        self.loads.load(Ordering::Relaxed)
     }
 
     /// Finds `name` in the directory and returns its compiled form, compiling
@@ -185,6 +193,7 @@ impl Registry {
     /// Reads and compiles one file (blocking).
     fn load(&self, file_name: &str, path: &Path) -> Result<Arc<Function>, LoadError> {
         let file = file_name.to_string();
+        self.loads.fetch_add(1, Ordering::Relaxed);
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LoadError::NotFound(file.clone()),
             _ => LoadError::Io { file: file.clone(), reason: e.to_string() },

@@ -1,1 +1,34 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use wasmbox::config::{Cli, Command};
+use wasmbox::server::{shutdown_signal, Server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| {
+        eprintln!("wasmbox: LOG_LEVEL/--log-level '{}' is not a valid filter; using info", cli.log_level);
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Run(args) => wasmbox::commands::run(args),
+        Command::Compile(args) => wasmbox::commands::compile(args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("wasmbox: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn serve(args: wasmbox::config::ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.resolve().map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let server = Server::bind(config).await?;
+        server.run(shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,274 @@
+//! Command-line and environment configuration. Every flag can also be set
+//! from an environment variable (`WASMBOX_*`, or the reference's names where
+//! one exists), so Kubernetes env blocks work unchanged.
+//!
+//! The clap structs here are parsed once into the plain-data [`ServeConfig`]
+//! that the rest of the server reads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wasmbox_runtime::{EngineConfig, ExecutorConfig, RegistryConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "wasmbox", version, about = "Serve many tenants' WebAssembly functions from one process")]
+pub struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the functions directory over HTTP.
+    Serve(ServeArgs),
+    /// Run one module locally with the server's limits; stdin/stdout pass through.
+    Run(RunArgs),
+    /// Compile a module ahead of time for this engine (.wasm/.wat -> .cwasm).
+    Compile(CompileArgs),
+}
+
+/// Settings that change the compiled code, shared by every subcommand: a
+/// `.cwasm` made by `compile` loads only into a server with the same values.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Largest Memory-Request accepted, in MB (MiB); also each instance's
+    /// linear-memory reservation.
+    #[arg(long, env = "WASMBOX_MAX_MEMORY_MB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub max_memory_mb: u64,
+}
+
+/// Per-invocation limits shared by `serve` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Memory cap when a request has no Memory-Request header, in MB (MiB).
+    #[arg(long, env = "WASMBOX_DEFAULT_MEMORY_MB", default_value_t = 200)]
+    pub default_memory_mb: u64,
+    /// Wall-clock limit per invocation (e.g. 30s, 500ms, 2m).
+    #[arg(long, env = "WASMBOX_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Accept precompiled `.cwasm` files (native code: only from trusted sources).
+    #[arg(long, env = "WASMBOX_ALLOW_PRECOMPILED")]
+    pub allow_precompiled: bool,
+    /// Keep compiled code of .wasm/.wat files here, so restarts skip compilation.
+    #[arg(long, env = "WASMBOX_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compat {
+    /// wasmbox's own wire format: raw stdin/stdout, Server-Timing.
+    None,
+    /// The reference prototype's: JSON {"parameter": ...} body, "WASM output: " prefix, its headers.
+    Reference,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WEBSERVER_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port to listen on [env: WEBSERVER_PORT, else PORT (Knative), else 8080].
+    #[arg(long, env = "WEBSERVER_PORT")]
+    pub port: Option<u16>,
+    /// Directory of functions (.wasm, .wat, .cwasm).
+    #[arg(long, env = "WASMBOX_FUNCTIONS", default_value = "functions")]
+    pub functions: PathBuf,
+    /// Wire format.
+    #[arg(long, env = "WASMBOX_COMPAT", value_enum, default_value_t = Compat::None)]
+    pub compat: Compat,
+    /// Largest cpu_quota accepted, in millicores. One invocation runs on one
+    /// thread, so more than 1000 can never be used.
+    #[arg(long, env = "WASMBOX_MAX_CPU_QUOTA", default_value_t = 1000)]
+    pub max_cpu_quota: u64,
+    /// cpu_quota when a request has none, in millicores.
+    #[arg(long, env = "WASMBOX_DEFAULT_CPU_QUOTA", default_value_t = 1000)]
+    pub default_cpu_quota: u64,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "WASMBOX_MAX_BODY_BYTES", default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest stdout (response body), in bytes; past it the invocation fails.
+    #[arg(long, env = "WASMBOX_MAX_OUTPUT_BYTES", default_value_t = 16 << 20)]
+    pub max_output_bytes: usize,
+    /// How much of stderr (its tail) is kept for the log and error messages, in bytes.
+    #[arg(long, env = "WASMBOX_MAX_STDERR_BYTES", default_value_t = 64 << 10)]
+    pub max_stderr_bytes: usize,
+    /// Most worker threads (and so concurrent invocations).
+    #[arg(long, env = "WASMBOX_WORKERS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=8192))]
+    pub workers: u32,
+    /// Name reported in the reference's `Pod` header.
+    #[arg(long, env = "POD_UID")]
+    pub pod: Option<String>,
+    /// How long to finish in-flight requests after SIGTERM/SIGINT.
+    #[arg(long, env = "WASMBOX_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Memory cap for this run, in MB (MiB) [default: --default-memory-mb].
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Path of the module (.wasm, .wat, .cwasm).
+    pub module: PathBuf,
+    /// Arguments for the guest (argv[1..]).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompileArgs {
+    /// Module to compile (.wasm or .wat).
+    pub input: PathBuf,
+    /// Output file [default: INPUT with extension .cwasm].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 30s or 500ms"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown unit '{u}' in '{s}' (use ms, s, m or h)")),
+    };
+    if !(secs > 0.0 && secs < 1e9) {
+        return Err(format!("'{s}' must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl EngineArgs {
+    pub fn engine_config(&self, max_instances: u32) -> EngineConfig {
+        EngineConfig { max_memory_mib: self.max_memory_mb, max_instances, ..EngineConfig::default() }
+    }
+}
+
+impl LimitArgs {
+    pub fn registry_config(&self, dir: PathBuf) -> RegistryConfig {
+        RegistryConfig { dir, allow_precompiled: self.allow_precompiled, cache_dir: self.cache_dir.clone() }
+    }
+}
+
+/// Everything `serve` needs, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub compat: Compat,
+    pub pod: String,
+    pub limits: RequestLimits,
+    pub drain_timeout: Duration,
+    pub engine: EngineConfig,
+    pub registry: RegistryConfig,
+    pub executor: ExecutorConfig,
+}
+
+/// Bounds and defaults applied to each request.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    pub default_memory_mb: u64,
+    pub max_memory_mb: u64,
+    pub default_cpu_quota: u64,
+    pub max_cpu_quota: u64,
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_output_bytes: usize,
+    pub max_stderr_bytes: usize,
+}
+
+impl ServeArgs {
+    /// Resolves defaults that depend on the environment (PORT, hostname) and
+    /// checks that the values agree with each other.
+    pub fn resolve(&self) -> Result<ServeConfig, String> {
+        let port = match self.port {
+            Some(p) => p,
+            None => match std::env::var("PORT") {
+                Ok(p) => p.parse().map_err(|_| format!("PORT={p} is not a port number"))?,
+                Err(_) => 8080,
+            },
+        };
+        let ip: std::net::IpAddr =
+            self.host.parse().map_err(|_| format!("--host {} is not an IP address", self.host))?;
+        let l = &self.limits;
+        if l.default_memory_mb == 0 || l.default_memory_mb > self.engine.max_memory_mb {
+            return Err(format!(
+                "--default-memory-mb {} must be between 1 and --max-memory-mb {}",
+                l.default_memory_mb, self.engine.max_memory_mb
+            ));
+        }
+        if self.default_cpu_quota == 0 || self.default_cpu_quota > self.max_cpu_quota {
+            return Err(format!(
+                "--default-cpu-quota {} must be between 1 and --max-cpu-quota {}",
+                self.default_cpu_quota, self.max_cpu_quota
+            ));
+        }
+        if !self.functions.is_dir() {
+            return Err(format!("functions directory {} does not exist", self.functions.display()));
+        }
+        let pod = self.pod.clone().unwrap_or_else(hostname);
+        Ok(ServeConfig {
+            listen: SocketAddr::new(ip, port),
+            compat: self.compat,
+            pod,
+            limits: RequestLimits {
+                default_memory_mb: l.default_memory_mb,
+                max_memory_mb: self.engine.max_memory_mb,
+                default_cpu_quota: self.default_cpu_quota,
+                max_cpu_quota: self.max_cpu_quota,
+                timeout: l.timeout,
+                max_body_bytes: self.max_body_bytes,
+                max_output_bytes: self.max_output_bytes,
+                max_stderr_bytes: self.max_stderr_bytes,
+            },
+            drain_timeout: self.drain_timeout,
+            // A few spare pool slots beyond the workers.
+            engine: self.engine.engine_config(self.workers + 8),
+            registry: l.registry_config(self.functions.clone()),
+            executor: ExecutorConfig { max_workers: self.workers as usize, ..ExecutorConfig::default() },
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "wasmbox".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}
