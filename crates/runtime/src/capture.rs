@@ -51,7 +51,10 @@ impl Capture {
         Capture {
             cap,
             mode,
-            inner: Arc::new(Inner { buf: Mutex::new(BytesMut::new()), overflowed: AtomicBool::new(false) }),
+            inner: Arc::new(Inner {
+                buf: Mutex::new(BytesMut::new()),
+                overflowed: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -136,7 +139,11 @@ impl OutputStream for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(self.append(data).map_err(io::Error::other))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

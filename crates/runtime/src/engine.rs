@@ -100,7 +100,10 @@ impl EpochTicker {
                     engine_handle.increment_epoch();
                 }
             })?;
-        Ok(EpochTicker { stop, handle: Some(handle) })
+        Ok(EpochTicker {
+            stop,
+            handle: Some(handle),
+        })
     }
 }
 

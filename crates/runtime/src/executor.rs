@@ -22,7 +22,10 @@ pub struct ExecutorConfig {
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
-        ExecutorConfig { max_workers: 256, stack_size: 4 << 20 }
+        ExecutorConfig {
+            max_workers: 256,
+            stack_size: 4 << 20,
+        }
     }
 }
 
@@ -69,7 +72,11 @@ impl Executor {
             config,
             tx: Mutex::new(Some(tx)),
             rx,
-            shared: Arc::new(Shared { idle: AtomicUsize::new(0), started: AtomicUsize::new(0), busy: AtomicUsize::new(0) }),
+            shared: Arc::new(Shared {
+                idle: AtomicUsize::new(0),
+                started: AtomicUsize::new(0),
+                busy: AtomicUsize::new(0),
+            }),
             handles: Mutex::new(Vec::new()),
         }
     }
@@ -154,7 +161,10 @@ impl Drop for Executor {
 }
 
 fn worker_loop(id: usize, rx: Receiver<Job>, shared: Arc<Shared>) {
-    let mut worker = Worker { id, tid: current_tid() };
+    let mut worker = Worker {
+        id,
+        tid: current_tid(),
+    };
     // `idle` was counted for us by the spawner.
     while let Ok(job) = rx.recv() {
         shared.idle.fetch_sub(1, Ordering::SeqCst);
@@ -184,9 +194,15 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_jobs_on_dedicated_threads_and_grows_lazily() {
-        let ex = Executor::new(ExecutorConfig { max_workers: 4, ..Default::default() });
+        let ex = Executor::new(ExecutorConfig {
+            max_workers: 4,
+            ..Default::default()
+        });
         assert_eq!(ex.workers(), 0);
-        let name = ex.submit(|_w| std::thread::current().name().unwrap().to_string()).await.unwrap();
+        let name = ex
+            .submit(|_w| std::thread::current().name().unwrap().to_string())
+            .await
+            .unwrap();
         assert!(name.starts_with("wasmbox-worker-"), "{name}");
         assert_eq!(ex.workers(), 1);
         // One worker is idle, so a second sequential job reuses it.
@@ -215,10 +231,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_is_reported_and_the_worker_survives() {
-        let ex = Executor::new(ExecutorConfig { max_workers: 1, ..Default::default() });
+        let ex = Executor::new(ExecutorConfig {
+            max_workers: 1,
+            ..Default::default()
+        });
         let r = ex.submit(|_| -> u32 { panic!("boom") }).await;
         assert!(matches!(r, Err(ExecError::Panicked)));
-        assert_eq!(ex.submit(|w| w.tid).await.unwrap(), ex.submit(|w| w.tid).await.unwrap());
+        assert_eq!(
+            ex.submit(|w| w.tid).await.unwrap(),
+            ex.submit(|w| w.tid).await.unwrap()
+        );
     }
 
     #[tokio::test]

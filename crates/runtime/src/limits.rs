@@ -18,7 +18,11 @@ pub struct MemoryCap {
 
 impl MemoryCap {
     pub fn new(cap_bytes: usize) -> Self {
-        MemoryCap { cap_bytes, max_table_elements: 1 << 20, refused: None }
+        MemoryCap {
+            cap_bytes,
+            max_table_elements: 1 << 20,
+            refused: None,
+        }
     }
 }
 

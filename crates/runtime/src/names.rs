@@ -132,6 +132,9 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(FunctionName::parse(raw).unwrap_err(), *want, "{raw:?}");
         }
-        assert_eq!(FunctionName::parse(&"a".repeat(256)).unwrap_err(), NameError::TooLong);
+        assert_eq!(
+            FunctionName::parse(&"a".repeat(256)).unwrap_err(),
+            NameError::TooLong
+        );
     }
 }

@@ -92,10 +92,17 @@ impl Registry {
         let mut linker = Linker::new(&engine.engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi)?;
         if let Some(dir) = &config.cache_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| wasmtime::format_err!("cannot create cache dir {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                wasmtime::format_err!("cannot create cache dir {}: {e}", dir.display())
+            })?;
         }
-        Ok(Registry { engine, linker, config, entries: Mutex::new(HashMap::new()), loads: AtomicUsize::new(0) })
+        Ok(Registry {
+            engine,
+            linker,
+            config,
+            entries: Mutex::new(HashMap::new()),
+            loads: AtomicUsize::new(0),
+        })
     }
 
     pub fn config(&self) -> &RegistryConfig {
@@ -125,7 +132,10 @@ impl Registry {
             match entries.get(&file_name) {
                 Some(e) if e.version == version => e.clone(),
                 _ => {
-                    let e = Arc::new(Entry { version, cell: OnceCell::new() });
+                    let e = Arc::new(Entry {
+                        version,
+                        cell: OnceCell::new(),
+                    });
                     entries.insert(file_name.clone(), e.clone());
                     e
                 }
@@ -139,7 +149,12 @@ impl Registry {
                     let f = file_name.clone();
                     tokio::task::spawn_blocking(move || this.load(&f, &path))
                         .await
-                        .unwrap_or_else(|e| Err(LoadError::Io { file: file_name, reason: format!("loader panicked: {e}") }))
+                        .unwrap_or_else(|e| {
+                            Err(LoadError::Io {
+                                file: file_name,
+                                reason: format!("loader panicked: {e}"),
+                            })
+                        })
                 }
             })
             .await
@@ -149,7 +164,10 @@ impl Registry {
     /// Blocking variant of [`Registry::get`] for a file path outside the
     /// directory (`wasmbox run`).
     pub fn load_path(&self, path: &Path) -> Result<Arc<Function>, LoadError> {
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         self.load(&file_name, path)
     }
 
@@ -159,8 +177,13 @@ impl Registry {
         for entry in std::fs::read_dir(&self.config.dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ext_ok = Path::new(&name).extension().is_some_and(|e| EXTENSIONS.iter().any(|x| e == *x));
-            if ext_ok && FunctionName::validate(name.clone()).is_ok() && entry.file_type()?.is_file() {
+            let ext_ok = Path::new(&name)
+                .extension()
+                .is_some_and(|e| EXTENSIONS.iter().any(|x| e == *x));
+            if ext_ok
+                && FunctionName::validate(name.clone()).is_ok()
+                && entry.file_type()?.is_file()
+            {
                 names.push(name);
             }
         }
@@ -171,7 +194,9 @@ impl Registry {
     /// Maps a URL name to a file. A name with a known extension names that
     /// file exactly; a bare name tries `.cwasm` (when allowed), `.wasm`, `.wat`.
     fn resolve(&self, name: &str) -> Option<(String, PathBuf, Version)> {
-        let has_ext = Path::new(name).extension().is_some_and(|e| EXTENSIONS.iter().any(|x| e == *x));
+        let has_ext = Path::new(name)
+            .extension()
+            .is_some_and(|e| EXTENSIONS.iter().any(|x| e == *x));
         let candidates: Vec<String> = if has_ext {
             vec![name.to_string()]
         } else {
@@ -185,7 +210,11 @@ impl Registry {
             let path = self.config.dir.join(&file_name);
             let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
             use std::os::unix::fs::MetadataExt;
-            let version = Version { len: meta.len(), modified: meta.modified().ok(), inode: meta.ino() };
+            let version = Version {
+                len: meta.len(),
+                modified: meta.modified().ok(),
+                inode: meta.ino(),
+            };
             Some((file_name, path, version))
         })
     }
@@ -196,15 +225,22 @@ impl Registry {
         self.loads.fetch_add(1, Ordering::Relaxed);
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LoadError::NotFound(file.clone()),
-            _ => LoadError::Io { file: file.clone(), reason: e.to_string() },
+            _ => LoadError::Io {
+                file: file.clone(),
+                reason: e.to_string(),
+            },
         })?;
         let started = std::time::Instant::now();
         let module = if wasmtime::Engine::detect_precompiled(&bytes).is_some() {
             if !self.config.allow_precompiled {
                 return Err(LoadError::PrecompiledNotAllowed(file));
             }
-            trusted::deserialize(&self.engine.engine, &bytes)
-                .map_err(|e| LoadError::Incompatible { file: file.clone(), reason: e.to_string() })?
+            trusted::deserialize(&self.engine.engine, &bytes).map_err(|e| {
+                LoadError::Incompatible {
+                    file: file.clone(),
+                    reason: e.to_string(),
+                }
+            })?
         } else if path.extension().is_some_and(|e| e == "cwasm") {
             return Err(LoadError::Invalid {
                 file,
@@ -213,29 +249,45 @@ impl Registry {
         } else {
             self.compile_cached(&file, &bytes)?
         };
-        if !matches!(module.get_export("_start"), Some(wasmtime::ExternType::Func(_))) {
+        if !matches!(
+            module.get_export("_start"),
+            Some(wasmtime::ExternType::Func(_))
+        ) {
             return Err(LoadError::NotACommand { file });
         }
         let pre = self
             .linker
             .instantiate_pre(&module)
-            .map_err(|e| LoadError::Link { file: file.clone(), reason: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Link {
+                file: file.clone(),
+                reason: format!("{e:#}"),
+            })?;
         tracing::info!(function = %file, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "loaded");
-        Ok(Arc::new(Function { file_name: file, path: path.to_path_buf(), pre }))
+        Ok(Arc::new(Function {
+            file_name: file,
+            path: path.to_path_buf(),
+            pre,
+        }))
     }
 
     /// Compiles `.wasm`/`.wat` bytes, through the disk cache when enabled.
     fn compile_cached(&self, file: &str, bytes: &[u8]) -> Result<Module, LoadError> {
         let compile = || {
-            Module::new(&self.engine.engine, bytes)
-                .map_err(|e| LoadError::Invalid { file: file.to_string(), reason: format!("{e:#}") })
+            Module::new(&self.engine.engine, bytes).map_err(|e| LoadError::Invalid {
+                file: file.to_string(),
+                reason: format!("{e:#}"),
+            })
         };
-        let Some(dir) = &self.config.cache_dir else { return compile() };
+        let Some(dir) = &self.config.cache_dir else {
+            return compile();
+        };
         let cached = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
         if let Ok(data) = std::fs::read(&cached) {
             match trusted::deserialize(&self.engine.engine, &data) {
                 Ok(m) => return Ok(m),
-                Err(e) => tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable cache entry"),
+                Err(e) => {
+                    tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable cache entry")
+                }
             }
         }
         let module = compile()?;
@@ -244,7 +296,9 @@ impl Registry {
                 // Write to a temporary name and rename, so readers never see
                 // a partial file.
                 let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
-                if let Err(e) = std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, &cached)) {
+                if let Err(e) =
+                    std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, &cached))
+                {
                     tracing::warn!(path = %cached.display(), error = %e, "cannot write cache entry");
                     let _ = std::fs::remove_file(&tmp);
                 }
@@ -257,7 +311,10 @@ impl Registry {
     /// Content hash of the module bytes plus the engine's compatibility hash.
     fn cache_key(&self, bytes: &[u8]) -> String {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.engine.precompile_compatibility_hash().hash(&mut h);
+        self.engine
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut h);
         let digest = Sha256::digest(bytes);
         let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
         format!("{hex}-{:016x}", h.finish())
@@ -270,7 +327,10 @@ impl Registry {
 mod trusted {
     #![allow(unsafe_code)]
 
-    pub fn deserialize(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<wasmtime::Module> {
+    pub fn deserialize(
+        engine: &wasmtime::Engine,
+        bytes: &[u8],
+    ) -> wasmtime::Result<wasmtime::Module> {
         // SAFETY: wasmtime requires the bytes to come from `Module::serialize`
         // or `Engine::precompile_module` of a trusted source; they are checked
         // for a matching engine version and configuration before use. The

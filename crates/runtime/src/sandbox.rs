@@ -42,7 +42,11 @@ struct Stopped(Stop);
 #[derive(Debug, Clone)]
 pub enum Stdio {
     /// stdin from memory, stdout/stderr captured up to their caps (server).
-    Captured { stdin: Bytes, stdout_cap: usize, stderr_cap: usize },
+    Captured {
+        stdin: Bytes,
+        stdout_cap: usize,
+        stderr_cap: usize,
+    },
     /// The process's own stdio (`wasmbox run`).
     Inherit,
 }
@@ -111,11 +115,20 @@ pub enum Failure {
 }
 
 /// Runs `function` once with `inv`. Blocks the calling thread.
-pub fn invoke(engine: &WasmEngine, function: &Function, inv: Invocation, cancel: &CancelToken) -> Outcome {
+pub fn invoke(
+    engine: &WasmEngine,
+    function: &Function,
+    inv: Invocation,
+    cancel: &CancelToken,
+) -> Outcome {
     let mut builder = WasiCtxBuilder::new();
     builder.args(&inv.argv);
     let (stdout, stderr) = match inv.stdio {
-        Stdio::Captured { stdin, stdout_cap, stderr_cap } => {
+        Stdio::Captured {
+            stdin,
+            stdout_cap,
+            stderr_cap,
+        } => {
             let out = Capture::new(stdout_cap, Overflow::Trap);
             let err = Capture::new(stderr_cap, Overflow::KeepTail);
             builder
@@ -129,7 +142,11 @@ pub fn invoke(engine: &WasmEngine, function: &Function, inv: Invocation, cancel:
             (None, None)
         }
     };
-    let host = Host { wasi: builder.build_p1(), limits: MemoryCap::new(inv.memory_cap), stopped: None };
+    let host = Host {
+        wasi: builder.build_p1(),
+        limits: MemoryCap::new(inv.memory_cap),
+        stopped: None,
+    };
 
     let mut store = Store::new(&engine.engine, host);
     store.limiter(|h| &mut h.limits);
@@ -180,7 +197,12 @@ pub fn invoke(engine: &WasmEngine, function: &Function, inv: Invocation, cancel:
 /// own reasons (deadline, cancel, output cap, memory cap) come first: the
 /// error the guest surfaces after them (a trap, `exit(1)` from a failed
 /// malloc) is a consequence.
-fn classify(store: &Store<Host>, e: wasmtime::Error, stdout: Option<&Capture>, timeout: Duration) -> Failure {
+fn classify(
+    store: &Store<Host>,
+    e: wasmtime::Error,
+    stdout: Option<&Capture>,
+    timeout: Duration,
+) -> Failure {
     let host = store.data();
     match host.stopped {
         Some(Stop::Timeout) => return Failure::Timeout(timeout),
@@ -191,12 +213,17 @@ fn classify(store: &Store<Host>, e: wasmtime::Error, stdout: Option<&Capture>, t
         return Failure::OutputLimit { cap: out.cap() };
     }
     if let Some(wanted) = host.limits.refused {
-        return Failure::MemoryCap { cap: host.limits.cap_bytes, wanted };
+        return Failure::MemoryCap {
+            cap: host.limits.cap_bytes,
+            wanted,
+        };
     }
     if let Some(I32Exit(code)) = e.downcast_ref::<I32Exit>() {
         return Failure::Exit(*code);
     }
-    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
         return Failure::PoolExhausted;
     }
     let message = match e.downcast_ref::<Trap>() {

@@ -14,19 +14,39 @@ use crate::config::{CompileArgs, RunArgs};
 /// `wasmtime run`: a trap exits with 134 (as SIGABRT would), a timeout with
 /// 124 (as `timeout` does), a refused memory growth with 137 (as an OOM kill).
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let engine = WasmEngine::new(args.engine.engine_config(2)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine =
+        WasmEngine::new(args.engine.engine_config(2)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let _ticker = EpochTicker::start(&engine)?;
-    let dir = args.module.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    let registry = Arc::new(Registry::new(engine.clone(), args.limits.registry_config(dir)).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let dir = args
+        .module
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let registry = Arc::new(
+        Registry::new(engine.clone(), args.limits.registry_config(dir))
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
     let function = registry.load_path(&args.module)?;
     let memory_mb = args.memory_mb.unwrap_or(args.limits.default_memory_mb);
     if memory_mb == 0 || memory_mb > args.engine.max_memory_mb {
-        anyhow::bail!("--memory-mb {memory_mb} must be between 1 and --max-memory-mb {}", args.engine.max_memory_mb);
+        anyhow::bail!(
+            "--memory-mb {memory_mb} must be between 1 and --max-memory-mb {}",
+            args.engine.max_memory_mb
+        );
     }
-    let argv0 = args.module.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let argv0 = args
+        .module
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut argv = vec![argv0];
     argv.extend(args.args);
-    let inv = Invocation { argv, stdio: Stdio::Inherit, memory_cap: (memory_mb << 20) as usize, timeout: args.limits.timeout };
+    let inv = Invocation {
+        argv,
+        stdio: Stdio::Inherit,
+        memory_cap: (memory_mb << 20) as usize,
+        timeout: args.limits.timeout,
+    };
     let outcome = sandbox::invoke(&engine, &function, inv, &CancelToken::default());
     let _ = std::io::stdout().flush();
     Ok(match outcome.result {
@@ -37,7 +57,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 Failure::Trap(m) => (format!("trap: {m}"), 134),
                 Failure::Timeout(d) => (format!("timed out after {:.3} s", d.as_secs_f64()), 124),
                 Failure::MemoryCap { cap, wanted } => (
-                    format!("memory cap hit: tried to grow to {} MiB, cap is {} MiB (--memory-mb)", wanted.div_ceil(1 << 20), cap >> 20),
+                    format!(
+                        "memory cap hit: tried to grow to {} MiB, cap is {} MiB (--memory-mb)",
+                        wanted.div_ceil(1 << 20),
+                        cap >> 20
+                    ),
                     137,
                 ),
                 other => (format!("{other:?}"), 1),
@@ -50,14 +74,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// `wasmbox compile IN -o OUT`: ahead-of-time compilation for this engine.
 pub fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
-    let engine = WasmEngine::new(args.engine.engine_config(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let bytes = std::fs::read(&args.input).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.input.display()))?;
-    let out = args.output.clone().unwrap_or_else(|| args.input.with_extension("cwasm"));
+    let engine =
+        WasmEngine::new(args.engine.engine_config(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bytes = std::fs::read(&args.input)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.input.display()))?;
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| args.input.with_extension("cwasm"));
     let compiled = engine
         .engine
         .precompile_module(&bytes)
         .map_err(|e| anyhow::anyhow!("{} failed to compile: {e:#}", args.input.display()))?;
-    std::fs::write(&out, compiled).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-    eprintln!("wasmbox: compiled {} -> {}", args.input.display(), out.display());
+    std::fs::write(&out, compiled)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    eprintln!(
+        "wasmbox: compiled {} -> {}",
+        args.input.display(),
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wasmbox_runtime::{EngineConfig, ExecutorConfig, RegistryConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "wasmbox", version, about = "Serve many tenants' WebAssembly functions from one process")]
+#[command(
+    name = "wasmbox",
+    version,
+    about = "Serve many tenants' WebAssembly functions from one process"
+)]
 pub struct Cli {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
@@ -142,9 +146,13 @@ pub struct CompileArgs {
 /// Parses `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 30s or 500ms"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 30s or 500ms"))?;
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1e3,
@@ -161,13 +169,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 impl EngineArgs {
     pub fn engine_config(&self, max_instances: u32) -> EngineConfig {
-        EngineConfig { max_memory_mib: self.max_memory_mb, max_instances, ..EngineConfig::default() }
+        EngineConfig {
+            max_memory_mib: self.max_memory_mb,
+            max_instances,
+            ..EngineConfig::default()
+        }
     }
 }
 
 impl LimitArgs {
     pub fn registry_config(&self, dir: PathBuf) -> RegistryConfig {
-        RegistryConfig { dir, allow_precompiled: self.allow_precompiled, cache_dir: self.cache_dir.clone() }
+        RegistryConfig {
+            dir,
+            allow_precompiled: self.allow_precompiled,
+            cache_dir: self.cache_dir.clone(),
+        }
     }
 }
 
@@ -204,12 +220,16 @@ impl ServeArgs {
         let port = match self.port {
             Some(p) => p,
             None => match std::env::var("PORT") {
-                Ok(p) => p.parse().map_err(|_| format!("PORT={p} is not a port number"))?,
+                Ok(p) => p
+                    .parse()
+                    .map_err(|_| format!("PORT={p} is not a port number"))?,
                 Err(_) => 8080,
             },
         };
-        let ip: std::net::IpAddr =
-            self.host.parse().map_err(|_| format!("--host {} is not an IP address", self.host))?;
+        let ip: std::net::IpAddr = self
+            .host
+            .parse()
+            .map_err(|_| format!("--host {} is not an IP address", self.host))?;
         let l = &self.limits;
         if l.default_memory_mb == 0 || l.default_memory_mb > self.engine.max_memory_mb {
             return Err(format!(
@@ -224,7 +244,10 @@ impl ServeArgs {
             ));
         }
         if !self.functions.is_dir() {
-            return Err(format!("functions directory {} does not exist", self.functions.display()));
+            return Err(format!(
+                "functions directory {} does not exist",
+                self.functions.display()
+            ));
         }
         let pod = self.pod.clone().unwrap_or_else(hostname);
         Ok(ServeConfig {
@@ -245,7 +268,10 @@ impl ServeArgs {
             // A few spare pool slots beyond the workers.
             engine: self.engine.engine_config(self.workers + 8),
             registry: l.registry_config(self.functions.clone()),
-            executor: ExecutorConfig { max_workers: self.workers as usize, ..ExecutorConfig::default() },
+            executor: ExecutorConfig {
+                max_workers: self.workers as usize,
+                ..ExecutorConfig::default()
+            },
         })
     }
 }
@@ -253,7 +279,11 @@ impl ServeArgs {
 fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "wasmbox".into())
 }
 

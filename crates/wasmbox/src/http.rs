@@ -18,7 +18,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use wasmbox_runtime::executor::ExecError;
 use wasmbox_runtime::names::NameError;
 use wasmbox_runtime::sandbox::{self, CancelToken, Stdio, Timings};
-use wasmbox_runtime::{Executor, Failure, FunctionName, Invocation, LoadError, Registry, WasmEngine};
+use wasmbox_runtime::{
+    Executor, Failure, FunctionName, Invocation, LoadError, Registry, WasmEngine,
+};
 
 use crate::config::{Compat, RequestLimits};
 
@@ -77,7 +79,7 @@ impl ErrorKind {
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,           // 503
             Timeout => StatusCode::GATEWAY_TIMEOUT,                   // 504
             OutputLimit => StatusCode::INSUFFICIENT_STORAGE,          // 507
-            ClientGone => StatusCode::from_u16(499).unwrap(),         // (nginx's "client closed request")
+            ClientGone => StatusCode::from_u16(499).unwrap(), // (nginx's "client closed request")
         }
     }
 
@@ -116,7 +118,11 @@ pub struct HttpError {
 
 impl HttpError {
     fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        HttpError { kind, message: message.into(), headers: Vec::new() }
+        HttpError {
+            kind,
+            message: message.into(),
+            headers: Vec::new(),
+        }
     }
     fn header(mut self, name: &'static str, value: impl ToString) -> Self {
         if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
@@ -146,8 +152,14 @@ impl From<LoadError> for HttpError {
 impl From<ExecError> for HttpError {
     fn from(e: ExecError) -> Self {
         match e {
-            ExecError::Closed => HttpError::new(ErrorKind::Unavailable, "the server is shutting down").header("retry-after", 1),
-            ExecError::Panicked => HttpError::new(ErrorKind::Internal, "internal error: the worker running this invocation panicked"),
+            ExecError::Closed => {
+                HttpError::new(ErrorKind::Unavailable, "the server is shutting down")
+                    .header("retry-after", 1)
+            }
+            ExecError::Panicked => HttpError::new(
+                ErrorKind::Internal,
+                "internal error: the worker running this invocation panicked",
+            ),
         }
     }
 }
@@ -161,8 +173,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         let name = &path[1..];
         match *req.method() {
             Method::GET | Method::POST => invoke(&app, req, name).await,
-            _ => Err(HttpError::new(ErrorKind::MethodNotAllowed, format!("{} is not allowed; use GET or POST", req.method()))
-                .header("allow", "GET, POST")),
+            _ => Err(HttpError::new(
+                ErrorKind::MethodNotAllowed,
+                format!("{} is not allowed; use GET or POST", req.method()),
+            )
+            .header("allow", "GET, POST")),
         }
     };
     result.unwrap_or_else(|e| error_response(&app, e))
@@ -170,25 +185,39 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 
 fn management(app: &App, method: &Method, rest: &str) -> Result<Response<Body>, HttpError> {
     if method != Method::GET && method != Method::HEAD {
-        return Err(HttpError::new(ErrorKind::MethodNotAllowed, format!("{method} is not allowed on /-/{rest}")).header("allow", "GET, HEAD"));
+        return Err(HttpError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{method} is not allowed on /-/{rest}"),
+        )
+        .header("allow", "GET, HEAD"));
     }
     match rest {
         "live" => Ok(text(StatusCode::OK, "live\n")),
         "ready" => Ok(if app.ready.load(Ordering::Relaxed) {
             text(StatusCode::OK, "ready\n")
         } else {
-            text(StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n")
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: shutting down\n",
+            )
         }),
         "functions" => {
             let names = app.registry.list().map_err(|e| {
-                HttpError::new(ErrorKind::Internal, format!("cannot list the functions directory: {e}"))
+                HttpError::new(
+                    ErrorKind::Internal,
+                    format!("cannot list the functions directory: {e}"),
+                )
             })?;
             let body = serde_json::json!({ "functions": names }).to_string();
             let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(r)
         }
-        _ => Err(HttpError::new(ErrorKind::NoRoute, format!("no management endpoint /-/{rest}; there are /-/live, /-/ready, /-/functions"))),
+        _ => Err(HttpError::new(
+            ErrorKind::NoRoute,
+            format!("no management endpoint /-/{rest}; there are /-/live, /-/ready, /-/functions"),
+        )),
     }
 }
 
@@ -201,28 +230,63 @@ pub struct Resources {
 
 /// Reads `Memory-Request` and `cpu_quota` (also `cpu-quota`), applying
 /// defaults and bounds.
-pub fn parse_resources(headers: &HeaderMap, limits: &RequestLimits) -> Result<Resources, HttpError> {
-    let memory_mb = header_number(headers, &["memory-request"], "Memory-Request", "MB", limits.max_memory_mb)?
-        .unwrap_or(limits.default_memory_mb);
-    let cpu_millis = header_number(headers, &["cpu_quota", "cpu-quota"], "cpu_quota", "millicores", limits.max_cpu_quota)?
-        .unwrap_or(limits.default_cpu_quota);
-    Ok(Resources { memory_mb, cpu_millis })
+pub fn parse_resources(
+    headers: &HeaderMap,
+    limits: &RequestLimits,
+) -> Result<Resources, HttpError> {
+    let memory_mb = header_number(
+        headers,
+        &["memory-request"],
+        "Memory-Request",
+        "MB",
+        limits.max_memory_mb,
+    )?
+    .unwrap_or(limits.default_memory_mb);
+    let cpu_millis = header_number(
+        headers,
+        &["cpu_quota", "cpu-quota"],
+        "cpu_quota",
+        "millicores",
+        limits.max_cpu_quota,
+    )?
+    .unwrap_or(limits.default_cpu_quota);
+    Ok(Resources {
+        memory_mb,
+        cpu_millis,
+    })
 }
 
 /// One positive whole number from any of `names` (all values must agree),
 /// at most `max`.
-fn header_number(headers: &HeaderMap, names: &[&str], display: &str, unit: &str, max: u64) -> Result<Option<u64>, HttpError> {
-    let bad = |reason: String| HttpError::new(ErrorKind::BadHeader, format!("header {display}: {reason}"));
+fn header_number(
+    headers: &HeaderMap,
+    names: &[&str],
+    display: &str,
+    unit: &str,
+    max: u64,
+) -> Result<Option<u64>, HttpError> {
+    let bad = |reason: String| {
+        HttpError::new(ErrorKind::BadHeader, format!("header {display}: {reason}"))
+    };
     let mut found: Option<u64> = None;
     for name in names {
         for v in headers.get_all(*name) {
-            let s = v.to_str().map_err(|_| bad("value is not visible ASCII".into()))?.trim();
+            let s = v
+                .to_str()
+                .map_err(|_| bad("value is not visible ASCII".into()))?
+                .trim();
             let n = parse_positive(s).map_err(bad)?;
             if n > max {
-                return Err(bad(format!("{n} {unit} is above this server's maximum of {max} {unit}")));
+                return Err(bad(format!(
+                    "{n} {unit} is above this server's maximum of {max} {unit}"
+                )));
             }
             match found {
-                Some(prev) if prev != n => return Err(bad(format!("given more than once with different values ({prev} and {n})"))),
+                Some(prev) if prev != n => {
+                    return Err(bad(format!(
+                        "given more than once with different values ({prev} and {n})"
+                    )))
+                }
                 _ => found = Some(n),
             }
         }
@@ -235,7 +299,9 @@ fn parse_positive(s: &str) -> Result<u64, String> {
         return Err("value is empty".into());
     }
     if s.starts_with('-') {
-        return Err(format!("'{s}' is negative; it must be a positive whole number"));
+        return Err(format!(
+            "'{s}' is negative; it must be a positive whole number"
+        ));
     }
     if !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("'{s}' is not a whole number"));
@@ -252,14 +318,27 @@ fn parse_positive(s: &str) -> Result<u64, String> {
 fn parse_args(name: &FunctionName, query: Option<&str>) -> Vec<String> {
     let mut argv = vec![name.to_string()];
     if let Some(q) = query {
-        argv.extend(form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k == "arg").map(|(_, v)| v.into_owned()));
+        argv.extend(
+            form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k == "arg")
+                .map(|(_, v)| v.into_owned()),
+        );
     }
     argv
 }
 
 async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, HttpError> {
-    let too_large = || HttpError::new(ErrorKind::BodyTooLarge, format!("request body is larger than this server's limit of {max} bytes"));
-    if let Some(len) = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+    let too_large = || {
+        HttpError::new(
+            ErrorKind::BodyTooLarge,
+            format!("request body is larger than this server's limit of {max} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
         if len > max as u64 {
             return Err(too_large());
         }
@@ -267,7 +346,10 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, HttpErro
     match Limited::new(req.into_body(), max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(HttpError::new(ErrorKind::BadBody, format!("cannot read request body: {e}"))),
+        Err(e) => Err(HttpError::new(
+            ErrorKind::BadBody,
+            format!("cannot read request body: {e}"),
+        )),
     }
 }
 
@@ -282,7 +364,12 @@ fn compat_stdin(body: &[u8]) -> Result<Bytes, HttpError> {
     }
     serde_json::from_slice::<Param>(body)
         .map(|p| Bytes::from(p.parameter))
-        .map_err(|e| HttpError::new(ErrorKind::BadBody, format!("body must be JSON {{\"parameter\": \"<string>\"}} in reference mode: {e}")))
+        .map_err(|e| {
+            HttpError::new(
+                ErrorKind::BadBody,
+                format!("body must be JSON {{\"parameter\": \"<string>\"}} in reference mode: {e}"),
+            )
+        })
 }
 
 /// Counts a request in `in_flight` for as long as it lives.
@@ -307,13 +394,23 @@ impl Drop for CancelOnDrop {
     }
 }
 
-async fn invoke(app: &Arc<App>, req: Request<Incoming>, raw_name: &str) -> Result<Response<Body>, HttpError> {
+async fn invoke(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    raw_name: &str,
+) -> Result<Response<Body>, HttpError> {
     let _in_flight = InFlight::enter(&app.in_flight);
     if raw_name.is_empty() {
-        return Err(HttpError::new(ErrorKind::NoRoute, "no function in the path; GET /-/functions lists them"));
+        return Err(HttpError::new(
+            ErrorKind::NoRoute,
+            "no function in the path; GET /-/functions lists them",
+        ));
     }
     if raw_name.contains('/') {
-        return Err(HttpError::new(ErrorKind::BadName, "invalid function name: it must be a single path segment (it contains '/')"));
+        return Err(HttpError::new(
+            ErrorKind::BadName,
+            "invalid function name: it must be a single path segment (it contains '/')",
+        ));
     }
     let name = FunctionName::parse(raw_name)?;
     let resources = parse_resources(req.headers(), &app.limits)?;
@@ -329,7 +426,11 @@ async fn invoke(app: &Arc<App>, req: Request<Incoming>, raw_name: &str) -> Resul
     let limits = &app.limits;
     let invocation = Invocation {
         argv,
-        stdio: Stdio::Captured { stdin, stdout_cap: limits.max_output_bytes, stderr_cap: limits.max_stderr_bytes },
+        stdio: Stdio::Captured {
+            stdin,
+            stdout_cap: limits.max_output_bytes,
+            stderr_cap: limits.max_stderr_bytes,
+        },
         memory_cap: (resources.memory_mb << 20) as usize,
         timeout: limits.timeout,
     };
@@ -341,14 +442,21 @@ async fn invoke(app: &Arc<App>, req: Request<Incoming>, raw_name: &str) -> Resul
         .executor
         .submit(move |_worker| {
             let queued = submitted.elapsed();
-            (queued, sandbox::invoke(&engine, &function, invocation, &cancel))
+            (
+                queued,
+                sandbox::invoke(&engine, &function, invocation, &cancel),
+            )
         })
         .await?;
 
     if !outcome.stderr.is_empty() {
         tracing::info!(function = %name, stderr = %String::from_utf8_lossy(&outcome.stderr).trim_end(), "guest stderr");
     }
-    let timing = PhaseTimes { queue: queued, isolation: Duration::ZERO, t: outcome.timings };
+    let timing = PhaseTimes {
+        queue: queued,
+        isolation: Duration::ZERO,
+        t: outcome.timings,
+    };
     match outcome.result {
         Ok(()) => Ok(success(app, outcome.stdout, &timing)),
         Err(failure) => Err(failure_error(failure, &resources, &outcome.stderr, &timing)),
@@ -381,11 +489,14 @@ fn success(app: &App, stdout: Bytes, timing: &PhaseTimes) -> Response<Body> {
             b.extend_from_slice(&stdout);
             (Bytes::from(b), "text/plain; charset=utf-8")
         }
-        Compat::None if std::str::from_utf8(&stdout).is_ok() => (stdout, "text/plain; charset=utf-8"),
+        Compat::None if std::str::from_utf8(&stdout).is_ok() => {
+            (stdout, "text/plain; charset=utf-8")
+        }
         Compat::None => (stdout, "application/octet-stream"),
     };
     let mut r = Response::new(Full::new(body));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     add_timing_headers(app, r.headers_mut(), Some(timing));
     r
 }
@@ -398,11 +509,19 @@ fn add_timing_headers(app: &App, h: &mut HeaderMap, timing: Option<&PhaseTimes>)
     }
     if app.compat == Compat::Reference {
         let ms = |d: Duration| HeaderValue::from(d.as_millis() as u64);
-        let (iso, exec) = timing.map_or((Duration::ZERO, Duration::ZERO), |t| (t.isolation, t.t.instantiate + t.t.execute));
-        h.insert(HeaderName::from_static("cgroup-creation-time"), ms(Duration::ZERO));
+        let (iso, exec) = timing.map_or((Duration::ZERO, Duration::ZERO), |t| {
+            (t.isolation, t.t.instantiate + t.t.execute)
+        });
+        h.insert(
+            HeaderName::from_static("cgroup-creation-time"),
+            ms(Duration::ZERO),
+        );
         h.insert(HeaderName::from_static("cgroup-assign-time"), ms(iso));
         h.insert(HeaderName::from_static("execution-time"), ms(exec));
-        h.insert(HeaderName::from_static("num-current-requests"), HeaderValue::from(app.in_flight.load(Ordering::Relaxed)));
+        h.insert(
+            HeaderName::from_static("num-current-requests"),
+            HeaderValue::from(app.in_flight.load(Ordering::Relaxed)),
+        );
         if let Ok(v) = HeaderValue::from_str(&app.pod) {
             h.insert(HeaderName::from_static("pod"), v);
         }
@@ -441,7 +560,8 @@ fn failure_error(f: Failure, res: &Resources, stderr: &[u8], timing: &PhaseTimes
     };
     let mut e = e;
     if let Ok(v) = HeaderValue::from_str(&timing.server_timing()) {
-        e.headers.push((HeaderName::from_static("server-timing"), v));
+        e.headers
+            .push((HeaderName::from_static("server-timing"), v));
     }
     e
 }
@@ -455,7 +575,10 @@ fn error_response(app: &App, e: HttpError) -> Response<Body> {
     body.push('\n');
     let mut r = text(e.kind.status(), body);
     let h = r.headers_mut();
-    h.insert(HeaderName::from_static("wasmbox-error"), HeaderValue::from_static(e.kind.as_str()));
+    h.insert(
+        HeaderName::from_static("wasmbox-error"),
+        HeaderValue::from_static(e.kind.as_str()),
+    );
     for (k, v) in e.headers {
         h.insert(k, v);
     }
@@ -468,7 +591,10 @@ fn error_response(app: &App, e: HttpError) -> Response<Body> {
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -500,10 +626,27 @@ mod tests {
     #[test]
     fn resources_defaults_and_both_spellings() {
         let l = limits();
-        assert_eq!(parse_resources(&headers(&[]), &l).unwrap(), Resources { memory_mb: 200, cpu_millis: 1000 });
-        let r = parse_resources(&headers(&[("memory-request", "64"), ("cpu-quota", "250")]), &l).unwrap();
-        assert_eq!(r, Resources { memory_mb: 64, cpu_millis: 250 });
-        let r = parse_resources(&headers(&[("cpu_quota", "300"), ("cpu-quota", "300")]), &l).unwrap();
+        assert_eq!(
+            parse_resources(&headers(&[]), &l).unwrap(),
+            Resources {
+                memory_mb: 200,
+                cpu_millis: 1000
+            }
+        );
+        let r = parse_resources(
+            &headers(&[("memory-request", "64"), ("cpu-quota", "250")]),
+            &l,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Resources {
+                memory_mb: 64,
+                cpu_millis: 250
+            }
+        );
+        let r =
+            parse_resources(&headers(&[("cpu_quota", "300"), ("cpu-quota", "300")]), &l).unwrap();
         assert_eq!(r.cpu_millis, 300);
     }
 
@@ -513,33 +656,79 @@ mod tests {
         let cases = [
             ("memory-request", "-5", "Memory-Request", "negative"),
             ("memory-request", "0", "Memory-Request", "at least 1"),
-            ("memory-request", "abc", "Memory-Request", "not a whole number"),
-            ("memory-request", "1.5", "Memory-Request", "not a whole number"),
-            ("memory-request", "99999999999999999999999", "Memory-Request", "too large"),
-            ("memory-request", "8192", "Memory-Request", "above this server's maximum of 4096 MB"),
-            ("cpu_quota", "2000", "cpu_quota", "above this server's maximum of 1000 millicores"),
+            (
+                "memory-request",
+                "abc",
+                "Memory-Request",
+                "not a whole number",
+            ),
+            (
+                "memory-request",
+                "1.5",
+                "Memory-Request",
+                "not a whole number",
+            ),
+            (
+                "memory-request",
+                "99999999999999999999999",
+                "Memory-Request",
+                "too large",
+            ),
+            (
+                "memory-request",
+                "8192",
+                "Memory-Request",
+                "above this server's maximum of 4096 MB",
+            ),
+            (
+                "cpu_quota",
+                "2000",
+                "cpu_quota",
+                "above this server's maximum of 1000 millicores",
+            ),
             ("cpu-quota", "", "cpu_quota", "empty"),
         ];
         for (h, v, name, reason) in cases {
             let e = parse_resources(&headers(&[(h, v)]), &l).unwrap_err();
             assert_eq!(e.kind, ErrorKind::BadHeader);
-            assert!(e.message.contains(name) && e.message.contains(reason), "{h}: {v} -> {}", e.message);
+            assert!(
+                e.message.contains(name) && e.message.contains(reason),
+                "{h}: {v} -> {}",
+                e.message
+            );
         }
-        let e = parse_resources(&headers(&[("cpu_quota", "300"), ("cpu-quota", "400")]), &l).unwrap_err();
+        let e = parse_resources(&headers(&[("cpu_quota", "300"), ("cpu-quota", "400")]), &l)
+            .unwrap_err();
         assert!(e.message.contains("different values"), "{}", e.message);
     }
 
     #[test]
     fn args_come_from_arg_parameters_in_order() {
         let n = FunctionName::parse("echo").unwrap();
-        assert_eq!(parse_args(&n, Some("arg=a&x=1&arg=b%20c&arg=d+e")), vec!["echo", "a", "b c", "d e"]);
+        assert_eq!(
+            parse_args(&n, Some("arg=a&x=1&arg=b%20c&arg=d+e")),
+            vec!["echo", "a", "b c", "d e"]
+        );
         assert_eq!(parse_args(&n, None), vec!["echo"]);
     }
 
     #[test]
     fn every_error_kind_has_a_distinct_status() {
         use ErrorKind::*;
-        let outcomes = [NotFound, PrecompiledNotAllowed, BodyTooLarge, MemoryCap, Exit, Trap, LoadFailed, Unavailable, Timeout, OutputLimit, MethodNotAllowed, BadName];
+        let outcomes = [
+            NotFound,
+            PrecompiledNotAllowed,
+            BodyTooLarge,
+            MemoryCap,
+            Exit,
+            Trap,
+            LoadFailed,
+            Unavailable,
+            Timeout,
+            OutputLimit,
+            MethodNotAllowed,
+            BadName,
+        ];
         let mut codes: Vec<u16> = outcomes.iter().map(|k| k.status().as_u16()).collect();
         codes.sort();
         codes.dedup();

@@ -7,10 +7,16 @@ use wasmbox::server::{shutdown_signal, Server};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| {
-        eprintln!("wasmbox: LOG_LEVEL/--log-level '{}' is not a valid filter; using info", cli.log_level);
+        eprintln!(
+            "wasmbox: LOG_LEVEL/--log-level '{}' is not a valid filter; using info",
+            cli.log_level
+        );
         tracing_subscriber::EnvFilter::new("info")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let result = match cli.command {
         Command::Serve(args) => serve(args),
@@ -25,7 +31,9 @@ fn main() -> ExitCode {
 
 fn serve(args: wasmbox::config::ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.resolve().map_err(anyhow::Error::msg)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let server = Server::bind(config).await?;
         server.run(shutdown_signal()).await

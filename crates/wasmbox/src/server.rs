@@ -24,10 +24,12 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: ServeConfig) -> anyhow::Result<Server> {
-        let engine = WasmEngine::new(config.engine.clone()).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?;
+        let engine = WasmEngine::new(config.engine.clone())
+            .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?;
         let ticker = EpochTicker::start(&engine)?;
         let registry = Arc::new(
-            Registry::new(engine.clone(), config.registry.clone()).map_err(|e| anyhow::anyhow!("cannot set up the registry: {e}"))?,
+            Registry::new(engine.clone(), config.registry.clone())
+                .map_err(|e| anyhow::anyhow!("cannot set up the registry: {e}"))?,
         );
         let executor = Arc::new(Executor::new(config.executor.clone()));
         let listener = TcpListener::bind(config.listen)
@@ -50,7 +52,12 @@ impl Server {
             compat = ?config.compat,
             "wasmbox serving"
         );
-        Ok(Server { app, listener, _ticker: ticker, drain_timeout: config.drain_timeout })
+        Ok(Server {
+            app,
+            listener,
+            _ticker: ticker,
+            drain_timeout: config.drain_timeout,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -95,7 +102,10 @@ impl Server {
         tracing::info!("shutting down: not ready, no new connections, draining");
         self.app.ready.store(false, Ordering::Relaxed);
         drop(self.listener);
-        if tokio::time::timeout(self.drain_timeout, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(timeout = ?self.drain_timeout, "drain timeout passed with requests still open");
         }
         let executor = self.app.executor.clone();

@@ -1,0 +1,155 @@
+//! Test helpers: a real wasmbox server on a loopback port with its own
+//! functions directory, and a real HTTP client.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use wasmbox::config::{Cli, Command};
+use wasmbox::http::App;
+use wasmbox::server::Server;
+
+/// Path of a guest built by functions/build.sh (or a bundled .wat).
+pub fn guest(file: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../functions")
+        .join(file);
+    assert!(
+        p.exists(),
+        "{} is missing: run functions/build.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub app: Arc<App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Asserts the status and that the body mentions every one of `words`.
+    #[track_caller]
+    pub fn expect(&self, status: u16, words: &[&str]) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        for w in words {
+            assert!(
+                self.text().contains(w),
+                "expected {w:?} in body: {}",
+                self.text()
+            );
+        }
+    }
+}
+
+impl TestServer {
+    /// Starts `wasmbox serve --port 0 --functions <tmp> <extra...>` in this
+    /// process with `guests` copied into the functions directory.
+    pub async fn start(guests: &[&str], extra: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        for g in guests {
+            std::fs::copy(guest(g), dir.path().join(g)).unwrap();
+        }
+        let mut argv = vec![
+            "wasmbox",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--functions",
+            dir.path().to_str().unwrap(),
+        ];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(&argv).unwrap();
+        let Command::Serve(args) = cli.command else {
+            unreachable!()
+        };
+        let server = Server::bind(args.resolve().unwrap()).await.unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let app = server.app.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        TestServer {
+            dir,
+            base,
+            app,
+            stop: Some(stop),
+            task: Some(task),
+            client,
+        }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = self
+            .client
+            .request(b.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, &[], Bytes::new()).await
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        self.request(Method::POST, path, &[], Bytes::from(body.to_string()))
+            .await
+    }
+
+    /// Stops the server the way SIGTERM would and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
