@@ -19,9 +19,10 @@ use wasmbox_runtime::{EngineConfig, ExecutorConfig, RegistryConfig};
     about = "Serve many tenants' WebAssembly functions from one process"
 )]
 pub struct Cli {
-    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
-    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive)
+    /// [default: info for serve, warn for run and compile].
+    #[arg(long, global = true, env = "LOG_LEVEL")]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -6,16 +6,16 @@ use wasmbox::server::{shutdown_signal, Server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| {
-        eprintln!(
-            "wasmbox: LOG_LEVEL/--log-level '{}' is not a valid filter; using info",
-            cli.log_level
-        );
-        tracing_subscriber::EnvFilter::new("info")
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let level = cli.log_level.as_deref().unwrap_or(default_level);
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| {
+        eprintln!("wasmbox: LOG_LEVEL/--log-level '{level}' is not a valid filter; using {default_level}");
+        tracing_subscriber::EnvFilter::new(default_level)
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let result = match cli.command {

@@ -1,0 +1,187 @@
+//! The `wasmbox` binary end to end: `run`, `compile`, and `serve` with its
+//! defaults and the reference's environment variable names.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+fn wasmbox() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wasmbox"));
+    // Keep the caller's environment from leaking settings into the tests.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WASMBOX_") || ["PORT", "WEBSERVER_PORT", "WEBSERVER_HOST", "LOG_LEVEL", "POD_UID"].contains(&k.as_str()) {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = wasmbox().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn g(name: &str) -> String {
+    common::guest(name).to_str().unwrap().to_string()
+}
+
+#[test]
+fn run_passes_stdio_args_and_exit_status_through() {
+    let (code, out, _) = run_with_stdin(&["run", &g("echo.wasm"), "--upper", "a", "b"], "piped in\n");
+    assert_eq!((code, out.as_str()), (0, "a b\nPIPED IN\n"));
+    let (code, out, err) = run_with_stdin(&["run", &g("exitcode.wasm"), "7"], "");
+    assert_eq!((code, out.as_str()), (7, "about to exit with 7\n"));
+    assert!(err.contains("failing on purpose with status 7"), "{err}");
+    let (code, out, _) = run_with_stdin(&["run", &g("hello.wat")], "");
+    assert_eq!((code, out.as_str()), (0, "Hello from wasmbox!\n"));
+}
+
+#[test]
+fn run_applies_the_same_limits() {
+    let (code, _, err) = run_with_stdin(&["run", "--timeout", "200ms", &g("spin.wasm")], "");
+    assert_eq!(code, 124, "{err}");
+    assert!(err.contains("timed out after 0.200 s"), "{err}");
+    let (code, _, err) = run_with_stdin(&["run", "--memory-mb", "16", &g("memhog.wasm"), "40"], "");
+    assert_eq!(code, 137, "{err}");
+    assert!(err.contains("cap is 16 MiB"), "{err}");
+    let (code, out, _) = run_with_stdin(&["run", "--memory-mb", "64", &g("memhog.wasm"), "40"], "");
+    assert_eq!((code, out.trim()), (0, "allocated 40 MiB (10240 pages)"));
+}
+
+#[test]
+fn compile_produces_a_cwasm_that_loads_only_where_allowed_and_compatible() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("echo.cwasm");
+    let st = wasmbox().args(["compile", &g("echo.wasm"), "-o", out.to_str().unwrap()]).status().unwrap();
+    assert!(st.success());
+    assert!(wasmtime::Engine::detect_precompiled(&std::fs::read(&out).unwrap()).is_some());
+
+    let (code, stdout, _) = run_with_stdin(&["run", "--allow-precompiled", out.to_str().unwrap(), "x"], "y");
+    assert_eq!((code, stdout.as_str()), (0, "x\ny"));
+    let (code, _, err) = run_with_stdin(&["run", out.to_str().unwrap()], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("--allow-precompiled"), "{err}");
+
+    // Compiled for an engine with other settings: refused, saying so.
+    let other = dir.path().join("other.cwasm");
+    let st = wasmbox()
+        .args(["compile", "--max-memory-mb", "8192", &g("echo.wasm"), "-o", other.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, _, err) = run_with_stdin(&["run", "--allow-precompiled", other.to_str().unwrap()], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("different wasmtime build or engine configuration"), "{err}");
+
+    // Default output name; a broken input fails with its name.
+    std::fs::copy(common::guest("hello.wat"), dir.path().join("h.wat")).unwrap();
+    assert!(wasmbox().args(["compile", dir.path().join("h.wat").to_str().unwrap()]).status().unwrap().success());
+    assert!(dir.path().join("h.cwasm").exists());
+    std::fs::write(dir.path().join("bad.wat"), "(module (func $x (unknown)))").unwrap();
+    let o = wasmbox().args(["compile", dir.path().join("bad.wat").to_str().unwrap()]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.wat failed to compile"));
+}
+
+/// A `wasmbox serve` child process; stopped with SIGTERM on drop.
+struct Served {
+    child: Child,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `wasmbox serve` in `cwd` with `env` and waits for its "serving" log line.
+fn serve(cwd: &Path, args: &[&str], env: &[(&str, String)], port: u16) -> Served {
+    let mut cmd = wasmbox();
+    cmd.arg("serve").args(args).current_dir(cwd).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("wasmbox serving") {
+            assert!(line.contains(&format!(":{port}")), "{line}");
+            break;
+        }
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Served { child, port }
+}
+
+impl Served {
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut resp = String::new();
+        std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head.to_lowercase(), body.to_string())
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+#[test]
+fn serve_defaults_use_port_env_and_the_bundled_functions() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let port = free_port();
+    let s = serve(&repo, &[], &[("PORT", port.to_string())], port);
+    let (status, head, body) = s.get("/hello", &[("cpu_quota", "500"), ("Memory-Request", "64")]);
+    assert_eq!((status, body.as_str()), (200, "Hello from wasmbox!\n"), "{head}");
+    assert!(head.contains("server-timing:"));
+    let st = s.terminate();
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn serve_accepts_the_reference_environment_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::guest("echo.wasm"), dir.path().join("echo.wasm")).unwrap();
+    let port = free_port();
+    let env = [
+        ("WEBSERVER_HOST", "127.0.0.1".to_string()),
+        ("WEBSERVER_PORT", port.to_string()),
+        ("PORT", "1".to_string()), // WEBSERVER_PORT wins over Knative's PORT
+        ("LOG_LEVEL", "debug".to_string()),
+        ("POD_UID", "uid-1234".to_string()),
+        ("WASMBOX_FUNCTIONS", dir.path().to_str().unwrap().to_string()),
+        ("WASMBOX_COMPAT", "reference".to_string()),
+    ];
+    let s = serve(dir.path(), &[], &env, port);
+    let (status, head, body) = s.get("/echo.wasm?arg=hi", &[]);
+    assert_eq!((status, body.as_str()), (200, "WASM output: hi\n"));
+    assert!(head.contains("pod: uid-1234"), "{head}");
+    assert_eq!(s.terminate().code(), Some(0));
+}
+
+#[test]
+fn serve_refuses_bad_settings_with_a_message() {
+    let o = wasmbox().args(["serve", "--functions", "/nonexistent/dir"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/dir does not exist"));
+    let o = wasmbox().args(["serve", "--default-memory-mb", "9000"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--default-memory-mb 9000 must be between 1 and --max-memory-mb 4096"));
+    let o = wasmbox().args(["serve", "--timeout", "soon"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a duration"));
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine (Rust wasm target, C guest toolchain), builds the
+# guest functions from source, and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+./functions/build.sh
+cargo test --workspace --locked "$@"
