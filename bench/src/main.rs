@@ -1,1 +1,398 @@
-fn main() {}
+//! wasmbox benchmarks. `wasmbox-bench core` measures the core request path
+//! with the bundled `hello` function:
+//! 1. in-process invocation latency (instantiate + `_start`, one thread);
+//! 2. in-process throughput with 1 and 2 threads invoking at once;
+//! 3. HTTP over loopback against a `wasmbox serve` child process: latency
+//!    and requests/s at concurrency 1 and 16.
+//! Results are printed and written as markdown to bench/results/core.md.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use wasmbox_runtime::sandbox::{self, CancelToken, Stdio as GuestStdio};
+use wasmbox_runtime::{
+    EngineConfig, EpochTicker, Function, Invocation, Registry, RegistryConfig, WasmEngine,
+};
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// The core request path (issue #2's benchmark).
+    Core {
+        /// Shorter runs (for smoke tests).
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the markdown report.
+        #[arg(long, default_value = "bench/results/core.md")]
+        out: PathBuf,
+    },
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().cmd {
+        Cmd::Core { quick, out } => core(quick, &out),
+    }
+}
+
+struct Lat {
+    p50_us: f64,
+    p99_us: f64,
+    n: u64,
+}
+
+fn lat(h: &Histogram<u64>) -> Lat {
+    Lat {
+        p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
+        p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
+        n: h.len(),
+    }
+}
+
+fn invocation() -> Invocation {
+    Invocation {
+        argv: vec!["hello".into()],
+        stdio: GuestStdio::Captured {
+            stdin: Bytes::new(),
+            stdout_cap: 1 << 20,
+            stderr_cap: 1 << 16,
+        },
+        memory_cap: 64 << 20,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+fn core(quick: bool, out: &Path) -> anyhow::Result<()> {
+    let secs = if quick { 1.0 } else { 5.0 };
+    let mut report = String::new();
+    writeln!(report, "# Core request path benchmark\n")?;
+    writeln!(
+        report,
+        "Function: the bundled `hello` (WAT, writes 20 bytes with `fd_write`). {}\n",
+        machine()
+    )?;
+    writeln!(
+        report,
+        "Command: `cargo run --release -p wasmbox-bench -- core{}`\n",
+        if quick { " --quick" } else { "" }
+    )?;
+
+    // 1 + 2: in process.
+    let engine = WasmEngine::new(EngineConfig {
+        max_instances: 16,
+        ..Default::default()
+    })
+    .map_err(anyhow::Error::msg)?;
+    let _ticker = EpochTicker::start(&engine)?;
+    let registry = Registry::new(
+        engine.clone(),
+        RegistryConfig {
+            dir: repo_root().join("functions"),
+            allow_precompiled: false,
+            cache_dir: None,
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let hello = registry.load_path(&repo_root().join("functions/hello.wat"))?;
+    let cancel = CancelToken::default();
+    let mut h = Histogram::<u64>::new(3)?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let o = sandbox::invoke(&engine, &hello, invocation(), &cancel);
+        h.record(t.elapsed().as_nanos() as u64)?;
+        if o.result.is_err() || &o.stdout[..] != b"Hello from wasmbox!\n" {
+            bail!("hello failed: {:?}", o.result);
+        }
+    }
+    let inproc = lat(&h);
+    println!(
+        "in-process: p50 {:.1} µs, p99 {:.1} µs ({} invocations)",
+        inproc.p50_us, inproc.p99_us, inproc.n
+    );
+
+    let rates = [1, 2].map(|t| throughput(t, secs, invoke_loop(&engine, &hello)));
+    println!(
+        "in-process: 1 thread {:.0}/s, 2 threads {:.0}/s",
+        rates[0], rates[1]
+    );
+    // The machine's own ceiling: a pure CPU loop on 1 and 2 threads.
+    let cpu = [1, 2].map(|t| throughput(t, secs, cpu_loop()));
+    println!("pure CPU loop: 2 threads / 1 = {:.2}x", cpu[1] / cpu[0]);
+    // Why keep_resident matters: the same with it switched off.
+    let cold_engine = WasmEngine::new(EngineConfig {
+        max_instances: 16,
+        memory_keep_resident: 0,
+        table_keep_resident: 0,
+        ..Default::default()
+    })
+    .map_err(anyhow::Error::msg)?;
+    let cold_registry = Registry::new(
+        cold_engine.clone(),
+        RegistryConfig {
+            dir: repo_root().join("functions"),
+            allow_precompiled: false,
+            cache_dir: None,
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let cold_hello = cold_registry.load_path(&repo_root().join("functions/hello.wat"))?;
+    let cold = [1, 2].map(|t| throughput(t, secs, invoke_loop(&cold_engine, &cold_hello)));
+    println!(
+        "keep_resident off: 1 thread {:.0}/s, 2 threads {:.0}/s",
+        cold[0], cold[1]
+    );
+
+    writeln!(report, "## In process (no HTTP)\n")?;
+    writeln!(report, "| measure | result | goal |\n|---|---|---|")?;
+    writeln!(
+        report,
+        "| invocation latency p50 | {:.1} µs | <= 20 µs |",
+        inproc.p50_us
+    )?;
+    writeln!(
+        report,
+        "| invocation latency p99 | {:.1} µs | |",
+        inproc.p99_us
+    )?;
+    writeln!(report, "| throughput, 1 thread | {:.0} /s | |", rates[0])?;
+    writeln!(report, "| throughput, 2 threads | {:.0} /s | |", rates[1])?;
+    writeln!(
+        report,
+        "| 2 threads / 1 thread | {:.2}x | >= 1.8x |",
+        rates[1] / rates[0]
+    )?;
+    writeln!(
+        report,
+        "| machine ceiling: pure CPU loop, 2 threads / 1 thread | {:.2}x | |",
+        cpu[1] / cpu[0]
+    )?;
+    writeln!(
+        report,
+        "| keep_resident off: 1 thread / 2 threads | {:.0} /s / {:.0} /s ({:.2}x) | |\n",
+        cold[0],
+        cold[1],
+        cold[1] / cold[0]
+    )?;
+
+    // 3: over HTTP against the release binary.
+    let server = ServerProc::start()?;
+    writeln!(report, "## Over HTTP on loopback\n")?;
+    writeln!(
+        report,
+        "`wasmbox serve` (release build, a separate process) and the load generator (hyper client, \
+         HTTP/1.1 keep-alive, one connection per concurrent client) share the machine's 2 cores.\n"
+    )?;
+    writeln!(
+        report,
+        "| concurrency | p50 | p99 | req/s | requests |\n|---|---|---|---|---|"
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    for conc in [1usize, 16] {
+        let (l, rate) = rt.block_on(http_load(server.port, conc, Duration::from_secs_f64(secs)))?;
+        println!(
+            "http c={conc}: p50 {:.1} µs, p99 {:.1} µs, {rate:.0} req/s",
+            l.p50_us, l.p99_us
+        );
+        writeln!(
+            report,
+            "| {conc} | {:.1} µs | {:.1} µs | {rate:.0} | {} |",
+            l.p50_us, l.p99_us, l.n
+        )?;
+    }
+    drop(server);
+
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, &report)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Runs `work` on `threads` threads for `secs`; returns calls per second.
+fn throughput(threads: usize, secs: f64, work: impl Fn() + Send + Sync + Clone + 'static) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (count, stop, work) = (count.clone(), stop.clone(), work.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    work();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn invoke_loop(
+    engine: &WasmEngine,
+    f: &Arc<Function>,
+) -> impl Fn() + Send + Sync + Clone + 'static {
+    let (engine, f, cancel) = (engine.clone(), f.clone(), CancelToken::default());
+    move || {
+        let o = sandbox::invoke(&engine, &f, invocation(), &cancel);
+        assert!(o.result.is_ok(), "{:?}", o.result);
+    }
+}
+
+fn cpu_loop() -> impl Fn() + Send + Sync + Clone + 'static {
+    || {
+        let mut x = 1u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        std::hint::black_box(x);
+    }
+}
+
+async fn http_load(port: u16, concurrency: usize, dur: Duration) -> anyhow::Result<(Lat, f64)> {
+    let uri: hyper::Uri = format!("http://127.0.0.1:{port}/hello").parse()?;
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let uri = uri.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            stream.set_nodelay(true)?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut h = Histogram::<u64>::new(3)?;
+            while Instant::now() < deadline {
+                let req = hyper::Request::get(uri.clone())
+                    .header("host", "bench")
+                    .body(Empty::<Bytes>::new())?;
+                let t = Instant::now();
+                let resp = send.send_request(req).await?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await?.to_bytes();
+                h.record(t.elapsed().as_nanos() as u64)?;
+                if status != 200 || body.len() != 20 {
+                    bail!("unexpected reply {status}");
+                }
+            }
+            anyhow::Ok(h)
+        }));
+    }
+    let mut all = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        all.add(t.await??)?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let n = all.len() as f64;
+    Ok((lat(&all), n / elapsed))
+}
+
+struct ServerProc {
+    child: Child,
+    port: u16,
+}
+
+impl ServerProc {
+    fn start() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?.with_file_name("wasmbox");
+        if !exe.exists() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p wasmbox`",
+                exe.display()
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut child = Command::new(&exe)
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--log-level",
+                "warn",
+            ])
+            .arg("--functions")
+            .arg(repo_root().join("functions"))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start wasmbox")?;
+        // Wait until it answers (and has compiled hello).
+        let t = Instant::now();
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                s.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")?;
+                let mut r = String::new();
+                s.read_to_string(&mut r)?;
+                if r.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+            }
+            if t.elapsed() > Duration::from_secs(30) || child.try_wait()?.is_some() {
+                bail!("wasmbox did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(ServerProc { child, port })
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("Machine: {cores} cores ({cpu}), Linux {}. Shared and noisy: compare ratios within one run.", kernel.trim())
+}

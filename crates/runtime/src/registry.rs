@@ -85,6 +85,8 @@ pub struct Registry {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     /// Number of loads (compilations or deserializations) done so far.
     loads: AtomicUsize,
+    /// Number of loads served from the disk cache.
+    cache_hits: AtomicUsize,
 }
 
 impl Registry {
@@ -102,6 +104,7 @@ impl Registry {
             config,
             entries: Mutex::new(HashMap::new()),
             loads: AtomicUsize::new(0),
+            cache_hits: AtomicUsize::new(0),
         })
     }
 
@@ -112,6 +115,11 @@ impl Registry {
     /// How many times a file has been loaded (compiled or deserialized).
     pub fn loads(&self) -> usize {
         self.loads.load(Ordering::Relaxed)
+    }
+
+    /// How many of those loads came from the disk cache.
+    pub fn cache_hits(&self) -> usize {
+        self.cache_hits.load(Ordering::Relaxed)
     }
 
     /// Finds `name` in the directory and returns its compiled form, compiling
@@ -284,7 +292,10 @@ impl Registry {
         let cached = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
         if let Ok(data) = std::fs::read(&cached) {
             match trusted::deserialize(&self.engine.engine, &data) {
-                Ok(m) => return Ok(m),
+                Ok(m) => {
+                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(m);
+                }
                 Err(e) => {
                     tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable cache entry")
                 }

@@ -11,7 +11,16 @@ fn wasmbox() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wasmbox"));
     // Keep the caller's environment from leaking settings into the tests.
     for (k, _) in std::env::vars() {
-        if k.starts_with("WASMBOX_") || ["PORT", "WEBSERVER_PORT", "WEBSERVER_HOST", "LOG_LEVEL", "POD_UID"].contains(&k.as_str()) {
+        if k.starts_with("WASMBOX_")
+            || [
+                "PORT",
+                "WEBSERVER_PORT",
+                "WEBSERVER_HOST",
+                "LOG_LEVEL",
+                "POD_UID",
+            ]
+            .contains(&k.as_str())
+        {
             c.env_remove(k);
         }
     }
@@ -19,10 +28,25 @@ fn wasmbox() -> Command {
 }
 
 fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = wasmbox().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let mut child = wasmbox()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn g(name: &str) -> String {
@@ -31,7 +55,8 @@ fn g(name: &str) -> String {
 
 #[test]
 fn run_passes_stdio_args_and_exit_status_through() {
-    let (code, out, _) = run_with_stdin(&["run", &g("echo.wasm"), "--upper", "a", "b"], "piped in\n");
+    let (code, out, _) =
+        run_with_stdin(&["run", &g("echo.wasm"), "--upper", "a", "b"], "piped in\n");
     assert_eq!((code, out.as_str()), (0, "a b\nPIPED IN\n"));
     let (code, out, err) = run_with_stdin(&["run", &g("exitcode.wasm"), "7"], "");
     assert_eq!((code, out.as_str()), (7, "about to exit with 7\n"));
@@ -56,11 +81,17 @@ fn run_applies_the_same_limits() {
 fn compile_produces_a_cwasm_that_loads_only_where_allowed_and_compatible() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("echo.cwasm");
-    let st = wasmbox().args(["compile", &g("echo.wasm"), "-o", out.to_str().unwrap()]).status().unwrap();
+    let st = wasmbox()
+        .args(["compile", &g("echo.wasm"), "-o", out.to_str().unwrap()])
+        .status()
+        .unwrap();
     assert!(st.success());
     assert!(wasmtime::Engine::detect_precompiled(&std::fs::read(&out).unwrap()).is_some());
 
-    let (code, stdout, _) = run_with_stdin(&["run", "--allow-precompiled", out.to_str().unwrap(), "x"], "y");
+    let (code, stdout, _) = run_with_stdin(
+        &["run", "--allow-precompiled", out.to_str().unwrap(), "x"],
+        "y",
+    );
     assert_eq!((code, stdout.as_str()), (0, "x\ny"));
     let (code, _, err) = run_with_stdin(&["run", out.to_str().unwrap()], "");
     assert_eq!(code, 1);
@@ -69,20 +100,38 @@ fn compile_produces_a_cwasm_that_loads_only_where_allowed_and_compatible() {
     // Compiled for an engine with other settings: refused, saying so.
     let other = dir.path().join("other.cwasm");
     let st = wasmbox()
-        .args(["compile", "--max-memory-mb", "8192", &g("echo.wasm"), "-o", other.to_str().unwrap()])
+        .args([
+            "compile",
+            "--max-memory-mb",
+            "8192",
+            &g("echo.wasm"),
+            "-o",
+            other.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(st.success());
-    let (code, _, err) = run_with_stdin(&["run", "--allow-precompiled", other.to_str().unwrap()], "");
+    let (code, _, err) =
+        run_with_stdin(&["run", "--allow-precompiled", other.to_str().unwrap()], "");
     assert_eq!(code, 1);
-    assert!(err.contains("different wasmtime build or engine configuration"), "{err}");
+    assert!(
+        err.contains("different wasmtime build or engine configuration"),
+        "{err}"
+    );
 
     // Default output name; a broken input fails with its name.
     std::fs::copy(common::guest("hello.wat"), dir.path().join("h.wat")).unwrap();
-    assert!(wasmbox().args(["compile", dir.path().join("h.wat").to_str().unwrap()]).status().unwrap().success());
+    assert!(wasmbox()
+        .args(["compile", dir.path().join("h.wat").to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
     assert!(dir.path().join("h.cwasm").exists());
     std::fs::write(dir.path().join("bad.wat"), "(module (func $x (unknown)))").unwrap();
-    let o = wasmbox().args(["compile", dir.path().join("bad.wat").to_str().unwrap()]).output().unwrap();
+    let o = wasmbox()
+        .args(["compile", dir.path().join("bad.wat").to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.wat failed to compile"));
 }
@@ -94,13 +143,20 @@ struct Served {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts `wasmbox serve` in `cwd` with `env` and waits for its "serving" log line.
 fn serve(cwd: &Path, args: &[&str], env: &[(&str, String)], port: u16) -> Served {
     let mut cmd = wasmbox();
-    cmd.arg("serve").args(args).current_dir(cwd).stderr(Stdio::piped());
+    cmd.arg("serve")
+        .args(args)
+        .current_dir(cwd)
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -136,7 +192,10 @@ impl Served {
 
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id() as i32;
-        Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
         self.child.wait().unwrap()
     }
 }
@@ -147,7 +206,11 @@ fn serve_defaults_use_port_env_and_the_bundled_functions() {
     let port = free_port();
     let s = serve(&repo, &[], &[("PORT", port.to_string())], port);
     let (status, head, body) = s.get("/hello", &[("cpu_quota", "500"), ("Memory-Request", "64")]);
-    assert_eq!((status, body.as_str()), (200, "Hello from wasmbox!\n"), "{head}");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from wasmbox!\n"),
+        "{head}"
+    );
     assert!(head.contains("server-timing:"));
     let st = s.terminate();
     assert_eq!(st.code(), Some(0));
@@ -164,7 +227,10 @@ fn serve_accepts_the_reference_environment_names() {
         ("PORT", "1".to_string()), // WEBSERVER_PORT wins over Knative's PORT
         ("LOG_LEVEL", "debug".to_string()),
         ("POD_UID", "uid-1234".to_string()),
-        ("WASMBOX_FUNCTIONS", dir.path().to_str().unwrap().to_string()),
+        (
+            "WASMBOX_FUNCTIONS",
+            dir.path().to_str().unwrap().to_string(),
+        ),
         ("WASMBOX_COMPAT", "reference".to_string()),
     ];
     let s = serve(dir.path(), &[], &env, port);
@@ -176,12 +242,22 @@ fn serve_accepts_the_reference_environment_names() {
 
 #[test]
 fn serve_refuses_bad_settings_with_a_message() {
-    let o = wasmbox().args(["serve", "--functions", "/nonexistent/dir"]).output().unwrap();
+    let o = wasmbox()
+        .args(["serve", "--functions", "/nonexistent/dir"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/dir does not exist"));
-    let o = wasmbox().args(["serve", "--default-memory-mb", "9000"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--default-memory-mb 9000 must be between 1 and --max-memory-mb 4096"));
-    let o = wasmbox().args(["serve", "--timeout", "soon"]).output().unwrap();
+    let o = wasmbox()
+        .args(["serve", "--default-memory-mb", "9000"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("--default-memory-mb 9000 must be between 1 and --max-memory-mb 4096"));
+    let o = wasmbox()
+        .args(["serve", "--timeout", "soon"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a duration"));
 }

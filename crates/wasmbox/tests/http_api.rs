@@ -498,3 +498,31 @@ async fn a_client_that_goes_away_stops_its_invocation() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_cache_skips_compilation_after_a_restart_and_survives_corruption() {
+    let cache = tempfile::tempdir().unwrap();
+    let args = ["--cache-dir", cache.path().to_str().unwrap()];
+    let s = TestServer::start(&["echo.wasm"], &args).await;
+    s.get("/echo?arg=one").await.expect(200, &["one"]);
+    assert_eq!(s.app.registry.cache_hits(), 0);
+    s.stop().await;
+    let entries: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+
+    let s = TestServer::start(&["echo.wasm"], &args).await;
+    s.get("/echo?arg=two").await.expect(200, &["two"]);
+    assert_eq!(s.app.registry.cache_hits(), 1);
+    s.stop().await;
+
+    // A damaged entry is ignored and rewritten.
+    std::fs::write(&entries[0], b"garbage").unwrap();
+    let s = TestServer::start(&["echo.wasm"], &args).await;
+    s.get("/echo?arg=three").await.expect(200, &["three"]);
+    assert_eq!(s.app.registry.cache_hits(), 0);
+    s.stop().await;
+    assert!(wasmtime::Engine::detect_precompiled(&std::fs::read(&entries[0]).unwrap()).is_some());
+}
