@@ -38,7 +38,11 @@ pub struct Worker {
     pub tid: i32,
 }
 
-type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+/// A job runs on the worker and returns how to deliver its result; the worker
+/// counts itself idle *before* delivering, so a caller that submits again as
+/// soon as it has the result finds the worker idle (no needless new thread).
+type Job = Box<dyn FnOnce(&mut Worker) -> Deliver + Send>;
+type Deliver = Box<dyn FnOnce() + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -101,7 +105,10 @@ impl Executor {
     {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |w: &mut Worker| {
-            let _ = done_tx.send(f(w));
+            let r = f(w);
+            Box::new(move || {
+                let _ = done_tx.send(r);
+            })
         });
         let sent = self.dispatch(job);
         async move {
@@ -172,11 +179,12 @@ fn worker_loop(id: usize, rx: Receiver<Job>, shared: Arc<Shared>) {
         // A panicking job must not take the worker down; its caller sees
         // `ExecError::Panicked` because the result sender is dropped.
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut worker)));
-        if r.is_err() {
-            tracing::error!(worker = id, "invocation panicked");
-        }
         shared.busy.fetch_sub(1, Ordering::Relaxed);
         shared.idle.fetch_add(1, Ordering::SeqCst);
+        match r {
+            Ok(deliver) => deliver(),
+            Err(_) => tracing::error!(worker = id, "invocation panicked"),
+        }
     }
 }
 
