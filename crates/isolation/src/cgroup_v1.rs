@@ -1,0 +1,170 @@
+//! `cgroup-v1`: one cgroup per worker thread in the v1 cpu controller, next
+//! to (under) the process's own cpu cgroup: `<ours>/wasmbox-<pid>-slot-<n>`.
+//! The worker's TID goes into `tasks` once; per invocation only
+//! `cpu.cfs_quota_us` is rewritten, on a kept-open fd, and only when the
+//! quota changes.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::fs;
+use crate::{quota_us, Isolation, IsolationConfig, Mode, Slot, Throttle};
+
+pub struct CgroupV1 {
+    /// The process's own cgroup in the cpu hierarchy; slots are made here.
+    base: PathBuf,
+    period_us: u64,
+}
+
+/// Prefix of every slot directory; followed by `<pid>-slot-<n>`.
+pub const PREFIX: &str = "wasmbox-";
+
+impl CgroupV1 {
+    pub fn open(config: &IsolationConfig) -> Result<Self, String> {
+        let base = match &config.cgroup_root {
+            Some(root) => root.clone(),
+            None => find_own_cpu_cgroup()?,
+        };
+        for f in ["cpu.cfs_quota_us", "cpu.cfs_period_us", "tasks"] {
+            if !base.join(f).exists() {
+                return Err(format!("{} has no {f}: not a cgroup v1 cpu controller directory", base.display()));
+            }
+        }
+        // Can we make cgroups here at all?
+        let probe = base.join(format!("{PREFIX}{}-probe", std::process::id()));
+        std::fs::create_dir(&probe)
+            .map_err(|e| format!("cannot create a cgroup in {} ({e}); needs write access to the cpu controller", base.display()))?;
+        let _ = std::fs::remove_dir(&probe);
+        let removed = remove_stale(&base);
+        if removed > 0 {
+            tracing::info!(removed, base = %base.display(), "removed stale slot cgroups of earlier runs");
+        }
+        Ok(CgroupV1 { base, period_us: config.period.as_micros() as u64 })
+    }
+
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// Directory of worker `n`'s slot.
+    pub fn slot_dir(&self, n: usize) -> PathBuf {
+        self.base.join(format!("{PREFIX}{}-slot-{n}", std::process::id()))
+    }
+}
+
+/// The cpu controller's mount and our cgroup in it.
+fn find_own_cpu_cgroup() -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    let mount = fs::mounts(&mountinfo)
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup" && m.super_options.iter().any(|o| o == "cpu"))
+        .ok_or("no cgroup v1 cpu controller is mounted (no 'cgroup' line with option 'cpu' in /proc/self/mountinfo)")?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let path = own
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers.split(',').any(|c| c == "cpu").then(|| path.to_string())
+        })
+        .next()
+        .ok_or("/proc/self/cgroup has no cpu controller line")?;
+    Ok(fs::cgroup_dir(&mount, &path))
+}
+
+/// Removes slot cgroups whose owning process is gone. Returns how many.
+pub fn remove_stale(base: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(base) else { return 0 };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || fs::pid_alive(pid) {
+            continue;
+        }
+        // Threads of a dead process are gone, but move any stragglers out.
+        if let Ok(tasks) = std::fs::read_to_string(e.path().join("tasks")) {
+            for tid in tasks.lines() {
+                let _ = fs::write(&base.join("tasks"), tid);
+            }
+        }
+        match std::fs::remove_dir(e.path()) {
+            Ok(()) => removed += 1,
+            Err(err) => tracing::warn!(path = %e.path().display(), error = %err, "cannot remove stale slot cgroup"),
+        }
+    }
+    removed
+}
+
+impl Isolation for CgroupV1 {
+    fn mode(&self) -> Mode {
+        Mode::CgroupV1
+    }
+    fn describe(&self) -> String {
+        format!("cgroup v1 cpu controller: one cgroup per worker thread under {}, period {} µs", self.base.display(), self.period_us)
+    }
+    fn slot(&self, worker: usize, tid: i32) -> io::Result<Box<dyn Slot>> {
+        let dir = self.slot_dir(worker);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fs::named(&dir, "create", e)),
+        }
+        let setup = || -> io::Result<Box<dyn Slot>> {
+            fs::write(&dir.join("cpu.cfs_period_us"), &self.period_us.to_string())?;
+            let quota_path = dir.join("cpu.cfs_quota_us");
+            let quota = std::fs::OpenOptions::new().write(true).open(&quota_path).map_err(|e| fs::named(&quota_path, "open", e))?;
+            fs::write(&dir.join("tasks"), &tid.to_string())?;
+            Ok(Box::new(V1Slot { dir: dir.clone(), base: self.base.clone(), tid, quota, quota_path, period_us: self.period_us, current: None }))
+        };
+        setup().inspect_err(|_| {
+            let _ = std::fs::remove_dir(&dir);
+        })
+    }
+    fn shutdown(&self) {
+        // Slots remove themselves when their worker exits; sweep what is left.
+        let Ok(entries) = std::fs::read_dir(&self.base) else { return };
+        let ours = format!("{PREFIX}{}-slot-", std::process::id());
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&ours) {
+                if let Err(err) = std::fs::remove_dir(e.path()) {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove slot cgroup");
+                }
+            }
+        }
+    }
+}
+
+struct V1Slot {
+    dir: PathBuf,
+    base: PathBuf,
+    tid: i32,
+    quota: File,
+    quota_path: PathBuf,
+    period_us: u64,
+    current: Option<u64>,
+}
+
+impl Slot for V1Slot {
+    fn apply(&mut self, millicores: u64) -> io::Result<Option<Throttle>> {
+        let q = quota_us(millicores, self.period_us);
+        if self.current != Some(q) {
+            fs::rewrite(&self.quota, &self.quota_path, &q.to_string())?;
+            self.current = Some(q);
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for V1Slot {
+    /// Runs on the worker thread as it exits: move it back, remove the slot.
+    fn drop(&mut self) {
+        let _ = fs::write(&self.base.join("tasks"), &self.tid.to_string());
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            tracing::debug!(path = %self.dir.display(), error = %e, "slot cgroup not removed yet; shutdown sweeps it");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `cgroup-v2`: a threaded subtree under the process's own cgroup.
+//!
+//! Layout, with P the process's cgroup (from /proc/self/cgroup and the
+//! cgroup2 mount, or `--cgroup-root`):
+//! ```text
+//! P/                          cgroup.subtree_control: +cpu
+//! └── wasmbox-<pid>/          the whole process moves here (P must hold no
+//!     │                       processes to delegate cpu: no-internal-process rule)
+//!     ├── slot-0/             cgroup.type = threaded; worker 0's TID in
+//!     │                       cgroup.threads; cpu.max = "<quota> <period>"
+//!     └── slot-1/ ...
+//! ```
+//! Per invocation only `cpu.max` is rewritten on a kept-open fd, and only
+//! when the quota changes. Shutdown undoes all of it.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::fs;
+use crate::{quota_us, Isolation, IsolationConfig, Mode, Slot, Throttle};
+
+pub const PREFIX: &str = "wasmbox-";
+
+pub struct CgroupV2 {
+    /// The process's original cgroup.
+    parent: PathBuf,
+    /// `parent/wasmbox-<pid>`: holds the process and the slots.
+    domain: PathBuf,
+    period_us: u64,
+    /// False only for [`CgroupV2::open_placement_only`].
+    cpu: bool,
+}
+
+impl CgroupV2 {
+    pub fn open(config: &IsolationConfig) -> Result<Self, String> {
+        let parent = match &config.cgroup_root {
+            Some(p) => p.clone(),
+            None => find_own_cgroup2()?,
+        };
+        let controllers = fs::read(&parent.join("cgroup.controllers")).map_err(|e| format!("{e} (is {} a cgroup2 directory?)", parent.display()))?;
+        if !controllers.split_whitespace().any(|c| c == "cpu") {
+            return Err(format!(
+                "the cpu controller is not available in {}/cgroup.controllers (it lists: '{}'); on a hybrid host it is bound to cgroup v1",
+                parent.display(),
+                controllers.trim()
+            ));
+        }
+        Self::setup(parent, config.period.as_micros() as u64, true)
+    }
+
+    /// Places threads in a threaded subtree of `parent` without delegating
+    /// the cpu controller, so nothing is enforced. Only for testing placement
+    /// and accounting on hosts whose cgroup2 mount has no cpu controller.
+    pub fn open_placement_only(parent: PathBuf) -> Result<Self, String> {
+        Self::setup(parent, 100_000, false)
+    }
+
+    fn setup(parent: PathBuf, period_us: u64, cpu: bool) -> Result<Self, String> {
+        let pid = std::process::id();
+        let removed = remove_stale(&parent);
+        if removed > 0 {
+            tracing::info!(removed, parent = %parent.display(), "removed stale wasmbox cgroups of earlier runs");
+        }
+        let domain = parent.join(format!("{PREFIX}{pid}"));
+        let step = |r: io::Result<()>| r.map_err(|e| format!("{e}; needs a writable, delegated cgroup2 directory"));
+        match std::fs::create_dir(&domain) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return step(Err(fs::named(&domain, "create", e))).map(|_| unreachable!()),
+        }
+        let this = CgroupV2 { parent, domain, period_us, cpu };
+        let result = (|| {
+            step(fs::write(&this.domain.join("cgroup.procs"), &pid.to_string()))?;
+            if cpu {
+                step(fs::write(&this.parent.join("cgroup.subtree_control"), "+cpu"))?;
+                step(fs::write(&this.domain.join("cgroup.subtree_control"), "+cpu"))?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(this),
+            Err(e) => {
+                this.undo();
+                Err(e)
+            }
+        }
+    }
+
+    pub fn domain(&self) -> &Path {
+        &self.domain
+    }
+
+    pub fn slot_dir(&self, n: usize) -> PathBuf {
+        self.domain.join(format!("slot-{n}"))
+    }
+
+    /// Moves the process back to its cgroup and removes ours.
+    fn undo(&self) {
+        for e in std::fs::read_dir(&self.domain).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with("slot-") {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+        if self.cpu {
+            let _ = fs::write(&self.domain.join("cgroup.subtree_control"), "-cpu");
+            let _ = fs::write(&self.parent.join("cgroup.subtree_control"), "-cpu");
+        }
+        let _ = fs::write(&self.parent.join("cgroup.procs"), &std::process::id().to_string());
+        if let Err(e) = std::fs::remove_dir(&self.domain) {
+            tracing::warn!(path = %self.domain.display(), error = %e, "cannot remove wasmbox cgroup");
+        }
+    }
+}
+
+/// The cgroup2 mount and our cgroup in it.
+fn find_own_cgroup2() -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    let mount = fs::mounts(&mountinfo)
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup2")
+        .ok_or("no cgroup2 file system is mounted (no 'cgroup2' line in /proc/self/mountinfo)")?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::")).ok_or("/proc/self/cgroup has no cgroup2 ('0::') line")?;
+    Ok(fs::cgroup_dir(&mount, path))
+}
+
+/// Removes `wasmbox-<pid>` trees of processes that are gone.
+pub fn remove_stale(parent: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else { return 0 };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(PREFIX).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() || fs::pid_alive(pid) {
+            continue;
+        }
+        for slot in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+            if slot.path().is_dir() {
+                let _ = std::fs::remove_dir(slot.path());
+            }
+        }
+        match std::fs::remove_dir(e.path()) {
+            Ok(()) => removed += 1,
+            Err(err) => tracing::warn!(path = %e.path().display(), error = %err, "cannot remove stale cgroup"),
+        }
+    }
+    removed
+}
+
+impl Isolation for CgroupV2 {
+    fn mode(&self) -> Mode {
+        Mode::CgroupV2
+    }
+    fn describe(&self) -> String {
+        format!("cgroup v2 threaded subtree {} (one threaded cgroup per worker, cpu.max, period {} µs)", self.domain.display(), self.period_us)
+    }
+    fn slot(&self, worker: usize, tid: i32) -> io::Result<Box<dyn Slot>> {
+        let dir = self.slot_dir(worker);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fs::named(&dir, "create", e)),
+        }
+        let setup = || -> io::Result<Box<dyn Slot>> {
+            fs::write(&dir.join("cgroup.type"), "threaded")?;
+            let cpu_max = if self.cpu {
+                let p = dir.join("cpu.max");
+                Some((std::fs::OpenOptions::new().write(true).open(&p).map_err(|e| fs::named(&p, "open", e))?, p))
+            } else {
+                None
+            };
+            fs::write(&dir.join("cgroup.threads"), &tid.to_string())?;
+            Ok(Box::new(V2Slot { dir: dir.clone(), domain: self.domain.clone(), tid, cpu_max, period_us: self.period_us, current: None }))
+        };
+        setup().inspect_err(|_| {
+            let _ = std::fs::remove_dir(&dir);
+        })
+    }
+    fn shutdown(&self) {
+        self.undo();
+    }
+}
+
+struct V2Slot {
+    dir: PathBuf,
+    domain: PathBuf,
+    tid: i32,
+    cpu_max: Option<(File, PathBuf)>,
+    period_us: u64,
+    current: Option<u64>,
+}
+
+impl Slot for V2Slot {
+    fn apply(&mut self, millicores: u64) -> io::Result<Option<Throttle>> {
+        let q = quota_us(millicores, self.period_us);
+        if let Some((f, path)) = &self.cpu_max {
+            if self.current != Some(q) {
+                fs::rewrite(f, path, &format!("{q} {}", self.period_us))?;
+                self.current = Some(q);
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for V2Slot {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.domain.join("cgroup.threads"), &self.tid.to_string());
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            tracing::debug!(path = %self.dir.display(), error = %e, "slot cgroup not removed yet; shutdown sweeps it");
+        }
+    }
+}

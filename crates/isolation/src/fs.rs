@@ -1,0 +1,93 @@
+//! Small helpers over the cgroup file systems: finding mounts and our own
+//! cgroup, and writing control files with errors that name the file.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Writes `value` to a control file; the error names the file.
+pub fn write(path: &Path, value: &str) -> io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| named(path, "open", e))?;
+    f.write_all(value.as_bytes()).map_err(|e| named(path, &format!("write '{value}' to"), e))
+}
+
+/// Rewrites an already open control file in place.
+pub fn rewrite(f: &File, path: &Path, value: &str) -> io::Result<()> {
+    f.write_at(value.as_bytes(), 0).map(|_| ()).map_err(|e| named(path, &format!("write '{value}' to"), e))
+}
+
+pub fn read(path: &Path) -> io::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| named(path, "read", e))
+}
+
+pub fn named(path: &Path, what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// One line of /proc/self/mountinfo that we care about.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    /// Root of the mount within its hierarchy (field 4).
+    pub root: String,
+    pub mount_point: PathBuf,
+    pub fs_type: String,
+    pub super_options: Vec<String>,
+}
+
+pub fn mounts(mountinfo: &str) -> Vec<Mount> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            Some(Mount {
+                root: unescape(pre.get(3)?),
+                mount_point: PathBuf::from(unescape(pre.get(4)?)),
+                fs_type: post.first()?.to_string(),
+                super_options: post.get(2).map(|o| o.split(',').map(String::from).collect()).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// Joins a mount point and a cgroup path seen from /proc/self/cgroup,
+/// allowing for mounts of a sub-tree (root != "/").
+pub fn cgroup_dir(mount: &Mount, cgroup_path: &str) -> PathBuf {
+    let rel = cgroup_path.strip_prefix(mount.root.trim_end_matches('/')).unwrap_or(cgroup_path);
+    mount.mount_point.join(rel.trim_start_matches('/'))
+}
+
+/// Process ids that are alive.
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+41 31 0:38 /kubepods/pod1 /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+50 31 0:40 / /data\\040dir rw - ext4 /dev/vda rw";
+
+    #[test]
+    fn parses_mountinfo() {
+        let m = mounts(MOUNTINFO);
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[1].super_options, vec!["rw", "cpu", "cpuacct"]);
+        assert_eq!(m[2].fs_type, "cgroup2");
+        assert_eq!(m[3].mount_point, PathBuf::from("/data dir"));
+        assert_eq!(cgroup_dir(&m[2], "/kubepods/pod1/ctr"), PathBuf::from("/sys/fs/cgroup/unified/ctr"));
+        assert_eq!(cgroup_dir(&m[0], "/a/b"), PathBuf::from("/sys/fs/cgroup/cpu/a/b"));
+        assert_eq!(cgroup_dir(&m[0], "/"), PathBuf::from("/sys/fs/cgroup/cpu/"));
+    }
+}

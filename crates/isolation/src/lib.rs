@@ -1,0 +1,129 @@
+//! CPU isolation of wasmbox's worker threads.
+//!
+//! Every worker thread gets one [`Slot`] when it starts and keeps it for its
+//! life. Before each invocation the worker calls [`Slot::apply`] with the
+//! request's `cpu_quota` (millicores, 1000 = one core); that is the only
+//! per-invocation cost, and a slot only touches the kernel when the quota
+//! differs from the one it already has.
+//!
+//! Modes, one file each:
+//! - [`cgroup_v2`]: one threaded cgroup per worker, `cpu.max`;
+//! - [`cgroup_v1`]: one cpu-controller cgroup per worker, `cpu.cfs_quota_us`;
+//! - [`throttle`]: no privileges; the guest's own thread sleeps at epoch ticks
+//!   when its thread CPU time runs ahead of its budget;
+//! - [`none`]: no limit.
+#![forbid(unsafe_code)]
+
+pub mod cgroup_v1;
+pub mod cgroup_v2;
+pub mod fs;
+pub mod none;
+pub mod throttle;
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use throttle::{thread_cpu_time, Throttle};
+
+/// Which mechanism holds threads to their quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    CgroupV2,
+    CgroupV1,
+    Throttle,
+    None,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::CgroupV2 => "cgroup-v2",
+            Mode::CgroupV1 => "cgroup-v1",
+            Mode::Throttle => "throttle",
+            Mode::None => "none",
+        })
+    }
+}
+
+/// What was asked for on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    Auto,
+    Exactly(Mode),
+}
+
+/// Plain-data isolation settings.
+#[derive(Debug, Clone)]
+pub struct IsolationConfig {
+    pub requested: Requested,
+    /// The cgroup under which slot cgroups are made; found from
+    /// /proc/self/cgroup and /proc/self/mountinfo when `None`.
+    pub cgroup_root: Option<PathBuf>,
+    /// CFS / throttle period.
+    pub period: Duration,
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        IsolationConfig { requested: Requested::Auto, cgroup_root: None, period: Duration::from_millis(100) }
+    }
+}
+
+/// A mode, ready to hand out slots.
+pub trait Isolation: Send + Sync {
+    fn mode(&self) -> Mode;
+    /// One line for the startup log: what is used, where.
+    fn describe(&self) -> String;
+    /// Creates the calling worker thread's slot and puts the thread in it.
+    /// Called once, on the worker thread itself.
+    fn slot(&self, worker: usize, tid: i32) -> io::Result<Box<dyn Slot>>;
+    /// Removes whatever slots are left (after the workers have exited).
+    fn shutdown(&self) {}
+}
+
+/// One worker thread's place in the isolation mechanism.
+pub trait Slot: Send {
+    /// Holds the thread to `millicores` for its next invocation. Returns a
+    /// [`Throttle`] when the limit must be enforced from inside the
+    /// invocation (throttle mode), `None` when the kernel enforces it.
+    fn apply(&mut self, millicores: u64) -> io::Result<Option<Throttle>>;
+}
+
+/// Opens the requested mode. `auto` tries cgroup v2, then cgroup v1, then
+/// throttle, logging why each stronger one was passed over. An explicit mode
+/// that cannot work is an error naming what is missing.
+pub fn open(config: &IsolationConfig) -> Result<Arc<dyn Isolation>, String> {
+    let try_mode = |mode: Mode| -> Result<Arc<dyn Isolation>, String> {
+        Ok(match mode {
+            Mode::CgroupV2 => Arc::new(cgroup_v2::CgroupV2::open(config)?),
+            Mode::CgroupV1 => Arc::new(cgroup_v1::CgroupV1::open(config)?),
+            Mode::Throttle => Arc::new(throttle::ThrottleMode::open(config)?),
+            Mode::None => Arc::new(none::NoIsolation),
+        })
+    };
+    match config.requested {
+        Requested::Exactly(mode) => try_mode(mode).map_err(|e| format!("--cpu-isolation {mode}: {e}")),
+        Requested::Auto => {
+            for mode in [Mode::CgroupV2, Mode::CgroupV1, Mode::Throttle] {
+                match try_mode(mode) {
+                    Ok(iso) => {
+                        tracing::info!(mode = %mode, "cpu isolation (auto): {}", iso.describe());
+                        return Ok(iso);
+                    }
+                    Err(e) => tracing::info!(mode = %mode, "cpu isolation (auto): not usable: {e}"),
+                }
+            }
+            Ok(Arc::new(none::NoIsolation))
+        }
+    }
+}
+
+/// cpu_quota in millicores -> CFS quota in µs for `period_us` (the
+/// reference's mapping: 1000 millicores = one full period). At least 1000 µs,
+/// the kernel's minimum.
+pub fn quota_us(millicores: u64, period_us: u64) -> u64 {
+    (millicores * period_us / 1000).max(1000)
+}

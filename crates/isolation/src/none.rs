@@ -1,0 +1,28 @@
+//! `none`: no CPU limit at all. Chosen only explicitly (or by `auto` when
+//! nothing else works), and announced loudly at startup.
+
+use std::io;
+
+use crate::{Isolation, Mode, Slot, Throttle};
+
+pub struct NoIsolation;
+
+impl Isolation for NoIsolation {
+    fn mode(&self) -> Mode {
+        Mode::None
+    }
+    fn describe(&self) -> String {
+        "NO CPU ISOLATION: cpu_quota is validated but not enforced; one tenant can use whole cores".into()
+    }
+    fn slot(&self, _worker: usize, _tid: i32) -> io::Result<Box<dyn Slot>> {
+        Ok(Box::new(NoSlot))
+    }
+}
+
+struct NoSlot;
+
+impl Slot for NoSlot {
+    fn apply(&mut self, _millicores: u64) -> io::Result<Option<Throttle>> {
+        Ok(None)
+    }
+}

@@ -1,0 +1,120 @@
+//! `throttle`: CPU isolation without any privileges (an ordinary Kubernetes
+//! pod). wasmtime calls the store's epoch-deadline callback on the guest's
+//! own thread at every epoch tick; there we compare the thread's CPU time
+//! (CLOCK_THREAD_CPUTIME_ID) with what its quota allowed since the
+//! invocation began, and sleep the thread until the budget catches up.
+//!
+//! The budget is continuous (quota x elapsed wall time) rather than reset per
+//! period, so oversleeping and tick granularity correct themselves over the
+//! run. Host calls that block are not throttled (they use no CPU) and guests
+//! can only run ahead by about one epoch tick.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use nix::time::{clock_gettime, ClockId};
+
+use crate::{Isolation, IsolationConfig, Mode, Slot};
+
+/// CPU time used by the calling thread.
+pub fn thread_cpu_time() -> Duration {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map(Duration::from).unwrap_or_default()
+}
+
+/// The budget of one invocation; lives in the store, checked at each tick.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    /// CPU seconds allowed per wall second (millicores / 1000).
+    rate: f64,
+    start_wall: Instant,
+    start_cpu: Duration,
+    /// Time spent asleep so far (for reporting).
+    pub slept: Duration,
+}
+
+impl Throttle {
+    /// Starts a budget of `millicores` for the calling thread.
+    pub fn new(millicores: u64) -> Self {
+        Throttle { rate: millicores as f64 / 1000.0, start_wall: Instant::now(), start_cpu: thread_cpu_time(), slept: Duration::ZERO }
+    }
+
+    /// Called on the guest's thread: sleeps while the thread is over its
+    /// budget, but never past `deadline`.
+    pub fn check(&mut self, deadline: Instant) {
+        if self.rate >= 1.0 {
+            return; // a thread cannot use more than one core anyway
+        }
+        let used = (thread_cpu_time() - self.start_cpu).as_secs_f64();
+        let now = Instant::now();
+        let allowed = self.rate * (now - self.start_wall).as_secs_f64();
+        if used > allowed {
+            let wait = Duration::from_secs_f64((used - allowed) / self.rate);
+            let wait = wait.min(deadline.saturating_duration_since(now));
+            std::thread::sleep(wait);
+            self.slept += wait;
+        }
+    }
+}
+
+pub struct ThrottleMode;
+
+impl ThrottleMode {
+    pub fn open(_config: &IsolationConfig) -> Result<Self, String> {
+        clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+            .map_err(|e| format!("CLOCK_THREAD_CPUTIME_ID is not available: {e}"))?;
+        Ok(ThrottleMode)
+    }
+}
+
+impl Isolation for ThrottleMode {
+    fn mode(&self) -> Mode {
+        Mode::Throttle
+    }
+    fn describe(&self) -> String {
+        "userspace throttle: guests sleep at epoch ticks when their thread CPU time runs ahead of cpu_quota (no cgroup privileges needed)".into()
+    }
+    fn slot(&self, _worker: usize, _tid: i32) -> io::Result<Box<dyn Slot>> {
+        Ok(Box::new(ThrottleSlot))
+    }
+}
+
+struct ThrottleSlot;
+
+impl Slot for ThrottleSlot {
+    fn apply(&mut self, millicores: u64) -> io::Result<Option<Throttle>> {
+        Ok(Some(Throttle::new(millicores)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CPU-bound loop that checks its throttle every ~1 ms of work, the way
+    /// epoch ticks would, holds close to its share.
+    #[test]
+    fn a_busy_thread_is_held_near_its_quota() {
+        let mut t = Throttle::new(250);
+        let start = Instant::now();
+        let cpu0 = thread_cpu_time();
+        let deadline = start + Duration::from_secs(60);
+        while start.elapsed() < Duration::from_millis(600) {
+            let tick = thread_cpu_time();
+            while thread_cpu_time() - tick < Duration::from_millis(1) {}
+            t.check(deadline);
+        }
+        let share = (thread_cpu_time() - cpu0).as_secs_f64() / start.elapsed().as_secs_f64();
+        assert!((0.15..0.35).contains(&share), "share {share}");
+        assert!(t.slept > Duration::from_millis(300), "slept {:?}", t.slept);
+    }
+
+    #[test]
+    fn never_sleeps_past_the_deadline() {
+        let mut t = Throttle::new(10);
+        let tick = thread_cpu_time();
+        while thread_cpu_time() - tick < Duration::from_millis(20) {}
+        let start = Instant::now();
+        t.check(start + Duration::from_millis(50));
+        assert!(start.elapsed() < Duration::from_millis(500));
+    }
+}
