@@ -79,6 +79,7 @@ fn invocation() -> Invocation {
         },
         memory_cap: 64 << 20,
         timeout: Duration::from_secs(10),
+        throttle: None,
     }
 }
 

@@ -15,10 +15,15 @@ pub struct CgroupV1 {
     /// The process's own cgroup in the cpu hierarchy; slots are made here.
     base: PathBuf,
     period_us: u64,
+    /// `wasmbox-<pid>-<instance>-slot-`: several servers may live in one
+    /// process (tests), each with its own slots.
+    slot_prefix: String,
 }
 
-/// Prefix of every slot directory; followed by `<pid>-slot-<n>`.
+/// Prefix of every slot directory; followed by `<pid>-<instance>-slot-<n>`.
 pub const PREFIX: &str = "wasmbox-";
+
+static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl CgroupV1 {
     pub fn open(config: &IsolationConfig) -> Result<Self, String> {
@@ -28,19 +33,32 @@ impl CgroupV1 {
         };
         for f in ["cpu.cfs_quota_us", "cpu.cfs_period_us", "tasks"] {
             if !base.join(f).exists() {
-                return Err(format!("{} has no {f}: not a cgroup v1 cpu controller directory", base.display()));
+                return Err(format!(
+                    "{} has no {f}: not a cgroup v1 cpu controller directory",
+                    base.display()
+                ));
             }
         }
         // Can we make cgroups here at all?
         let probe = base.join(format!("{PREFIX}{}-probe", std::process::id()));
-        std::fs::create_dir(&probe)
-            .map_err(|e| format!("cannot create a cgroup in {} ({e}); needs write access to the cpu controller", base.display()))?;
+        std::fs::create_dir(&probe).map_err(|e| {
+            format!(
+                "cannot create a cgroup in {} ({e}); needs write access to the cpu controller",
+                base.display()
+            )
+        })?;
         let _ = std::fs::remove_dir(&probe);
         let removed = remove_stale(&base);
         if removed > 0 {
             tracing::info!(removed, base = %base.display(), "removed stale slot cgroups of earlier runs");
         }
-        Ok(CgroupV1 { base, period_us: config.period.as_micros() as u64 })
+        let instance = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slot_prefix = format!("{PREFIX}{}-{instance}-slot-", std::process::id());
+        Ok(CgroupV1 {
+            base,
+            period_us: config.period.as_micros() as u64,
+            slot_prefix,
+        })
     }
 
     pub fn base(&self) -> &Path {
@@ -49,24 +67,29 @@ impl CgroupV1 {
 
     /// Directory of worker `n`'s slot.
     pub fn slot_dir(&self, n: usize) -> PathBuf {
-        self.base.join(format!("{PREFIX}{}-slot-{n}", std::process::id()))
+        self.base.join(format!("{}{n}", self.slot_prefix))
     }
 }
 
 /// The cpu controller's mount and our cgroup in it.
 fn find_own_cpu_cgroup() -> Result<PathBuf, String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
     let mount = fs::mounts(&mountinfo)
         .into_iter()
         .find(|m| m.fs_type == "cgroup" && m.super_options.iter().any(|o| o == "cpu"))
         .ok_or("no cgroup v1 cpu controller is mounted (no 'cgroup' line with option 'cpu' in /proc/self/mountinfo)")?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
     let path = own
         .lines()
         .filter_map(|l| {
             let mut parts = l.splitn(3, ':');
             let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            controllers.split(',').any(|c| c == "cpu").then(|| path.to_string())
+            controllers
+                .split(',')
+                .any(|c| c == "cpu")
+                .then(|| path.to_string())
         })
         .next()
         .ok_or("/proc/self/cgroup has no cpu controller line")?;
@@ -75,11 +98,17 @@ fn find_own_cpu_cgroup() -> Result<PathBuf, String> {
 
 /// Removes slot cgroups whose owning process is gone. Returns how many.
 pub fn remove_stale(base: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(base) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return 0;
+    };
     let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == std::process::id() || fs::pid_alive(pid) {
@@ -93,7 +122,9 @@ pub fn remove_stale(base: &Path) -> usize {
         }
         match std::fs::remove_dir(e.path()) {
             Ok(()) => removed += 1,
-            Err(err) => tracing::warn!(path = %e.path().display(), error = %err, "cannot remove stale slot cgroup"),
+            Err(err) => {
+                tracing::warn!(path = %e.path().display(), error = %err, "cannot remove stale slot cgroup")
+            }
         }
     }
     removed
@@ -104,7 +135,11 @@ impl Isolation for CgroupV1 {
         Mode::CgroupV1
     }
     fn describe(&self) -> String {
-        format!("cgroup v1 cpu controller: one cgroup per worker thread under {}, period {} µs", self.base.display(), self.period_us)
+        format!(
+            "cgroup v1 cpu controller: one cgroup per worker thread under {}, period {} µs",
+            self.base.display(),
+            self.period_us
+        )
     }
     fn slot(&self, worker: usize, tid: i32) -> io::Result<Box<dyn Slot>> {
         let dir = self.slot_dir(worker);
@@ -116,9 +151,20 @@ impl Isolation for CgroupV1 {
         let setup = || -> io::Result<Box<dyn Slot>> {
             fs::write(&dir.join("cpu.cfs_period_us"), &self.period_us.to_string())?;
             let quota_path = dir.join("cpu.cfs_quota_us");
-            let quota = std::fs::OpenOptions::new().write(true).open(&quota_path).map_err(|e| fs::named(&quota_path, "open", e))?;
+            let quota = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&quota_path)
+                .map_err(|e| fs::named(&quota_path, "open", e))?;
             fs::write(&dir.join("tasks"), &tid.to_string())?;
-            Ok(Box::new(V1Slot { dir: dir.clone(), base: self.base.clone(), tid, quota, quota_path, period_us: self.period_us, current: None }))
+            Ok(Box::new(V1Slot {
+                dir: dir.clone(),
+                base: self.base.clone(),
+                tid,
+                quota,
+                quota_path,
+                period_us: self.period_us,
+                current: None,
+            }))
         };
         setup().inspect_err(|_| {
             let _ = std::fs::remove_dir(&dir);
@@ -126,10 +172,14 @@ impl Isolation for CgroupV1 {
     }
     fn shutdown(&self) {
         // Slots remove themselves when their worker exits; sweep what is left.
-        let Ok(entries) = std::fs::read_dir(&self.base) else { return };
-        let ours = format!("{PREFIX}{}-slot-", std::process::id());
+        let Ok(entries) = std::fs::read_dir(&self.base) else {
+            return;
+        };
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&ours) {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&self.slot_prefix)
+            {
                 if let Err(err) = std::fs::remove_dir(e.path()) {
                     tracing::warn!(path = %e.path().display(), error = %err, "cannot remove slot cgroup");
                 }

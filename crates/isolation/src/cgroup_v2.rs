@@ -38,7 +38,8 @@ impl CgroupV2 {
             Some(p) => p.clone(),
             None => find_own_cgroup2()?,
         };
-        let controllers = fs::read(&parent.join("cgroup.controllers")).map_err(|e| format!("{e} (is {} a cgroup2 directory?)", parent.display()))?;
+        let controllers = fs::read(&parent.join("cgroup.controllers"))
+            .map_err(|e| format!("{e} (is {} a cgroup2 directory?)", parent.display()))?;
         if !controllers.split_whitespace().any(|c| c == "cpu") {
             return Err(format!(
                 "the cpu controller is not available in {}/cgroup.controllers (it lists: '{}'); on a hybrid host it is bound to cgroup v1",
@@ -63,18 +64,35 @@ impl CgroupV2 {
             tracing::info!(removed, parent = %parent.display(), "removed stale wasmbox cgroups of earlier runs");
         }
         let domain = parent.join(format!("{PREFIX}{pid}"));
-        let step = |r: io::Result<()>| r.map_err(|e| format!("{e}; needs a writable, delegated cgroup2 directory"));
+        let step = |r: io::Result<()>| {
+            r.map_err(|e| format!("{e}; needs a writable, delegated cgroup2 directory"))
+        };
         match std::fs::create_dir(&domain) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return step(Err(fs::named(&domain, "create", e))).map(|_| unreachable!()),
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                step(Err(fs::named(&domain, "create", e)))?
+            }
+            _ => {}
         }
-        let this = CgroupV2 { parent, domain, period_us, cpu };
+        let this = CgroupV2 {
+            parent,
+            domain,
+            period_us,
+            cpu,
+        };
         let result = (|| {
-            step(fs::write(&this.domain.join("cgroup.procs"), &pid.to_string()))?;
+            step(fs::write(
+                &this.domain.join("cgroup.procs"),
+                &pid.to_string(),
+            ))?;
             if cpu {
-                step(fs::write(&this.parent.join("cgroup.subtree_control"), "+cpu"))?;
-                step(fs::write(&this.domain.join("cgroup.subtree_control"), "+cpu"))?;
+                step(fs::write(
+                    &this.parent.join("cgroup.subtree_control"),
+                    "+cpu",
+                ))?;
+                step(fs::write(
+                    &this.domain.join("cgroup.subtree_control"),
+                    "+cpu",
+                ))?;
             }
             Ok(())
         })();
@@ -97,7 +115,11 @@ impl CgroupV2 {
 
     /// Moves the process back to its cgroup and removes ours.
     fn undo(&self) {
-        for e in std::fs::read_dir(&self.domain).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(&self.domain)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if e.file_name().to_string_lossy().starts_with("slot-") {
                 let _ = std::fs::remove_dir(e.path());
             }
@@ -106,7 +128,10 @@ impl CgroupV2 {
             let _ = fs::write(&self.domain.join("cgroup.subtree_control"), "-cpu");
             let _ = fs::write(&self.parent.join("cgroup.subtree_control"), "-cpu");
         }
-        let _ = fs::write(&self.parent.join("cgroup.procs"), &std::process::id().to_string());
+        let _ = fs::write(
+            &self.parent.join("cgroup.procs"),
+            &std::process::id().to_string(),
+        );
         if let Err(e) = std::fs::remove_dir(&self.domain) {
             tracing::warn!(path = %self.domain.display(), error = %e, "cannot remove wasmbox cgroup");
         }
@@ -115,23 +140,35 @@ impl CgroupV2 {
 
 /// The cgroup2 mount and our cgroup in it.
 fn find_own_cgroup2() -> Result<PathBuf, String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
     let mount = fs::mounts(&mountinfo)
         .into_iter()
         .find(|m| m.fs_type == "cgroup2")
         .ok_or("no cgroup2 file system is mounted (no 'cgroup2' line in /proc/self/mountinfo)")?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
-    let path = own.lines().find_map(|l| l.strip_prefix("0::")).ok_or("/proc/self/cgroup has no cgroup2 ('0::') line")?;
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("/proc/self/cgroup has no cgroup2 ('0::') line")?;
     Ok(fs::cgroup_dir(&mount, path))
 }
 
 /// Removes `wasmbox-<pid>` trees of processes that are gone.
 pub fn remove_stale(parent: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(parent) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
     let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(PREFIX).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
         if pid == std::process::id() || fs::pid_alive(pid) {
             continue;
         }
@@ -142,7 +179,9 @@ pub fn remove_stale(parent: &Path) -> usize {
         }
         match std::fs::remove_dir(e.path()) {
             Ok(()) => removed += 1,
-            Err(err) => tracing::warn!(path = %e.path().display(), error = %err, "cannot remove stale cgroup"),
+            Err(err) => {
+                tracing::warn!(path = %e.path().display(), error = %err, "cannot remove stale cgroup")
+            }
         }
     }
     removed
@@ -153,7 +192,11 @@ impl Isolation for CgroupV2 {
         Mode::CgroupV2
     }
     fn describe(&self) -> String {
-        format!("cgroup v2 threaded subtree {} (one threaded cgroup per worker, cpu.max, period {} µs)", self.domain.display(), self.period_us)
+        format!(
+            "cgroup v2 threaded subtree {} (one threaded cgroup per worker, cpu.max, period {} µs)",
+            self.domain.display(),
+            self.period_us
+        )
     }
     fn slot(&self, worker: usize, tid: i32) -> io::Result<Box<dyn Slot>> {
         let dir = self.slot_dir(worker);
@@ -166,12 +209,25 @@ impl Isolation for CgroupV2 {
             fs::write(&dir.join("cgroup.type"), "threaded")?;
             let cpu_max = if self.cpu {
                 let p = dir.join("cpu.max");
-                Some((std::fs::OpenOptions::new().write(true).open(&p).map_err(|e| fs::named(&p, "open", e))?, p))
+                Some((
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&p)
+                        .map_err(|e| fs::named(&p, "open", e))?,
+                    p,
+                ))
             } else {
                 None
             };
             fs::write(&dir.join("cgroup.threads"), &tid.to_string())?;
-            Ok(Box::new(V2Slot { dir: dir.clone(), domain: self.domain.clone(), tid, cpu_max, period_us: self.period_us, current: None }))
+            Ok(Box::new(V2Slot {
+                dir: dir.clone(),
+                domain: self.domain.clone(),
+                tid,
+                cpu_max,
+                period_us: self.period_us,
+                current: None,
+            }))
         };
         setup().inspect_err(|_| {
             let _ = std::fs::remove_dir(&dir);

@@ -8,13 +8,19 @@ use std::path::{Path, PathBuf};
 
 /// Writes `value` to a control file; the error names the file.
 pub fn write(path: &Path, value: &str) -> io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| named(path, "open", e))?;
-    f.write_all(value.as_bytes()).map_err(|e| named(path, &format!("write '{value}' to"), e))
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| named(path, "open", e))?;
+    f.write_all(value.as_bytes())
+        .map_err(|e| named(path, &format!("write '{value}' to"), e))
 }
 
 /// Rewrites an already open control file in place.
 pub fn rewrite(f: &File, path: &Path, value: &str) -> io::Result<()> {
-    f.write_at(value.as_bytes(), 0).map(|_| ()).map_err(|e| named(path, &format!("write '{value}' to"), e))
+    f.write_at(value.as_bytes(), 0)
+        .map(|_| ())
+        .map_err(|e| named(path, &format!("write '{value}' to"), e))
 }
 
 pub fn read(path: &Path) -> io::Result<String> {
@@ -46,7 +52,10 @@ pub fn mounts(mountinfo: &str) -> Vec<Mount> {
                 root: unescape(pre.get(3)?),
                 mount_point: PathBuf::from(unescape(pre.get(4)?)),
                 fs_type: post.first()?.to_string(),
-                super_options: post.get(2).map(|o| o.split(',').map(String::from).collect()).unwrap_or_default(),
+                super_options: post
+                    .get(2)
+                    .map(|o| o.split(',').map(String::from).collect())
+                    .unwrap_or_default(),
             })
         })
         .collect()
@@ -54,13 +63,18 @@ pub fn mounts(mountinfo: &str) -> Vec<Mount> {
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// Joins a mount point and a cgroup path seen from /proc/self/cgroup,
 /// allowing for mounts of a sub-tree (root != "/").
 pub fn cgroup_dir(mount: &Mount, cgroup_path: &str) -> PathBuf {
-    let rel = cgroup_path.strip_prefix(mount.root.trim_end_matches('/')).unwrap_or(cgroup_path);
+    let rel = cgroup_path
+        .strip_prefix(mount.root.trim_end_matches('/'))
+        .unwrap_or(cgroup_path);
     mount.mount_point.join(rel.trim_start_matches('/'))
 }
 
@@ -86,8 +100,14 @@ mod tests {
         assert_eq!(m[1].super_options, vec!["rw", "cpu", "cpuacct"]);
         assert_eq!(m[2].fs_type, "cgroup2");
         assert_eq!(m[3].mount_point, PathBuf::from("/data dir"));
-        assert_eq!(cgroup_dir(&m[2], "/kubepods/pod1/ctr"), PathBuf::from("/sys/fs/cgroup/unified/ctr"));
-        assert_eq!(cgroup_dir(&m[0], "/a/b"), PathBuf::from("/sys/fs/cgroup/cpu/a/b"));
+        assert_eq!(
+            cgroup_dir(&m[2], "/kubepods/pod1/ctr"),
+            PathBuf::from("/sys/fs/cgroup/unified/ctr")
+        );
+        assert_eq!(
+            cgroup_dir(&m[0], "/a/b"),
+            PathBuf::from("/sys/fs/cgroup/cpu/a/b")
+        );
         assert_eq!(cgroup_dir(&m[0], "/"), PathBuf::from("/sys/fs/cgroup/cpu/"));
     }
 }

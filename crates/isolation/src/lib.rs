@@ -68,7 +68,11 @@ pub struct IsolationConfig {
 
 impl Default for IsolationConfig {
     fn default() -> Self {
-        IsolationConfig { requested: Requested::Auto, cgroup_root: None, period: Duration::from_millis(100) }
+        IsolationConfig {
+            requested: Requested::Auto,
+            cgroup_root: None,
+            period: Duration::from_millis(100),
+        }
     }
 }
 
@@ -105,7 +109,9 @@ pub fn open(config: &IsolationConfig) -> Result<Arc<dyn Isolation>, String> {
         })
     };
     match config.requested {
-        Requested::Exactly(mode) => try_mode(mode).map_err(|e| format!("--cpu-isolation {mode}: {e}")),
+        Requested::Exactly(mode) => {
+            try_mode(mode).map_err(|e| format!("--cpu-isolation {mode}: {e}"))
+        }
         Requested::Auto => {
             for mode in [Mode::CgroupV2, Mode::CgroupV1, Mode::Throttle] {
                 match try_mode(mode) {

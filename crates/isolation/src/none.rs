@@ -12,7 +12,8 @@ impl Isolation for NoIsolation {
         Mode::None
     }
     fn describe(&self) -> String {
-        "NO CPU ISOLATION: cpu_quota is validated but not enforced; one tenant can use whole cores".into()
+        "NO CPU ISOLATION: cpu_quota is validated but not enforced; one tenant can use whole cores"
+            .into()
     }
     fn slot(&self, _worker: usize, _tid: i32) -> io::Result<Box<dyn Slot>> {
         Ok(Box::new(NoSlot))

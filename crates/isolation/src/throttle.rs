@@ -18,7 +18,9 @@ use crate::{Isolation, IsolationConfig, Mode, Slot};
 
 /// CPU time used by the calling thread.
 pub fn thread_cpu_time() -> Duration {
-    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map(Duration::from).unwrap_or_default()
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 /// The budget of one invocation; lives in the store, checked at each tick.
@@ -35,7 +37,12 @@ pub struct Throttle {
 impl Throttle {
     /// Starts a budget of `millicores` for the calling thread.
     pub fn new(millicores: u64) -> Self {
-        Throttle { rate: millicores as f64 / 1000.0, start_wall: Instant::now(), start_cpu: thread_cpu_time(), slept: Duration::ZERO }
+        Throttle {
+            rate: millicores as f64 / 1000.0,
+            start_wall: Instant::now(),
+            start_cpu: thread_cpu_time(),
+            slept: Duration::ZERO,
+        }
     }
 
     /// Called on the guest's thread: sleeps while the thread is over its

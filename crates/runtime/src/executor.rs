@@ -2,8 +2,8 @@
 //!
 //! Workers are started lazily, one more whenever a job arrives and no worker
 //! is idle, up to `max_workers`, and are kept afterwards. Each worker owns a
-//! [`Worker`] value for its whole life; that is where per-thread state (such
-//! as a CPU-isolation slot) lives.
+//! [`Worker`] value for its whole life, including its CPU-isolation slot,
+//! made once on the worker thread when it starts (a cgroup it stays in).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
+use wasmbox_isolation::{Isolation, Slot, Throttle};
 
 /// Plain-data pool settings.
 #[derive(Debug, Clone)]
@@ -30,12 +31,24 @@ impl Default for ExecutorConfig {
 }
 
 /// Per-thread state handed to every job run on that thread.
-#[derive(Debug)]
 pub struct Worker {
     /// 0-based index of the worker, stable for its life.
     pub id: usize,
     /// OS thread id (what cgroup `tasks`/`cgroup.threads` files take).
     pub tid: i32,
+    /// This thread's isolation slot, or why it could not be made.
+    slot: Result<Box<dyn Slot>, String>,
+}
+
+impl Worker {
+    /// Holds this thread to `millicores` for the next invocation. Returns the
+    /// throttle to run the invocation under, if the mode needs one.
+    pub fn isolate(&mut self, millicores: u64) -> Result<Option<Throttle>, String> {
+        match &mut self.slot {
+            Ok(slot) => slot.apply(millicores).map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        }
+    }
 }
 
 /// A job runs on the worker and returns how to deliver its result; the worker
@@ -63,6 +76,7 @@ struct Shared {
 
 pub struct Executor {
     config: ExecutorConfig,
+    isolation: Arc<dyn Isolation>,
     tx: Mutex<Option<Sender<Job>>>,
     rx: Receiver<Job>,
     shared: Arc<Shared>,
@@ -70,10 +84,11 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(config: ExecutorConfig) -> Self {
+    pub fn new(config: ExecutorConfig, isolation: Arc<dyn Isolation>) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         Executor {
             config,
+            isolation,
             tx: Mutex::new(Some(tx)),
             rx,
             shared: Arc::new(Shared {
@@ -137,10 +152,11 @@ impl Executor {
         shared.idle.fetch_add(1, Ordering::SeqCst);
         let rx = self.rx.clone();
         let shared2 = shared.clone();
+        let isolation = self.isolation.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("wasmbox-worker-{id}"))
             .stack_size(self.config.stack_size)
-            .spawn(move || worker_loop(id, rx, shared2));
+            .spawn(move || worker_loop(id, rx, shared2, isolation));
         match spawned {
             Ok(h) => self.handles.lock().unwrap().push(h),
             Err(e) => {
@@ -151,12 +167,16 @@ impl Executor {
         }
     }
 
-    /// Stops taking jobs, lets queued ones finish, and joins every worker.
+    /// Stops taking jobs, lets queued ones finish, joins every worker (each
+    /// leaves its slot as it exits) and removes what isolation state is left.
     pub fn shutdown(&self) {
-        self.tx.lock().unwrap().take();
+        let was_open = self.tx.lock().unwrap().take().is_some();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap());
         for h in handles {
             let _ = h.join();
+        }
+        if was_open {
+            self.isolation.shutdown();
         }
     }
 }
@@ -167,11 +187,13 @@ impl Drop for Executor {
     }
 }
 
-fn worker_loop(id: usize, rx: Receiver<Job>, shared: Arc<Shared>) {
-    let mut worker = Worker {
-        id,
-        tid: current_tid(),
-    };
+fn worker_loop(id: usize, rx: Receiver<Job>, shared: Arc<Shared>, isolation: Arc<dyn Isolation>) {
+    let tid = current_tid();
+    let slot = isolation.slot(id, tid).map_err(|e| {
+        tracing::error!(worker = id, error = %e, "cannot set up CPU isolation for this worker; its invocations will fail");
+        format!("CPU isolation ({}) failed on this worker: {e}", isolation.mode())
+    });
+    let mut worker = Worker { id, tid, slot };
     // `idle` was counted for us by the spawner.
     while let Ok(job) = rx.recv() {
         shared.idle.fetch_sub(1, Ordering::SeqCst);
@@ -200,12 +222,19 @@ fn current_tid() -> i32 {
 mod tests {
     use super::*;
 
+    fn none() -> Arc<dyn Isolation> {
+        Arc::new(wasmbox_isolation::none::NoIsolation)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_jobs_on_dedicated_threads_and_grows_lazily() {
-        let ex = Executor::new(ExecutorConfig {
-            max_workers: 4,
-            ..Default::default()
-        });
+        let ex = Executor::new(
+            ExecutorConfig {
+                max_workers: 4,
+                ..Default::default()
+            },
+            none(),
+        );
         assert_eq!(ex.workers(), 0);
         let name = ex
             .submit(|_w| std::thread::current().name().unwrap().to_string())
@@ -239,10 +268,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_is_reported_and_the_worker_survives() {
-        let ex = Executor::new(ExecutorConfig {
-            max_workers: 1,
-            ..Default::default()
-        });
+        let ex = Executor::new(
+            ExecutorConfig {
+                max_workers: 1,
+                ..Default::default()
+            },
+            none(),
+        );
         let r = ex.submit(|_| -> u32 { panic!("boom") }).await;
         assert!(matches!(r, Err(ExecError::Panicked)));
         assert_eq!(
@@ -253,7 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_refuses_new_jobs() {
-        let ex = Executor::new(ExecutorConfig::default());
+        let ex = Executor::new(ExecutorConfig::default(), none());
         ex.submit(|_| ()).await.unwrap();
         ex.shutdown();
         assert!(matches!(ex.submit(|_| ()).await, Err(ExecError::Closed)));

@@ -15,6 +15,8 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
+use wasmbox_isolation::{thread_cpu_time, Throttle};
+
 use crate::capture::{Capture, Overflow};
 use crate::engine::WasmEngine;
 use crate::limits::MemoryCap;
@@ -25,6 +27,8 @@ use crate::registry::Function;
 pub struct Host {
     pub wasi: WasiP1Ctx,
     pub limits: MemoryCap,
+    /// Userspace CPU budget (throttle mode), checked at every epoch tick.
+    throttle: Option<Throttle>,
     stopped: Option<Stop>,
 }
 
@@ -61,6 +65,9 @@ pub struct Invocation {
     pub memory_cap: usize,
     /// Wall-clock limit for instantiate + run.
     pub timeout: Duration,
+    /// CPU budget enforced from inside the invocation (throttle mode); cgroup
+    /// modes enforce the quota in the kernel and pass `None`.
+    pub throttle: Option<Throttle>,
 }
 
 /// Set from another thread to stop a running invocation at the next epoch
@@ -82,6 +89,8 @@ impl CancelToken {
 pub struct Timings {
     pub instantiate: Duration,
     pub execute: Duration,
+    /// CPU time the worker thread used for instantiate + execute.
+    pub cpu: Duration,
 }
 
 /// The result of one invocation: what came out, and how it ended.
@@ -145,16 +154,21 @@ pub fn invoke(
     let host = Host {
         wasi: builder.build_p1(),
         limits: MemoryCap::new(inv.memory_cap),
+        throttle: inv.throttle,
         stopped: None,
     };
 
     let mut store = Store::new(&engine.engine, host);
     store.limiter(|h| &mut h.limits);
     let start = Instant::now();
+    let cpu_start = thread_cpu_time();
     let deadline = start + inv.timeout;
     let cancel = cancel.clone();
     // Checked at every epoch tick, on this thread.
     store.epoch_deadline_callback(move |mut cx| {
+        if let Some(t) = &mut cx.data_mut().throttle {
+            t.check(deadline);
+        }
         let stop = if cancel.is_cancelled() {
             Stop::Cancelled
         } else if Instant::now() >= deadline {
@@ -185,6 +199,7 @@ pub fn invoke(
             .map_err(|e| classify(&store, e, stdout.as_ref(), inv.timeout))
         }
     };
+    timings.cpu = thread_cpu_time().saturating_sub(cpu_start);
     Outcome {
         result,
         stdout: stdout.map(|c| c.take()).unwrap_or_default(),

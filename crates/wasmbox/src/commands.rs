@@ -46,6 +46,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stdio: Stdio::Inherit,
         memory_cap: (memory_mb << 20) as usize,
         timeout: args.limits.timeout,
+        throttle: None,
     };
     let outcome = sandbox::invoke(&engine, &function, inv, &CancelToken::default());
     let _ = std::io::stdout().flush();

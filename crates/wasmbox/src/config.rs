@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use wasmbox_isolation::{IsolationConfig, Mode, Requested};
 use wasmbox_runtime::{EngineConfig, ExecutorConfig, RegistryConfig};
 
 #[derive(Debug, Parser)]
@@ -64,6 +65,21 @@ pub struct LimitArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
+/// `--cpu-isolation` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CpuIsolation {
+    /// The strongest mode that works here: cgroup-v2, then cgroup-v1, then throttle.
+    Auto,
+    /// One threaded cgroup per worker (cpu.max).
+    CgroupV2,
+    /// One cpu-controller cgroup per worker (cpu.cfs_quota_us).
+    CgroupV1,
+    /// Userspace: sleep guests that run ahead of their quota (no privileges).
+    Throttle,
+    /// No CPU limit.
+    None,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Compat {
     /// wasmbox's own wire format: raw stdin/stdout, Server-Timing.
@@ -105,6 +121,16 @@ pub struct ServeArgs {
     /// Most worker threads (and so concurrent invocations).
     #[arg(long, env = "WASMBOX_WORKERS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=8192))]
     pub workers: u32,
+    /// How each invocation is held to its cpu_quota.
+    #[arg(long, env = "WASMBOX_CPU_ISOLATION", value_enum, default_value_t = CpuIsolation::Auto)]
+    pub cpu_isolation: CpuIsolation,
+    /// Cgroup directory to make slot cgroups under [default: the process's
+    /// own cgroup, from /proc/self/cgroup and /proc/self/mountinfo].
+    #[arg(long, env = "WASMBOX_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+    /// CFS period for cgroup quotas (cpu_quota 1000 = one full period).
+    #[arg(long, env = "WASMBOX_CPU_PERIOD", default_value = "100ms", value_parser = parse_duration)]
+    pub cpu_period: Duration,
     /// Name reported in the reference's `Pod` header.
     #[arg(long, env = "POD_UID")]
     pub pod: Option<String>,
@@ -199,6 +225,7 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     pub registry: RegistryConfig,
     pub executor: ExecutorConfig,
+    pub isolation: IsolationConfig,
 }
 
 /// Bounds and defaults applied to each request.
@@ -244,6 +271,13 @@ impl ServeArgs {
                 self.default_cpu_quota, self.max_cpu_quota
             ));
         }
+        let period_us = self.cpu_period.as_micros();
+        if !(1000..=1_000_000).contains(&period_us) {
+            return Err(format!(
+                "--cpu-period must be between 1ms and 1s (the kernel's CFS limits), not {:?}",
+                self.cpu_period
+            ));
+        }
         if !self.functions.is_dir() {
             return Err(format!(
                 "functions directory {} does not exist",
@@ -272,6 +306,17 @@ impl ServeArgs {
             executor: ExecutorConfig {
                 max_workers: self.workers as usize,
                 ..ExecutorConfig::default()
+            },
+            isolation: IsolationConfig {
+                requested: match self.cpu_isolation {
+                    CpuIsolation::Auto => Requested::Auto,
+                    CpuIsolation::CgroupV2 => Requested::Exactly(Mode::CgroupV2),
+                    CpuIsolation::CgroupV1 => Requested::Exactly(Mode::CgroupV1),
+                    CpuIsolation::Throttle => Requested::Exactly(Mode::Throttle),
+                    CpuIsolation::None => Requested::Exactly(Mode::None),
+                },
+                cgroup_root: self.cgroup_root.clone(),
+                period: self.cpu_period,
             },
         })
     }

@@ -433,28 +433,41 @@ async fn invoke(
         },
         memory_cap: (resources.memory_mb << 20) as usize,
         timeout: limits.timeout,
+        throttle: None,
     };
     let cancel = CancelToken::default();
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
     let engine = app.engine.clone();
     let submitted = Instant::now();
-    let (queued, outcome) = app
+    let cpu_millis = resources.cpu_millis;
+    let (queued, isolation, outcome) = app
         .executor
-        .submit(move |_worker| {
+        .submit(move |worker| {
             let queued = submitted.elapsed();
-            (
+            // Hold this thread to the request's cpu_quota (a cgroup quota
+            // rewrite, or a throttle budget the invocation carries).
+            let t = Instant::now();
+            let throttle = worker.isolate(cpu_millis)?;
+            let isolation = t.elapsed();
+            let invocation = Invocation {
+                throttle,
+                ..invocation
+            };
+            Ok((
                 queued,
+                isolation,
                 sandbox::invoke(&engine, &function, invocation, &cancel),
-            )
+            ))
         })
-        .await?;
+        .await?
+        .map_err(|e: String| HttpError::new(ErrorKind::Unavailable, e).header("retry-after", 1))?;
 
     if !outcome.stderr.is_empty() {
         tracing::info!(function = %name, stderr = %String::from_utf8_lossy(&outcome.stderr).trim_end(), "guest stderr");
     }
     let timing = PhaseTimes {
         queue: queued,
-        isolation: Duration::ZERO,
+        isolation,
         t: outcome.timings,
     };
     match outcome.result {
@@ -473,11 +486,12 @@ impl PhaseTimes {
     fn server_timing(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         format!(
-            "queue;dur={:.3}, isolation;dur={:.3}, instantiate;dur={:.3}, execute;dur={:.3}",
+            "queue;dur={:.3}, isolation;dur={:.3}, instantiate;dur={:.3}, execute;dur={:.3}, cpu;dur={:.3}",
             ms(self.queue),
             ms(self.isolation),
             ms(self.t.instantiate),
-            ms(self.t.execute)
+            ms(self.t.execute),
+            ms(self.t.cpu)
         )
     }
 }

@@ -31,7 +31,13 @@ impl Server {
             Registry::new(engine.clone(), config.registry.clone())
                 .map_err(|e| anyhow::anyhow!("cannot set up the registry: {e}"))?,
         );
-        let executor = Arc::new(Executor::new(config.executor.clone()));
+        let isolation = wasmbox_isolation::open(&config.isolation).map_err(anyhow::Error::msg)?;
+        if isolation.mode() == wasmbox_isolation::Mode::None {
+            tracing::warn!("{}", isolation.describe());
+        } else {
+            tracing::info!(mode = %isolation.mode(), "cpu isolation: {}", isolation.describe());
+        }
+        let executor = Arc::new(Executor::new(config.executor.clone(), isolation));
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
