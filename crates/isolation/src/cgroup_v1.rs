@@ -47,7 +47,7 @@ impl CgroupV1 {
                 base.display()
             )
         })?;
-        let _ = std::fs::remove_dir(&probe);
+        let _ = fs::remove_cgroup(&probe);
         let removed = remove_stale(&base);
         if removed > 0 {
             tracing::info!(removed, base = %base.display(), "removed stale slot cgroups of earlier runs");
@@ -120,7 +120,7 @@ pub fn remove_stale(base: &Path) -> usize {
                 let _ = fs::write(&base.join("tasks"), tid);
             }
         }
-        match std::fs::remove_dir(e.path()) {
+        match fs::remove_cgroup(&e.path()) {
             Ok(()) => removed += 1,
             Err(err) => {
                 tracing::warn!(path = %e.path().display(), error = %err, "cannot remove stale slot cgroup")
@@ -167,7 +167,7 @@ impl Isolation for CgroupV1 {
             }))
         };
         setup().inspect_err(|_| {
-            let _ = std::fs::remove_dir(&dir);
+            let _ = fs::remove_cgroup(&dir);
         })
     }
     fn shutdown(&self) {
@@ -180,7 +180,7 @@ impl Isolation for CgroupV1 {
                 .to_string_lossy()
                 .starts_with(&self.slot_prefix)
             {
-                if let Err(err) = std::fs::remove_dir(e.path()) {
+                if let Err(err) = fs::remove_cgroup(&e.path()) {
                     tracing::warn!(path = %e.path().display(), error = %err, "cannot remove slot cgroup");
                 }
             }
@@ -213,7 +213,7 @@ impl Drop for V1Slot {
     /// Runs on the worker thread as it exits: move it back, remove the slot.
     fn drop(&mut self) {
         let _ = fs::write(&self.base.join("tasks"), &self.tid.to_string());
-        if let Err(e) = std::fs::remove_dir(&self.dir) {
+        if let Err(e) = fs::remove_cgroup(&self.dir) {
             tracing::debug!(path = %self.dir.display(), error = %e, "slot cgroup not removed yet; shutdown sweeps it");
         }
     }

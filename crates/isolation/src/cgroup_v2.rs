@@ -121,7 +121,7 @@ impl CgroupV2 {
             .flatten()
         {
             if e.file_name().to_string_lossy().starts_with("slot-") {
-                let _ = std::fs::remove_dir(e.path());
+                let _ = fs::remove_cgroup(&e.path());
             }
         }
         if self.cpu {
@@ -132,7 +132,7 @@ impl CgroupV2 {
             &self.parent.join("cgroup.procs"),
             &std::process::id().to_string(),
         );
-        if let Err(e) = std::fs::remove_dir(&self.domain) {
+        if let Err(e) = fs::remove_cgroup(&self.domain) {
             tracing::warn!(path = %self.domain.display(), error = %e, "cannot remove wasmbox cgroup");
         }
     }
@@ -174,10 +174,10 @@ pub fn remove_stale(parent: &Path) -> usize {
         }
         for slot in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
             if slot.path().is_dir() {
-                let _ = std::fs::remove_dir(slot.path());
+                let _ = fs::remove_cgroup(&slot.path());
             }
         }
-        match std::fs::remove_dir(e.path()) {
+        match fs::remove_cgroup(&e.path()) {
             Ok(()) => removed += 1,
             Err(err) => {
                 tracing::warn!(path = %e.path().display(), error = %err, "cannot remove stale cgroup")
@@ -230,7 +230,7 @@ impl Isolation for CgroupV2 {
             }))
         };
         setup().inspect_err(|_| {
-            let _ = std::fs::remove_dir(&dir);
+            let _ = fs::remove_cgroup(&dir);
         })
     }
     fn shutdown(&self) {
@@ -263,7 +263,7 @@ impl Slot for V2Slot {
 impl Drop for V2Slot {
     fn drop(&mut self) {
         let _ = fs::write(&self.domain.join("cgroup.threads"), &self.tid.to_string());
-        if let Err(e) = std::fs::remove_dir(&self.dir) {
+        if let Err(e) = fs::remove_cgroup(&self.dir) {
             tracing::debug!(path = %self.dir.display(), error = %e, "slot cgroup not removed yet; shutdown sweeps it");
         }
     }

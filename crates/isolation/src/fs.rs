@@ -31,6 +31,25 @@ pub fn named(path: &Path, what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
 }
 
+/// Removes a cgroup directory. The kernel lets go of a cgroup a moment after
+/// its last task left or exited (RCU), so `rmdir` can fail with EBUSY right
+/// after; retry with backoff for up to about a second, as runc does.
+pub fn remove_cgroup(path: &Path) -> io::Result<()> {
+    let mut wait = std::time::Duration::from_micros(100);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match std::fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(16) && std::time::Instant::now() < give_up => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(named(path, "remove", e)),
+        }
+    }
+}
+
 /// One line of /proc/self/mountinfo that we care about.
 #[derive(Debug, Clone)]
 pub struct Mount {

@@ -85,6 +85,7 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(config: ExecutorConfig, isolation: Arc<dyn Isolation>) -> Self {
+        warm_ambient_runtime();
         let (tx, rx) = crossbeam_channel::unbounded();
         Executor {
             config,
@@ -208,6 +209,16 @@ fn worker_loop(id: usize, rx: Receiver<Job>, shared: Arc<Shared>, isolation: Arc
             Err(_) => tracing::error!(worker = id, "invocation panicked"),
         }
     }
+}
+
+/// The sync WASI host runs its async internals on a tokio runtime that
+/// wasmtime-wasi creates lazily, on first use, from whatever thread gets
+/// there first. If that were a worker, the runtime's threads would be born
+/// inside that worker's cgroup: they would share its CPU quota and keep the
+/// cgroup from being removed. So create it here, from a fresh thread outside
+/// any slot, before any worker exists.
+fn warm_ambient_runtime() {
+    let _ = std::thread::spawn(|| wasmtime_wasi::runtime::in_tokio(async {})).join();
 }
 
 fn current_tid() -> i32 {
