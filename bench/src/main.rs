@@ -43,25 +43,36 @@ enum Cmd {
         #[arg(long, default_value = "bench/results/core.md")]
         out: PathBuf,
     },
+    /// CPU isolation cost per mode vs the reference's per-request cgroup
+    /// lifecycle, and quota accuracy (issue #3's benchmark).
+    Isolation {
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value = "bench/results/isolation.md")]
+        out: PathBuf,
+    },
 }
 
-fn repo_root() -> PathBuf {
+mod isolation;
+
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
         Cmd::Core { quick, out } => core(quick, &out),
+        Cmd::Isolation { quick, out } => isolation::run(quick, &out),
     }
 }
 
-struct Lat {
-    p50_us: f64,
-    p99_us: f64,
-    n: u64,
+pub(crate) struct Lat {
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) n: u64,
 }
 
-fn lat(h: &Histogram<u64>) -> Lat {
+pub(crate) fn lat(h: &Histogram<u64>) -> Lat {
     Lat {
         p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
         p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
@@ -320,13 +331,17 @@ async fn http_load(port: u16, concurrency: usize, dur: Duration) -> anyhow::Resu
     Ok((lat(&all), n / elapsed))
 }
 
-struct ServerProc {
+pub(crate) struct ServerProc {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl ServerProc {
     fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    pub(crate) fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?.with_file_name("wasmbox");
         if !exe.exists() {
             bail!(
@@ -349,6 +364,7 @@ impl ServerProc {
             ])
             .arg("--functions")
             .arg(repo_root().join("functions"))
+            .args(extra)
             .stderr(Stdio::inherit())
             .spawn()
             .context("start wasmbox")?;
@@ -382,7 +398,7 @@ impl Drop for ServerProc {
     }
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
