@@ -180,17 +180,21 @@ async fn cgroup_v1_leaves_no_cgroup_after_traps_timeouts_and_shutdown() {
     // While serving: one slot per worker, each holding exactly its worker thread.
     let dirs = our_v1_dirs();
     assert_eq!(dirs.len(), s.app.executor.workers(), "{dirs:?}");
+    let mut applied = 0;
     for d in &dirs {
         let tasks = std::fs::read_to_string(Path::new(V1_ROOT).join(d).join("tasks")).unwrap();
         assert_eq!(tasks.lines().count(), 1, "{d}: {tasks}");
         let quota =
             std::fs::read_to_string(Path::new(V1_ROOT).join(d).join("cpu.cfs_quota_us")).unwrap();
-        assert_eq!(
-            quota.trim(),
-            "100000",
-            "{d}: default cpu_quota 1000 -> a full period"
-        );
+        // Default cpu_quota 1000 -> a full period; "-1" only for a worker
+        // that was started but has not run anything yet.
+        match quota.trim() {
+            "100000" => applied += 1,
+            "-1" => {}
+            q => panic!("{d}: quota {q}"),
+        }
     }
+    assert!(applied >= 1);
     s.stop().await;
     assert_eq!(our_v1_dirs(), Vec::<String>::new());
 }
