@@ -131,6 +131,52 @@ pub struct ServeArgs {
     /// CFS period for cgroup quotas (cpu_quota 1000 = one full period).
     #[arg(long, env = "WASMBOX_CPU_PERIOD", default_value = "100ms", value_parser = parse_duration)]
     pub cpu_period: Duration,
+    /// CPU capacity for admission, in millicores [default: the process's
+    /// cgroup cpu limit, else host cores x 1000].
+    #[arg(long, env = "WASMBOX_CAPACITY_CPU")]
+    pub capacity_cpu: Option<u64>,
+    /// Memory capacity for admission, in MiB [default: the process's cgroup
+    /// memory limit, else host RAM]. The reference's MEMORY_LIMIT.
+    #[arg(long, env = "MEMORY_LIMIT")]
+    pub capacity_memory_mb: Option<u64>,
+    /// Admit up to CPU capacity x this.
+    #[arg(long, env = "WASMBOX_CPU_OVERBOOK", default_value_t = 1.0)]
+    pub cpu_overbook: f64,
+    /// Admit up to memory capacity x this (the paper ran about 1.4).
+    #[arg(long, env = "WASMBOX_MEMORY_OVERBOOK", default_value_t = 1.0)]
+    pub memory_overbook: f64,
+    /// Most requests waiting for admission.
+    #[arg(long, env = "WASMBOX_MAX_QUEUE", default_value_t = 1000)]
+    pub max_queue: usize,
+    /// Most Memory-Request MB waiting for admission (the fork's
+    /// queueDepthResourceUnits) [default: the admission memory limit].
+    #[arg(long, env = "WASMBOX_MAX_QUEUE_MB")]
+    pub max_queue_mb: Option<u64>,
+    /// Longest wait for admission before 503.
+    #[arg(long, env = "WASMBOX_QUEUE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub queue_timeout: Duration,
+    /// Hold admissions while container CPU use (cores, mean of the last 5
+    /// samples taken every 50 ms) is at or above this (the fork's
+    /// resourceUtilizationThreshold) [default: no gate].
+    #[arg(long, env = "WASMBOX_CPU_GATE")]
+    pub cpu_gate: Option<f64>,
+    /// Also serve /live and /ready on this address (reference-style probes)
+    /// [env: WASMBOX_HEALTH_LISTEN, or HEALTHCHECK_HOST + HEALTHCHECK_PORT].
+    #[arg(long, env = "WASMBOX_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// Memory-utilisation samples (one a second) averaged for readiness.
+    #[arg(long, env = "READINESS_WINDOW", default_value_t = 10)]
+    pub readiness_window: usize,
+    /// Not ready (shedding gradually) above this memory utilisation (0-1).
+    #[arg(long, env = "READINESS_UTILIZATION_TRESHOLD", default_value_t = 0.9)]
+    pub readiness_threshold: f64,
+    /// Report CPU utilisation to the resource-aware queue-proxy at this
+    /// websocket URL [env: WASMBOX_QP_REPORT, or QP_HOST + QP_PORT].
+    #[arg(long, env = "WASMBOX_QP_REPORT")]
+    pub qp_report: Option<String>,
+    /// Reporting period in milliseconds.
+    #[arg(long, env = "REPORTING_PERIOD_MS", default_value_t = 50)]
+    pub reporting_period_ms: u64,
     /// Name reported in the reference's `Pod` header.
     #[arg(long, env = "POD_UID")]
     pub pod: Option<String>,
@@ -226,6 +272,25 @@ pub struct ServeConfig {
     pub registry: RegistryConfig,
     pub executor: ExecutorConfig,
     pub isolation: IsolationConfig,
+    pub admission: AdmissionSettings,
+    pub health_listen: Option<SocketAddr>,
+    pub readiness_window: usize,
+    pub readiness_threshold: f64,
+    pub qp_report: Option<String>,
+    pub reporting_period: Duration,
+}
+
+/// Admission settings before capacity detection (which happens at startup).
+#[derive(Debug, Clone)]
+pub struct AdmissionSettings {
+    pub capacity_cpu: Option<u64>,
+    pub capacity_memory_mb: Option<u64>,
+    pub cpu_overbook: f64,
+    pub memory_overbook: f64,
+    pub max_queue: usize,
+    pub max_queue_mb: Option<u64>,
+    pub queue_timeout: Duration,
+    pub cpu_gate: Option<f64>,
 }
 
 /// Bounds and defaults applied to each request.
@@ -285,6 +350,41 @@ impl ServeArgs {
             ));
         }
         let pod = self.pod.clone().unwrap_or_else(hostname);
+        for (name, v) in [
+            ("--cpu-overbook", self.cpu_overbook),
+            ("--memory-overbook", self.memory_overbook),
+        ] {
+            if !(v > 0.0 && v <= 100.0) {
+                return Err(format!(
+                    "{name} {v} must be a ratio above 0 (1.0 = no overbooking)"
+                ));
+            }
+        }
+        if !(self.readiness_threshold > 0.0 && self.readiness_threshold <= 1.0) {
+            return Err(format!(
+                "--readiness-threshold {} must be in (0, 1]",
+                self.readiness_threshold
+            ));
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let health_listen = match (self.health_listen, env("HEALTHCHECK_PORT")) {
+            (Some(a), _) => Some(a),
+            (None, Some(port)) => {
+                let host = env("HEALTHCHECK_HOST").unwrap_or_else(|| "0.0.0.0".into());
+                Some(format!("{host}:{port}").parse().map_err(|_| {
+                    format!("HEALTHCHECK_HOST/PORT {host}:{port} is not an address")
+                })?)
+            }
+            (None, None) => None,
+        };
+        let qp_report = match (&self.qp_report, env("QP_PORT")) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(port)) => Some(format!(
+                "ws://{}:{port}",
+                env("QP_HOST").unwrap_or_else(|| "127.0.0.1".into())
+            )),
+            (None, None) => None,
+        };
         Ok(ServeConfig {
             listen: SocketAddr::new(ip, port),
             compat: self.compat,
@@ -318,6 +418,21 @@ impl ServeArgs {
                 cgroup_root: self.cgroup_root.clone(),
                 period: self.cpu_period,
             },
+            admission: AdmissionSettings {
+                capacity_cpu: self.capacity_cpu,
+                capacity_memory_mb: self.capacity_memory_mb,
+                cpu_overbook: self.cpu_overbook,
+                memory_overbook: self.memory_overbook,
+                max_queue: self.max_queue,
+                max_queue_mb: self.max_queue_mb,
+                queue_timeout: self.queue_timeout,
+                cpu_gate: self.cpu_gate,
+            },
+            health_listen,
+            readiness_window: self.readiness_window,
+            readiness_threshold: self.readiness_threshold,
+            qp_report,
+            reporting_period: Duration::from_millis(self.reporting_period_ms.max(1)),
         })
     }
 }

@@ -6,7 +6,7 @@
 //! - `GET /-/live`, `GET /-/ready`, `GET /-/functions`: management. `/-/` can
 //!   never be a function, because names may not start with `-`.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,10 +19,14 @@ use wasmbox_runtime::executor::ExecError;
 use wasmbox_runtime::names::NameError;
 use wasmbox_runtime::sandbox::{self, CancelToken, Stdio, Timings};
 use wasmbox_runtime::{
-    Executor, Failure, FunctionName, Invocation, LoadError, Registry, WasmEngine,
+    Executor, Failure, Function, FunctionName, Invocation, LoadError, Registry, WasmEngine,
 };
 
+use wasmbox_admission::{Admission, Rejected, Resources};
+
 use crate::config::{Compat, RequestLimits};
+use crate::health::Readiness;
+use crate::metrics::{GaugeValues, Metrics};
 
 /// Runtime handles shared by all requests.
 pub struct App {
@@ -34,8 +38,11 @@ pub struct App {
     pub pod: String,
     /// Requests being handled right now (the reference's Num-Current-Requests).
     pub in_flight: AtomicUsize,
-    /// False once shutdown has begun.
-    pub ready: AtomicBool,
+    pub admission: Arc<Admission>,
+    pub readiness: Readiness,
+    pub metrics: Metrics,
+    /// Capacity admission works with (detected or configured).
+    pub capacity: Resources,
 }
 
 pub type Body = Full<Bytes>;
@@ -61,6 +68,10 @@ pub enum ErrorKind {
     OutputLimit,
     ClientGone,
     Internal,
+    ExceedsCapacity,
+    QueueFull,
+    QueueTimeout,
+    Draining,
 }
 
 impl ErrorKind {
@@ -71,14 +82,14 @@ impl ErrorKind {
             PrecompiledNotAllowed => StatusCode::FORBIDDEN,           // 403
             NotFound | NoRoute => StatusCode::NOT_FOUND,              // 404
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,       // 405
-            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,            // 413
+            BodyTooLarge | ExceedsCapacity => StatusCode::PAYLOAD_TOO_LARGE, // 413
             MemoryCap => StatusCode::UNPROCESSABLE_ENTITY,            // 422
             Exit => StatusCode::FAILED_DEPENDENCY,                    // 424
             Trap | Internal => StatusCode::INTERNAL_SERVER_ERROR,     // 500
             LoadFailed => StatusCode::BAD_GATEWAY,                    // 502
-            Unavailable => StatusCode::SERVICE_UNAVAILABLE,           // 503
-            Timeout => StatusCode::GATEWAY_TIMEOUT,                   // 504
-            OutputLimit => StatusCode::INSUFFICIENT_STORAGE,          // 507
+            Unavailable | QueueFull | QueueTimeout | Draining => StatusCode::SERVICE_UNAVAILABLE, // 503
+            Timeout => StatusCode::GATEWAY_TIMEOUT, // 504
+            OutputLimit => StatusCode::INSUFFICIENT_STORAGE, // 507
             ClientGone => StatusCode::from_u16(499).unwrap(), // (nginx's "client closed request")
         }
     }
@@ -104,6 +115,10 @@ impl ErrorKind {
             OutputLimit => "output-limit",
             ClientGone => "client-gone",
             Internal => "internal",
+            ExceedsCapacity => "exceeds-capacity",
+            QueueFull => "queue-full",
+            QueueTimeout => "queue-timeout",
+            Draining => "draining",
         }
     }
 }
@@ -146,6 +161,23 @@ impl From<LoadError> for HttpError {
             _ => ErrorKind::LoadFailed,
         };
         HttpError::new(kind, e.to_string())
+    }
+}
+
+impl From<Rejected> for HttpError {
+    fn from(r: Rejected) -> Self {
+        let kind = match &r {
+            Rejected::TooLarge { .. } => ErrorKind::ExceedsCapacity,
+            Rejected::QueueFull { .. } => ErrorKind::QueueFull,
+            Rejected::Timeout(_) => ErrorKind::QueueTimeout,
+            Rejected::Draining => ErrorKind::Draining,
+        };
+        let e = HttpError::new(kind, r.to_string());
+        if kind == ErrorKind::ExceedsCapacity {
+            e
+        } else {
+            e.header("retry-after", 1)
+        }
     }
 }
 
@@ -193,14 +225,25 @@ fn management(app: &App, method: &Method, rest: &str) -> Result<Response<Body>, 
     }
     match rest {
         "live" => Ok(text(StatusCode::OK, "live\n")),
-        "ready" => Ok(if app.ready.load(Ordering::Relaxed) {
-            text(StatusCode::OK, "ready\n")
-        } else {
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: shutting down\n",
-            )
-        }),
+        "ready" => Ok(ready(app)),
+        "metrics" => {
+            let body = app.metrics.render(&GaugeValues {
+                admission: app.admission.snapshot(),
+                capacity: app.capacity,
+                memory_utilization: app.readiness.mean(),
+                workers_busy: app.executor.busy(),
+                workers_started: app.executor.workers(),
+                pool: app.engine.engine.pooling_allocator_metrics(),
+            });
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            Ok(r)
+        }
         "functions" => {
             let names = app.registry.list().map_err(|e| {
                 HttpError::new(
@@ -221,11 +264,26 @@ fn management(app: &App, method: &Method, rest: &str) -> Result<Response<Body>, 
     }
 }
 
-/// The resources a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resources {
-    pub memory_mb: u64,
-    pub cpu_millis: u64,
+fn ready(app: &App) -> Response<Body> {
+    match app.readiness.check(app.admission.queue_full()) {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
+        Err(why) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+/// The reference-compatible health port: `/live` and `/ready`.
+pub fn health_probe(app: &App, path: &str) -> Response<Body> {
+    match path {
+        "/live" => text(StatusCode::OK, "live\n"),
+        "/ready" => ready(app),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "the health port serves /live and /ready\n",
+        ),
+    }
 }
 
 /// Reads `Memory-Request` and `cpu_quota` (also `cpu-quota`), applying
@@ -422,6 +480,28 @@ async fn invoke(
         _ => body,
     };
     let function = app.registry.get(&name).await?;
+    let result = run(app, &name, function.clone(), resources, argv, stdin).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.kind.as_str(),
+    };
+    app.metrics.count(&function.file_name, outcome);
+    result
+}
+
+/// Admits, runs on a worker, and turns the outcome into a response.
+async fn run(
+    app: &Arc<App>,
+    name: &FunctionName,
+    function: Arc<Function>,
+    resources: Resources,
+    argv: Vec<String>,
+    stdin: Bytes,
+) -> Result<Response<Body>, HttpError> {
+    // Reserve the declared cpu_quota and Memory-Request, or wait in the
+    // FIFO queue; released when `_permit` drops, on every path.
+    let _permit = app.admission.admit(resources).await?;
+    app.metrics.queue_wait.observe(_permit.waited.as_secs_f64());
 
     let limits = &app.limits;
     let invocation = Invocation {
@@ -466,10 +546,13 @@ async fn invoke(
         tracing::info!(function = %name, stderr = %String::from_utf8_lossy(&outcome.stderr).trim_end(), "guest stderr");
     }
     let timing = PhaseTimes {
-        queue: queued,
+        queue: _permit.waited + queued,
         isolation,
         t: outcome.timings,
     };
+    app.metrics
+        .execution
+        .observe((outcome.timings.instantiate + outcome.timings.execute).as_secs_f64());
     match outcome.result {
         Ok(()) => Ok(success(app, outcome.stdout, &timing)),
         Err(failure) => Err(failure_error(failure, &resources, &outcome.stderr, &timing)),

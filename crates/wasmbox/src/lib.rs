@@ -4,5 +4,9 @@
 
 pub mod commands;
 pub mod config;
+pub mod health;
+pub mod host;
 pub mod http;
+pub mod metrics;
+pub mod reporter;
 pub mod server;

@@ -1,7 +1,7 @@
 //! `wasmbox serve`: build the runtime handles, accept connections, shut
 //! down gracefully on SIGTERM/SIGINT.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
@@ -9,15 +9,23 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wasmbox_admission::{Admission, AdmissionConfig, Resources};
 use wasmbox_runtime::{EpochTicker, Executor, Registry, WasmEngine};
 
 use crate::config::ServeConfig;
+use crate::health::Readiness;
 use crate::http::{self, App};
+use crate::metrics::Metrics;
+use crate::{host, reporter};
 
 /// A bound, not yet serving server (so tests can learn the port first).
 pub struct Server {
     pub app: Arc<App>,
     listener: TcpListener,
+    health: Option<TcpListener>,
+    qp_report: Option<String>,
+    reporting_period: std::time::Duration,
     _ticker: EpochTicker,
     drain_timeout: std::time::Duration,
 }
@@ -38,6 +46,32 @@ impl Server {
             tracing::info!(mode = %isolation.mode(), "cpu isolation: {}", isolation.describe());
         }
         let executor = Arc::new(Executor::new(config.executor.clone(), isolation));
+
+        let detected = host::detect_capacity();
+        let a = &config.admission;
+        let capacity = Resources {
+            cpu_millis: a.capacity_cpu.unwrap_or(detected.capacity.cpu_millis),
+            memory_mb: a.capacity_memory_mb.unwrap_or(detected.capacity.memory_mb),
+        };
+        let admission = Admission::new(AdmissionConfig {
+            capacity,
+            cpu_overbook: a.cpu_overbook,
+            memory_overbook: a.memory_overbook,
+            max_queue: a.max_queue,
+            max_queue_mb: a
+                .max_queue_mb
+                .unwrap_or((capacity.memory_mb as f64 * a.memory_overbook) as u64),
+            queue_timeout: a.queue_timeout,
+            cpu_gate: a.cpu_gate,
+        });
+        tracing::info!(
+            cpu_millicores = capacity.cpu_millis,
+            cpu_from = if a.capacity_cpu.is_some() { "--capacity-cpu" } else { detected.cpu_source.as_str() },
+            memory_mb = capacity.memory_mb,
+            memory_from = if a.capacity_memory_mb.is_some() { "--capacity-memory-mb" } else { detected.memory_source.as_str() },
+            limit = ?admission.limit(),
+            "admission capacity"
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -49,7 +83,10 @@ impl Server {
             compat: config.compat,
             pod: config.pod.clone(),
             in_flight: AtomicUsize::new(0),
-            ready: AtomicBool::new(true),
+            admission,
+            readiness: Readiness::new(config.readiness_window, config.readiness_threshold),
+            metrics: Metrics::new(),
+            capacity,
         });
         tracing::info!(
             listen = %listener.local_addr()?,
@@ -58,11 +95,21 @@ impl Server {
             compat = ?config.compat,
             "wasmbox serving"
         );
+        let health =
+            match config.health_listen {
+                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {addr} for health probes: {e}")
+                })?),
+                None => None,
+            };
         Ok(Server {
             app,
             listener,
+            health,
             _ticker: ticker,
             drain_timeout: config.drain_timeout,
+            qp_report: config.qp_report.clone(),
+            reporting_period: config.reporting_period,
         })
     }
 
@@ -70,12 +117,33 @@ impl Server {
         self.listener.local_addr()
     }
 
+    pub fn health_addr(&self) -> Option<std::net::SocketAddr> {
+        self.health.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets open
     /// requests finish (up to the drain timeout) and stops the workers.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let builder = auto::Builder::new(TokioExecutor::new());
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (cpu_tx, cpu_rx) = watch::channel(0.0f64);
+        tokio::spawn(sample(self.app.clone(), cpu_tx, stop_rx.clone()));
+        if let Some(url) = self.qp_report.clone() {
+            tokio::spawn(reporter::run(
+                url,
+                self.reporting_period,
+                cpu_rx,
+                stop_rx.clone(),
+            ));
+        }
+        if let Some(health) = self.health.take() {
+            tokio::spawn(serve_health(health, self.app.clone(), stop_rx.clone()));
+        }
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
@@ -106,7 +174,8 @@ impl Server {
             }
         }
         tracing::info!("shutting down: not ready, no new connections, draining");
-        self.app.ready.store(false, Ordering::Relaxed);
+        self.app.readiness.start_draining();
+        self.app.admission.start_draining();
         drop(self.listener);
         if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
             .await
@@ -116,8 +185,54 @@ impl Server {
         }
         let executor = self.app.executor.clone();
         tokio::task::spawn_blocking(move || executor.shutdown()).await?;
+        let _ = stop_tx.send(true);
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Every 50 ms: container CPU use (cores, mean of the last 5 samples) to
+/// admission (the CPU gate) and the reporter; every second: memory
+/// utilisation to readiness.
+async fn sample(app: Arc<App>, cpu_tx: watch::Sender<f64>, mut stop: watch::Receiver<bool>) {
+    let mut meter = host::CpuMeter::new(host::CpuClock::detect(), 5);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let capacity_bytes = (app.capacity.memory_mb.max(1) << 20) as f64;
+    for n in 0u64.. {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let cores = meter.sample();
+        app.admission.set_cpu_utilization(cores);
+        let _ = cpu_tx.send(cores);
+        if n % 20 == 0 {
+            app.readiness
+                .record(host::memory_used() as f64 / capacity_bytes);
+        }
+    }
+}
+
+/// The reference-compatible probe port: `/live` and `/ready`.
+async fn serve_health(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(s) => s, Err(_) => continue },
+            _ = stop.changed() => return,
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(http::health_probe(&app, req.uri().path()))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 
