@@ -261,3 +261,93 @@ fn serve_refuses_bad_settings_with_a_message() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a duration"));
 }
+
+fn raw_get(port: u16, path: &str, headers: &str) -> std::io::Result<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{headers}\r\n"
+    )?;
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut s, &mut resp)?;
+    Ok(resp)
+}
+
+/// SIGTERM in the middle of a burst: every admitted (running or queued)
+/// request completes, readiness turns 503 at once, new connections are
+/// refused, the process exits 0 and leaves no cgroup behind.
+#[test]
+fn sigterm_during_a_burst_drains_everything_admitted() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (port, health) = (free_port(), free_port());
+    let args = ["--capacity-cpu", "1000", "--health-listen"];
+    let health_addr = format!("127.0.0.1:{health}");
+    let mut all: Vec<&str> = args.to_vec();
+    all.push(&health_addr);
+    let s = serve(&repo, &all, &[("PORT", port.to_string())], port);
+    let pid = s.child.id();
+    assert!(raw_get(health, "/ready", "")
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+
+    // Six requests that each take the whole CPU capacity: one runs, five queue.
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(move || {
+                raw_get(port, "/spin?arg=300", "cpu_quota: 1000\r\n").unwrap()
+            })
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    while !raw_get(port, "/-/metrics", "")
+        .unwrap()
+        .contains("wasmbox_queue_depth 5")
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "burst never queued"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+
+    // Not ready from now on, and the serving port stops taking connections.
+    let t = std::time::Instant::now();
+    loop {
+        let r = raw_get(health, "/ready", "").unwrap();
+        if r.starts_with("HTTP/1.1 503") {
+            assert!(r.contains("draining"), "{r}");
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "never turned not-ready"
+        );
+    }
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "still accepting connections"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for b in burst {
+        let r = b.join().unwrap();
+        assert!(r.starts_with("HTTP/1.1 200") && r.contains("spun"), "{r}");
+    }
+    let mut s = s;
+    assert_eq!(s.child.wait().unwrap().code(), Some(0));
+    let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/cpu")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("wasmbox-{pid}-")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
