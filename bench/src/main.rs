@@ -43,6 +43,13 @@ enum Cmd {
         #[arg(long, default_value = "bench/results/core.md")]
         out: PathBuf,
     },
+    /// Admission overhead and mixed load through the queue (issue #4's benchmark).
+    Admission {
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value = "bench/results/admission.md")]
+        out: PathBuf,
+    },
     /// CPU isolation cost per mode vs the reference's per-request cgroup
     /// lifecycle, and quota accuracy (issue #3's benchmark).
     Isolation {
@@ -53,6 +60,7 @@ enum Cmd {
     },
 }
 
+mod admission;
 mod isolation;
 
 pub(crate) fn repo_root() -> PathBuf {
@@ -63,6 +71,7 @@ fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
         Cmd::Core { quick, out } => core(quick, &out),
         Cmd::Isolation { quick, out } => isolation::run(quick, &out),
+        Cmd::Admission { quick, out } => admission::run(quick, &out),
     }
 }
 
@@ -207,35 +216,51 @@ fn core(quick: bool, out: &Path) -> anyhow::Result<()> {
         cold[1] / cold[0]
     )?;
 
-    // 3: over HTTP against the release binary.
-    let server = ServerProc::start()?;
+    // 3: over HTTP against the release binary, with the defaults (CPU
+    // isolation auto, admission at the detected capacity) and with both
+    // out of the way.
     writeln!(report, "## Over HTTP on loopback\n")?;
     writeln!(
         report,
         "`wasmbox serve` (release build, a separate process) and the load generator (hyper client, \
-         HTTP/1.1 keep-alive, one connection per concurrent client) share the machine's 2 cores.\n"
+         HTTP/1.1 keep-alive, one connection per concurrent client) share the machine's 2 cores. \
+         Requests carry no resource headers (cpu_quota defaults to 1000).\n"
     )?;
-    writeln!(
-        report,
-        "| concurrency | p50 | p99 | req/s | requests |\n|---|---|---|---|---|"
-    )?;
+    writeln!(report, "| server settings | concurrency | p50 | p99 | req/s | requests |\n|---|---|---|---|---|---|")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    for conc in [1usize, 16] {
-        let (l, rate) = rt.block_on(http_load(server.port, conc, Duration::from_secs_f64(secs)))?;
-        println!(
-            "http c={conc}: p50 {:.1} µs, p99 {:.1} µs, {rate:.0} req/s",
-            l.p50_us, l.p99_us
-        );
-        writeln!(
-            report,
-            "| {conc} | {:.1} µs | {:.1} µs | {rate:.0} | {} |",
-            l.p50_us, l.p99_us, l.n
-        )?;
+    let settings: [(&str, &[&str]); 3] = [
+        (
+            "defaults (isolation auto = cgroup-v1 here, admission at 2 cores)",
+            &[],
+        ),
+        (
+            "cgroup-v1, admission not binding",
+            &["--capacity-cpu", "1000000"],
+        ),
+        (
+            "--cpu-isolation none, admission not binding",
+            &["--cpu-isolation", "none", "--capacity-cpu", "1000000"],
+        ),
+    ];
+    for (label, args) in settings {
+        let server = ServerProc::start_with(args)?;
+        for conc in [1usize, 16] {
+            let (l, rate) =
+                rt.block_on(http_load(server.port, conc, Duration::from_secs_f64(secs)))?;
+            println!(
+                "http {label} c={conc}: p50 {:.1} µs, p99 {:.1} µs, {rate:.0} req/s",
+                l.p50_us, l.p99_us
+            );
+            writeln!(
+                report,
+                "| {label} | {conc} | {:.1} µs | {:.1} µs | {rate:.0} | {} |",
+                l.p50_us, l.p99_us, l.n
+            )?;
+        }
     }
-    drop(server);
 
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -337,10 +362,6 @@ pub(crate) struct ServerProc {
 }
 
 impl ServerProc {
-    fn start() -> anyhow::Result<Self> {
-        Self::start_with(&[])
-    }
-
     pub(crate) fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?.with_file_name("wasmbox");
         if !exe.exists() {
