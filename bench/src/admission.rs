@@ -5,12 +5,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
 use wasmbox_admission::{Admission, AdmissionConfig, Resources};
 
-use crate::{lat, machine, Lat, ServerProc};
+use crate::{http_load_with, machine, ServerProc};
 
 fn config() -> AdmissionConfig {
     AdmissionConfig {
@@ -42,49 +39,10 @@ async fn uncontended(n: u64) -> f64 {
     t.elapsed().as_nanos() as f64 / n as f64
 }
 
-/// A mixed load at `concurrency`: cpu_quota 250/500/1000 and Memory-Request
-/// 32/64/128 in rotation, against `hello`.
-async fn mixed(port: u16, concurrency: usize, dur: Duration) -> anyhow::Result<(Lat, f64, u64)> {
-    let start = Instant::now();
-    let deadline = start + dur;
-    let mut tasks = Vec::new();
-    for c in 0..concurrency {
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-            stream.set_nodelay(true)?;
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            let mut h = Histogram::<u64>::new(3)?;
-            let mut non_200 = 0u64;
-            let mut i = c;
-            while Instant::now() < deadline {
-                let (cpu, mem) = ([250, 500, 1000][i % 3], [32, 64, 128][(i / 3) % 3]);
-                i += 1;
-                let req = hyper::Request::get(format!("http://127.0.0.1:{port}/hello"))
-                    .header("host", "bench")
-                    .header("cpu_quota", cpu)
-                    .header("Memory-Request", mem)
-                    .body(Empty::<Bytes>::new())?;
-                let t = Instant::now();
-                let resp = send.send_request(req).await?;
-                let ok = resp.status() == 200;
-                resp.into_body().collect().await?;
-                h.record(t.elapsed().as_nanos() as u64)?;
-                non_200 += u64::from(!ok);
-            }
-            anyhow::Ok((h, non_200))
-        }));
-    }
-    let mut all = Histogram::<u64>::new(3)?;
-    let mut bad = 0;
-    for t in tasks {
-        let (h, b) = t.await??;
-        all.add(h)?;
-        bad += b;
-    }
-    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
-    Ok((lat(&all), rate, bad))
+/// The mixed load: cpu_quota 250/500/1000 and Memory-Request 32/64/128 in
+/// rotation.
+fn mixed(i: usize) -> (u64, u64) {
+    ([250, 500, 1000][i % 3], [32, 64, 128][(i / 3) % 3])
 }
 
 pub fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
@@ -128,7 +86,12 @@ pub fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
         ("admission never binds", "1000000"),
     ] {
         let server = ServerProc::start_with(&["--capacity-cpu", cap, "--cpu-isolation", "auto"])?;
-        let (l, rate, bad) = rt.block_on(mixed(server.port, 16, Duration::from_secs_f64(secs)))?;
+        let (l, rate, bad) = rt.block_on(http_load_with(
+            server.port,
+            16,
+            Duration::from_secs_f64(secs),
+            mixed,
+        ))?;
         println!(
             "{label}: p50 {:.1} µs p99 {:.1} µs {rate:.0} req/s ({bad} non-200)",
             l.p50_us, l.p99_us

@@ -318,11 +318,28 @@ fn cpu_loop() -> impl Fn() + Send + Sync + Clone + 'static {
 }
 
 async fn http_load(port: u16, concurrency: usize, dur: Duration) -> anyhow::Result<(Lat, f64)> {
+    let (l, rate, bad) = http_load_with(port, concurrency, dur, |_| (1000, 200)).await?;
+    if bad > 0 {
+        bail!("{bad} requests failed");
+    }
+    Ok((l, rate))
+}
+
+/// Each client keeps one HTTP/1.1 connection and sends `GET /hello` back to
+/// back until `dur` is over; request i carries `resources(i)` as
+/// (cpu_quota, Memory-Request). Returns latency, requests/s, and how many
+/// answers were not a 200 with hello's 20 bytes.
+pub(crate) async fn http_load_with(
+    port: u16,
+    concurrency: usize,
+    dur: Duration,
+    resources: fn(usize) -> (u64, u64),
+) -> anyhow::Result<(Lat, f64, u64)> {
     let uri: hyper::Uri = format!("http://127.0.0.1:{port}/hello").parse()?;
     let start = Instant::now();
     let deadline = start + dur;
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
+    for c in 0..concurrency {
         let uri = uri.clone();
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
@@ -331,29 +348,35 @@ async fn http_load(port: u16, concurrency: usize, dur: Duration) -> anyhow::Resu
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             let mut h = Histogram::<u64>::new(3)?;
+            let mut bad = 0u64;
+            let mut i = c;
             while Instant::now() < deadline {
+                let (cpu, mem) = resources(i);
+                i += 1;
                 let req = hyper::Request::get(uri.clone())
                     .header("host", "bench")
+                    .header("cpu_quota", cpu)
+                    .header("Memory-Request", mem)
                     .body(Empty::<Bytes>::new())?;
                 let t = Instant::now();
                 let resp = send.send_request(req).await?;
                 let status = resp.status();
                 let body = resp.into_body().collect().await?.to_bytes();
                 h.record(t.elapsed().as_nanos() as u64)?;
-                if status != 200 || body.len() != 20 {
-                    bail!("unexpected reply {status}");
-                }
+                bad += u64::from(status != 200 || body.len() != 20);
             }
-            anyhow::Ok(h)
+            anyhow::Ok((h, bad))
         }));
     }
     let mut all = Histogram::<u64>::new(3)?;
+    let mut bad = 0;
     for t in tasks {
-        all.add(t.await??)?;
+        let (h, b) = t.await??;
+        all.add(h)?;
+        bad += b;
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let n = all.len() as f64;
-    Ok((lat(&all), n / elapsed))
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    Ok((lat(&all), rate, bad))
 }
 
 pub(crate) struct ServerProc {

@@ -4,12 +4,12 @@
 //! `cpu.cfs_quota_us` is rewritten, on a kept-open fd, and only when the
 //! quota changes.
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::cgroup::{self, CgroupSlot, SlotSpec, PREFIX};
 use crate::fs;
-use crate::{quota_us, Isolation, IsolationConfig, Mode, Slot, Throttle};
+use crate::{Isolation, IsolationConfig, Mode, Slot};
 
 pub struct CgroupV1 {
     /// The process's own cgroup in the cpu hierarchy; slots are made here.
@@ -19,9 +19,6 @@ pub struct CgroupV1 {
     /// process (tests), each with its own slots.
     slot_prefix: String,
 }
-
-/// Prefix of every slot directory; followed by `<pid>-<instance>-slot-<n>`.
-pub const PREFIX: &str = "wasmbox-";
 
 static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -98,36 +95,14 @@ fn find_own_cpu_cgroup() -> Result<PathBuf, String> {
 
 /// Removes slot cgroups whose owning process is gone. Returns how many.
 pub fn remove_stale(base: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() || fs::pid_alive(pid) {
-            continue;
-        }
+    cgroup::remove_stale(base, |dir| {
         // Threads of a dead process are gone, but move any stragglers out.
-        if let Ok(tasks) = std::fs::read_to_string(e.path().join("tasks")) {
+        if let Ok(tasks) = std::fs::read_to_string(dir.join("tasks")) {
             for tid in tasks.lines() {
                 let _ = fs::write(&base.join("tasks"), tid);
             }
         }
-        match fs::remove_cgroup(&e.path()) {
-            Ok(()) => removed += 1,
-            Err(err) => {
-                tracing::warn!(path = %e.path().display(), error = %err, "cannot remove stale slot cgroup")
-            }
-        }
-    }
-    removed
+    })
 }
 
 impl Isolation for CgroupV1 {
@@ -142,32 +117,15 @@ impl Isolation for CgroupV1 {
         )
     }
     fn slot(&self, worker: usize, tid: i32) -> io::Result<Box<dyn Slot>> {
-        let dir = self.slot_dir(worker);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(fs::named(&dir, "create", e)),
-        }
-        let setup = || -> io::Result<Box<dyn Slot>> {
-            fs::write(&dir.join("cpu.cfs_period_us"), &self.period_us.to_string())?;
-            let quota_path = dir.join("cpu.cfs_quota_us");
-            let quota = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&quota_path)
-                .map_err(|e| fs::named(&quota_path, "open", e))?;
-            fs::write(&dir.join("tasks"), &tid.to_string())?;
-            Ok(Box::new(V1Slot {
-                dir: dir.clone(),
-                base: self.base.clone(),
-                tid,
-                quota,
-                quota_path,
-                period_us: self.period_us,
-                current: None,
-            }))
-        };
-        setup().inspect_err(|_| {
-            let _ = fs::remove_cgroup(&dir);
+        let period = self.period_us.to_string();
+        CgroupSlot::create(SlotSpec {
+            dir: self.slot_dir(worker),
+            home: self.base.join("tasks"),
+            tid,
+            period_us: self.period_us,
+            setup: &|dir| fs::write(&dir.join("cpu.cfs_period_us"), &period),
+            quota_file: Some(("cpu.cfs_quota_us", |q, _| q.to_string())),
+            join_file: "tasks",
         })
     }
     fn shutdown(&self) {
@@ -184,37 +142,6 @@ impl Isolation for CgroupV1 {
                     tracing::warn!(path = %e.path().display(), error = %err, "cannot remove slot cgroup");
                 }
             }
-        }
-    }
-}
-
-struct V1Slot {
-    dir: PathBuf,
-    base: PathBuf,
-    tid: i32,
-    quota: File,
-    quota_path: PathBuf,
-    period_us: u64,
-    current: Option<u64>,
-}
-
-impl Slot for V1Slot {
-    fn apply(&mut self, millicores: u64) -> io::Result<Option<Throttle>> {
-        let q = quota_us(millicores, self.period_us);
-        if self.current != Some(q) {
-            fs::rewrite(&self.quota, &self.quota_path, &q.to_string())?;
-            self.current = Some(q);
-        }
-        Ok(None)
-    }
-}
-
-impl Drop for V1Slot {
-    /// Runs on the worker thread as it exits: move it back, remove the slot.
-    fn drop(&mut self) {
-        let _ = fs::write(&self.base.join("tasks"), &self.tid.to_string());
-        if let Err(e) = fs::remove_cgroup(&self.dir) {
-            tracing::debug!(path = %self.dir.display(), error = %e, "slot cgroup not removed yet; shutdown sweeps it");
         }
     }
 }

@@ -13,14 +13,12 @@
 //! Per invocation only `cpu.max` is rewritten on a kept-open fd, and only
 //! when the quota changes. Shutdown undoes all of it.
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::cgroup::{self, CgroupSlot, SlotSpec, PREFIX};
 use crate::fs;
-use crate::{quota_us, Isolation, IsolationConfig, Mode, Slot, Throttle};
-
-pub const PREFIX: &str = "wasmbox-";
+use crate::{Isolation, IsolationConfig, Mode, Slot};
 
 pub struct CgroupV2 {
     /// The process's original cgroup.
@@ -157,34 +155,13 @@ fn find_own_cgroup2() -> Result<PathBuf, String> {
 
 /// Removes `wasmbox-<pid>` trees of processes that are gone.
 pub fn remove_stale(parent: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() || fs::pid_alive(pid) {
-            continue;
-        }
-        for slot in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+    cgroup::remove_stale(parent, |domain| {
+        for slot in std::fs::read_dir(domain).into_iter().flatten().flatten() {
             if slot.path().is_dir() {
                 let _ = fs::remove_cgroup(&slot.path());
             }
         }
-        match fs::remove_cgroup(&e.path()) {
-            Ok(()) => removed += 1,
-            Err(err) => {
-                tracing::warn!(path = %e.path().display(), error = %err, "cannot remove stale cgroup")
-            }
-        }
-    }
-    removed
+    })
 }
 
 impl Isolation for CgroupV2 {
@@ -199,72 +176,19 @@ impl Isolation for CgroupV2 {
         )
     }
     fn slot(&self, worker: usize, tid: i32) -> io::Result<Box<dyn Slot>> {
-        let dir = self.slot_dir(worker);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(fs::named(&dir, "create", e)),
-        }
-        let setup = || -> io::Result<Box<dyn Slot>> {
-            fs::write(&dir.join("cgroup.type"), "threaded")?;
-            let cpu_max = if self.cpu {
-                let p = dir.join("cpu.max");
-                Some((
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&p)
-                        .map_err(|e| fs::named(&p, "open", e))?,
-                    p,
-                ))
-            } else {
-                None
-            };
-            fs::write(&dir.join("cgroup.threads"), &tid.to_string())?;
-            Ok(Box::new(V2Slot {
-                dir: dir.clone(),
-                domain: self.domain.clone(),
-                tid,
-                cpu_max,
-                period_us: self.period_us,
-                current: None,
-            }))
-        };
-        setup().inspect_err(|_| {
-            let _ = fs::remove_cgroup(&dir);
+        CgroupSlot::create(SlotSpec {
+            dir: self.slot_dir(worker),
+            home: self.domain.join("cgroup.threads"),
+            tid,
+            period_us: self.period_us,
+            setup: &|dir| fs::write(&dir.join("cgroup.type"), "threaded"),
+            quota_file: self
+                .cpu
+                .then_some(("cpu.max", |q, period| format!("{q} {period}"))),
+            join_file: "cgroup.threads",
         })
     }
     fn shutdown(&self) {
         self.undo();
-    }
-}
-
-struct V2Slot {
-    dir: PathBuf,
-    domain: PathBuf,
-    tid: i32,
-    cpu_max: Option<(File, PathBuf)>,
-    period_us: u64,
-    current: Option<u64>,
-}
-
-impl Slot for V2Slot {
-    fn apply(&mut self, millicores: u64) -> io::Result<Option<Throttle>> {
-        let q = quota_us(millicores, self.period_us);
-        if let Some((f, path)) = &self.cpu_max {
-            if self.current != Some(q) {
-                fs::rewrite(f, path, &format!("{q} {}", self.period_us))?;
-                self.current = Some(q);
-            }
-        }
-        Ok(None)
-    }
-}
-
-impl Drop for V2Slot {
-    fn drop(&mut self) {
-        let _ = fs::write(&self.domain.join("cgroup.threads"), &self.tid.to_string());
-        if let Err(e) = fs::remove_cgroup(&self.dir) {
-            tracing::debug!(path = %self.dir.display(), error = %e, "slot cgroup not removed yet; shutdown sweeps it");
-        }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`none`]: no limit.
 #![forbid(unsafe_code)]
 
+pub mod cgroup;
 pub mod cgroup_v1;
 pub mod cgroup_v2;
 pub mod fs;

@@ -88,13 +88,7 @@ impl Server {
             metrics: Metrics::new(),
             capacity,
         });
-        tracing::info!(
-            listen = %listener.local_addr()?,
-            functions = %config.registry.dir.display(),
-            workers = config.executor.max_workers,
-            compat = ?config.compat,
-            "wasmbox serving"
-        );
+        // Bind everything before announcing that we serve.
         let health =
             match config.health_listen {
                 Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
@@ -102,6 +96,13 @@ impl Server {
                 })?),
                 None => None,
             };
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            functions = %config.registry.dir.display(),
+            workers = config.executor.max_workers,
+            compat = ?config.compat,
+            "wasmbox serving"
+        );
         Ok(Server {
             app,
             listener,
