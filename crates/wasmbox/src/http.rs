@@ -3,8 +3,16 @@
 //! Routes:
 //! - `GET|POST /{function}`: invoke (query `arg=` -> argv, body -> stdin,
 //!   stdout -> response body);
-//! - `GET /-/live`, `GET /-/ready`, `GET /-/functions`: management. `/-/` can
-//!   never be a function, because names may not start with `-`.
+//! - `GET /-/live`, `GET /-/ready`, `GET /-/functions`, `GET /-/metrics`:
+//!   management. `/-/` can never be a function, because names may not start
+//!   with `-`.
+//!
+//! One invocation, top to bottom: `invoke` validates the name, headers,
+//! query and body and finds the compiled function; `run` reserves the
+//! declared resources in admission (maybe waiting in its FIFO queue), hands
+//! the job to a worker thread, which applies the CPU quota to its slot and
+//! runs the sandbox; the outcome becomes the response, and every failure
+//! maps to its status in [`ErrorKind::status`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -499,9 +507,9 @@ async fn run(
     stdin: Bytes,
 ) -> Result<Response<Body>, HttpError> {
     // Reserve the declared cpu_quota and Memory-Request, or wait in the
-    // FIFO queue; released when `_permit` drops, on every path.
-    let _permit = app.admission.admit(resources).await?;
-    app.metrics.queue_wait.observe(_permit.waited.as_secs_f64());
+    // FIFO queue; released when `permit` drops, on every path.
+    let permit = app.admission.admit(resources).await?;
+    app.metrics.queue_wait.observe(permit.waited.as_secs_f64());
 
     let limits = &app.limits;
     let invocation = Invocation {
@@ -546,7 +554,7 @@ async fn run(
         tracing::info!(function = %name, stderr = %String::from_utf8_lossy(&outcome.stderr).trim_end(), "guest stderr");
     }
     let timing = PhaseTimes {
-        queue: _permit.waited + queued,
+        queue: permit.waited + queued,
         isolation,
         t: outcome.timings,
     };
