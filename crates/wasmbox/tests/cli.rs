@@ -280,7 +280,13 @@ fn raw_get(port: u16, path: &str, headers: &str) -> std::io::Result<String> {
 fn sigterm_during_a_burst_drains_everything_admitted() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let (port, health) = (free_port(), free_port());
-    let args = ["--capacity-cpu", "1000", "--health-listen"];
+    let args = [
+        "--capacity-cpu",
+        "1000",
+        "--capacity-memory-mb",
+        "100000",
+        "--health-listen",
+    ];
     let health_addr = format!("127.0.0.1:{health}");
     let mut all: Vec<&str> = args.to_vec();
     all.push(&health_addr);

@@ -83,6 +83,16 @@ impl TestServer {
             "--functions",
             dir.path().to_str().unwrap(),
         ];
+        // Admission capacity is detected from this machine's cgroups unless a
+        // test sets it; fix it so tests behave the same on any machine.
+        for (flag, value) in [
+            ("--capacity-cpu", "1000000"),
+            ("--capacity-memory-mb", "1000000"),
+        ] {
+            if !extra.contains(&flag) {
+                argv.extend([flag, value]);
+            }
+        }
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(&argv).unwrap();
         let Command::Serve(args) = cli.command else {
