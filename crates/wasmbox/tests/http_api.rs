@@ -526,3 +526,51 @@ async fn the_disk_cache_skips_compilation_after_a_restart_and_survives_corruptio
     s.stop().await;
     assert!(wasmtime::Engine::detect_precompiled(&std::fs::read(&entries[0]).unwrap()).is_some());
 }
+
+/// The paper's five workloads, at small sizes, through the server; their
+/// inputs are generated deterministically, so the digests are fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_papers_workloads_run_at_small_sizes() {
+    let guests = [
+        "jsoncompress.wasm",
+        "scryptwork.wasm",
+        "rsakeygen.wasm",
+        "imageblur.wasm",
+        "genpdf.wasm",
+    ];
+    let s = TestServer::start(&guests, &[]).await;
+    for (path, want) in [
+        (
+            "/jsoncompress?arg=1000",
+            "tweets=1000 json_bytes=138775 lz4_bytes=51410 digest=0cc60f8fa5a70511\n",
+        ),
+        ("/scryptwork?arg=5", "strings=5 digest=b96e9f596c0d889f\n"),
+        (
+            "/rsakeygen?arg=1024",
+            "bits=1024 modulus_bytes=128 digest=70819bc6395ed48c\n",
+        ),
+        (
+            "/imageblur?arg=64&arg=2",
+            "size=64 sigma=2 jpeg_in=1507 jpeg_out=1487 digest=cd2399c6d01fa9dd\n",
+        ),
+        (
+            "/genpdf?arg=50",
+            "items=50 pages=2 bytes=9531 digest=71f07d4bd5451d71\n",
+        ),
+    ] {
+        let r = s
+            .request(
+                Method::GET,
+                path,
+                &[("Memory-Request", "256")],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(
+            (r.status.as_u16(), r.text().as_str()),
+            (200, want),
+            "{path}"
+        );
+    }
+    s.stop().await;
+}
