@@ -7,10 +7,16 @@
 //!    returns its compiled, cached [`registry::Function`] (compiled once,
 //!    single-flight; recompiled when the file changes).
 //! 3. [`executor::Executor::submit`] hands the job to a dedicated OS worker
-//!    thread (never a tokio worker: the sync WASI host blocks).
+//!    thread (never a tokio worker: the sync WASI host blocks); the job calls
+//!    [`executor::Worker::isolate`] to hold that thread to the request's
+//!    `cpu_quota` (its `wasmbox-isolation` slot).
 //! 4. On that thread [`sandbox::invoke`] builds a `Store` with WASI p1, the
 //!    memory cap ([`limits`]), bounded stdout/stderr ([`capture`]) and the
-//!    wall-clock deadline (epoch callback), and calls `_start`.
+//!    wall-clock deadline and throttle budget (epoch callback), and calls
+//!    `_start`.
+//!
+//! `unsafe` is denied everywhere but `registry::trusted`, the one place that
+//! loads precompiled native code.
 //! 5. The [`sandbox::Outcome`] carries stdout, the exit status and phase timings.
 #![deny(unsafe_code)]
 
