@@ -58,7 +58,7 @@ pub enum Stdio {
 /// Everything one invocation needs besides the function itself.
 #[derive(Debug, Clone)]
 pub struct Invocation {
-    /// argv, including argv[0] (the function name).
+    /// argv, including `argv[0]` (the function name).
     pub argv: Vec<String>,
     pub stdio: Stdio,
     /// Linear-memory cap in bytes.
