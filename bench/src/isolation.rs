@@ -14,17 +14,6 @@ use wasmbox_isolation::{cgroup_v2::CgroupV2, IsolationConfig, Mode, Requested, S
 
 use crate::{lat, machine, Lat, ServerProc};
 
-fn tid() -> i32 {
-    std::fs::read_link("/proc/thread-self")
-        .unwrap()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Times `f` `n` times on a fresh thread, sleeping `gap` before each.
 fn timed(
     n: usize,
@@ -68,7 +57,7 @@ fn slot_cost_with(
     };
     let iso = wasmbox_isolation::open(&cfg).map_err(anyhow::Error::msg)?;
     let l = timed(n, gap, || {
-        let mut slot: Box<dyn Slot> = iso.slot(0, tid()).unwrap();
+        let mut slot: Box<dyn Slot> = iso.slot(0, wasmbox_isolation::current_tid()).unwrap();
         Box::new(move |i| {
             std::hint::black_box(slot.apply(quota(i)).unwrap());
         })
@@ -83,7 +72,7 @@ fn slot_cost_with(
 fn reference_v1(base: &Path, n: usize, gap: Duration) -> Lat {
     let base = base.to_path_buf();
     timed(n, gap, move || {
-        let tid = tid().to_string();
+        let tid = wasmbox_isolation::current_tid().to_string();
         Box::new(move |i| {
             let dir = base.join(format!("wasmbox-bench-ref-{}-{i}", std::process::id()));
             std::fs::create_dir(&dir).unwrap();
@@ -102,7 +91,7 @@ fn reference_v1(base: &Path, n: usize, gap: Duration) -> Lat {
 fn reference_v2(domain: &Path, n: usize, gap: Duration) -> Lat {
     let domain = domain.to_path_buf();
     timed(n, gap, move || {
-        let tid = tid().to_string();
+        let tid = wasmbox_isolation::current_tid().to_string();
         Box::new(move |i| {
             let dir = domain.join(format!("ref-{i}"));
             std::fs::create_dir(&dir).unwrap();

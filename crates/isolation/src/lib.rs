@@ -128,6 +128,15 @@ pub fn open(config: &IsolationConfig) -> Result<Arc<dyn Isolation>, String> {
     }
 }
 
+/// The calling thread's OS thread id (what `tasks` and `cgroup.threads`
+/// take). /proc/thread-self links to /proc/<pid>/task/<tid>.
+pub fn current_tid() -> i32 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// cpu_quota in millicores -> CFS quota in µs for `period_us` (the
 /// reference's mapping: 1000 millicores = one full period). At least 1000 µs,
 /// the kernel's minimum.

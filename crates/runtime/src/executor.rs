@@ -189,7 +189,7 @@ impl Drop for Executor {
 }
 
 fn worker_loop(id: usize, rx: Receiver<Job>, shared: Arc<Shared>, isolation: Arc<dyn Isolation>) {
-    let tid = current_tid();
+    let tid = wasmbox_isolation::current_tid();
     let slot = isolation.slot(id, tid).map_err(|e| {
         tracing::error!(worker = id, error = %e, "cannot set up CPU isolation for this worker; its invocations will fail");
         format!("CPU isolation ({}) failed on this worker: {e}", isolation.mode())
@@ -219,14 +219,6 @@ fn worker_loop(id: usize, rx: Receiver<Job>, shared: Arc<Shared>, isolation: Arc
 /// any slot, before any worker exists.
 fn warm_ambient_runtime() {
     let _ = std::thread::spawn(|| wasmtime_wasi::runtime::in_tokio(async {})).join();
-}
-
-fn current_tid() -> i32 {
-    // /proc/thread-self is a symlink to /proc/<pid>/task/<tid>.
-    std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

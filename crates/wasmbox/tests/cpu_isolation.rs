@@ -290,14 +290,7 @@ async fn cgroup_v2_places_a_worker_thread_in_a_threaded_child_on_the_real_mount(
     let (tid, usage_us, cgroup_type, threads) = std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                let tid: i32 = std::fs::read_link("/proc/thread-self")
-                    .unwrap()
-                    .file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+                let tid = wasmbox_isolation::current_tid();
                 let mut slot = v2.slot(0, tid).unwrap();
                 assert!(slot.apply(500).unwrap().is_none());
                 let t = wasmbox_isolation::thread_cpu_time();
