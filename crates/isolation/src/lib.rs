@@ -116,10 +116,8 @@ pub fn open(config: &IsolationConfig) -> Result<Arc<dyn Isolation>, String> {
         Requested::Auto => {
             for mode in [Mode::CgroupV2, Mode::CgroupV1, Mode::Throttle] {
                 match try_mode(mode) {
-                    Ok(iso) => {
-                        tracing::info!(mode = %mode, "cpu isolation (auto): {}", iso.describe());
-                        return Ok(iso);
-                    }
+                    // The caller logs the mode it got.
+                    Ok(iso) => return Ok(iso),
                     Err(e) => tracing::info!(mode = %mode, "cpu isolation (auto): not usable: {e}"),
                 }
             }
