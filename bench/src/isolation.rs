@@ -120,18 +120,6 @@ fn v1_base() -> Option<PathBuf> {
     p.join("tasks").exists().then_some(p)
 }
 
-fn own_cgroup2() -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mount = wasmbox_isolation::fs::mounts(&mountinfo)
-        .into_iter()
-        .find(|m| m.fs_type == "cgroup2")?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    Some(wasmbox_isolation::fs::cgroup_dir(
-        &mount,
-        own.lines().find_map(|l| l.strip_prefix("0::"))?,
-    ))
-}
-
 /// CPU share `spin` gets over `ms` at `quota` from a server in `mode`.
 fn measured_share(port: u16, quota: u64, ms: u64) -> anyhow::Result<f64> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
@@ -218,7 +206,9 @@ pub fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
         ref_v1 = Some((a.p50_us, b.p50_us));
         rows.push(("reference lifecycle, cgroup v1 cpu".into(), a, b));
     }
-    if let Some(parent) = own_cgroup2() {
+    if let Some(parent) =
+        wasmbox_isolation::fs::own_cgroup(wasmbox_isolation::fs::Hierarchy::V2).ok()
+    {
         match CgroupV2::open_placement_only(parent) {
             Ok(v2) => {
                 let a = reference_v2(v2.domain(), n / 4, Duration::ZERO);

@@ -26,7 +26,7 @@ impl CgroupV1 {
     pub fn open(config: &IsolationConfig) -> Result<Self, String> {
         let base = match &config.cgroup_root {
             Some(root) => root.clone(),
-            None => find_own_cpu_cgroup()?,
+            None => fs::own_cgroup(fs::Hierarchy::V1("cpu"))?,
         };
         for f in ["cpu.cfs_quota_us", "cpu.cfs_period_us", "tasks"] {
             if !base.join(f).exists() {
@@ -66,31 +66,6 @@ impl CgroupV1 {
     pub fn slot_dir(&self, n: usize) -> PathBuf {
         self.base.join(format!("{}{n}", self.slot_prefix))
     }
-}
-
-/// The cpu controller's mount and our cgroup in it.
-fn find_own_cpu_cgroup() -> Result<PathBuf, String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-    let mount = fs::mounts(&mountinfo)
-        .into_iter()
-        .find(|m| m.fs_type == "cgroup" && m.super_options.iter().any(|o| o == "cpu"))
-        .ok_or("no cgroup v1 cpu controller is mounted (no 'cgroup' line with option 'cpu' in /proc/self/mountinfo)")?;
-    let own = std::fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
-    let path = own
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            controllers
-                .split(',')
-                .any(|c| c == "cpu")
-                .then(|| path.to_string())
-        })
-        .next()
-        .ok_or("/proc/self/cgroup has no cpu controller line")?;
-    Ok(fs::cgroup_dir(&mount, &path))
 }
 
 /// Removes slot cgroups whose owning process is gone. Returns how many.

@@ -34,7 +34,7 @@ impl CgroupV2 {
     pub fn open(config: &IsolationConfig) -> Result<Self, String> {
         let parent = match &config.cgroup_root {
             Some(p) => p.clone(),
-            None => find_own_cgroup2()?,
+            None => fs::own_cgroup(fs::Hierarchy::V2)?,
         };
         let controllers = fs::read(&parent.join("cgroup.controllers"))
             .map_err(|e| format!("{e} (is {} a cgroup2 directory?)", parent.display()))?;
@@ -134,23 +134,6 @@ impl CgroupV2 {
             tracing::warn!(path = %self.domain.display(), error = %e, "cannot remove wasmbox cgroup");
         }
     }
-}
-
-/// The cgroup2 mount and our cgroup in it.
-fn find_own_cgroup2() -> Result<PathBuf, String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-    let mount = fs::mounts(&mountinfo)
-        .into_iter()
-        .find(|m| m.fs_type == "cgroup2")
-        .ok_or("no cgroup2 file system is mounted (no 'cgroup2' line in /proc/self/mountinfo)")?;
-    let own = std::fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
-    let path = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .ok_or("/proc/self/cgroup has no cgroup2 ('0::') line")?;
-    Ok(fs::cgroup_dir(&mount, path))
 }
 
 /// Removes `wasmbox-<pid>` trees of processes that are gone.

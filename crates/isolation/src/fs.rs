@@ -97,6 +97,57 @@ pub fn cgroup_dir(mount: &Mount, cgroup_path: &str) -> PathBuf {
     mount.mount_point.join(rel.trim_start_matches('/'))
 }
 
+/// A cgroup hierarchy: the unified cgroup2 one, or the v1 hierarchy that
+/// carries a given controller.
+#[derive(Debug, Clone, Copy)]
+pub enum Hierarchy<'a> {
+    V2,
+    V1(&'a str),
+}
+
+/// This process's cgroup directory in `h`, found from /proc/self/mountinfo
+/// and /proc/self/cgroup.
+pub fn own_cgroup(h: Hierarchy<'_>) -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let mounts = mounts(&mountinfo);
+    let (mount, path) = match h {
+        Hierarchy::V2 => {
+            let m = mounts.iter().find(|m| m.fs_type == "cgroup2").ok_or(
+                "no cgroup2 file system is mounted (no 'cgroup2' line in /proc/self/mountinfo)",
+            )?;
+            let path = own
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .ok_or("/proc/self/cgroup has no cgroup2 ('0::') line")?;
+            (m, path.to_string())
+        }
+        Hierarchy::V1(controller) => {
+            let m = mounts
+                .iter()
+                .find(|m| m.fs_type == "cgroup" && m.super_options.iter().any(|o| o == controller))
+                .ok_or_else(|| {
+                    format!("no cgroup v1 {controller} controller is mounted (no 'cgroup' line with option '{controller}' in /proc/self/mountinfo)")
+                })?;
+            let path = own
+                .lines()
+                .find_map(|l| {
+                    let mut parts = l.splitn(3, ':');
+                    let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    controllers
+                        .split(',')
+                        .any(|c| c == controller)
+                        .then(|| path.to_string())
+                })
+                .ok_or_else(|| format!("/proc/self/cgroup has no {controller} controller line"))?;
+            (m, path)
+        }
+    };
+    Ok(cgroup_dir(mount, &path))
+}
+
 /// Process ids that are alive.
 pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()

@@ -7,31 +7,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use wasmbox_admission::Resources;
-use wasmbox_isolation::fs;
+use wasmbox_isolation::fs::{self, Hierarchy};
 
-/// The process's cgroup directory for `controller` (v1) or in cgroup2.
-fn own_dir(v1_controller: &str) -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let mounts = fs::mounts(&mountinfo);
-    if v1_controller.is_empty() {
-        let m = mounts.iter().find(|m| m.fs_type == "cgroup2")?;
-        return Some(fs::cgroup_dir(
-            m,
-            own.lines().find_map(|l| l.strip_prefix("0::"))?,
-        ));
-    }
-    let m = mounts
-        .iter()
-        .find(|m| m.fs_type == "cgroup" && m.super_options.iter().any(|o| o == v1_controller))?;
-    let path = own.lines().find_map(|l| {
-        let mut p = l.splitn(3, ':');
-        let (_, ctrl, path) = (p.next()?, p.next()?, p.next()?);
-        ctrl.split(',')
-            .any(|c| c == v1_controller)
-            .then(|| path.to_string())
-    })?;
-    Some(fs::cgroup_dir(m, &path))
+/// This process's cgroup directory in `h`, if it has one.
+fn own_dir(h: Hierarchy<'_>) -> Option<PathBuf> {
+    fs::own_cgroup(h).ok()
 }
 
 fn read_u64(p: PathBuf) -> Option<u64> {
@@ -49,7 +29,7 @@ pub struct Detected {
 /// Capacity from cgroup limits (v2 `cpu.max`/`memory.max`, v1
 /// `cpu.cfs_quota_us`/`memory.limit_in_bytes`), else the host.
 pub fn detect_capacity() -> Detected {
-    let v2 = own_dir("");
+    let v2 = own_dir(Hierarchy::V2);
     let mut cpu = None;
     let mut cpu_source = String::new();
     if let Some(d) = &v2 {
@@ -65,7 +45,7 @@ pub fn detect_capacity() -> Detected {
         }
     }
     if cpu.is_none() {
-        if let Some(d) = own_dir("cpu") {
+        if let Some(d) = own_dir(Hierarchy::V1("cpu")) {
             if let (Some(q), Some(p)) = (
                 std::fs::read_to_string(d.join("cpu.cfs_quota_us"))
                     .ok()
@@ -96,7 +76,7 @@ pub fn detect_capacity() -> Detected {
         }
     }
     if mem.is_none() {
-        if let Some(d) = own_dir("memory") {
+        if let Some(d) = own_dir(Hierarchy::V1("memory")) {
             if let Some(b) = read_u64(d.join("memory.limit_in_bytes")).filter(|b| *b < UNLIMITED) {
                 mem = Some(b >> 20);
                 memory_source = format!("{}/memory.limit_in_bytes", d.display());
@@ -138,13 +118,13 @@ pub enum CpuClock {
 
 impl CpuClock {
     pub fn detect() -> CpuClock {
-        if let Some(d) = own_dir("") {
+        if let Some(d) = own_dir(Hierarchy::V2) {
             let p = d.join("cpu.stat");
             if std::fs::read_to_string(&p).is_ok_and(|s| s.contains("usage_usec")) {
                 return CpuClock::V2(p);
             }
         }
-        if let Some(d) = own_dir("cpuacct") {
+        if let Some(d) = own_dir(Hierarchy::V1("cpuacct")) {
             let p = d.join("cpuacct.usage");
             if p.exists() {
                 return CpuClock::V1(p);
@@ -230,12 +210,12 @@ impl CpuMeter {
 /// memory.swap.current (as the reference), v1 memory.usage_in_bytes, else
 /// this process's RSS.
 pub fn memory_used() -> u64 {
-    if let Some(d) = own_dir("") {
+    if let Some(d) = own_dir(Hierarchy::V2) {
         if let Some(cur) = read_u64(d.join("memory.current")) {
             return cur + read_u64(d.join("memory.swap.current")).unwrap_or(0);
         }
     }
-    if let Some(d) = own_dir("memory") {
+    if let Some(d) = own_dir(Hierarchy::V1("memory")) {
         if let Some(b) = read_u64(d.join("memory.usage_in_bytes")) {
             return b;
         }

@@ -222,11 +222,13 @@ async fn cgroup_v1_removes_stale_slots_of_a_dead_process_at_startup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_picks_the_strongest_mode_that_works_and_explicit_modes_say_what_is_missing() {
     let _g = SERIAL.lock().await;
-    let v2_cpu = own_cgroup2().map(|p| {
-        std::fs::read_to_string(p.join("cgroup.controllers"))
-            .unwrap_or_default()
-            .contains("cpu")
-    });
+    let v2_cpu = wasmbox_isolation::fs::own_cgroup(wasmbox_isolation::fs::Hierarchy::V2)
+        .ok()
+        .map(|p| {
+            std::fs::read_to_string(p.join("cgroup.controllers"))
+                .unwrap_or_default()
+                .contains("cpu")
+        });
     let auto = wasmbox_isolation::open(&IsolationConfig::default()).unwrap();
     if v2_cpu == Some(false) && v1_usable() {
         assert_eq!(auto.mode(), Mode::CgroupV1);
@@ -254,24 +256,14 @@ async fn auto_picks_the_strongest_mode_that_works_and_explicit_modes_say_what_is
     );
 }
 
-/// This process's cgroup2 directory, if cgroup2 is mounted.
-fn own_cgroup2() -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mount = wasmbox_isolation::fs::mounts(&mountinfo)
-        .into_iter()
-        .find(|m| m.fs_type == "cgroup2")?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
-    Some(wasmbox_isolation::fs::cgroup_dir(&mount, &path))
-}
-
 /// Placement in a threaded child of this machine's real cgroup2 mount, and
 /// cpu.stat accounting there. (Its cpu controller is bound to v1 here, so
 /// cpu.max is exercised by the stand-in test below.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cgroup_v2_places_a_worker_thread_in_a_threaded_child_on_the_real_mount() {
     let _g = SERIAL.lock().await;
-    let Some(parent) = own_cgroup2() else {
+    let Some(parent) = wasmbox_isolation::fs::own_cgroup(wasmbox_isolation::fs::Hierarchy::V2).ok()
+    else {
         eprintln!("SKIPPED: no cgroup2 mount");
         return;
     };
