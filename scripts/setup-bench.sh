@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# Installs the peers the benchmark harness compares against.
+set -euo pipefail
