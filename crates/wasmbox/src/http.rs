@@ -465,6 +465,7 @@ async fn invoke(
     req: Request<Incoming>,
     raw_name: &str,
 ) -> Result<Response<Body>, HttpError> {
+    let received = Instant::now();
     let _in_flight = InFlight::enter(&app.in_flight);
     if raw_name.is_empty() {
         return Err(HttpError::new(
@@ -488,7 +489,7 @@ async fn invoke(
         _ => body,
     };
     let function = app.registry.get(&name).await?;
-    let result = run(app, &name, function.clone(), resources, argv, stdin).await;
+    let result = run(app, &name, function.clone(), resources, argv, stdin, received).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.kind.as_str(),
@@ -505,6 +506,7 @@ async fn run(
     resources: Resources,
     argv: Vec<String>,
     stdin: Bytes,
+    received: Instant,
 ) -> Result<Response<Body>, HttpError> {
     // Reserve the declared cpu_quota and Memory-Request, or wait in the
     // FIFO queue; released when `permit` drops, on every path.
@@ -557,6 +559,7 @@ async fn run(
         queue: permit.waited + queued,
         isolation,
         t: outcome.timings,
+        total: received.elapsed(),
     };
     app.metrics
         .execution
@@ -571,18 +574,22 @@ struct PhaseTimes {
     queue: Duration,
     isolation: Duration,
     t: Timings,
+    /// From the request's arrival in the handler to its outcome: the
+    /// server-side time of the invocation, body read and lookup included.
+    total: Duration,
 }
 
 impl PhaseTimes {
     fn server_timing(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         format!(
-            "queue;dur={:.3}, isolation;dur={:.3}, instantiate;dur={:.3}, execute;dur={:.3}, cpu;dur={:.3}",
+            "queue;dur={:.3}, isolation;dur={:.3}, instantiate;dur={:.3}, execute;dur={:.3}, cpu;dur={:.3}, total;dur={:.3}",
             ms(self.queue),
             ms(self.isolation),
             ms(self.t.instantiate),
             ms(self.t.execute),
-            ms(self.t.cpu)
+            ms(self.t.cpu),
+            ms(self.total)
         )
     }
 }

@@ -35,6 +35,7 @@ async fn status_200_runs_wat_rust_and_c_guests_with_args_and_stdin() {
         "isolation;dur=",
         "instantiate;dur=",
         "execute;dur=",
+        "total;dur=",
     ] {
         assert!(timing.contains(phase), "{timing}");
     }
