@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the guest functions into this directory (functions/*.wasm), next to
 # hello.wat. Needs the wasm32-wasip1 Rust target and, for the C guest, clang,
-# lld and wasi-libc (scripts/setup.sh installs them).
+# lld and wasi-libc (scripts/setup.sh installs them), and, for hellohttp,
+# the wasm32-wasip2 target.
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --release --target wasm32-wasip1 --quiet
@@ -10,3 +11,16 @@ for g in echo memhog spin exitcode jsoncompress scryptwork rsakeygen imageblur g
 done
 clang --target=wasm32-wasi -O2 -fuse-ld=lld c/wc.c -o wc.wasm
 echo "built: $(ls *.wasm | tr '\n' ' ')"
+
+# For the benchmark harness (bench/): the five workloads as native programs
+# (functions/native/), and hello as a wasi:http component for `wasmtime
+# serve` (functions/peers/). Neither is served by wasmbox.
+workloads=(jsoncompress scryptwork rsakeygen imageblur genpdf)
+cargo build --release --quiet $(printf -- '-p %s ' "${workloads[@]}")
+mkdir -p native peers
+for g in "${workloads[@]}"; do
+  cp "target/release/$g" "native/$g"
+done
+cargo build --release --target wasm32-wasip2 --quiet -p hellohttp
+cp target/wasm32-wasip2/release/hellohttp.wasm peers/hellohttp.wasm
+echo "built for the benchmark: native/{$(IFS=,; echo "${workloads[*]}")} peers/hellohttp.wasm"

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build wasmbox and its guests:
-# the wasm32-wasip1 Rust target, and clang + lld + wasi-libc for the C guest.
+# the wasm32-wasip1 and wasm32-wasip2 Rust targets, and clang + lld + wasi-libc for the C guest.
 # Idempotent; skips what is already there.
 set -euo pipefail
 
-if ! rustup target list --installed | grep -qx wasm32-wasip1; then
-  rustup target add wasm32-wasip1
-fi
+# wasm32-wasip1 for the guests; wasm32-wasip2 for the benchmark's wasi:http
+# component (functions/rust/hellohttp).
+for t in wasm32-wasip1 wasm32-wasip2; do
+  if ! rustup target list --installed | grep -qx "$t"; then
+    rustup target add "$t"
+  fi
+done
 
 need=()
 command -v clang >/dev/null || need+=(clang)
