@@ -9,7 +9,14 @@ use wasmbox::config::{Cli, Command};
 use wasmbox::server::{shutdown_signal, Server};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let from_env = wasmbox::config::env_source_of(&e);
+        let _ = e.print();
+        if let Some(name) = from_env {
+            eprintln!("(the value came from the environment variable {name})");
+        }
+        std::process::exit(e.exit_code());
+    });
     let default_level = if matches!(cli.command, Command::Serve(_)) {
         "info"
     } else {
@@ -40,6 +47,19 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: wasmbox::config::ServeArgs) -> anyhow::Result<ExitCode> {
+    let vars = std::env::vars_os().map(|(k, v)| {
+        (
+            k.to_string_lossy().into_owned(),
+            v.to_string_lossy().into_owned(),
+        )
+    });
+    let (read, problems) = wasmbox::config::check_environment(vars);
+    if args.check_config {
+        return Ok(check_config(&args, &read, &problems));
+    }
+    for p in &problems {
+        tracing::warn!("{p}");
+    }
     let config = args.resolve().map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -49,4 +69,35 @@ fn serve(args: wasmbox::config::ServeArgs) -> anyhow::Result<ExitCode> {
         server.run(shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `serve --check-config`: the resolved settings and the environment they
+/// came from on stdout; each problem on stderr; exit 1 if there is any.
+fn check_config(
+    args: &wasmbox::config::ServeArgs,
+    read: &[(String, String, String)],
+    problems: &[String],
+) -> ExitCode {
+    let mut ok = problems.is_empty();
+    for p in problems {
+        eprintln!("wasmbox: {p}");
+    }
+    match args.resolve() {
+        Ok(config) => {
+            print!("{}", config.describe());
+            println!("environment read:");
+            for (name, value, flag) in read {
+                println!("  {name}={value} ({flag})");
+            }
+        }
+        Err(e) => {
+            eprintln!("wasmbox: invalid configuration: {e}");
+            ok = false;
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
