@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds the wasmbox image from the Containerfile: the static musl binary,
+# the bundled functions (if functions/*.wasm are missing), then
+# `podman build`. Usage: scripts/deploy-image.sh [TAG] (default wasmbox:latest).
+# Needs the x86_64-unknown-linux-musl target, musl-tools and podman
+# (scripts/setup-deploy.sh installs them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tag="${1:-wasmbox:latest}"
+# Stripped: the release profile keeps line tables for profiling (127 MB
+# binary); the image needs none of them (20 MB).
+CARGO_PROFILE_RELEASE_STRIP=symbols \
+  cargo build --release --target x86_64-unknown-linux-musl -p wasmbox
+if ! ls functions/*.wasm >/dev/null 2>&1; then
+  ./functions/build.sh
+fi
+podman build -f Containerfile -t "$tag" .
