@@ -74,15 +74,28 @@ fn reference_v1(base: &Path, n: usize, gap: Duration) -> Lat {
     timed(n, gap, move || {
         let tid = wasmbox_isolation::current_tid().to_string();
         Box::new(move |i| {
-            let dir = base.join(format!("wasmbox-bench-ref-{}-{i}", std::process::id()));
-            std::fs::create_dir(&dir).unwrap();
-            write(&dir.join("cpu.cfs_period_us"), "100000");
-            write(&dir.join("cpu.cfs_quota_us"), "50000");
-            write(&dir.join("tasks"), &tid);
-            write(&base.join("tasks"), &tid);
-            rmdir_retry(&dir);
+            let name = format!("wasmbox-bench-ref-{}-{i}", std::process::id());
+            let dir = reference_v1_enter(&base, &name, &tid, 50000);
+            reference_v1_leave(&base, &tid, &dir);
         })
     })
+}
+
+/// The reference's steps before a run, on cgroup v1: mkdir `base/name`,
+/// write the quota, move thread `tid` in. Returns the new cgroup.
+pub(crate) fn reference_v1_enter(base: &Path, name: &str, tid: &str, quota_us: u64) -> PathBuf {
+    let dir = base.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    write(&dir.join("cpu.cfs_period_us"), "100000");
+    write(&dir.join("cpu.cfs_quota_us"), &quota_us.to_string());
+    write(&dir.join("tasks"), tid);
+    dir
+}
+
+/// ...and after it: move the thread back to `base` and remove the cgroup.
+pub(crate) fn reference_v1_leave(base: &Path, tid: &str, dir: &Path) {
+    write(&base.join("tasks"), tid);
+    rmdir_retry(dir);
 }
 
 /// The reference's own v2 steps (mkdir, `threaded`, TID into
@@ -115,7 +128,7 @@ fn rmdir_retry(p: &Path) {
     wasmbox_isolation::fs::remove_cgroup(p).unwrap();
 }
 
-fn v1_base() -> Option<PathBuf> {
+pub(crate) fn v1_base() -> Option<PathBuf> {
     let p = PathBuf::from("/sys/fs/cgroup/cpu");
     p.join("tasks").exists().then_some(p)
 }

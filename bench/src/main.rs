@@ -20,7 +20,6 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
 use wasmbox_runtime::sandbox::{self, CancelToken, Stdio as GuestStdio};
 use wasmbox_runtime::{
     EngineConfig, EpochTicker, Function, Invocation, Registry, RegistryConfig, WasmEngine,
@@ -58,10 +57,33 @@ enum Cmd {
         #[arg(long, default_value = "bench/results/isolation.md")]
         out: PathBuf,
     },
+    /// wasmbox side by side with its peers: wasmtime run/serve, native
+    /// processes, the re-enacted reference; density; Wasm vs native (#5).
+    Compare {
+        /// Under 3 minutes, smaller workloads.
+        #[arg(long)]
+        quick: bool,
+        /// Seconds, tiny workloads: only checks that every table fills (CI).
+        #[arg(long, conflicts_with = "quick")]
+        smoke: bool,
+        #[arg(long, default_value = "bench/results/compare.md")]
+        out: PathBuf,
+    },
+    /// Every benchmark in turn: core, isolation, admission, compare.
+    All {
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 mod admission;
+mod compare;
+mod density;
 mod isolation;
+mod load;
+mod peers;
+mod plots;
+mod reference;
 
 pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -72,6 +94,22 @@ fn main() -> anyhow::Result<()> {
         Cmd::Core { quick, out } => core(quick, &out),
         Cmd::Isolation { quick, out } => isolation::run(quick, &out),
         Cmd::Admission { quick, out } => admission::run(quick, &out),
+        Cmd::Compare { quick, smoke, out } => compare::run(scale(quick, smoke), &out),
+        Cmd::All { quick } => {
+            let results = repo_root().join("bench/results");
+            core(quick, &results.join("core.md"))?;
+            isolation::run(quick, &results.join("isolation.md"))?;
+            admission::run(quick, &results.join("admission.md"))?;
+            compare::run(scale(quick, false), &results.join("compare.md"))
+        }
+    }
+}
+
+fn scale(quick: bool, smoke: bool) -> compare::Scale {
+    match (quick, smoke) {
+        (_, true) => compare::Scale::Smoke,
+        (true, _) => compare::Scale::Quick,
+        _ => compare::Scale::Full,
     }
 }
 
@@ -325,58 +363,23 @@ async fn http_load(port: u16, concurrency: usize, dur: Duration) -> anyhow::Resu
     Ok((l, rate))
 }
 
-/// Each client keeps one HTTP/1.1 connection and sends `GET /hello` back to
-/// back until `dur` is over; request i carries `resources(i)` as
-/// (cpu_quota, Memory-Request). Returns latency, requests/s, and how many
-/// answers were not a 200 with hello's 20 bytes.
+/// `concurrency` clients send `GET /hello` back to back for `dur`; request
+/// i carries `resources(i)` as (cpu_quota, Memory-Request). Returns latency,
+/// requests/s, and how many answers were not a 200 with hello's 20 bytes.
 pub(crate) async fn http_load_with(
     port: u16,
     concurrency: usize,
     dur: Duration,
     resources: fn(usize) -> (u64, u64),
 ) -> anyhow::Result<(Lat, f64, u64)> {
-    let uri: hyper::Uri = format!("http://127.0.0.1:{port}/hello").parse()?;
-    let start = Instant::now();
-    let deadline = start + dur;
-    let mut tasks = Vec::new();
-    for c in 0..concurrency {
-        let uri = uri.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-            stream.set_nodelay(true)?;
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            let mut h = Histogram::<u64>::new(3)?;
-            let mut bad = 0u64;
-            let mut i = c;
-            while Instant::now() < deadline {
-                let (cpu, mem) = resources(i);
-                i += 1;
-                let req = hyper::Request::get(uri.clone())
-                    .header("host", "bench")
-                    .header("cpu_quota", cpu)
-                    .header("Memory-Request", mem)
-                    .body(Empty::<Bytes>::new())?;
-                let t = Instant::now();
-                let resp = send.send_request(req).await?;
-                let status = resp.status();
-                let body = resp.into_body().collect().await?.to_bytes();
-                h.record(t.elapsed().as_nanos() as u64)?;
-                bad += u64::from(status != 200 || body.len() != 20);
-            }
-            anyhow::Ok((h, bad))
-        }));
-    }
-    let mut all = Histogram::<u64>::new(3)?;
-    let mut bad = 0;
-    for t in tasks {
-        let (h, b) = t.await??;
-        all.add(h)?;
-        bad += b;
-    }
-    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
-    Ok((lat(&all), rate, bad))
+    let target = load::HttpTarget {
+        port,
+        path: "/hello".into(),
+        resources: Arc::new(resources),
+        expect: load::Expect::Len(20),
+    };
+    let r = load::http(&target, concurrency, dur).await?;
+    Ok((lat(&r.latency), r.rate, r.bad))
 }
 
 pub(crate) struct ServerProc {
@@ -385,7 +388,14 @@ pub(crate) struct ServerProc {
 }
 
 impl ServerProc {
+    /// `wasmbox serve` of the bundled functions, once `/hello` answers.
     pub(crate) fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start(&repo_root().join("functions"), extra, "/hello")
+    }
+
+    /// `wasmbox serve --functions dir extra..`, once `ready_path` answers 200.
+    /// The binary is the `wasmbox` next to this one (same build profile).
+    pub(crate) fn start(dir: &Path, extra: &[&str], ready_path: &str) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?.with_file_name("wasmbox");
         if !exe.exists() {
             bail!(
@@ -393,9 +403,7 @@ impl ServerProc {
                 exe.display()
             );
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let mut child = Command::new(&exe)
             .args([
                 "serve",
@@ -407,29 +415,61 @@ impl ServerProc {
                 "warn",
             ])
             .arg("--functions")
-            .arg(repo_root().join("functions"))
+            .arg(dir)
             .args(extra)
             .stderr(Stdio::inherit())
             .spawn()
             .context("start wasmbox")?;
-        // Wait until it answers (and has compiled hello).
-        let t = Instant::now();
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                use std::io::{Read, Write};
-                s.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")?;
-                let mut r = String::new();
-                s.read_to_string(&mut r)?;
-                if r.starts_with("HTTP/1.1 200") {
-                    break;
-                }
-            }
-            if t.elapsed() > Duration::from_secs(30) || child.try_wait()?.is_some() {
-                bail!("wasmbox did not come up");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = wait_http_ok(port, ready_path, Duration::from_secs(60), || {
+            child.try_wait().ok().flatten().is_some()
+        }) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.context("wasmbox did not come up"));
         }
         Ok(ServerProc { child, port })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Polls `GET path` on a loopback port until it answers 200, the process
+/// has `exited()`, or `limit` passes.
+pub(crate) fn wait_http_ok(
+    port: u16,
+    path: &str,
+    limit: Duration,
+    mut exited: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+            )?;
+            let mut r = String::new();
+            let _ = s.read_to_string(&mut r);
+            if r.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        if exited() {
+            bail!("the process exited");
+        }
+        if t.elapsed() > limit {
+            bail!("no 200 from port {port} {path} within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

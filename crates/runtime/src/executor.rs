@@ -217,7 +217,7 @@ fn worker_loop(id: usize, rx: Receiver<Job>, shared: Arc<Shared>, isolation: Arc
 /// inside that worker's cgroup: they would share its CPU quota and keep the
 /// cgroup from being removed. So create it here, from a fresh thread outside
 /// any slot, before any worker exists.
-fn warm_ambient_runtime() {
+pub fn warm_ambient_runtime() {
     let _ = std::thread::spawn(|| wasmtime_wasi::runtime::in_tokio(async {})).join();
 }
 

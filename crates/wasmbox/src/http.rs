@@ -489,7 +489,16 @@ async fn invoke(
         _ => body,
     };
     let function = app.registry.get(&name).await?;
-    let result = run(app, &name, function.clone(), resources, argv, stdin, received).await;
+    let result = run(
+        app,
+        &name,
+        function.clone(),
+        resources,
+        argv,
+        stdin,
+        received,
+    )
+    .await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.kind.as_str(),
@@ -583,7 +592,7 @@ impl PhaseTimes {
     fn server_timing(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         format!(
-            "queue;dur={:.3}, isolation;dur={:.3}, instantiate;dur={:.3}, execute;dur={:.3}, cpu;dur={:.3}, total;dur={:.3}",
+            "queue;dur={:.4}, isolation;dur={:.4}, instantiate;dur={:.4}, execute;dur={:.4}, cpu;dur={:.4}, total;dur={:.4}",
             ms(self.queue),
             ms(self.isolation),
             ms(self.t.instantiate),
