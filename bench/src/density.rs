@@ -150,3 +150,42 @@ pub(crate) fn run(
         per_process_skip,
     })
 }
+
+/// `wasmbox-bench density`: runs [`run`] and prints the figures.
+pub(crate) fn print(n: usize, processes: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let wasmtime = crate::peers::wasmtime_cli().ok();
+    let d = run(
+        &rt,
+        n,
+        processes,
+        wasmtime.as_ref().map(|(p, _)| p.as_path()),
+        &ProgressBar::hidden(),
+    )?;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1e3;
+    println!("{n} functions: RSS at start {:.1} MiB", mib(d.rss_start));
+    println!(
+        "compiling: first invocation p50 {:.0} µs p99 {:.0} µs; idle RSS {:.1} MiB",
+        q(&d.first_cold, 0.5),
+        q(&d.first_cold, 0.99),
+        mib(d.loaded.0)
+    );
+    println!(
+        "from the AOT cache: first invocation p50 {:.0} µs p99 {:.0} µs; idle RSS {:.1} MiB",
+        q(&d.first_cached, 0.5),
+        q(&d.first_cached, 0.99),
+        mib(d.loaded_cached.0)
+    );
+    if let Some((k, rss, pss)) = d.per_process {
+        println!(
+            "wasmtime serve per function: RSS {:.1} MiB, PSS {:.1} MiB",
+            mib(rss) / k as f64,
+            mib(pss) / k as f64
+        );
+    }
+    Ok(())
+}

@@ -69,6 +69,14 @@ enum Cmd {
         #[arg(long, default_value = "bench/results/compare.md")]
         out: PathBuf,
     },
+    /// Only the density part of `compare`: N functions in one wasmbox.
+    Density {
+        #[arg(long, default_value_t = 1000)]
+        functions: usize,
+        /// `wasmtime serve` processes to measure one-process-per-function with.
+        #[arg(long, default_value_t = 4)]
+        processes: usize,
+    },
     /// Every benchmark in turn: core, isolation, admission, compare.
     All {
         #[arg(long)]
@@ -95,6 +103,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Isolation { quick, out } => isolation::run(quick, &out),
         Cmd::Admission { quick, out } => admission::run(quick, &out),
         Cmd::Compare { quick, smoke, out } => compare::run(scale(quick, smoke), &out),
+        Cmd::Density {
+            functions,
+            processes,
+        } => density::print(functions, processes),
         Cmd::All { quick } => {
             let results = repo_root().join("bench/results");
             core(quick, &results.join("core.md"))?;

@@ -24,6 +24,11 @@ pub struct EngineConfig {
     pub memory_keep_resident: usize,
     /// Same for tables.
     pub table_keep_resident: usize,
+    /// Freed slots kept warm (still holding their module's memory image and
+    /// resident pages) for a quick re-instantiation of the same module. Each
+    /// can hold up to `memory_keep_resident` bytes, so with many functions
+    /// this bounds idle memory; wasmtime's default is 100.
+    pub warm_slots: u32,
     /// Period of the epoch ticker; deadlines are checked at this granularity.
     pub epoch_tick: Duration,
 }
@@ -35,6 +40,7 @@ impl Default for EngineConfig {
             max_instances: 512,
             memory_keep_resident: 2 << 20,
             table_keep_resident: 64 << 10,
+            warm_slots: 16,
             epoch_tick: Duration::from_millis(5),
         }
     }
@@ -59,7 +65,8 @@ impl WasmEngine {
             .total_gc_heaps(0)
             .max_memory_size(max_memory)
             .linear_memory_keep_resident(config.memory_keep_resident)
-            .table_keep_resident(config.table_keep_resident);
+            .table_keep_resident(config.table_keep_resident)
+            .max_unused_warm_slots(config.warm_slots);
 
         let mut cfg = Config::new();
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))

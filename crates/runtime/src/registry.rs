@@ -290,8 +290,8 @@ impl Registry {
             return compile();
         };
         let cached = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
-        if let Ok(data) = std::fs::read(&cached) {
-            match trusted::deserialize(&self.engine.engine, &data) {
+        if cached.exists() {
+            match trusted::deserialize_cache_entry(&self.engine.engine, &cached) {
                 Ok(m) => {
                     self.cache_hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(m);
@@ -348,5 +348,19 @@ mod trusted {
         // caller only passes files the operator opted in to trust, or our own
         // cache entries.
         unsafe { wasmtime::Module::deserialize(engine, bytes) }
+    }
+
+    /// Maps one of our own cache entries instead of copying it: its code
+    /// pages are shared, file-backed and only resident once used, which
+    /// matters with a thousand functions loaded.
+    pub fn deserialize_cache_entry(
+        engine: &wasmtime::Engine,
+        path: &std::path::Path,
+    ) -> wasmtime::Result<wasmtime::Module> {
+        // SAFETY: as for `deserialize`, and the file must not change while
+        // mapped: cache entries are only ever written under a temporary name
+        // and renamed into place, so a mapped entry's inode is never
+        // rewritten (a replacement is a new inode).
+        unsafe { wasmtime::Module::deserialize_file(engine, path) }
     }
 }
