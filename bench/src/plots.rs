@@ -153,9 +153,9 @@ fn memory(dir: &Path, d: &Density) -> anyhow::Result<Plot> {
     let title = "memory per function (MiB)".to_string();
     let path = dir.join("memory-per-function.svg");
     let mib = |b: f64| b / (1u64 << 20) as f64;
-    let wasmbox = mib(d.loaded_cached.0.max(d.loaded.0) as f64 / d.functions as f64);
+    let wasmbox = mib(d.loaded_cached.0 as f64 / d.functions as f64);
     let mut bars = vec![(
-        format!("wasmbox, {} functions (RSS / N)", d.functions),
+        format!("wasmbox, {} functions (RSS / N, cached)", d.functions),
         wasmbox,
     )];
     if let Some((k, rss, pss)) = d.per_process {

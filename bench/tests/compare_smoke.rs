@@ -101,7 +101,7 @@ fn smoke_run_fills_every_table() {
 
     // Goals: every one measured (met or missed, never "not measured").
     let goals = table_after(&report, "## Goals");
-    assert_eq!(goals.len(), 7 + 5, "goal rows:\n{}", goals.join("\n"));
+    assert_eq!(goals.len(), 8 + 5, "goal rows:\n{}", goals.join("\n"));
     for row in &goals {
         assert!(
             row.contains("| met |") || row.contains("**missed**"),
