@@ -181,6 +181,7 @@ fn core(quick: bool, out: &Path) -> anyhow::Result<()> {
             dir: repo_root().join("functions"),
             allow_precompiled: false,
             cache_dir: None,
+            max_loaded: 64,
         },
     )
     .map_err(anyhow::Error::msg)?;
@@ -224,6 +225,7 @@ fn core(quick: bool, out: &Path) -> anyhow::Result<()> {
             dir: repo_root().join("functions"),
             allow_precompiled: false,
             cache_dir: None,
+            max_loaded: 64,
         },
     )
     .map_err(anyhow::Error::msg)?;

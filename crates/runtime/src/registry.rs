@@ -6,11 +6,17 @@
 //! and a deleted one is gone. Concurrent first requests for the same file
 //! version share one compilation (single-flight). Compiled code can also be
 //! kept in an on-disk AOT cache so a restart does not recompile.
+//!
+//! At most `max_loaded` files stay compiled in memory: past that, the one
+//! used least recently is dropped (invocations running it keep it alive
+//! until they finish) and is loaded again on its next request, from the AOT
+//! cache when there is one. This bounds memory however many tenants'
+//! functions the directory holds.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -34,6 +40,8 @@ pub struct RegistryConfig {
     /// Directory for compiled artifacts of `.wasm`/`.wat` files, keyed by
     /// content hash and engine; `None` disables the disk cache.
     pub cache_dir: Option<PathBuf>,
+    /// Most files kept compiled in memory (least recently used dropped first).
+    pub max_loaded: usize,
 }
 
 /// A compiled function, ready to instantiate.
@@ -75,6 +83,8 @@ struct Version {
 struct Entry {
     version: Version,
     cell: OnceCell<Result<Arc<Function>, LoadError>>,
+    /// The registry's use clock when this entry was last asked for.
+    last_used: AtomicU64,
 }
 
 pub struct Registry {
@@ -87,6 +97,10 @@ pub struct Registry {
     loads: AtomicUsize,
     /// Number of loads served from the disk cache.
     cache_hits: AtomicUsize,
+    /// Number of entries dropped to stay within `max_loaded`.
+    evictions: AtomicUsize,
+    /// Ticks once per lookup; orders entries by last use.
+    clock: AtomicU64,
 }
 
 impl Registry {
@@ -105,6 +119,8 @@ impl Registry {
             entries: Mutex::new(HashMap::new()),
             loads: AtomicUsize::new(0),
             cache_hits: AtomicUsize::new(0),
+            evictions: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
         })
     }
 
@@ -122,6 +138,16 @@ impl Registry {
         self.cache_hits.load(Ordering::Relaxed)
     }
 
+    /// How many compiled files have been dropped to stay within `max_loaded`.
+    pub fn evictions(&self) -> usize {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// How many files are held (loaded, loading, or failed to load).
+    pub fn held(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+
     /// Finds `name` in the directory and returns its compiled form, compiling
     /// it (once, however many callers ask at the same time) if this version
     /// of the file has not been seen yet.
@@ -135,19 +161,24 @@ impl Registry {
             }
             return Err(LoadError::NotFound(name.to_string()));
         };
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
         let entry = {
             let mut entries = self.entries.lock().unwrap();
-            match entries.get(&file_name) {
+            let e = match entries.get(&file_name) {
                 Some(e) if e.version == version => e.clone(),
                 _ => {
                     let e = Arc::new(Entry {
                         version,
                         cell: OnceCell::new(),
+                        last_used: AtomicU64::new(now),
                     });
                     entries.insert(file_name.clone(), e.clone());
+                    self.evict_beyond_limit(&mut entries, &file_name);
                     e
                 }
-            }
+            };
+            e.last_used.store(now, Ordering::Relaxed);
+            e
         };
         entry
             .cell
@@ -167,6 +198,24 @@ impl Registry {
             })
             .await
             .clone()
+    }
+
+    /// Drops the least recently used entries (never `keep`, the one just
+    /// added) while more than `max_loaded` are held. Entries still loading
+    /// are skipped: their waiters share the result. A linear scan, on
+    /// insertions only.
+    fn evict_beyond_limit(&self, entries: &mut HashMap<String, Arc<Entry>>, keep: &str) {
+        while entries.len() > self.config.max_loaded.max(1) {
+            let oldest = entries
+                .iter()
+                .filter(|(name, e)| name.as_str() != keep && e.cell.initialized())
+                .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
+                .map(|(name, _)| name.clone());
+            let Some(name) = oldest else { return };
+            entries.remove(&name);
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(function = %name, "unloaded (least recently used)");
+        }
     }
 
     /// Blocking variant of [`Registry::get`] for a file path outside the

@@ -63,6 +63,11 @@ pub struct LimitArgs {
     /// Keep compiled code of .wasm/.wat files here, so restarts skip compilation.
     #[arg(long, env = "WASMBOX_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Most functions kept compiled in memory; past it the least recently
+    /// used is unloaded and reloaded on its next request (from the cache
+    /// dir when set, else by compiling again).
+    #[arg(long, env = "WASMBOX_MAX_LOADED_FUNCTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_loaded_functions: u64,
 }
 
 /// `--cpu-isolation` values.
@@ -263,6 +268,7 @@ impl LimitArgs {
             dir,
             allow_precompiled: self.allow_precompiled,
             cache_dir: self.cache_dir.clone(),
+            max_loaded: usize::try_from(self.max_loaded_functions).unwrap_or(usize::MAX),
         }
     }
 }
@@ -640,6 +646,7 @@ impl ServeConfig {
                     "none",
                 ),
             ),
+            ("max-loaded-functions", self.registry.max_loaded.to_string()),
             (
                 "capacity-cpu",
                 opt(a.capacity_cpu.map(|v| v.to_string()), "detected at startup"),

@@ -528,6 +528,34 @@ async fn the_disk_cache_skips_compilation_after_a_restart_and_survives_corruptio
     assert!(wasmtime::Engine::detect_precompiled(&std::fs::read(&entries[0]).unwrap()).is_some());
 }
 
+/// With more functions than --max-loaded-functions, the least recently
+/// used is unloaded, and its next request loads it again (from the cache).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_recently_used_functions_are_unloaded_beyond_the_limit() {
+    let cache = tempfile::tempdir().unwrap();
+    let args = [
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--max-loaded-functions",
+        "2",
+    ];
+    let s = TestServer::start(&["echo.wasm", "hello.wat", "wc.wasm"], &args).await;
+    s.get("/echo?arg=a").await.expect(200, &["a"]);
+    s.get("/hello").await.expect(200, &["Hello from wasmbox!"]);
+    s.get("/echo?arg=b").await.expect(200, &["b"]); // echo is now the newer
+    assert_eq!((s.app.registry.held(), s.app.registry.evictions()), (2, 0));
+    s.get("/wc").await.expect(200, &["0"]); // unloads hello, not echo
+    assert_eq!((s.app.registry.held(), s.app.registry.evictions()), (2, 1));
+    assert_eq!(s.app.registry.loads(), 3);
+    s.get("/echo?arg=c").await.expect(200, &["c"]);
+    assert_eq!(s.app.registry.loads(), 3, "echo stayed loaded");
+    s.get("/hello").await.expect(200, &["Hello from wasmbox!"]);
+    assert_eq!(s.app.registry.loads(), 4, "hello was loaded again");
+    assert_eq!(s.app.registry.cache_hits(), 1, "from the AOT cache");
+    assert_eq!((s.app.registry.held(), s.app.registry.evictions()), (2, 2));
+    s.stop().await;
+}
+
 /// The paper's five workloads, at small sizes, through the server; their
 /// inputs are generated deterministically, so the digests are fixed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
