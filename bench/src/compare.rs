@@ -5,7 +5,9 @@
 //!    `.cwasm`, and the workload's native build, fork/exec per request;
 //! 3. the reference's per-request pipeline, re-enacted (reference.rs);
 //! 4. `wasmtime serve` of hello as a wasi:http component;
-//! then 5. density (density.rs) and 6. Wasm vs native execution time.
+//! 5. density (density.rs);
+//! 6. Wasm vs native execution time.
+//!
 //! Writes bench/results/compare.md and three SVG plots next to it.
 
 use std::fmt::Write as _;

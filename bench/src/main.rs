@@ -4,6 +4,7 @@
 //! 2. in-process throughput with 1 and 2 threads invoking at once;
 //! 3. HTTP over loopback against a `wasmbox serve` child process: latency
 //!    and requests/s at concurrency 1 and 16.
+//!
 //! Results are printed and written as markdown to bench/results/core.md.
 
 #[global_allocator]

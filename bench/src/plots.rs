@@ -30,6 +30,19 @@ pub(crate) fn draw(dir: &Path, cells: &[Cell], density: &Density) -> anyhow::Res
     ])
 }
 
+type Chart<'a, X, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>;
+
+/// The series legend, bottom right, on a translucent white box.
+fn legend<X: Ranged, Y: Ranged>(chart: &mut Chart<'_, X, Y>) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
 fn latency_cdf(dir: &Path, cells: &[Cell]) -> anyhow::Result<Plot> {
     let title = "hello: latency CDF at concurrency 1".to_string();
     let path = dir.join("latency-cdf.svg");
@@ -77,13 +90,7 @@ fn latency_cdf(dir: &Path, cells: &[Cell]) -> anyhow::Result<Plot> {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)?;
     Ok((title, path))
 }
@@ -138,13 +145,7 @@ fn throughput(dir: &Path, cells: &[Cell]) -> anyhow::Result<Plot> {
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)?;
     Ok((title, path))
 }
