@@ -242,6 +242,12 @@ fn management(app: &App, method: &Method, rest: &str) -> Result<Response<Body>, 
                 workers_busy: app.executor.busy(),
                 workers_started: app.executor.workers(),
                 pool: app.engine.engine.pooling_allocator_metrics(),
+                functions: (
+                    app.registry.held(),
+                    app.registry.loads(),
+                    app.registry.cache_hits(),
+                    app.registry.evictions(),
+                ),
             });
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(

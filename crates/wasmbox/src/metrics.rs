@@ -39,6 +39,10 @@ pub struct Metrics {
     pool_memories: Gauge,
     pool_warm_memories: Gauge,
     pool_resident_bytes: Gauge,
+    functions_loaded: Gauge,
+    function_loads: Gauge,
+    function_cache_hits: Gauge,
+    function_unloads: Gauge,
 }
 
 /// Everything the gauges show, gathered at scrape time.
@@ -49,6 +53,8 @@ pub struct GaugeValues {
     pub workers_busy: usize,
     pub workers_started: usize,
     pub pool: Option<wasmtime::PoolingAllocatorMetrics>,
+    /// The registry: (held, loads, cache hits, unloads).
+    pub functions: (usize, usize, usize, usize),
 }
 
 impl Metrics {
@@ -115,6 +121,22 @@ impl Metrics {
             "pool_unused_memory_bytes_resident",
             "Resident bytes in unused memory slots",
         );
+        let functions_loaded = g(
+            "functions_loaded",
+            "Functions held by the registry: compiled, compiling or failed (at most --max-loaded-functions)",
+        );
+        let function_loads = g(
+            "function_loads",
+            "Compilations or cache loads of functions since start",
+        );
+        let function_cache_hits = g(
+            "function_cache_hits",
+            "Function loads served from the AOT cache since start",
+        );
+        let function_unloads = g(
+            "function_unloads",
+            "Functions unloaded (least recently used) since start",
+        );
         let cpu_utilization = FGauge::default();
         registry.register(
             "cpu_utilization_cores",
@@ -148,6 +170,10 @@ impl Metrics {
             pool_memories,
             pool_warm_memories,
             pool_resident_bytes,
+            functions_loaded,
+            function_loads,
+            function_cache_hits,
+            function_unloads,
         }
     }
 
@@ -183,6 +209,11 @@ impl Metrics {
             self.pool_resident_bytes
                 .set(p.unused_memory_bytes_resident() as i64);
         }
+        let (held, loads, hits, unloads) = v.functions;
+        self.functions_loaded.set(held as i64);
+        self.function_loads.set(loads as i64);
+        self.function_cache_hits.set(hits as i64);
+        self.function_unloads.set(unloads as i64);
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out

@@ -553,6 +553,18 @@ async fn least_recently_used_functions_are_unloaded_beyond_the_limit() {
     assert_eq!(s.app.registry.loads(), 4, "hello was loaded again");
     assert_eq!(s.app.registry.cache_hits(), 1, "from the AOT cache");
     assert_eq!((s.app.registry.held(), s.app.registry.evictions()), (2, 2));
+    let metrics = s.get("/-/metrics").await.text();
+    for line in [
+        "wasmbox_functions_loaded 2",
+        "wasmbox_function_loads 4",
+        "wasmbox_function_cache_hits 1",
+        "wasmbox_function_unloads 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
     s.stop().await;
 }
 
