@@ -12,6 +12,9 @@ use crate::{fs, quota_us, Slot, Throttle};
 pub const PREFIX: &str = "wasmbox-";
 
 /// One worker thread's cgroup.
+/// Formats "<quota µs>, <period µs>" as one mode's quota file wants it.
+pub type QuotaText = fn(u64, u64) -> String;
+
 pub struct CgroupSlot {
     dir: PathBuf,
     /// Where the TID is written to move the thread back out (v1
@@ -20,7 +23,7 @@ pub struct CgroupSlot {
     tid: i32,
     /// The kept-open quota file and the text a quota in µs becomes there;
     /// `None` when nothing is enforced (cgroup2 placement only).
-    quota: Option<(File, PathBuf, fn(u64, u64) -> String)>,
+    quota: Option<(File, PathBuf, QuotaText)>,
     period_us: u64,
     current: Option<u64>,
 }
@@ -34,7 +37,7 @@ pub struct SlotSpec<'a> {
     /// Mode-specific writes before the thread moves in.
     pub setup: &'a dyn Fn(&Path) -> io::Result<()>,
     /// Quota file name and how to format "<quota µs>, <period µs>" for it.
-    pub quota_file: Option<(&'a str, fn(u64, u64) -> String)>,
+    pub quota_file: Option<(&'a str, QuotaText)>,
     /// File that takes the TID (`tasks` or `cgroup.threads`).
     pub join_file: &'a str,
 }
