@@ -20,12 +20,12 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use wasmbox_runtime::sandbox::{self, CancelToken, Stdio as GuestStdio};
-use wasmbox_runtime::{EngineConfig, Invocation, Registry, RegistryConfig, WasmEngine};
+use wasmbox_runtime::{EngineConfig, Invocation};
 
 use crate::load::{self, Expect, HttpTarget, LoadResult};
 use crate::peers::{self, WasmtimeServe};
 use crate::reference::RefServer;
-use crate::{machine, repo_root, ServerProc};
+use crate::{machine, repo_root, InProcess, ServerProc};
 
 /// How long and how big: `--smoke` (CI: every table filled, seconds),
 /// `--quick` (under 3 minutes), or the full run.
@@ -388,23 +388,17 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 /// (instantiate + run, compiled beforehand) and as a native process (wall
 /// time of fork/exec + run; the process start is < 1 ms of it).
 fn wasm_vs_native(w: &Workload, src: &Path, runs: usize) -> anyhow::Result<(f64, f64)> {
-    let engine = WasmEngine::new(EngineConfig {
-        max_instances: 4,
-        ..Default::default()
-    })
-    .map_err(anyhow::Error::msg)?;
-    let _ticker = wasmbox_runtime::EpochTicker::start(&engine)?;
-    let registry = Registry::new(
-        engine.clone(),
-        RegistryConfig {
-            dir: src.parent().unwrap_or(Path::new(".")).to_path_buf(),
-            allow_precompiled: false,
-            cache_dir: None,
-            max_loaded: 64,
+    let InProcess {
+        engine,
+        function: f,
+        ..
+    } = InProcess::load(
+        EngineConfig {
+            max_instances: 4,
+            ..Default::default()
         },
-    )
-    .map_err(anyhow::Error::msg)?;
-    let f = registry.load_path(src)?;
+        src,
+    )?;
     let mut argv = vec![w.name.to_string()];
     argv.extend(w.args.iter().cloned());
     let (mut wasm, mut native) = (Vec::new(), Vec::new());

@@ -170,23 +170,18 @@ fn core(quick: bool, out: &Path) -> anyhow::Result<()> {
     )?;
 
     // 1 + 2: in process.
-    let engine = WasmEngine::new(EngineConfig {
-        max_instances: 16,
-        ..Default::default()
-    })
-    .map_err(anyhow::Error::msg)?;
-    let _ticker = EpochTicker::start(&engine)?;
-    let registry = Registry::new(
-        engine.clone(),
-        RegistryConfig {
-            dir: repo_root().join("functions"),
-            allow_precompiled: false,
-            cache_dir: None,
-            max_loaded: 64,
+    let hello_path = repo_root().join("functions/hello.wat");
+    let InProcess {
+        engine,
+        function: hello,
+        ..
+    } = InProcess::load(
+        EngineConfig {
+            max_instances: 16,
+            ..Default::default()
         },
-    )
-    .map_err(anyhow::Error::msg)?;
-    let hello = registry.load_path(&repo_root().join("functions/hello.wat"))?;
+        &hello_path,
+    )?;
     let cancel = CancelToken::default();
     let mut h = Histogram::<u64>::new(3)?;
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -213,24 +208,19 @@ fn core(quick: bool, out: &Path) -> anyhow::Result<()> {
     let cpu = [1, 2].map(|t| throughput(t, secs, cpu_loop()));
     println!("pure CPU loop: 2 threads / 1 = {:.2}x", cpu[1] / cpu[0]);
     // Why keep_resident matters: the same with it switched off.
-    let cold_engine = WasmEngine::new(EngineConfig {
-        max_instances: 16,
-        memory_keep_resident: 0,
-        table_keep_resident: 0,
-        ..Default::default()
-    })
-    .map_err(anyhow::Error::msg)?;
-    let cold_registry = Registry::new(
-        cold_engine.clone(),
-        RegistryConfig {
-            dir: repo_root().join("functions"),
-            allow_precompiled: false,
-            cache_dir: None,
-            max_loaded: 64,
+    let InProcess {
+        engine: cold_engine,
+        function: cold_hello,
+        ..
+    } = InProcess::load(
+        EngineConfig {
+            max_instances: 16,
+            memory_keep_resident: 0,
+            table_keep_resident: 0,
+            ..Default::default()
         },
-    )
-    .map_err(anyhow::Error::msg)?;
-    let cold_hello = cold_registry.load_path(&repo_root().join("functions/hello.wat"))?;
+        &hello_path,
+    )?;
     let cold = [1, 2].map(|t| throughput(t, secs, invoke_loop(&cold_engine, &cold_hello)));
     println!(
         "keep_resident off: 1 thread {:.0}/s, 2 threads {:.0}/s",
@@ -321,6 +311,37 @@ fn core(quick: bool, out: &Path) -> anyhow::Result<()> {
     std::fs::write(out, &report)?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// One function loaded in process, on its own engine with an epoch ticker
+/// (as in the server), for benchmarks that invoke it directly.
+pub(crate) struct InProcess {
+    pub(crate) engine: WasmEngine,
+    pub(crate) function: Arc<Function>,
+    pub(crate) _ticker: EpochTicker,
+}
+
+impl InProcess {
+    pub(crate) fn load(config: EngineConfig, path: &Path) -> anyhow::Result<Self> {
+        let engine = WasmEngine::new(config).map_err(anyhow::Error::msg)?;
+        let ticker = EpochTicker::start(&engine)?;
+        let registry = Registry::new(
+            engine.clone(),
+            RegistryConfig {
+                dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                allow_precompiled: false,
+                cache_dir: None,
+                max_loaded: 64,
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
+        let function = registry.load_path(path)?;
+        Ok(InProcess {
+            engine,
+            function,
+            _ticker: ticker,
+        })
+    }
 }
 
 /// Runs `work` on `threads` threads for `secs`; returns calls per second.
