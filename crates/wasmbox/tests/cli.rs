@@ -2,6 +2,7 @@
 //! defaults and the reference's environment variable names.
 
 mod common;
+use common::free_port;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -140,14 +141,6 @@ fn compile_produces_a_cwasm_that_loads_only_where_allowed_and_compatible() {
 struct Served {
     child: Child,
     port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `wasmbox serve` in `cwd` with `env` and waits for its "serving" log line.

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::free_port;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -816,14 +819,6 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16
         body
     };
     Ok((status, body))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Polls `GET path` until it answers 200, up to `deadline`.

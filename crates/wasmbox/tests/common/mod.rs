@@ -16,6 +16,15 @@ use wasmbox::config::{Cli, Command};
 use wasmbox::http::App;
 use wasmbox::server::Server;
 
+/// A loopback port that was free a moment ago, for a child process to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Path of a guest built by functions/build.sh (or a bundled .wat).
 pub fn guest(file: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
