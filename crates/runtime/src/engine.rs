@@ -24,6 +24,9 @@ pub struct EngineConfig {
     pub memory_keep_resident: usize,
     /// Same for tables.
     pub table_keep_resident: usize,
+    /// Same for the stacks guests run on (async host calls run each guest
+    /// on its own stack, taken from the pool per invocation).
+    pub stack_keep_resident: usize,
     /// Freed slots kept warm (still holding their module's memory image and
     /// resident pages) for a quick re-instantiation of the same module. Each
     /// can hold up to `memory_keep_resident` bytes, so with many functions
@@ -40,6 +43,7 @@ impl Default for EngineConfig {
             max_instances: 512,
             memory_keep_resident: 2 << 20,
             table_keep_resident: 64 << 10,
+            stack_keep_resident: 128 << 10,
             warm_slots: 16,
             epoch_tick: Duration::from_millis(5),
         }
@@ -66,6 +70,7 @@ impl WasmEngine {
             .max_memory_size(max_memory)
             .linear_memory_keep_resident(config.memory_keep_resident)
             .table_keep_resident(config.table_keep_resident)
+            .async_stack_keep_resident(config.stack_keep_resident)
             .max_unused_warm_slots(config.warm_slots);
 
         let mut cfg = Config::new();

@@ -1,17 +1,41 @@
 //! The worker pool: dedicated OS threads that run invocations.
 //!
-//! Workers are started lazily, one more whenever a job arrives and no worker
-//! is idle, up to `max_workers`, and are kept afterwards. Each worker owns a
-//! [`Worker`] value for its whole life, including its CPU-isolation slot,
-//! made once on the worker thread when it starts (a cgroup it stays in).
+//! [`Executor::run`] is the one call the server makes: it queues a [`Task`]
+//! (a function, its invocation, the request's `cpu_quota`, its cancel
+//! signal and whatever must be held while it runs, i.e. the admission
+//! reservation) and resolves to what happened. On a worker, the task holds
+//! the thread to its quota (the worker's isolation slot), runs the sandbox,
+//! and only then releases what it held: a reservation follows the worker,
+//! not the client.
+//!
+//! Workers are started lazily, one more whenever a task arrives and no
+//! worker is idle, up to `max_workers`, and are kept afterwards. Each
+//! worker makes its isolation slot (a cgroup it stays in) once, on its own
+//! thread. A worker whose slot cannot be made or stops working retires from
+//! taking tasks: a task it could not isolate goes back to the queue for a
+//! healthy worker, and the worker retries its slot with exponential backoff
+//! (while any worker is backing off, no new ones are started either, so a
+//! broken isolation setup does not spawn threads up to the maximum). The
+//! queue is bounded.
+
+mod worker;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use wasmbox_isolation::{Isolation, Slot, Throttle};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use wasmbox_isolation::Isolation;
+
+use crate::cancel::CancelToken;
+use crate::engine::WasmEngine;
+use crate::function::Function;
+use crate::sandbox::{Invocation, Outcome};
+
+pub use worker::Worker;
+use worker::Pending;
 
 /// Plain-data pool settings.
 #[derive(Debug, Clone)]
@@ -19,43 +43,53 @@ pub struct ExecutorConfig {
     pub max_workers: usize,
     /// Stack size of each worker thread in bytes.
     pub stack_size: usize,
+    /// Most tasks waiting for a worker; past it, [`ExecError::Busy`].
+    pub max_queued: usize,
+    /// First wait before a worker whose isolation slot failed tries again;
+    /// doubles per failure up to `max_retry_backoff`.
+    pub retry_backoff: Duration,
+    pub max_retry_backoff: Duration,
 }
+
+/// Default of [`ExecutorConfig::max_workers`].
+pub const DEFAULT_MAX_WORKERS: usize = 256;
+/// Default of [`ExecutorConfig::max_queued`].
+pub const DEFAULT_MAX_QUEUED: usize = 4096;
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
         ExecutorConfig {
-            max_workers: 256,
+            max_workers: DEFAULT_MAX_WORKERS,
             stack_size: 4 << 20,
+            max_queued: DEFAULT_MAX_QUEUED,
+            retry_backoff: Duration::from_millis(100),
+            max_retry_backoff: Duration::from_secs(5),
         }
     }
 }
 
-/// Per-thread state handed to every job run on that thread.
-pub struct Worker {
-    /// 0-based index of the worker, stable for its life.
-    pub id: usize,
-    /// OS thread id (what cgroup `tasks`/`cgroup.threads` files take).
-    pub tid: i32,
-    /// This thread's isolation slot, or why it could not be made.
-    slot: Result<Box<dyn Slot>, String>,
+/// One invocation for the pool.
+pub struct Task {
+    pub function: Arc<Function>,
+    pub invocation: Invocation,
+    /// The request's `cpu_quota` in millicores.
+    pub cpu_millis: u64,
+    /// Raised when the caller goes away.
+    pub cancel: CancelToken,
+    /// Dropped on the worker once the invocation has stopped (or when the
+    /// task is dropped unrun): an admission reservation.
+    pub hold: Box<dyn Send>,
 }
 
-impl Worker {
-    /// Holds this thread to `millicores` for the next invocation. Returns the
-    /// throttle to run the invocation under, if the mode needs one.
-    pub fn isolate(&mut self, millicores: u64) -> Result<Option<Throttle>, String> {
-        match &mut self.slot {
-            Ok(slot) => slot.apply(millicores).map_err(|e| e.to_string()),
-            Err(e) => Err(e.clone()),
-        }
-    }
+/// What became of a task.
+#[derive(Debug)]
+pub struct Ran {
+    pub outcome: Outcome,
+    /// Waiting for a worker.
+    pub queued: Duration,
+    /// Applying the CPU quota to the worker's slot.
+    pub isolation: Duration,
 }
-
-/// A job runs on the worker and returns how to deliver its result; the worker
-/// counts itself idle *before* delivering, so a caller that submits again as
-/// soon as it has the result finds the worker idle (no needless new thread).
-type Job = Box<dyn FnOnce(&mut Worker) -> Deliver + Send>;
-type Deliver = Box<dyn FnOnce() + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -63,40 +97,118 @@ pub enum ExecError {
     Closed,
     #[error("the worker running this invocation panicked")]
     Panicked,
+    #[error("{queued} invocations are already waiting for a worker (limit {max})")]
+    Busy { queued: usize, max: usize },
+    #[error("CPU isolation could not be applied to a worker: {0}")]
+    Isolation(String),
 }
 
+/// Tries a task gets at applying its quota before it fails (each on another
+/// worker, as the failing one retires).
+const ISOLATION_ATTEMPTS: u32 = 3;
+
+/// A job runs on a worker and returns how to deliver its result; the worker
+/// counts itself idle *before* delivering, so a caller that submits again as
+/// soon as it has the result finds the worker idle (no needless new thread).
+type Job = Box<dyn FnOnce(&mut Worker) -> Done + Send>;
+
+/// What a job leaves for its worker to do.
+struct Done {
+    deliver: Box<dyn FnOnce() + Send>,
+    /// The worker's slot failed: leave it and make a new one before taking
+    /// more jobs.
+    retire: bool,
+}
+
+/// Counters shared with the worker threads.
+#[derive(Default)]
 struct Shared {
-    /// Workers waiting for a job.
+    /// Workers waiting for a job (a starting worker counts as idle).
     idle: AtomicUsize,
-    /// Workers started.
+    /// Worker threads alive.
     started: AtomicUsize,
     /// Jobs running right now.
     busy: AtomicUsize,
+    /// Workers waiting to retry a failed isolation slot.
+    retrying: AtomicUsize,
+    /// Isolation slot failures since start.
+    slot_failures: AtomicUsize,
+    state: Mutex<PoolState>,
+    /// Wakes workers backing off when the pool shuts down.
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    closed: bool,
+    /// No new workers before this (a slot failed recently).
+    no_spawn_until: Option<Instant>,
+    last_slot_error: Option<String>,
+}
+
+/// A snapshot for metrics and readiness.
+#[derive(Debug, Clone, Default)]
+pub struct PoolStats {
+    pub max_workers: usize,
+    pub started: usize,
+    pub idle: usize,
+    pub busy: usize,
+    pub queued: usize,
+    pub retrying: usize,
+    pub slot_failures: usize,
+    pub last_slot_error: Option<String>,
+}
+
+impl PoolStats {
+    /// Why queued invocations cannot start now, if they cannot.
+    pub fn stalled(&self) -> Option<String> {
+        if self.queued == 0 || self.idle > 0 {
+            return None;
+        }
+        if self.retrying > 0 {
+            return Some(format!(
+                "{} invocations wait while {} workers cannot set up CPU isolation ({})",
+                self.queued,
+                self.retrying,
+                self.last_slot_error.as_deref().unwrap_or("unknown error")
+            ));
+        }
+        if self.started >= self.max_workers {
+            return Some(format!(
+                "all {} workers are busy and {} invocations wait",
+                self.busy, self.queued
+            ));
+        }
+        None
+    }
 }
 
 pub struct Executor {
     config: ExecutorConfig,
+    engine: WasmEngine,
     isolation: Arc<dyn Isolation>,
-    tx: Mutex<Option<Sender<Job>>>,
+    /// Shared with the workers, which put back tasks they could not
+    /// isolate; `None` once shut down (so workers see the channel close).
+    tx: Arc<Mutex<Option<Sender<Job>>>>,
     rx: Receiver<Job>,
+    /// Raised to stop every running and queued invocation (shutdown).
+    kill: CancelToken,
     shared: Arc<Shared>,
     handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Executor {
-    pub fn new(config: ExecutorConfig, isolation: Arc<dyn Isolation>) -> Self {
+    pub fn new(config: ExecutorConfig, engine: WasmEngine, isolation: Arc<dyn Isolation>) -> Self {
         warm_ambient_runtime();
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(config.max_queued.max(1));
         Executor {
             config,
+            engine,
             isolation,
-            tx: Mutex::new(Some(tx)),
+            tx: Arc::new(Mutex::new(Some(tx))),
             rx,
-            shared: Arc::new(Shared {
-                idle: AtomicUsize::new(0),
-                started: AtomicUsize::new(0),
-                busy: AtomicUsize::new(0),
-            }),
+            kill: CancelToken::default(),
+            shared: Arc::new(Shared::default()),
             handles: Mutex::new(Vec::new()),
         }
     }
@@ -113,7 +225,46 @@ impl Executor {
         self.shared.busy.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on a worker thread; the future resolves to its result.
+    pub fn stats(&self) -> PoolStats {
+        let s = &self.shared;
+        PoolStats {
+            max_workers: self.config.max_workers,
+            started: s.started.load(Ordering::Relaxed),
+            idle: s.idle.load(Ordering::Relaxed),
+            busy: s.busy.load(Ordering::Relaxed),
+            queued: self.rx.len(),
+            retrying: s.retrying.load(Ordering::Relaxed),
+            slot_failures: s.slot_failures.load(Ordering::Relaxed),
+            last_slot_error: s.state.lock().unwrap().last_slot_error.clone(),
+        }
+    }
+
+    /// Runs one invocation on a worker held to its quota.
+    pub fn run(&self, task: Task) -> impl Future<Output = Result<Ran, ExecError>> + use<> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let pending = Pending {
+            task,
+            engine: self.engine.clone(),
+            done: done_tx,
+            submitted: Instant::now(),
+            attempts: 0,
+        };
+        let sent = self.dispatch(pending.into_job());
+        let shared = self.shared.clone();
+        async move {
+            sent?;
+            match done_rx.await {
+                Ok(r) => r,
+                // The job was dropped unrun: only the pool shutting down
+                // does that; otherwise the worker panicked.
+                Err(_) if shared.state.lock().unwrap().closed => Err(ExecError::Closed),
+                Err(_) => Err(ExecError::Panicked),
+            }
+        }
+    }
+
+    /// Runs `f` on a worker thread, with no isolation applied (tests and
+    /// tools); the future resolves to its result.
     pub fn submit<F, R>(&self, f: F) -> impl Future<Output = Result<R, ExecError>> + use<F, R>
     where
         F: FnOnce(&mut Worker) -> R + Send + 'static,
@@ -122,9 +273,12 @@ impl Executor {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |w: &mut Worker| {
             let r = f(w);
-            Box::new(move || {
-                let _ = done_tx.send(r);
-            })
+            Done {
+                deliver: Box::new(move || {
+                    let _ = done_tx.send(r);
+                }),
+                retire: false,
+            }
         });
         let sent = self.dispatch(job);
         async move {
@@ -140,7 +294,13 @@ impl Executor {
         if self.shared.idle.load(Ordering::SeqCst) <= self.rx.len() {
             self.maybe_spawn();
         }
-        tx.send(job).map_err(|_| ExecError::Closed)
+        tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => ExecError::Busy {
+                queued: self.rx.len(),
+                max: self.config.max_queued,
+            },
+            TrySendError::Disconnected(_) => ExecError::Closed,
+        })
     }
 
     fn maybe_spawn(&self) {
@@ -149,15 +309,26 @@ impl Executor {
         if id >= self.config.max_workers {
             return;
         }
+        if let Some(t) = shared.state.lock().unwrap().no_spawn_until {
+            if Instant::now() < t {
+                return;
+            }
+        }
         shared.started.store(id + 1, Ordering::SeqCst); // under the tx lock
         shared.idle.fetch_add(1, Ordering::SeqCst);
-        let rx = self.rx.clone();
-        let shared2 = shared.clone();
-        let isolation = self.isolation.clone();
+        let ctx = worker::Context {
+            id,
+            rx: self.rx.clone(),
+            requeue: self.tx.clone(),
+            shared: shared.clone(),
+            isolation: self.isolation.clone(),
+            kill: self.kill.clone(),
+            config: self.config.clone(),
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("wasmbox-worker-{id}"))
             .stack_size(self.config.stack_size)
-            .spawn(move || worker_loop(id, rx, shared2, isolation));
+            .spawn(move || worker::run(ctx));
         match spawned {
             Ok(h) => self.handles.lock().unwrap().push(h),
             Err(e) => {
@@ -168,10 +339,21 @@ impl Executor {
         }
     }
 
+    /// Stops every running invocation (at its next epoch tick, or at once
+    /// if it waits in a host call) and every queued one before it starts;
+    /// each ends as [`crate::Failure::Shutdown`]. For the drain timeout.
+    pub fn stop_all(&self) {
+        self.kill.cancel();
+    }
+
     /// Stops taking jobs, lets queued ones finish, joins every worker (each
     /// leaves its slot as it exits) and removes what isolation state is left.
     pub fn shutdown(&self) {
         let was_open = self.tx.lock().unwrap().take().is_some();
+        {
+            self.shared.state.lock().unwrap().closed = true;
+            self.shared.wake.notify_all();
+        }
         let handles = std::mem::take(&mut *self.handles.lock().unwrap());
         for h in handles {
             let _ = h.join();
@@ -188,109 +370,14 @@ impl Drop for Executor {
     }
 }
 
-fn worker_loop(id: usize, rx: Receiver<Job>, shared: Arc<Shared>, isolation: Arc<dyn Isolation>) {
-    let tid = wasmbox_isolation::current_tid();
-    let slot = isolation.slot(id, tid).map_err(|e| {
-        tracing::error!(worker = id, error = %e, "cannot set up CPU isolation for this worker; its invocations will fail");
-        format!("CPU isolation ({}) failed on this worker: {e}", isolation.mode())
-    });
-    let mut worker = Worker { id, tid, slot };
-    // `idle` was counted for us by the spawner.
-    while let Ok(job) = rx.recv() {
-        shared.idle.fetch_sub(1, Ordering::SeqCst);
-        shared.busy.fetch_add(1, Ordering::Relaxed);
-        // A panicking job must not take the worker down; its caller sees
-        // `ExecError::Panicked` because the result sender is dropped.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut worker)));
-        shared.busy.fetch_sub(1, Ordering::Relaxed);
-        shared.idle.fetch_add(1, Ordering::SeqCst);
-        match r {
-            Ok(deliver) => deliver(),
-            Err(_) => tracing::error!(worker = id, "invocation panicked"),
-        }
-    }
-}
-
-/// The sync WASI host runs its async internals on a tokio runtime that
-/// wasmtime-wasi creates lazily, on first use, from whatever thread gets
-/// there first. If that were a worker, the runtime's threads would be born
-/// inside that worker's cgroup: they would share its CPU quota and keep the
-/// cgroup from being removed. So create it here, from a fresh thread outside
-/// any slot, before any worker exists.
+/// wasmtime-wasi keeps a tokio runtime that it creates lazily, on first use,
+/// from whatever thread gets there first. If that were a worker, the
+/// runtime's threads would be born inside that worker's cgroup: they would
+/// share its CPU quota and keep the cgroup from being removed. So create it
+/// here, from a fresh thread outside any slot, before any worker exists.
 pub fn warm_ambient_runtime() {
     let _ = std::thread::spawn(|| wasmtime_wasi::runtime::in_tokio(async {})).join();
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn none() -> Arc<dyn Isolation> {
-        Arc::new(wasmbox_isolation::none::NoIsolation)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn runs_jobs_on_dedicated_threads_and_grows_lazily() {
-        let ex = Executor::new(
-            ExecutorConfig {
-                max_workers: 4,
-                ..Default::default()
-            },
-            none(),
-        );
-        assert_eq!(ex.workers(), 0);
-        let name = ex
-            .submit(|_w| std::thread::current().name().unwrap().to_string())
-            .await
-            .unwrap();
-        assert!(name.starts_with("wasmbox-worker-"), "{name}");
-        assert_eq!(ex.workers(), 1);
-        // One worker is idle, so a second sequential job reuses it.
-        ex.submit(|_| ()).await.unwrap();
-        assert_eq!(ex.workers(), 1);
-
-        // Four jobs that block until all four run at once need four workers.
-        let barrier = Arc::new(std::sync::Barrier::new(4));
-        let jobs: Vec<_> = (0..4)
-            .map(|_| {
-                let b = barrier.clone();
-                ex.submit(move |w| {
-                    b.wait();
-                    w.id
-                })
-            })
-            .collect();
-        let mut ids = Vec::new();
-        for j in jobs {
-            ids.push(j.await.unwrap());
-        }
-        ids.sort();
-        assert_eq!(ids, vec![0, 1, 2, 3]);
-        assert_eq!(ex.workers(), 4);
-    }
-
-    #[tokio::test]
-    async fn a_panicking_job_is_reported_and_the_worker_survives() {
-        let ex = Executor::new(
-            ExecutorConfig {
-                max_workers: 1,
-                ..Default::default()
-            },
-            none(),
-        );
-        let r = ex.submit(|_| -> u32 { panic!("boom") }).await;
-        assert!(matches!(r, Err(ExecError::Panicked)));
-        assert_eq!(
-            ex.submit(|w| w.tid).await.unwrap(),
-            ex.submit(|w| w.tid).await.unwrap()
-        );
-    }
-
-    #[tokio::test]
-    async fn shutdown_refuses_new_jobs() {
-        let ex = Executor::new(ExecutorConfig::default(), none());
-        ex.submit(|_| ()).await.unwrap();
-        ex.shutdown();
-        assert!(matches!(ex.submit(|_| ()).await, Err(ExecError::Closed)));
-    }
-}
+mod tests;

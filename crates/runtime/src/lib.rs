@@ -20,16 +20,21 @@
 //! 5. The [`sandbox::Outcome`] carries stdout, the exit status and phase timings.
 #![deny(unsafe_code)]
 
+pub mod cancel;
 pub mod capture;
 pub mod engine;
 pub mod executor;
+pub mod function;
 pub mod limits;
 pub mod names;
 pub mod registry;
 pub mod sandbox;
+pub mod store;
 
 pub use engine::{EngineConfig, EpochTicker, WasmEngine};
 pub use executor::{Executor, ExecutorConfig};
 pub use names::FunctionName;
-pub use registry::{Function, LoadError, Registry, RegistryConfig};
+pub use cancel::CancelToken;
+pub use function::Function;
+pub use registry::{LoadError, Registry, RegistryConfig};
 pub use sandbox::{Failure, Invocation, Outcome};

@@ -22,11 +22,12 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
-use wasmtime::{InstancePre, Linker, Module};
+use wasmtime::{Linker, Module};
 
 use crate::engine::WasmEngine;
 use crate::names::FunctionName;
-use crate::sandbox::Host;
+use crate::function::Function;
+use crate::store::{self, Host};
 
 /// File extensions that hold functions, in lookup order for a bare name.
 pub const EXTENSIONS: [&str; 3] = ["cwasm", "wasm", "wat"];
@@ -42,14 +43,6 @@ pub struct RegistryConfig {
     pub cache_dir: Option<PathBuf>,
     /// Most files kept compiled in memory (least recently used dropped first).
     pub max_loaded: usize,
-}
-
-/// A compiled function, ready to instantiate.
-pub struct Function {
-    /// The file name in the functions directory (`hello.wasm`).
-    pub file_name: String,
-    pub path: PathBuf,
-    pub pre: InstancePre<Host>,
 }
 
 /// Why a function could not be loaded.
@@ -105,8 +98,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(engine: WasmEngine, config: RegistryConfig) -> wasmtime::Result<Self> {
-        let mut linker = Linker::new(&engine.engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi)?;
+        let linker = store::linker(&engine.engine)?;
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 wasmtime::format_err!("cannot create cache dir {}: {e}", dir.display())

@@ -2,45 +2,35 @@
 //! stdout/stderr and a wall-clock deadline; instantiate from the cached
 //! `InstancePre`, call `_start`, classify what happened.
 //!
+//! The deadline and the stop signals (client gone, server shutdown) cover
+//! the whole invocation, host calls included:
+//! - while the guest executes Wasm, the epoch callback checks them at every
+//!   tick and traps the guest;
+//! - while it waits inside a host call (WASI is async here: a sleep is a
+//!   timer, not a blocked thread), the call's future is raced against the
+//!   deadline and the signals, and dropped when one of them wins; wasmtime
+//!   then unwinds the guest's fiber.
+//!
 //! Runs on a dedicated worker thread (see [`crate::executor`]), never on a
-//! tokio worker: the sync WASI p1 host calls `block_on` internally.
+//! tokio worker: each thread drives its invocations on its own
+//! current-thread runtime (timers only; it starts no threads).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::{Store, Trap, UpdateDeadline};
-use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use wasmbox_isolation::{thread_cpu_time, Throttle};
 
+use crate::cancel::CancelToken;
 use crate::capture::{Capture, Overflow};
 use crate::engine::WasmEngine;
+use crate::function::Function;
 use crate::limits::MemoryCap;
-use crate::registry::Function;
-
-/// The store's data: WASI state, the memory cap, and why we stopped the guest
-/// (if we did).
-pub struct Host {
-    pub wasi: WasiP1Ctx,
-    pub limits: MemoryCap,
-    /// Userspace CPU budget (throttle mode), checked at every epoch tick.
-    throttle: Option<Throttle>,
-    stopped: Option<Stop>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Timeout,
-    Cancelled,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("invocation stopped by the host: {0:?}")]
-struct Stopped(Stop);
+use crate::store::{Host, Stop, Stopped};
 
 /// Where the guest's stdio goes.
 #[derive(Debug, Clone)]
@@ -70,20 +60,6 @@ pub struct Invocation {
     pub throttle: Option<Throttle>,
 }
 
-/// Set from another thread to stop a running invocation at the next epoch
-/// tick (the HTTP client went away).
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed)
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// How long each phase took.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
@@ -103,6 +79,18 @@ pub struct Outcome {
     pub timings: Timings,
 }
 
+impl Outcome {
+    /// An invocation that never started.
+    pub fn not_run(failure: Failure) -> Self {
+        Outcome {
+            result: Err(failure),
+            stdout: Bytes::new(),
+            stderr: Bytes::new(),
+            timings: Timings::default(),
+        }
+    }
+}
+
 /// Every way an invocation can fail. The server maps each to its own status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -118,17 +106,50 @@ pub enum Failure {
     OutputLimit { cap: usize },
     /// Stopped because the caller went away.
     Cancelled,
+    /// Stopped (or never started) because the server is shutting down.
+    Shutdown,
     /// The instance pool had no free slot (more concurrent instances than
     /// configured).
     PoolExhausted,
 }
 
-/// Runs `function` once with `inv`. Blocks the calling thread.
+thread_local! {
+    /// This thread's driver for async host calls: timers only.
+    static DRIVER: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("cannot build a current-thread tokio runtime");
+}
+
+/// Runs `function` once with `inv`. Blocks the calling thread, which must
+/// not be inside a tokio runtime.
 pub fn invoke(
     engine: &WasmEngine,
     function: &Function,
     inv: Invocation,
     cancel: &CancelToken,
+) -> Outcome {
+    invoke_until(engine, function, inv, cancel, &CancelToken::default())
+}
+
+/// [`invoke`], also stopped (as [`Failure::Shutdown`]) when `shutdown` is
+/// raised.
+pub fn invoke_until(
+    engine: &WasmEngine,
+    function: &Function,
+    inv: Invocation,
+    cancel: &CancelToken,
+    shutdown: &CancelToken,
+) -> Outcome {
+    DRIVER.with(|rt| rt.block_on(run(engine, function, inv, cancel, shutdown)))
+}
+
+async fn run(
+    engine: &WasmEngine,
+    function: &Function,
+    inv: Invocation,
+    cancel: &CancelToken,
+    shutdown: &CancelToken,
 ) -> Outcome {
     let mut builder = WasiCtxBuilder::new();
     builder.args(&inv.argv);
@@ -163,13 +184,15 @@ pub fn invoke(
     let start = Instant::now();
     let cpu_start = thread_cpu_time();
     let deadline = start + inv.timeout;
-    let cancel = cancel.clone();
-    // Checked at every epoch tick, on this thread.
+    let (cancel2, shutdown2) = (cancel.clone(), shutdown.clone());
+    // Checked at every epoch tick while the guest executes Wasm.
     store.epoch_deadline_callback(move |mut cx| {
         if let Some(t) = &mut cx.data_mut().throttle {
             t.check(deadline);
         }
-        let stop = if cancel.is_cancelled() {
+        let stop = if shutdown2.is_cancelled() {
+            Stop::Shutdown
+        } else if cancel2.is_cancelled() {
             Stop::Cancelled
         } else if Instant::now() >= deadline {
             Stop::Timeout
@@ -181,22 +204,34 @@ pub fn invoke(
     });
     store.set_epoch_deadline(1);
 
+    // When instantiation finished; the rest is execution.
+    let instantiated: Cell<Option<Instant>> = Cell::new(None);
+    let ran = {
+        let guest = call_start(&mut store, function, &instantiated);
+        tokio::pin!(guest);
+        // Wins only while the guest waits in a host call: a guest executing
+        // Wasm does not yield, and the epoch callback stops it instead.
+        tokio::select! {
+            biased;
+            r = &mut guest => Ok(r),
+            _ = shutdown.cancelled() => Err(Stop::Shutdown),
+            _ = cancel.cancelled() => Err(Stop::Cancelled),
+            _ = tokio::time::sleep_until(deadline.into()) => Err(Stop::Timeout),
+        }
+        // `guest` is dropped here: a suspended guest is unwound.
+    };
+    let end = Instant::now();
     let mut timings = Timings::default();
-    let result = match function.pre.instantiate(&mut store) {
-        Err(e) => Err(classify(&store, e, stdout.as_ref(), inv.timeout)),
-        Ok(instance) => {
-            timings.instantiate = start.elapsed();
-            let run_start = Instant::now();
-            let r = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
-                Ok(f) => f.call(&mut store, ()),
-                Err(e) => Err(e),
-            };
-            timings.execute = run_start.elapsed();
-            r.or_else(|e| match e.downcast_ref::<I32Exit>() {
-                Some(I32Exit(0)) => Ok(()),
-                _ => Err(e),
-            })
-            .map_err(|e| classify(&store, e, stdout.as_ref(), inv.timeout))
+    if let Some(at) = instantiated.get() {
+        timings.instantiate = at - start;
+        timings.execute = end - at;
+    }
+    let result = match ran {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(classify(&store, e, stdout.as_ref(), inv.timeout)),
+        Err(stop) => {
+            store.data_mut().stopped = Some(stop);
+            Err(stop_failure(stop, inv.timeout))
         }
     };
     timings.cpu = thread_cpu_time().saturating_sub(cpu_start);
@@ -205,6 +240,29 @@ pub fn invoke(
         stdout: stdout.map(|c| c.take()).unwrap_or_default(),
         stderr: stderr.map(|c| c.take()).unwrap_or_default(),
         timings,
+    }
+}
+
+/// Instantiates and calls `_start`; `exit(0)` counts as success.
+async fn call_start(
+    store: &mut Store<Host>,
+    function: &Function,
+    instantiated: &Cell<Option<Instant>>,
+) -> wasmtime::Result<()> {
+    let instance = function.pre.instantiate_async(&mut *store).await?;
+    instantiated.set(Some(Instant::now()));
+    let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+    match start.call_async(&mut *store, ()).await {
+        Err(e) if matches!(e.downcast_ref::<I32Exit>(), Some(I32Exit(0))) => Ok(()),
+        r => r,
+    }
+}
+
+fn stop_failure(stop: Stop, timeout: Duration) -> Failure {
+    match stop {
+        Stop::Timeout => Failure::Timeout(timeout),
+        Stop::Cancelled => Failure::Cancelled,
+        Stop::Shutdown => Failure::Shutdown,
     }
 }
 
@@ -219,10 +277,8 @@ fn classify(
     timeout: Duration,
 ) -> Failure {
     let host = store.data();
-    match host.stopped {
-        Some(Stop::Timeout) => return Failure::Timeout(timeout),
-        Some(Stop::Cancelled) => return Failure::Cancelled,
-        None => {}
+    if let Some(stop) = host.stopped {
+        return stop_failure(stop, timeout);
     }
     if let Some(out) = stdout.filter(|o| o.overflowed()) {
         return Failure::OutputLimit { cap: out.cap() };

@@ -1,0 +1,309 @@
+use std::sync::atomic::AtomicBool;
+
+use super::*;
+use crate::engine::EngineConfig;
+use crate::sandbox::{Failure, Stdio};
+use crate::store;
+use wasmbox_isolation::{Mode, Slot, Throttle};
+
+fn engine() -> WasmEngine {
+    WasmEngine::new(EngineConfig {
+        max_instances: 8,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn none() -> Arc<dyn Isolation> {
+    Arc::new(wasmbox_isolation::none::NoIsolation)
+}
+
+fn executor(max_workers: usize, isolation: Arc<dyn Isolation>) -> Executor {
+    Executor::new(
+        ExecutorConfig {
+            max_workers,
+            retry_backoff: Duration::from_millis(1),
+            ..Default::default()
+        },
+        engine(),
+        isolation,
+    )
+}
+
+/// A guest that sleeps `ms` in one `poll_oneoff` call with a relative clock
+/// subscription (the same host call `std::thread::sleep` makes), then
+/// prints "woke".
+fn sleeper(engine: &WasmEngine, ms: u64) -> Arc<Function> {
+    let ns = ms * 1_000_000;
+    let wat = format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 200) "woke\n")
+          (func (export "_start")
+            ;; subscription at 0: userdata 0, tag 0 (clock), clock id 1
+            ;; (monotonic) at 16, timeout at 24, precision 0, flags 0 (relative)
+            (i32.store8 (i32.const 8) (i32.const 0))
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.const {ns}))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+            (i32.store (i32.const 300) (i32.const 200))
+            (i32.store (i32.const 304) (i32.const 5))
+            (drop (call $write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 308)))))"#
+    );
+    let module = wasmtime::Module::new(&engine.engine, wat).unwrap();
+    let pre = store::linker(&engine.engine)
+        .unwrap()
+        .instantiate_pre(&module)
+        .unwrap();
+    Arc::new(Function {
+        file_name: "sleeper.wat".into(),
+        path: "sleeper.wat".into(),
+        pre,
+    })
+}
+
+fn invocation(timeout: Duration) -> Invocation {
+    Invocation {
+        argv: vec!["sleeper".into()],
+        stdio: Stdio::Captured {
+            stdin: Default::default(),
+            stdout_cap: 1024,
+            stderr_cap: 1024,
+        },
+        memory_cap: 1 << 20,
+        timeout,
+        throttle: None,
+    }
+}
+
+/// Sets a flag when dropped: stands for an admission reservation.
+struct Held(Arc<AtomicBool>);
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn task(f: &Arc<Function>, timeout: Duration, released: &Arc<AtomicBool>) -> (Task, CancelToken) {
+    let cancel = CancelToken::default();
+    let t = Task {
+        function: f.clone(),
+        invocation: invocation(timeout),
+        cpu_millis: 1000,
+        cancel: cancel.clone(),
+        hold: Box::new(Held(released.clone())),
+    };
+    (t, cancel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_jobs_on_dedicated_threads_and_grows_lazily() {
+    let ex = executor(4, none());
+    assert_eq!(ex.workers(), 0);
+    let name = ex
+        .submit(|_w| std::thread::current().name().unwrap().to_string())
+        .await
+        .unwrap();
+    assert!(name.starts_with("wasmbox-worker-"), "{name}");
+    assert_eq!(ex.workers(), 1);
+    // One worker is idle, so a second sequential job reuses it.
+    ex.submit(|_| ()).await.unwrap();
+    assert_eq!(ex.workers(), 1);
+
+    // Four jobs that block until all four run at once need four workers.
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let jobs: Vec<_> = (0..4)
+        .map(|_| {
+            let b = barrier.clone();
+            ex.submit(move |w| {
+                b.wait();
+                w.id
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for j in jobs {
+        ids.push(j.await.unwrap());
+    }
+    ids.sort();
+    assert_eq!(ids, vec![0, 1, 2, 3]);
+    assert_eq!(ex.workers(), 4);
+}
+
+#[tokio::test]
+async fn a_panicking_job_is_reported_and_the_worker_survives() {
+    let ex = executor(1, none());
+    let r = ex.submit(|_| -> u32 { panic!("boom") }).await;
+    assert!(matches!(r, Err(ExecError::Panicked)));
+    assert_eq!(
+        ex.submit(|w| w.tid).await.unwrap(),
+        ex.submit(|w| w.tid).await.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn shutdown_refuses_new_jobs() {
+    let ex = executor(2, none());
+    ex.submit(|_| ()).await.unwrap();
+    ex.shutdown();
+    assert!(matches!(ex.submit(|_| ()).await, Err(ExecError::Closed)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_is_bounded() {
+    let ex = Executor::new(
+        ExecutorConfig {
+            max_workers: 1,
+            max_queued: 1,
+            ..Default::default()
+        },
+        engine(),
+        none(),
+    );
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let running = ex.submit(move |_| {
+        started_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+    });
+    started_rx.recv().unwrap(); // the only worker is busy
+    let queued = ex.submit(|_| 7);
+    match ex.submit(|_| 8).await {
+        Err(ExecError::Busy { queued: 1, max: 1 }) => {}
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    go_tx.send(()).unwrap();
+    running.await.unwrap();
+    assert_eq!(queued.await.unwrap(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_asleep_in_a_host_call_meets_its_deadline_and_releases_only_then() {
+    let ex = executor(2, none());
+    let f = sleeper(&ex.engine, 3_600_000);
+    let released = Arc::new(AtomicBool::new(false));
+    let (t, _cancel) = task(&f, Duration::from_millis(50), &released);
+    let ran = ex.run(t).await.unwrap();
+    assert_eq!(
+        ran.outcome.result,
+        Err(Failure::Timeout(Duration::from_millis(50)))
+    );
+    assert!(released.load(Ordering::SeqCst));
+    // A short sleep completes normally.
+    let f = sleeper(&ex.engine, 1);
+    let (t, _cancel) = task(&f, Duration::from_secs(30), &released);
+    let ran = ex.run(t).await.unwrap();
+    assert_eq!(ran.outcome.result, Ok(()));
+    assert_eq!(&ran.outcome.stdout[..], b"woke\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_sleeping_guest_and_the_hold_is_released_when_it_stopped() {
+    let ex = executor(2, none());
+    let f = sleeper(&ex.engine, 3_600_000);
+    let released = Arc::new(AtomicBool::new(false));
+    let (t, cancel) = task(&f, Duration::from_secs(3600), &released);
+    let run = tokio::spawn(ex.run(t));
+    // Wait (with a deadline) until the guest is running, then cancel.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ex.busy() == 0 {
+        assert!(Instant::now() < deadline, "the guest never started");
+        tokio::task::yield_now().await;
+    }
+    assert!(!released.load(Ordering::SeqCst), "released while running");
+    cancel.cancel();
+    let ran = run.await.unwrap().unwrap();
+    assert_eq!(ran.outcome.result, Err(Failure::Cancelled));
+    assert!(released.load(Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_all_stops_running_and_queued_invocations() {
+    let ex = executor(1, none());
+    let f = sleeper(&ex.engine, 3_600_000);
+    let released = Arc::new(AtomicBool::new(false));
+    let (t1, _c1) = task(&f, Duration::from_secs(3600), &released);
+    let (t2, _c2) = task(&f, Duration::from_secs(3600), &released);
+    let first = tokio::spawn(ex.run(t1));
+    let second = tokio::spawn(ex.run(t2));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ex.stats().queued == 0 || ex.busy() == 0 {
+        assert!(Instant::now() < deadline, "not running and queued");
+        tokio::task::yield_now().await;
+    }
+    ex.stop_all();
+    for r in [first.await, second.await] {
+        assert_eq!(r.unwrap().unwrap().outcome.result, Err(Failure::Shutdown));
+    }
+}
+
+/// Fault injection (a slot that fails on demand stands for a cgroup the
+/// kernel refuses; a real refusal cannot be provoked reliably here).
+struct FlakySlots {
+    /// Slots made so far; the first `fail_first` fail to apply a quota.
+    made: AtomicUsize,
+    fail_first: usize,
+}
+struct FlakySlot {
+    fails: bool,
+}
+impl Slot for FlakySlot {
+    fn apply(&mut self, _millicores: u64) -> std::io::Result<Option<Throttle>> {
+        if self.fails {
+            return Err(std::io::Error::other("injected failure"));
+        }
+        Ok(None)
+    }
+}
+impl Isolation for FlakySlots {
+    fn mode(&self) -> Mode {
+        Mode::CgroupV1
+    }
+    fn describe(&self) -> String {
+        "fault injection".into()
+    }
+    fn slot(&self, _worker: usize, _tid: i32) -> std::io::Result<Box<dyn Slot>> {
+        let n = self.made.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(FlakySlot {
+            fails: n < self.fail_first,
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_slot_fails_retires_and_its_task_runs_elsewhere() {
+    let iso = Arc::new(FlakySlots {
+        made: AtomicUsize::new(0),
+        fail_first: 1,
+    });
+    let ex = executor(2, iso.clone());
+    let f = sleeper(&ex.engine, 1);
+    let released = Arc::new(AtomicBool::new(false));
+    let (t, _c) = task(&f, Duration::from_secs(30), &released);
+    let ran = ex.run(t).await.unwrap();
+    assert_eq!(ran.outcome.result, Ok(()));
+    let stats = ex.stats();
+    assert_eq!(stats.slot_failures, 1);
+    // The retired worker made a new (working) slot, or another worker did.
+    assert!(iso.made.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_no_worker_can_isolate_fails_with_the_reason() {
+    let iso = Arc::new(FlakySlots {
+        made: AtomicUsize::new(0),
+        fail_first: usize::MAX,
+    });
+    let ex = executor(4, iso);
+    let f = sleeper(&ex.engine, 1);
+    let released = Arc::new(AtomicBool::new(false));
+    let (t, _c) = task(&f, Duration::from_secs(30), &released);
+    match ex.run(t).await {
+        Err(ExecError::Isolation(e)) => assert!(e.contains("injected failure"), "{e}"),
+        other => panic!("expected an isolation error, got {other:?}"),
+    }
+    assert!(released.load(Ordering::SeqCst));
+    assert!(ex.stats().slot_failures >= ISOLATION_ATTEMPTS as usize);
+}

@@ -1,0 +1,224 @@
+//! One worker thread's life: make an isolation slot, take jobs until the
+//! pool closes, and retire to make a new slot (with backoff) when the slot
+//! fails. And the job that runs one [`Task`] on it.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use wasmbox_isolation::{Isolation, Slot};
+
+use super::{Done, ExecError, ExecutorConfig, Job, Ran, Shared, Task, ISOLATION_ATTEMPTS};
+use crate::cancel::CancelToken;
+use crate::engine::WasmEngine;
+use crate::sandbox::{self, Failure, Invocation, Outcome};
+
+/// Per-thread state handed to every job run on that thread.
+pub struct Worker {
+    /// 0-based index of the worker, stable for its life.
+    pub id: usize,
+    /// OS thread id (what cgroup `tasks`/`cgroup.threads` files take).
+    pub tid: i32,
+    slot: Box<dyn Slot>,
+    requeue: Arc<Mutex<Option<Sender<Job>>>>,
+    kill: CancelToken,
+}
+
+/// What a worker thread is started with.
+pub(super) struct Context {
+    pub id: usize,
+    pub rx: Receiver<Job>,
+    pub requeue: Arc<Mutex<Option<Sender<Job>>>>,
+    pub shared: Arc<Shared>,
+    pub isolation: Arc<dyn Isolation>,
+    pub kill: CancelToken,
+    pub config: ExecutorConfig,
+}
+
+/// The worker thread. `idle` was counted for it by the spawner.
+pub(super) fn run(cx: Context) {
+    let tid = wasmbox_isolation::current_tid();
+    let shared = &cx.shared;
+    let mut backoff = cx.config.retry_backoff;
+    'life: loop {
+        let slot = match cx.isolation.slot(cx.id, tid) {
+            Ok(slot) => slot,
+            Err(e) => {
+                shared.idle.fetch_sub(1, Ordering::SeqCst);
+                if !retry_after(&cx, &e.to_string(), &mut backoff) {
+                    break 'life;
+                }
+                shared.idle.fetch_add(1, Ordering::SeqCst);
+                continue 'life;
+            }
+        };
+        let mut worker = Worker {
+            id: cx.id,
+            tid,
+            slot,
+            requeue: cx.requeue.clone(),
+            kill: cx.kill.clone(),
+        };
+        while let Ok(job) = cx.rx.recv() {
+            shared.idle.fetch_sub(1, Ordering::SeqCst);
+            shared.busy.fetch_add(1, Ordering::Relaxed);
+            // A panicking job must not take the worker down; its caller sees
+            // `ExecError::Panicked` because the result sender is dropped.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut worker)));
+            shared.busy.fetch_sub(1, Ordering::Relaxed);
+            match r {
+                Ok(Done { deliver, retire }) => {
+                    if retire {
+                        deliver();
+                        // Leave the broken slot (its Drop moves the thread
+                        // out and removes it) and make a new one.
+                        let error = "applying a quota to this worker's slot failed".to_string();
+                        drop(worker);
+                        if !retry_after(&cx, &error, &mut backoff) {
+                            break 'life;
+                        }
+                        shared.idle.fetch_add(1, Ordering::SeqCst);
+                        continue 'life;
+                    }
+                    backoff = cx.config.retry_backoff;
+                    shared.idle.fetch_add(1, Ordering::SeqCst);
+                    deliver();
+                }
+                Err(_) => {
+                    shared.idle.fetch_add(1, Ordering::SeqCst);
+                    tracing::error!(worker = cx.id, "invocation panicked");
+                }
+            }
+        }
+        break;
+    }
+    shared.started.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Records a slot failure and waits `backoff` (doubling it) before the
+/// worker tries again; false when the pool closed meanwhile.
+fn retry_after(cx: &Context, error: &str, backoff: &mut Duration) -> bool {
+    let shared = &cx.shared;
+    shared.slot_failures.fetch_add(1, Ordering::Relaxed);
+    shared.retrying.fetch_add(1, Ordering::SeqCst);
+    tracing::error!(worker = cx.id, error, retry_in = ?*backoff, "CPU isolation failed on this worker; it takes no invocations until a new slot works");
+    let until = Instant::now() + *backoff;
+    let mut st = shared.state.lock().unwrap();
+    st.last_slot_error = Some(error.to_string());
+    st.no_spawn_until = Some(until);
+    while !st.closed {
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        st = shared.wake.wait_timeout(st, until - now).unwrap().0;
+    }
+    let open = !st.closed;
+    drop(st);
+    shared.retrying.fetch_sub(1, Ordering::SeqCst);
+    *backoff = (*backoff * 2).min(cx.config.max_retry_backoff);
+    open
+}
+
+/// A task on its way to (or back to) the queue.
+pub(super) struct Pending {
+    pub task: Task,
+    pub engine: WasmEngine,
+    pub done: tokio::sync::oneshot::Sender<Result<Ran, ExecError>>,
+    pub submitted: Instant,
+    pub attempts: u32,
+}
+
+impl Pending {
+    pub fn into_job(self) -> Job {
+        Box::new(move |w: &mut Worker| self.run_on(w))
+    }
+
+    fn run_on(self, w: &mut Worker) -> Done {
+        let queued = self.submitted.elapsed();
+        let stopped = if w.kill.is_cancelled() {
+            Some(Failure::Shutdown)
+        } else if self.task.cancel.is_cancelled() {
+            Some(Failure::Cancelled)
+        } else {
+            None
+        };
+        if let Some(failure) = stopped {
+            return self.finish(Ok(Ran {
+                outcome: Outcome::not_run(failure),
+                queued,
+                isolation: Duration::ZERO,
+            }));
+        }
+        // Hold this thread to the request's cpu_quota (a cgroup quota
+        // rewrite, or a throttle budget the invocation carries).
+        let t = Instant::now();
+        let throttle = match w.slot.apply(self.task.cpu_millis) {
+            Ok(throttle) => throttle,
+            Err(e) => return self.isolation_failed(w, e.to_string()),
+        };
+        let isolation = t.elapsed();
+        let Pending {
+            task, engine, done, ..
+        } = self;
+        let Task {
+            function,
+            invocation,
+            cancel,
+            hold,
+            ..
+        } = task;
+        let invocation = Invocation {
+            throttle,
+            ..invocation
+        };
+        let outcome = sandbox::invoke_until(&engine, &function, invocation, &cancel, &w.kill);
+        drop(hold);
+        Done {
+            deliver: Box::new(move || {
+                let _ = done.send(Ok(Ran {
+                    outcome,
+                    queued,
+                    isolation,
+                }));
+            }),
+            retire: false,
+        }
+    }
+
+    /// This worker's slot failed: hand the task to another worker (up to
+    /// [`ISOLATION_ATTEMPTS`] in all) and retire.
+    fn isolation_failed(mut self, w: &Worker, error: String) -> Done {
+        tracing::error!(worker = w.id, error = %error, "cannot apply a CPU quota");
+        self.attempts += 1;
+        if self.attempts < ISOLATION_ATTEMPTS {
+            let guard = w.requeue.lock().unwrap();
+            if let Some(tx) = guard.as_ref().filter(|tx| !tx.is_full()) {
+                // Only this lock's holders send, and we checked for room;
+                // a failure here is the pool closing, which drops the task.
+                let _ = tx.try_send(self.into_job());
+                return Done {
+                    deliver: Box::new(|| {}),
+                    retire: true,
+                };
+            }
+        }
+        let mut done = self.finish(Err(ExecError::Isolation(error)));
+        done.retire = true;
+        done
+    }
+
+    /// Releases what the task held, then (once the worker counts itself
+    /// idle) delivers the result.
+    fn finish(self, r: Result<Ran, ExecError>) -> Done {
+        let Pending { task, done, .. } = self;
+        drop(task.hold);
+        Done {
+            deliver: Box::new(move || {
+                let _ = done.send(r);
+            }),
+            retire: false,
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The data every invocation's `Store` carries, and the one linker that
+//! provides WASI preview 1 to it.
+//!
+//! The WASI host is wasmtime-wasi's *async* one: a host call that waits (a
+//! `poll_oneoff` sleep, a read) awaits instead of blocking the thread, so
+//! the invocation's deadline and cancel signal can interrupt it (see
+//! [`crate::sandbox`]).
+
+use wasmtime::Linker;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use wasmbox_isolation::Throttle;
+
+use crate::limits::MemoryCap;
+
+/// The store's data: WASI state, the memory cap, the throttle budget, and
+/// why the host stopped the guest (if it did).
+pub struct Host {
+    pub wasi: WasiP1Ctx,
+    pub limits: MemoryCap,
+    /// Userspace CPU budget (throttle mode), checked at every epoch tick.
+    pub throttle: Option<Throttle>,
+    pub stopped: Option<Stop>,
+}
+
+/// Why the host stopped a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Its wall-clock deadline passed.
+    Timeout,
+    /// Its caller went away.
+    Cancelled,
+    /// The server is shutting down and stopped what still ran.
+    Shutdown,
+}
+
+/// The error an epoch callback raises to stop the guest.
+#[derive(Debug, thiserror::Error)]
+#[error("invocation stopped by the host: {0:?}")]
+pub struct Stopped(pub Stop);
+
+/// A linker with WASI preview 1 (async host calls) for [`Host`] stores.
+pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)?;
+    Ok(linker)
+}
