@@ -69,12 +69,15 @@
 //! - [`Admission::close`] fails everything still queued (bounded shutdown).
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 mod config;
+mod error;
 mod queue;
+
+pub use error::{QueueScope, Rejected};
 
 use config::Limits;
 pub use config::{
@@ -93,50 +96,6 @@ pub type FunctionKey = Arc<str>;
 pub struct Resources {
     pub cpu_millis: u64,
     pub memory_mb: u64,
-}
-
-/// Which queue limit refused a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueueScope {
-    /// The whole server's `max_queue` / `max_queue_mb`.
-    Server,
-    /// One function's share of them (`max_function_queue_share`).
-    Function(FunctionKey),
-}
-
-impl QueueScope {
-    fn queue(&self) -> String {
-        match self {
-            QueueScope::Server => "the server's admission queue".into(),
-            QueueScope::Function(f) => format!("the admission queue of function `{f}`"),
-        }
-    }
-
-    fn limits(&self) -> &'static str {
-        match self {
-            QueueScope::Server => "the server queues at most",
-            QueueScope::Function(_) => "one function may queue at most",
-        }
-    }
-}
-
-/// Why a request was not admitted.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Rejected {
-    #[error("the request needs {want} but this server can admit at most {limit} in total; it can never run here")]
-    TooLarge { want: String, limit: String },
-    #[error("{} is full ({waiting} requests, {queued_mb} MB waiting; {} {max_queue} requests, {max_queue_mb} MB)", .scope.queue(), .scope.limits())]
-    QueueFull {
-        scope: QueueScope,
-        waiting: usize,
-        queued_mb: u64,
-        max_queue: usize,
-        max_queue_mb: u64,
-    },
-    #[error("waited {0:?} in the admission queue without being admitted")]
-    Timeout(Duration),
-    #[error("the server is draining and admits no new requests")]
-    Draining,
 }
 
 /// A snapshot of the whole server, for metrics and readiness.
@@ -259,7 +218,7 @@ impl Admission {
             }
             (seq, rx)
         };
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         // If this future is dropped (client gone), leave the queue or give
         // back a reservation made for us in the meantime.
         let mut guard = WaitGuard {

@@ -2,6 +2,7 @@ use super::*;
 
 mod fair;
 mod random;
+mod sim;
 
 pub(crate) fn cfg(cpu: u64, mem: u64) -> AdmissionConfig {
     AdmissionConfig {
