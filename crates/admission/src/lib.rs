@@ -15,10 +15,10 @@
 //! shares as their calls end.
 //!
 //! What a function can take from its neighbours, and what it cannot:
-//! - **Alone, almost everything.** A function on an otherwise idle server
-//!   may reserve the whole limit; nothing is held back from it.
-//! - **Not the next free slot.** While others wait, it goes after every
-//!   function that holds less than it does.
+//! - **Alone, everything.** A function on an otherwise idle server may
+//!   reserve the whole limit; nothing is held back from it.
+//! - **Not a turn ahead of smaller neighbours.** While others wait, it goes
+//!   after every function that holds less than it does.
 //! - **Not more than a share while others wait.** While another function
 //!   has a waiter, a function that already holds something and whose next
 //!   request would take it past `max_function_share` of the limit (CPU or
@@ -28,14 +28,14 @@
 //!   ceiling protects nobody and the plain order applies.) A request larger
 //!   than the ceiling still runs: the ceiling never applies to a function
 //!   with nothing running.
-//! - **Not a newcomer's first call's CPU.** A function with nothing running
+//! - **Not the room for a newcomer's first call.** A function with nothing running
 //!   may reserve up to `newcomer_cpu_overdraft` of the CPU limit *beyond*
 //!   the limit (default [`DEFAULT_NEWCOMER_CPU_OVERDRAFT`] = 10 %), so its
 //!   first call starts at once even when another function holds all the
 //!   CPU. Memory never overdraws. The overdraft is bounded (reservations
 //!   never pass limit + overdraft) and CPU is time-shared, so its cost is
 //!   that running calls get up to that fraction less CPU than they declared
-//!   while it is in use.
+//!   while it is in use. It does not bypass the CPU gate.
 //! - **Not the whole queue.** One function's waiters may take at most
 //!   `max_function_queue_share` (default
 //!   [`DEFAULT_MAX_FUNCTION_QUEUE_SHARE`] = half) of `max_queue` requests
@@ -52,6 +52,13 @@
 //! most 10 % of speed, and only while a newcomer runs. Set
 //! `newcomer_cpu_overdraft` to 0 to never reserve past the limit.
 //!
+//! In a virtual-time simulation of the measured case (2 cores; a function
+//! with 1000-millicore, 300 ms calls from 32 clients; a 100-millicore
+//! function called one call at a time), the small function's queue wait was
+//! 4.8 s with one FIFO queue, 298 ms (one hog call) with the fair order
+//! alone, and 0 with the default overdraft, while the busy function kept
+//! both cores (`tests/sim.rs`).
+//!
 //! # No starvation, no lost wake-up
 //!
 //! - If the first function in the order does not fit, nobody is admitted:
@@ -59,8 +66,8 @@
 //!   It can be passed only by functions holding less than its own, and its
 //!   function holds less as its calls end; at zero it is first by arrival
 //!   among functions holding nothing, and everyone waits until it fits.
-//!   (Functions over their ceiling are skipped, not waited for: only their
-//!   own calls ending lets them in, and those end.)
+//!   (Functions over their ceiling are put after the others, not waited
+//!   for: only their own calls ending lets them in, and those end.)
 //! - Every change that can let a waiter in re-runs admission under the same
 //!   lock, so no wake-up is lost.
 //! - A request larger than the whole limit fails at once.
@@ -173,7 +180,8 @@ impl Admission {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing under the lock panics while the state is inconsistent.
+        // A panic under the lock would be a bug; recovering keeps the
+        // releases that run in `Drop` from turning it into an abort.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
