@@ -19,6 +19,9 @@ pub enum ErrorKind {
     BadName,
     BadHeader,
     BadBody,
+    /// A request target that is not a path (authority-form or `*`) on a
+    /// GET or POST.
+    BadTarget,
     NoRoute,
     MethodNotAllowed,
     PrecompiledNotAllowed,
@@ -43,15 +46,15 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         use ErrorKind::*;
         match self {
-            BadName | BadHeader | BadBody => StatusCode::BAD_REQUEST, // 400
-            PrecompiledNotAllowed => StatusCode::FORBIDDEN,           // 403
-            NotFound | NoRoute => StatusCode::NOT_FOUND,              // 404
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,       // 405
-            BodyTooLarge | ExceedsCapacity => StatusCode::PAYLOAD_TOO_LARGE, // 413
-            MemoryCap => StatusCode::UNPROCESSABLE_ENTITY,            // 422
-            Exit => StatusCode::FAILED_DEPENDENCY,                    // 424
-            Trap | Internal => StatusCode::INTERNAL_SERVER_ERROR,     // 500
-            LoadFailed => StatusCode::BAD_GATEWAY,                    // 502
+            BadName | BadHeader | BadBody | BadTarget => StatusCode::BAD_REQUEST, // 400
+            PrecompiledNotAllowed => StatusCode::FORBIDDEN,                       // 403
+            NotFound | NoRoute => StatusCode::NOT_FOUND,                          // 404
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,                   // 405
+            BodyTooLarge | ExceedsCapacity => StatusCode::PAYLOAD_TOO_LARGE,      // 413
+            MemoryCap => StatusCode::UNPROCESSABLE_ENTITY,                        // 422
+            Exit => StatusCode::FAILED_DEPENDENCY,                                // 424
+            Trap | Internal => StatusCode::INTERNAL_SERVER_ERROR,                 // 500
+            LoadFailed => StatusCode::BAD_GATEWAY,                                // 502
             Unavailable | QueueFull | QueueTimeout | Draining => StatusCode::SERVICE_UNAVAILABLE, // 503
             Timeout => StatusCode::GATEWAY_TIMEOUT, // 504
             OutputLimit => StatusCode::INSUFFICIENT_STORAGE, // 507
@@ -66,6 +69,7 @@ impl ErrorKind {
             BadName => "bad-name",
             BadHeader => "bad-header",
             BadBody => "bad-body",
+            BadTarget => "bad-target",
             NoRoute => "no-route",
             MethodNotAllowed => "method-not-allowed",
             PrecompiledNotAllowed => "precompiled-not-allowed",

@@ -66,22 +66,42 @@ pub struct App {
 pub type Body = Full<Bytes>;
 
 /// Entry point for every request.
+///
+/// Routed by the path of the request target, whatever its form (RFC 9112
+/// section 3.2): an origin-form `/hello` and an absolute-form
+/// `http://host/hello` both reach `hello` (the authority is not checked: one
+/// server, one namespace). A method other than GET or POST is 405 with
+/// `Allow` on any target, so `CONNECT host:port` and `OPTIONS *` are 405; a
+/// GET or POST whose target is not a path (authority-form or `*`) is 400
+/// `bad-target`.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let result = if let Some(rest) = path.strip_prefix("/-/") {
         management::management(&app, req.method(), rest)
+    } else if !matches!(*req.method(), Method::GET | Method::POST) {
+        Err(method_not_allowed(req.method()))
+    } else if let Some(name) = path.strip_prefix('/') {
+        invoke::invoke(&app, req, name).await
     } else {
-        let name = &path[1..];
-        match *req.method() {
-            Method::GET | Method::POST => invoke::invoke(&app, req, name).await,
-            _ => Err(HttpError::new(
-                ErrorKind::MethodNotAllowed,
-                format!("{} is not allowed; use GET or POST", req.method()),
-            )
-            .header("allow", "GET, POST")),
-        }
+        Err(HttpError::new(
+            ErrorKind::BadTarget,
+            format!(
+                "the request target '{}' is not a path; wasmbox serves /{{function}} and /-/ endpoints",
+                req.uri()
+            ),
+        ))
     };
     result.unwrap_or_else(|e| error::error_response(&app, e))
+}
+
+/// 405 for a method that no function route takes.
+fn method_not_allowed(method: &Method) -> HttpError {
+    let message = if method == Method::CONNECT {
+        "CONNECT is not allowed: wasmbox is not a proxy; use GET or POST /{function}".to_string()
+    } else {
+        format!("{method} is not allowed; use GET or POST")
+    };
+    HttpError::new(ErrorKind::MethodNotAllowed, message).header("allow", "GET, POST")
 }
 
 /// A plain-text response.
