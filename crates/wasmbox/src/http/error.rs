@@ -1,0 +1,210 @@
+//! Every way a request can fail, its status and `Wasmbox-Error` name, the
+//! conversions from the runtime's and admission's errors, and the error
+//! response itself.
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+use wasmbox_admission::Rejected;
+use wasmbox_runtime::executor::ExecError;
+use wasmbox_runtime::names::NameError;
+use wasmbox_runtime::LoadError;
+
+use super::compat::Phases;
+use super::{text, App, Body};
+
+/// Every way a request can end other than success. [`ErrorKind::status`] is
+/// the status table of the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadName,
+    BadHeader,
+    BadBody,
+    /// A request target that is not a path (authority-form or `*`) on a
+    /// GET or POST.
+    BadTarget,
+    NoRoute,
+    MethodNotAllowed,
+    PrecompiledNotAllowed,
+    NotFound,
+    BodyTooLarge,
+    MemoryCap,
+    Exit,
+    Trap,
+    LoadFailed,
+    Unavailable,
+    Timeout,
+    OutputLimit,
+    ClientGone,
+    Internal,
+    ExceedsCapacity,
+    QueueFull,
+    QueueTimeout,
+    Draining,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> StatusCode {
+        use ErrorKind::*;
+        match self {
+            BadName | BadHeader | BadBody | BadTarget => StatusCode::BAD_REQUEST, // 400
+            PrecompiledNotAllowed => StatusCode::FORBIDDEN,                       // 403
+            NotFound | NoRoute => StatusCode::NOT_FOUND,                          // 404
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,                   // 405
+            BodyTooLarge | ExceedsCapacity => StatusCode::PAYLOAD_TOO_LARGE,      // 413
+            MemoryCap => StatusCode::UNPROCESSABLE_ENTITY,                        // 422
+            Exit => StatusCode::FAILED_DEPENDENCY,                                // 424
+            Trap | Internal => StatusCode::INTERNAL_SERVER_ERROR,                 // 500
+            LoadFailed => StatusCode::BAD_GATEWAY,                                // 502
+            Unavailable | QueueFull | QueueTimeout | Draining => StatusCode::SERVICE_UNAVAILABLE, // 503
+            Timeout => StatusCode::GATEWAY_TIMEOUT, // 504
+            OutputLimit => StatusCode::INSUFFICIENT_STORAGE, // 507
+            ClientGone => StatusCode::from_u16(499).unwrap(), // (nginx's "client closed request")
+        }
+    }
+
+    /// Machine-readable name, sent as the `Wasmbox-Error` header.
+    pub fn as_str(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            BadName => "bad-name",
+            BadHeader => "bad-header",
+            BadBody => "bad-body",
+            BadTarget => "bad-target",
+            NoRoute => "no-route",
+            MethodNotAllowed => "method-not-allowed",
+            PrecompiledNotAllowed => "precompiled-not-allowed",
+            NotFound => "not-found",
+            BodyTooLarge => "body-too-large",
+            MemoryCap => "memory-cap",
+            Exit => "exit",
+            Trap => "trap",
+            LoadFailed => "load-failed",
+            Unavailable => "unavailable",
+            Timeout => "timeout",
+            OutputLimit => "output-limit",
+            ClientGone => "client-gone",
+            Internal => "internal",
+            ExceedsCapacity => "exceeds-capacity",
+            QueueFull => "queue-full",
+            QueueTimeout => "queue-timeout",
+            Draining => "draining",
+        }
+    }
+}
+
+/// An error response: kind, human message, extra headers.
+#[derive(Debug)]
+pub struct HttpError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HttpError {
+    pub(super) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        HttpError {
+            kind,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+    pub(super) fn header(mut self, name: &'static str, value: impl ToString) -> Self {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            self.headers.push((HeaderName::from_static(name), v));
+        }
+        self
+    }
+}
+
+impl From<NameError> for HttpError {
+    fn from(e: NameError) -> Self {
+        HttpError::new(ErrorKind::BadName, format!("invalid function name: {e}"))
+    }
+}
+
+impl From<LoadError> for HttpError {
+    fn from(e: LoadError) -> Self {
+        let kind = match &e {
+            LoadError::NotFound(_) => ErrorKind::NotFound,
+            LoadError::PrecompiledNotAllowed(_) => ErrorKind::PrecompiledNotAllowed,
+            _ => ErrorKind::LoadFailed,
+        };
+        HttpError::new(kind, e.to_string())
+    }
+}
+
+impl From<Rejected> for HttpError {
+    fn from(r: Rejected) -> Self {
+        let kind = match &r {
+            Rejected::TooLarge { .. } => ErrorKind::ExceedsCapacity,
+            Rejected::QueueFull { .. } => ErrorKind::QueueFull,
+            Rejected::Timeout(_) => ErrorKind::QueueTimeout,
+            Rejected::Draining => ErrorKind::Draining,
+        };
+        let e = HttpError::new(kind, r.to_string());
+        if kind == ErrorKind::ExceedsCapacity {
+            e
+        } else {
+            e.header("retry-after", 1)
+        }
+    }
+}
+
+impl From<ExecError> for HttpError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Closed => {
+                HttpError::new(ErrorKind::Unavailable, "the server is shutting down")
+                    .header("retry-after", 1)
+            }
+            ExecError::Panicked => HttpError::new(
+                ErrorKind::Internal,
+                "internal error: the worker running this invocation panicked",
+            ),
+        }
+    }
+}
+
+/// The response for `e`: its status, its message as the body (as the wire
+/// format words failures), `Wasmbox-Error`, and its extra headers.
+pub(super) fn error_response(app: &App, e: HttpError) -> Response<Body> {
+    let mut r = text(e.kind.status(), app.compat.failure_body(&e.message));
+    let h = r.headers_mut();
+    h.insert(
+        HeaderName::from_static("wasmbox-error"),
+        HeaderValue::from_static(e.kind.as_str()),
+    );
+    for (k, v) in e.headers {
+        h.insert(k, v);
+    }
+    app.compat.add_headers(h, app, Phases::default());
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_has_a_distinct_status() {
+        use ErrorKind::*;
+        let outcomes = [
+            NotFound,
+            PrecompiledNotAllowed,
+            BodyTooLarge,
+            MemoryCap,
+            Exit,
+            Trap,
+            LoadFailed,
+            Unavailable,
+            Timeout,
+            OutputLimit,
+            MethodNotAllowed,
+            BadName,
+        ];
+        let mut codes: Vec<u16> = outcomes.iter().map(|k| k.status().as_u16()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), outcomes.len());
+    }
+}

@@ -1,0 +1,240 @@
+//! One invocation: validate, admit, run on a worker, and turn the outcome
+//! into a response (with its `Server-Timing`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response};
+use wasmbox_admission::Resources;
+use wasmbox_runtime::sandbox::{self, CancelToken, Stdio, Timings};
+use wasmbox_runtime::{Failure, Function, FunctionName, Invocation};
+
+use super::compat::Phases;
+use super::request::{parse_args, parse_resources, read_body};
+use super::{App, Body, ErrorKind, HttpError};
+
+/// Counts a request in `in_flight` for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+impl<'a> InFlight<'a> {
+    fn enter(c: &'a AtomicUsize) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        InFlight(c)
+    }
+}
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Cancels the invocation if the request future is dropped (client gone).
+struct CancelOnDrop(CancelToken);
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// `GET|POST /{raw_name}`: checks the request, finds the function, runs it,
+/// and counts the outcome in the metrics.
+pub(super) async fn invoke(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    raw_name: &str,
+) -> Result<Response<Body>, HttpError> {
+    let received = Instant::now();
+    let _in_flight = InFlight::enter(&app.in_flight);
+    if raw_name.is_empty() {
+        return Err(HttpError::new(
+            ErrorKind::NoRoute,
+            "no function in the path; GET /-/functions lists them",
+        ));
+    }
+    if raw_name.contains('/') {
+        return Err(HttpError::new(
+            ErrorKind::BadName,
+            "invalid function name: it must be a single path segment (it contains '/')",
+        ));
+    }
+    let name = FunctionName::parse(raw_name)?;
+    let resources = parse_resources(req.headers(), &app.limits)?;
+    let argv = parse_args(&name, req.uri().query());
+    let method = req.method().clone();
+    let body = read_body(req, app.limits.max_body_bytes).await?;
+    let stdin = app.compat.stdin(&method, body)?;
+    let function = app.registry.get(&name).await?;
+    let result = run(
+        app,
+        &name,
+        function.clone(),
+        resources,
+        argv,
+        stdin,
+        received,
+    )
+    .await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.kind.as_str(),
+    };
+    app.metrics.count(&function.file_name, outcome);
+    result
+}
+
+/// Admits, runs on a worker, and turns the outcome into a response.
+async fn run(
+    app: &Arc<App>,
+    name: &FunctionName,
+    function: Arc<Function>,
+    resources: Resources,
+    argv: Vec<String>,
+    stdin: Bytes,
+    received: Instant,
+) -> Result<Response<Body>, HttpError> {
+    // Reserve the declared cpu_quota and Memory-Request, or wait in the
+    // FIFO queue; released when `permit` drops, on every path.
+    let permit = app.admission.admit(resources).await?;
+    app.metrics.queue_wait.observe(permit.waited.as_secs_f64());
+
+    let limits = &app.limits;
+    let invocation = Invocation {
+        argv,
+        stdio: Stdio::Captured {
+            stdin,
+            stdout_cap: limits.max_output_bytes,
+            stderr_cap: limits.max_stderr_bytes,
+        },
+        memory_cap: (resources.memory_mb << 20) as usize,
+        timeout: limits.timeout,
+        throttle: None,
+    };
+    let cancel = CancelToken::default();
+    let _cancel_on_drop = CancelOnDrop(cancel.clone());
+    let engine = app.engine.clone();
+    let submitted = Instant::now();
+    let cpu_millis = resources.cpu_millis;
+    let (queued, isolation, outcome) = app
+        .executor
+        .submit(move |worker| {
+            let queued = submitted.elapsed();
+            // Hold this thread to the request's cpu_quota (a cgroup quota
+            // rewrite, or a throttle budget the invocation carries).
+            let t = Instant::now();
+            let throttle = worker.isolate(cpu_millis)?;
+            let isolation = t.elapsed();
+            let invocation = Invocation {
+                throttle,
+                ..invocation
+            };
+            Ok((
+                queued,
+                isolation,
+                sandbox::invoke(&engine, &function, invocation, &cancel),
+            ))
+        })
+        .await?
+        .map_err(|e: String| HttpError::new(ErrorKind::Unavailable, e).header("retry-after", 1))?;
+
+    if !outcome.stderr.is_empty() {
+        tracing::info!(function = %name, stderr = %String::from_utf8_lossy(&outcome.stderr).trim_end(), "guest stderr");
+    }
+    let timing = PhaseTimes {
+        queue: permit.waited + queued,
+        isolation,
+        t: outcome.timings,
+        total: received.elapsed(),
+    };
+    app.metrics
+        .execution
+        .observe((outcome.timings.instantiate + outcome.timings.execute).as_secs_f64());
+    match outcome.result {
+        Ok(()) => Ok(success(app, outcome.stdout, &timing)),
+        Err(failure) => Err(failure_error(failure, &resources, &outcome.stderr, &timing)),
+    }
+}
+
+struct PhaseTimes {
+    queue: Duration,
+    isolation: Duration,
+    t: Timings,
+    /// From the request's arrival in the handler to its outcome: the
+    /// server-side time of the invocation, body read and lookup included.
+    total: Duration,
+}
+
+impl PhaseTimes {
+    fn server_timing(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "queue;dur={:.4}, isolation;dur={:.4}, instantiate;dur={:.4}, execute;dur={:.4}, cpu;dur={:.4}, total;dur={:.4}",
+            ms(self.queue),
+            ms(self.isolation),
+            ms(self.t.instantiate),
+            ms(self.t.execute),
+            ms(self.t.cpu),
+            ms(self.total)
+        )
+    }
+
+    /// The `Server-Timing` header, as (name, value).
+    fn header(&self) -> Option<(HeaderName, HeaderValue)> {
+        let v = HeaderValue::from_str(&self.server_timing()).ok()?;
+        Some((HeaderName::from_static("server-timing"), v))
+    }
+}
+
+fn success(app: &App, stdout: Bytes, timing: &PhaseTimes) -> Response<Body> {
+    let (body, content_type) = app.compat.success_body(stdout);
+    let mut r = Response::new(Full::new(body));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some((k, v)) = timing.header() {
+        h.insert(k, v);
+    }
+    let phases = Phases {
+        isolation: timing.isolation,
+        execution: timing.t.instantiate + timing.t.execute,
+    };
+    app.compat.add_headers(h, app, phases);
+    r
+}
+
+/// The tail of stderr, for error messages.
+fn stderr_tail(stderr: &[u8]) -> String {
+    const TAIL: usize = 2048;
+    let s = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(TAIL)..]);
+    if s.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n--- stderr (tail) ---\n{}", s.trim_end())
+    }
+}
+
+fn failure_error(f: Failure, res: &Resources, stderr: &[u8], timing: &PhaseTimes) -> HttpError {
+    let mib = |b: usize| b.div_ceil(1 << 20);
+    let e = match f {
+        Failure::Exit(code) => {
+            HttpError::new(ErrorKind::Exit, format!("function exited with status {code}{}", stderr_tail(stderr))).header("wasm-exit-code", code)
+        }
+        Failure::Trap(msg) => HttpError::new(ErrorKind::Trap, format!("function trapped: {msg}{}", stderr_tail(stderr))),
+        Failure::MemoryCap { cap, wanted } => HttpError::new(
+            ErrorKind::MemoryCap,
+            format!(
+                "function needed more memory than this request allows: it tried to grow its linear memory to {} MiB, above the cap of {} MiB set by Memory-Request: {}; send a larger Memory-Request{}",
+                mib(wanted), mib(cap), res.memory_mb, stderr_tail(stderr)
+            ),
+        ),
+        Failure::Timeout(after) => HttpError::new(ErrorKind::Timeout, format!("function did not finish within the {:.3} s time limit and was stopped", after.as_secs_f64())),
+        Failure::OutputLimit { cap } => HttpError::new(ErrorKind::OutputLimit, format!("function wrote more than this server's output limit of {cap} bytes to stdout and was stopped")),
+        Failure::Cancelled => HttpError::new(ErrorKind::ClientGone, "client went away; invocation stopped"),
+        Failure::PoolExhausted => HttpError::new(ErrorKind::Unavailable, "no free instance slot; retry").header("retry-after", 1),
+    };
+    let mut e = e;
+    e.headers.extend(timing.header());
+    e
+}

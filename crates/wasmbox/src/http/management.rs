@@ -1,0 +1,94 @@
+//! The management endpoints under `/-/` and the reference-style health
+//! port.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Response, StatusCode};
+
+use super::{text, App, Body, ErrorKind, HttpError};
+use crate::metrics::GaugeValues;
+
+/// `/-/{rest}`: live, ready, metrics, functions (GET or HEAD).
+pub(super) fn management(
+    app: &App,
+    method: &Method,
+    rest: &str,
+) -> Result<Response<Body>, HttpError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(HttpError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{method} is not allowed on /-/{rest}"),
+        )
+        .header("allow", "GET, HEAD"));
+    }
+    match rest {
+        "live" => Ok(text(StatusCode::OK, "live\n")),
+        "ready" => Ok(ready(app)),
+        "metrics" => Ok(metrics(app)),
+        "functions" => functions(app),
+        _ => Err(HttpError::new(
+            ErrorKind::NoRoute,
+            format!("no management endpoint /-/{rest}; there are /-/live, /-/ready, /-/functions"),
+        )),
+    }
+}
+
+fn metrics(app: &App) -> Response<Body> {
+    let body = app.metrics.render(&GaugeValues {
+        admission: app.admission.snapshot(),
+        capacity: app.capacity,
+        memory_utilization: app.readiness.mean(),
+        workers_busy: app.executor.busy(),
+        workers_started: app.executor.workers(),
+        pool: app.engine.engine.pooling_allocator_metrics(),
+        functions: (
+            app.registry.held(),
+            app.registry.loads(),
+            app.registry.cache_hits(),
+            app.registry.evictions(),
+        ),
+    });
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+fn functions(app: &App) -> Result<Response<Body>, HttpError> {
+    let names = app.registry.list().map_err(|e| {
+        HttpError::new(
+            ErrorKind::Internal,
+            format!("cannot list the functions directory: {e}"),
+        )
+    })?;
+    let body = serde_json::json!({ "functions": names }).to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
+}
+
+fn ready(app: &App) -> Response<Body> {
+    match app.readiness.check(app.admission.queue_full()) {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
+        Err(why) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+/// The reference-compatible health port: `/live` and `/ready`.
+pub fn health_probe(app: &App, path: &str) -> Response<Body> {
+    match path {
+        "/live" => text(StatusCode::OK, "live\n"),
+        "/ready" => ready(app),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "the health port serves /live and /ready\n",
+        ),
+    }
+}

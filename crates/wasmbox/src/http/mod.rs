@@ -1,0 +1,116 @@
+//! HTTP routes and the mapping from every outcome to its status code.
+//!
+//! Routes:
+//! - `GET|POST /{function}`: invoke (query `arg=` -> argv, body -> stdin,
+//!   stdout -> response body);
+//! - `GET /-/live`, `GET /-/ready`, `GET /-/functions`, `GET /-/metrics`:
+//!   management. `/-/` can never be a function, because names may not start
+//!   with `-`.
+//!
+//! One invocation, top to bottom:
+//! 1. [`handle`] routes by path: `/-/...` to `management`, anything else to
+//!    `invoke` (GET and POST only).
+//! 2. `invoke::invoke` validates the name, reads the resource headers, argv
+//!    and body (`request`), lets the wire format (`compat`) turn the body
+//!    into stdin, and finds the compiled function in the registry.
+//! 3. `invoke::run` reserves the declared resources in admission (maybe
+//!    waiting in its FIFO queue) and hands the job to a worker thread, which
+//!    applies the CPU quota to its slot and runs the sandbox.
+//! 4. The outcome becomes the response: stdout through the wire format on
+//!    success, or an [`HttpError`] whose [`ErrorKind::status`] is the status
+//!    table of the README (`error`).
+
+mod compat;
+mod error;
+mod invoke;
+mod management;
+mod request;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use wasmbox_runtime::{Executor, Registry, WasmEngine};
+
+use wasmbox_admission::{Admission, Resources};
+
+use crate::config::{Compat, RequestLimits};
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+
+pub use error::{ErrorKind, HttpError};
+pub use management::health_probe;
+pub use request::parse_resources;
+
+/// Runtime handles shared by all requests.
+pub struct App {
+    pub engine: WasmEngine,
+    pub registry: Arc<Registry>,
+    pub executor: Arc<Executor>,
+    pub limits: RequestLimits,
+    pub compat: Compat,
+    pub pod: String,
+    /// Requests being handled right now (the reference's Num-Current-Requests).
+    pub in_flight: AtomicUsize,
+    pub admission: Arc<Admission>,
+    pub readiness: Readiness,
+    pub metrics: Metrics,
+    /// Capacity admission works with (detected or configured).
+    pub capacity: Resources,
+}
+
+pub type Body = Full<Bytes>;
+
+/// Entry point for every request.
+///
+/// Routed by the path of the request target, whatever its form (RFC 9112
+/// section 3.2): an origin-form `/hello` and an absolute-form
+/// `http://host/hello` both reach `hello` (the authority is not checked: one
+/// server, one namespace). A method other than GET or POST is 405 with
+/// `Allow` on any target, so `CONNECT host:port` and `OPTIONS *` are 405; a
+/// GET or POST whose target is not a path (authority-form or `*`) is 400
+/// `bad-target`.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let result = if let Some(rest) = path.strip_prefix("/-/") {
+        management::management(&app, req.method(), rest)
+    } else if !matches!(*req.method(), Method::GET | Method::POST) {
+        Err(method_not_allowed(req.method()))
+    } else if let Some(name) = path.strip_prefix('/') {
+        invoke::invoke(&app, req, name).await
+    } else {
+        Err(HttpError::new(
+            ErrorKind::BadTarget,
+            format!(
+                "the request target '{}' is not a path; wasmbox serves /{{function}} and /-/ endpoints",
+                req.uri()
+            ),
+        ))
+    };
+    result.unwrap_or_else(|e| error::error_response(&app, e))
+}
+
+/// 405 for a method that no function route takes.
+fn method_not_allowed(method: &Method) -> HttpError {
+    let message = if method == Method::CONNECT {
+        "CONNECT is not allowed: wasmbox is not a proxy; use GET or POST /{function}".to_string()
+    } else {
+        format!("{method} is not allowed; use GET or POST")
+    };
+    HttpError::new(ErrorKind::MethodNotAllowed, message).header("allow", "GET, POST")
+}
+
+/// A plain-text response.
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
