@@ -11,16 +11,16 @@ use crate::{http_load_with, machine, ServerProc};
 
 fn config() -> AdmissionConfig {
     AdmissionConfig {
-        capacity: Resources {
-            cpu_millis: 2000,
-            memory_mb: 4096,
-        },
         cpu_overbook: 1.0,
         memory_overbook: 1.4,
         max_queue: 1000,
         max_queue_mb: 100_000,
         queue_timeout: Duration::from_secs(30),
         cpu_gate: Some(1.8),
+        ..AdmissionConfig::new(Resources {
+            cpu_millis: 2000,
+            memory_mb: 4096,
+        })
     }
 }
 
@@ -31,9 +31,10 @@ async fn uncontended(n: u64) -> f64 {
         cpu_millis: 250,
         memory_mb: 64,
     };
+    let function: wasmbox_admission::FunctionKey = std::sync::Arc::from("hello.wat");
     let t = Instant::now();
     for _ in 0..n {
-        let p = a.admit(want).await.unwrap();
+        let p = a.admit(&function, want).await.unwrap();
         drop(std::hint::black_box(p));
     }
     t.elapsed().as_nanos() as f64 / n as f64

@@ -34,8 +34,8 @@ use crate::engine::WasmEngine;
 use crate::function::Function;
 use crate::sandbox::{Invocation, Outcome};
 
-pub use worker::Worker;
 use worker::Pending;
+pub use worker::Worker;
 
 /// Plain-data pool settings.
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! and the sandbox runs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use wasmtime::InstancePre;
 
@@ -11,6 +12,8 @@ use crate::store::Host;
 pub struct Function {
     /// The file name in the functions directory (`hello.wasm`).
     pub file_name: String,
+    /// The same name, shared: the key admission queues this function by.
+    pub id: Arc<str>,
     pub path: PathBuf,
     pub pre: InstancePre<Host>,
 }

@@ -31,10 +31,10 @@ pub mod registry;
 pub mod sandbox;
 pub mod store;
 
+pub use cancel::CancelToken;
 pub use engine::{EngineConfig, EpochTicker, WasmEngine};
 pub use executor::{Executor, ExecutorConfig};
-pub use names::FunctionName;
-pub use cancel::CancelToken;
 pub use function::Function;
+pub use names::FunctionName;
 pub use registry::{LoadError, Registry, RegistryConfig};
 pub use sandbox::{Failure, Invocation, Outcome};

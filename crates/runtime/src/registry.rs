@@ -25,8 +25,8 @@ use tokio::sync::OnceCell;
 use wasmtime::{Linker, Module};
 
 use crate::engine::WasmEngine;
-use crate::names::FunctionName;
 use crate::function::Function;
+use crate::names::FunctionName;
 use crate::store::{self, Host};
 
 /// File extensions that hold functions, in lookup order for a bare name.
@@ -313,6 +313,7 @@ impl Registry {
             })?;
         tracing::info!(function = %file, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "loaded");
         Ok(Arc::new(Function {
+            id: Arc::from(file.as_str()),
             file_name: file,
             path: path.to_path_buf(),
             pre,

@@ -25,7 +25,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use wasmbox_isolation::{thread_cpu_time, Throttle};
 
-use crate::cancel::CancelToken;
+pub use crate::cancel::CancelToken;
 use crate::capture::{Capture, Overflow};
 use crate::engine::WasmEngine;
 use crate::function::Function;

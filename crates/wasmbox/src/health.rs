@@ -1,6 +1,8 @@
-//! Liveness and readiness. Not ready while draining, while the admission
-//! queue is full, or while the container's memory utilisation, averaged over
-//! a sliding window, is above the threshold; in that last case load is shed
+//! Liveness and readiness. Not ready while draining, while invocations
+//! cannot start (the admission queue is full, every worker is busy with
+//! work waiting, or workers cannot set up CPU isolation), or while the
+//! container's memory utilisation, averaged over a sliding window, is above
+//! the threshold; in that last case load is shed
 //! gradually, as the reference intends: the further above the threshold, the
 //! more probes fail (and at the threshold almost none).
 
@@ -52,13 +54,16 @@ impl Readiness {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Ok when ready, else why not.
-    pub fn check(&self, queue_full: bool) -> Result<(), String> {
+    /// Ok when ready, else why not. `blocked` is why invocations cannot
+    /// start now, if they cannot (the admission queue is full, every worker
+    /// is busy with work waiting, workers cannot set up isolation): not
+    /// ready until that clears, so the platform routes traffic elsewhere.
+    pub fn check(&self, blocked: Option<&str>) -> Result<(), String> {
         if self.draining() {
             return Err("draining".into());
         }
-        if queue_full {
-            return Err("the admission queue is full".into());
+        if let Some(why) = blocked {
+            return Err(why.to_string());
         }
         let mean = self.mean();
         if mean > self.threshold {
@@ -82,25 +87,28 @@ mod tests {
     #[test]
     fn window_mean_and_shedding() {
         let r = Readiness::new(4, 0.5);
-        assert!(r.check(false).is_ok());
+        assert!(r.check(None).is_ok());
         for u in [0.2, 0.4, 0.6, 0.8, 1.0] {
             r.record(u);
         }
         // Window keeps the last 4: (0.4 + 0.6 + 0.8 + 1.0) / 4 = 0.7.
         assert!((r.mean() - 0.7).abs() < 1e-9);
-        let refused = (0..2000).filter(|_| r.check(false).is_err()).count();
+        let refused = (0..2000).filter(|_| r.check(None).is_err()).count();
         // 0.7 is 40 % of the way from 0.5 to 1.0: about 40 % of probes fail.
         assert!((600..1000).contains(&refused), "{refused}");
         for _ in 0..4 {
             r.record(1.0);
         }
-        assert!((0..100).all(|_| r.check(false).is_err()));
+        assert!((0..100).all(|_| r.check(None).is_err()));
         for _ in 0..4 {
             r.record(0.1);
         }
-        assert!((0..100).all(|_| r.check(false).is_ok()));
-        assert!(r.check(true).unwrap_err().contains("queue is full"));
+        assert!((0..100).all(|_| r.check(None).is_ok()));
+        assert!(r
+            .check(Some("the admission queue is full"))
+            .unwrap_err()
+            .contains("queue is full"));
         r.start_draining();
-        assert_eq!(r.check(false).unwrap_err(), "draining");
+        assert_eq!(r.check(None).unwrap_err(), "draining");
     }
 }

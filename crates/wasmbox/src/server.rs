@@ -39,22 +39,27 @@ impl Server {
             Registry::new(engine.clone(), config.registry.clone())
                 .map_err(|e| anyhow::anyhow!("cannot set up the registry: {e}"))?,
         );
+        // Capacity first: the cgroup-v2 mode moves this process into its
+        // own subtree, whose limits are not the container's.
+        let detected = host::detect_capacity();
         let isolation = wasmbox_isolation::open(&config.isolation).map_err(anyhow::Error::msg)?;
         if isolation.mode() == wasmbox_isolation::Mode::None {
             tracing::warn!("{}", isolation.describe());
         } else {
             tracing::info!(mode = %isolation.mode(), "cpu isolation: {}", isolation.describe());
         }
-        let executor = Arc::new(Executor::new(config.executor.clone(), isolation));
+        let executor = Arc::new(Executor::new(
+            config.executor.clone(),
+            engine.clone(),
+            isolation,
+        ));
 
-        let detected = host::detect_capacity();
         let a = &config.admission;
         let capacity = Resources {
             cpu_millis: a.capacity_cpu.unwrap_or(detected.capacity.cpu_millis),
             memory_mb: a.capacity_memory_mb.unwrap_or(detected.capacity.memory_mb),
         };
-        let admission = Admission::new(AdmissionConfig {
-            capacity,
+        let admission_config = AdmissionConfig {
             cpu_overbook: a.cpu_overbook,
             memory_overbook: a.memory_overbook,
             max_queue: a.max_queue,
@@ -63,7 +68,12 @@ impl Server {
                 .unwrap_or((capacity.memory_mb as f64 * a.memory_overbook) as u64),
             queue_timeout: a.queue_timeout,
             cpu_gate: a.cpu_gate,
-        });
+            ..AdmissionConfig::new(capacity)
+        };
+        admission_config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("admission settings: {e}"))?;
+        let admission = Admission::new(admission_config);
         tracing::info!(
             cpu_millicores = capacity.cpu_millis,
             cpu_from = if a.capacity_cpu.is_some() { "--capacity-cpu" } else { detected.cpu_source.as_str() },
@@ -174,15 +184,41 @@ impl Server {
                 _ = &mut shutdown => break,
             }
         }
-        tracing::info!("shutting down: not ready, no new connections, draining");
+        // The shutdown sequence (README, "Shutdown"): not ready, no new
+        // connections or admissions; admitted and queued work has until the
+        // drain timeout; then whatever still runs is stopped and answered
+        // 503 `draining`, as is whatever still waits for admission; the
+        // workers are joined and every slot cgroup is removed.
+        tracing::info!(timeout = ?self.drain_timeout, "shutting down: not ready, no new connections, draining");
         self.app.readiness.start_draining();
         self.app.admission.start_draining();
         drop(self.listener);
-        if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
+        let drained = graceful.shutdown();
+        tokio::pin!(drained);
+        if tokio::time::timeout(self.drain_timeout, &mut drained)
             .await
             .is_err()
         {
-            tracing::warn!(timeout = ?self.drain_timeout, "drain timeout passed with requests still open");
+            let stats = self.app.executor.stats();
+            tracing::warn!(
+                timeout = ?self.drain_timeout,
+                running = stats.busy,
+                queued = stats.queued,
+                "drain timeout passed: stopping what still runs"
+            );
+            self.app.executor.stop_all();
+            self.app.admission.close();
+            // Stopped invocations answer at once (a guest in Wasm stops at
+            // its next epoch tick, one in a host call immediately); give
+            // their responses a moment to be written.
+            if tokio::time::timeout(STOPPED_WRITE_GRACE, &mut drained)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "connections still open after stopping every invocation; closing them"
+                );
+            }
         }
         let executor = self.app.executor.clone();
         tokio::task::spawn_blocking(move || executor.shutdown()).await?;
@@ -237,7 +273,13 @@ async fn serve_health(listener: TcpListener, app: Arc<App>, mut stop: watch::Rec
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// After the drain timeout has stopped every invocation, how long their
+/// responses get to be written before the connections are dropped.
+const STOPPED_WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Resolves on SIGTERM or SIGINT. A second one exits the process at once,
+/// with status 128 + the signal number (130 for SIGINT, 143 for SIGTERM);
+/// slot cgroups left behind are swept by the next start.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
@@ -246,4 +288,12 @@ pub async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
     }
+    tokio::spawn(async move {
+        let code = tokio::select! {
+            _ = term.recv() => 128 + 15,
+            _ = int.recv() => 128 + 2,
+        };
+        tracing::warn!(code, "second signal: exiting at once");
+        std::process::exit(code);
+    });
 }

@@ -58,6 +58,7 @@ fn sleeper(engine: &WasmEngine, ms: u64) -> Arc<Function> {
         .instantiate_pre(&module)
         .unwrap();
     Arc::new(Function {
+        id: Arc::from("sleeper.wat"),
         file_name: "sleeper.wat".into(),
         path: "sleeper.wat".into(),
         pre,

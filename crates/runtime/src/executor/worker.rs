@@ -174,9 +174,12 @@ impl Pending {
             ..invocation
         };
         let outcome = sandbox::invoke_until(&engine, &function, invocation, &cancel, &w.kill);
-        drop(hold);
         Done {
+            // The guest has stopped; the worker counts itself idle before
+            // this runs, so a released reservation never outlives a busy
+            // worker.
             deliver: Box::new(move || {
+                drop(hold);
                 let _ = done.send(Ok(Ran {
                     outcome,
                     queued,
@@ -209,13 +212,14 @@ impl Pending {
         done
     }
 
-    /// Releases what the task held, then (once the worker counts itself
-    /// idle) delivers the result.
+    /// Once the worker counts itself idle: releases what the task held and
+    /// delivers the result.
     fn finish(self, r: Result<Ran, ExecError>) -> Done {
         let Pending { task, done, .. } = self;
-        drop(task.hold);
+        let hold = task.hold;
         Done {
             deliver: Box::new(move || {
+                drop(hold);
                 let _ = done.send(r);
             }),
             retire: false,

@@ -161,6 +161,9 @@ impl From<ExecError> for HttpError {
                 ErrorKind::Internal,
                 "internal error: the worker running this invocation panicked",
             ),
+            e @ (ExecError::Busy { .. } | ExecError::Isolation(_)) => {
+                HttpError::new(ErrorKind::Unavailable, e.to_string()).header("retry-after", 1)
+            }
         }
     }
 }

@@ -11,8 +11,9 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response};
 use wasmbox_admission::Resources;
-use wasmbox_runtime::sandbox::{self, CancelToken, Stdio, Timings};
-use wasmbox_runtime::{Failure, Function, FunctionName, Invocation};
+use wasmbox_runtime::executor::Task;
+use wasmbox_runtime::sandbox::{Stdio, Timings};
+use wasmbox_runtime::{CancelToken, Failure, Function, FunctionName, Invocation};
 
 use super::compat::Phases;
 use super::request::{parse_args, parse_resources, read_body};
@@ -37,6 +38,29 @@ struct CancelOnDrop(CancelToken);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
+    }
+}
+
+/// Counts the request's outcome in the metrics exactly once: as
+/// `client-gone` if the request future is dropped before it has one.
+struct Outcome<'a> {
+    app: &'a App,
+    function: &'a str,
+    counted: bool,
+}
+impl Outcome<'_> {
+    fn count(mut self, outcome: &str) {
+        self.app.metrics.count(self.function, outcome);
+        self.counted = true;
+    }
+}
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.app
+                .metrics
+                .count(self.function, ErrorKind::ClientGone.as_str());
+        }
     }
 }
 
@@ -68,6 +92,11 @@ pub(super) async fn invoke(
     let body = read_body(req, app.limits.max_body_bytes).await?;
     let stdin = app.compat.stdin(&method, body)?;
     let function = app.registry.get(&name).await?;
+    let outcome = Outcome {
+        app,
+        function: &function.file_name,
+        counted: false,
+    };
     let result = run(
         app,
         &name,
@@ -78,11 +107,10 @@ pub(super) async fn invoke(
         received,
     )
     .await;
-    let outcome = match &result {
+    outcome.count(match &result {
         Ok(_) => "ok",
         Err(e) => e.kind.as_str(),
-    };
-    app.metrics.count(&function.file_name, outcome);
+    });
     result
 }
 
@@ -96,55 +124,42 @@ async fn run(
     stdin: Bytes,
     received: Instant,
 ) -> Result<Response<Body>, HttpError> {
-    // Reserve the declared cpu_quota and Memory-Request, or wait in the
-    // FIFO queue; released when `permit` drops, on every path.
-    let permit = app.admission.admit(resources).await?;
-    app.metrics.queue_wait.observe(permit.waited.as_secs_f64());
+    // Reserve the declared cpu_quota and Memory-Request, or wait in this
+    // function's queue (served fairly across functions). The reservation
+    // travels with the task and is released on the worker once the guest
+    // has stopped, whatever becomes of this request.
+    let permit = app.admission.admit(&function.id, resources).await?;
+    let waited = permit.waited;
+    app.metrics.queue_wait.observe(waited.as_secs_f64());
 
     let limits = &app.limits;
-    let invocation = Invocation {
-        argv,
-        stdio: Stdio::Captured {
-            stdin,
-            stdout_cap: limits.max_output_bytes,
-            stderr_cap: limits.max_stderr_bytes,
-        },
-        memory_cap: (resources.memory_mb << 20) as usize,
-        timeout: limits.timeout,
-        throttle: None,
-    };
     let cancel = CancelToken::default();
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
-    let engine = app.engine.clone();
-    let submitted = Instant::now();
-    let cpu_millis = resources.cpu_millis;
-    let (queued, isolation, outcome) = app
-        .executor
-        .submit(move |worker| {
-            let queued = submitted.elapsed();
-            // Hold this thread to the request's cpu_quota (a cgroup quota
-            // rewrite, or a throttle budget the invocation carries).
-            let t = Instant::now();
-            let throttle = worker.isolate(cpu_millis)?;
-            let isolation = t.elapsed();
-            let invocation = Invocation {
-                throttle,
-                ..invocation
-            };
-            Ok((
-                queued,
-                isolation,
-                sandbox::invoke(&engine, &function, invocation, &cancel),
-            ))
-        })
-        .await?
-        .map_err(|e: String| HttpError::new(ErrorKind::Unavailable, e).header("retry-after", 1))?;
+    let task = Task {
+        function,
+        invocation: Invocation {
+            argv,
+            stdio: Stdio::Captured {
+                stdin,
+                stdout_cap: limits.max_output_bytes,
+                stderr_cap: limits.max_stderr_bytes,
+            },
+            memory_cap: (resources.memory_mb << 20) as usize,
+            timeout: limits.timeout,
+            throttle: None,
+        },
+        cpu_millis: resources.cpu_millis,
+        cancel,
+        hold: Box::new(permit),
+    };
+    let ran = app.executor.run(task).await?;
+    let (queued, isolation, outcome) = (ran.queued, ran.isolation, ran.outcome);
 
     if !outcome.stderr.is_empty() {
         tracing::info!(function = %name, stderr = %String::from_utf8_lossy(&outcome.stderr).trim_end(), "guest stderr");
     }
     let timing = PhaseTimes {
-        queue: permit.waited + queued,
+        queue: waited + queued,
         isolation,
         t: outcome.timings,
         total: received.elapsed(),
@@ -232,6 +247,7 @@ fn failure_error(f: Failure, res: &Resources, stderr: &[u8], timing: &PhaseTimes
         Failure::Timeout(after) => HttpError::new(ErrorKind::Timeout, format!("function did not finish within the {:.3} s time limit and was stopped", after.as_secs_f64())),
         Failure::OutputLimit { cap } => HttpError::new(ErrorKind::OutputLimit, format!("function wrote more than this server's output limit of {cap} bytes to stdout and was stopped")),
         Failure::Cancelled => HttpError::new(ErrorKind::ClientGone, "client went away; invocation stopped"),
+        Failure::Shutdown => HttpError::new(ErrorKind::Draining, "the server is shutting down: its drain timeout passed and this invocation was stopped").header("retry-after", 1),
         Failure::PoolExhausted => HttpError::new(ErrorKind::Unavailable, "no free instance slot; retry").header("retry-after", 1),
     };
     let mut e = e;

@@ -72,7 +72,12 @@ fn functions(app: &App) -> Result<Response<Body>, HttpError> {
 }
 
 fn ready(app: &App) -> Response<Body> {
-    match app.readiness.check(app.admission.queue_full()) {
+    let blocked = if app.admission.queue_full() {
+        Some("the admission queue is full".to_string())
+    } else {
+        app.executor.stats().stalled()
+    };
+    match app.readiness.check(blocked.as_deref()) {
         Ok(()) => text(StatusCode::OK, "ready\n"),
         Err(why) => text(
             StatusCode::SERVICE_UNAVAILABLE,
