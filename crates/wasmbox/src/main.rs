@@ -60,7 +60,7 @@ fn serve(args: wasmbox::config::ServeArgs) -> anyhow::Result<ExitCode> {
     for p in &problems {
         tracing::warn!("{p}");
     }
-    let config = args.resolve().map_err(anyhow::Error::msg)?;
+    let config = args.resolve()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -1,0 +1,267 @@
+//! The command line: clap structs for `serve`, `run` and `compile`. Each
+//! flag also reads its environment variable (`env = ...`); the defaults are
+//! the named constants of `resolve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::resolve::{
+    Compat, DEFAULT_CPU_PERIOD, DEFAULT_CPU_QUOTA, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FUNCTIONS,
+    DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CPU_QUOTA, DEFAULT_MAX_LOADED_FUNCTIONS,
+    DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_QUEUE, DEFAULT_MAX_STDERR_BYTES,
+    DEFAULT_MEMORY_MB, DEFAULT_OVERBOOK, DEFAULT_QUEUE_TIMEOUT, DEFAULT_READINESS_THRESHOLD,
+    DEFAULT_READINESS_WINDOW, DEFAULT_REPORTING_PERIOD_MS, DEFAULT_TIMEOUT, DEFAULT_WORKERS,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wasmbox",
+    version,
+    about = "Serve many tenants' WebAssembly functions from one process"
+)]
+pub struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive)
+    /// [default: info for serve, warn for run and compile].
+    #[arg(long, global = true, env = "LOG_LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// ServeArgs is large and the others small; the one value lives for a moment
+// at startup, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the functions directory over HTTP.
+    Serve(ServeArgs),
+    /// Run one module locally with the server's limits; stdin/stdout pass through.
+    Run(RunArgs),
+    /// Compile a module ahead of time for this engine (.wasm/.wat -> .cwasm).
+    Compile(CompileArgs),
+}
+
+/// Settings that change the compiled code, shared by every subcommand: a
+/// `.cwasm` made by `compile` loads only into a server with the same values.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Largest Memory-Request accepted, in MB (MiB); also each instance's
+    /// linear-memory reservation.
+    #[arg(long, env = "WASMBOX_MAX_MEMORY_MB", default_value_t = DEFAULT_MAX_MEMORY_MB, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub max_memory_mb: u64,
+}
+
+/// Per-invocation limits shared by `serve` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Memory cap when a request has no Memory-Request header, in MB (MiB).
+    #[arg(long, env = "WASMBOX_DEFAULT_MEMORY_MB", default_value_t = DEFAULT_MEMORY_MB)]
+    pub default_memory_mb: u64,
+    /// Wall-clock limit per invocation (e.g. 30s, 500ms, 2m).
+    #[arg(long, env = "WASMBOX_TIMEOUT", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Accept precompiled `.cwasm` files (native code: only from trusted sources).
+    #[arg(long, env = "WASMBOX_ALLOW_PRECOMPILED")]
+    pub allow_precompiled: bool,
+    /// Keep compiled code of .wasm/.wat files here, so restarts skip compilation.
+    #[arg(long, env = "WASMBOX_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most functions kept compiled in memory; past it the least recently
+    /// used is unloaded and reloaded on its next request (from the cache
+    /// dir when set, else by compiling again).
+    #[arg(long, env = "WASMBOX_MAX_LOADED_FUNCTIONS", default_value_t = DEFAULT_MAX_LOADED_FUNCTIONS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_loaded_functions: u64,
+}
+
+/// `--cpu-isolation` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CpuIsolation {
+    /// The strongest mode that works here: cgroup-v2, then cgroup-v1, then throttle.
+    Auto,
+    /// One threaded cgroup per worker (cpu.max).
+    CgroupV2,
+    /// One cpu-controller cgroup per worker (cpu.cfs_quota_us).
+    CgroupV1,
+    /// Userspace: sleep guests that run ahead of their quota (no privileges).
+    Throttle,
+    /// No CPU limit.
+    None,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WEBSERVER_HOST", default_value = DEFAULT_HOST)]
+    pub host: String,
+    /// Port to listen on [env: WEBSERVER_PORT, else PORT (Knative), else 8080].
+    #[arg(long, env = "WEBSERVER_PORT")]
+    pub port: Option<u16>,
+    /// Directory of functions (.wasm, .wat, .cwasm).
+    #[arg(long, env = "WASMBOX_FUNCTIONS", default_value = DEFAULT_FUNCTIONS)]
+    pub functions: PathBuf,
+    /// Wire format.
+    #[arg(long, env = "WASMBOX_COMPAT", value_enum, default_value_t = Compat::None)]
+    pub compat: Compat,
+    /// Largest cpu_quota accepted, in millicores. One invocation runs on one
+    /// thread, so more than 1000 can never be used.
+    #[arg(long, env = "WASMBOX_MAX_CPU_QUOTA", default_value_t = DEFAULT_MAX_CPU_QUOTA)]
+    pub max_cpu_quota: u64,
+    /// cpu_quota when a request has none, in millicores.
+    #[arg(long, env = "WASMBOX_DEFAULT_CPU_QUOTA", default_value_t = DEFAULT_CPU_QUOTA)]
+    pub default_cpu_quota: u64,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "WASMBOX_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Largest stdout (response body), in bytes; past it the invocation fails.
+    #[arg(long, env = "WASMBOX_MAX_OUTPUT_BYTES", default_value_t = DEFAULT_MAX_OUTPUT_BYTES)]
+    pub max_output_bytes: usize,
+    /// How much of stderr (its tail) is kept for the log and error messages, in bytes.
+    #[arg(long, env = "WASMBOX_MAX_STDERR_BYTES", default_value_t = DEFAULT_MAX_STDERR_BYTES)]
+    pub max_stderr_bytes: usize,
+    /// Most worker threads (and so concurrent invocations).
+    #[arg(long, env = "WASMBOX_WORKERS", default_value_t = DEFAULT_WORKERS, value_parser = clap::value_parser!(u32).range(1..=8192))]
+    pub workers: u32,
+    /// How each invocation is held to its cpu_quota.
+    #[arg(long, env = "WASMBOX_CPU_ISOLATION", value_enum, default_value_t = CpuIsolation::Auto)]
+    pub cpu_isolation: CpuIsolation,
+    /// Cgroup directory to make slot cgroups under [default: the process's
+    /// own cgroup, from /proc/self/cgroup and /proc/self/mountinfo].
+    #[arg(long, env = "WASMBOX_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+    /// CFS period for cgroup quotas (cpu_quota 1000 = one full period).
+    #[arg(long, env = "WASMBOX_CPU_PERIOD", default_value = DEFAULT_CPU_PERIOD, value_parser = parse_duration)]
+    pub cpu_period: Duration,
+    /// CPU capacity for admission, in millicores [default: the process's
+    /// cgroup cpu limit, else host cores x 1000].
+    #[arg(long, env = "WASMBOX_CAPACITY_CPU")]
+    pub capacity_cpu: Option<u64>,
+    /// Memory capacity for admission, in MiB [default: the process's cgroup
+    /// memory limit, else host RAM]. The reference's MEMORY_LIMIT.
+    #[arg(long, env = "MEMORY_LIMIT")]
+    pub capacity_memory_mb: Option<u64>,
+    /// Admit up to CPU capacity x this.
+    #[arg(long, env = "WASMBOX_CPU_OVERBOOK", default_value_t = DEFAULT_OVERBOOK)]
+    pub cpu_overbook: f64,
+    /// Admit up to memory capacity x this (the paper ran about 1.4).
+    #[arg(long, env = "WASMBOX_MEMORY_OVERBOOK", default_value_t = DEFAULT_OVERBOOK)]
+    pub memory_overbook: f64,
+    /// Most requests waiting for admission.
+    #[arg(long, env = "WASMBOX_MAX_QUEUE", default_value_t = DEFAULT_MAX_QUEUE)]
+    pub max_queue: usize,
+    /// Most Memory-Request MB waiting for admission (the fork's
+    /// queueDepthResourceUnits) [default: the admission memory limit].
+    #[arg(long, env = "WASMBOX_MAX_QUEUE_MB")]
+    pub max_queue_mb: Option<u64>,
+    /// Longest wait for admission before 503.
+    #[arg(long, env = "WASMBOX_QUEUE_TIMEOUT", default_value = DEFAULT_QUEUE_TIMEOUT, value_parser = parse_duration)]
+    pub queue_timeout: Duration,
+    /// Hold admissions while container CPU use (cores, mean of the last 5
+    /// samples taken every 50 ms) is at or above this (the fork's
+    /// resourceUtilizationThreshold) [default: no gate].
+    #[arg(long, env = "WASMBOX_CPU_GATE")]
+    pub cpu_gate: Option<f64>,
+    /// Also serve /live and /ready on this address (reference-style probes)
+    /// [env: WASMBOX_HEALTH_LISTEN, or HEALTHCHECK_HOST + HEALTHCHECK_PORT].
+    #[arg(long, env = "WASMBOX_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// Memory-utilisation samples (one a second) averaged for readiness.
+    #[arg(long, env = "READINESS_WINDOW", default_value_t = DEFAULT_READINESS_WINDOW)]
+    pub readiness_window: usize,
+    /// Not ready (shedding gradually) above this memory utilisation (0-1).
+    #[arg(long, env = "READINESS_UTILIZATION_TRESHOLD", default_value_t = DEFAULT_READINESS_THRESHOLD)]
+    pub readiness_threshold: f64,
+    /// Report CPU utilisation to the resource-aware queue-proxy at this
+    /// websocket URL [env: WASMBOX_QP_REPORT, or QP_HOST + QP_PORT].
+    #[arg(long, env = "WASMBOX_QP_REPORT")]
+    pub qp_report: Option<String>,
+    /// Reporting period in milliseconds.
+    #[arg(long, env = "REPORTING_PERIOD_MS", default_value_t = DEFAULT_REPORTING_PERIOD_MS)]
+    pub reporting_period_ms: u64,
+    /// Name reported in the reference's `Pod` header.
+    #[arg(long, env = "POD_UID")]
+    pub pod: Option<String>,
+    /// How long to finish in-flight requests after SIGTERM/SIGINT.
+    #[arg(long, env = "WASMBOX_DRAIN_TIMEOUT", default_value = DEFAULT_DRAIN_TIMEOUT, value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Resolve the configuration from flags and environment, print it and
+    /// exit: 0 when it is valid, 1 with the reason when a value is invalid,
+    /// a WASMBOX_* variable is unknown, or a reference setting that wasmbox
+    /// does not read is set. Nothing is probed (capacity, cgroups): that
+    /// happens at startup.
+    #[arg(long)]
+    pub check_config: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Memory cap for this run, in MB (MiB) [default: --default-memory-mb].
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Path of the module (.wasm, .wat, .cwasm).
+    pub module: PathBuf,
+    /// Arguments for the guest (argv[1..]).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompileArgs {
+    /// Module to compile (.wasm or .wat).
+    pub input: PathBuf,
+    /// Output file [default: INPUT with extension .cwasm].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 30s or 500ms"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown unit '{u}' in '{s}' (use ms, s, m or h)")),
+    };
+    if !(secs > 0.0 && secs < 1e9) {
+        return Err(format!("'{s}' must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

@@ -1,0 +1,24 @@
+//! Command-line and environment configuration, in three jobs:
+//!
+//! - `flags`: the clap structs. Every flag can also be set from an
+//!   environment variable (`WASMBOX_*`, or the reference's names where one
+//!   exists), so Kubernetes env blocks work unchanged.
+//! - `resolve`: the plain-data [`ServeConfig`] the rest of the server reads,
+//!   resolved once from the flags and the few variables clap does not read,
+//!   with the defaults as named constants and a typed [`ConfigError`].
+//! - `env_audit`: which environment variables `serve` reads, the audit that
+//!   flags unknown `WASMBOX_*` names and reference-only settings, and the
+//!   `--check-config` account of the resolved settings.
+
+mod env_audit;
+mod flags;
+mod resolve;
+
+pub use env_audit::{
+    check_environment, env_source_of, serve_env_names, EXTRA_ENV, REFERENCE_ONLY_ENV,
+};
+pub use flags::{
+    parse_duration, Cli, Command, CompileArgs, CpuIsolation, EngineArgs, LimitArgs, RunArgs,
+    ServeArgs,
+};
+pub use resolve::{AdmissionSettings, Compat, ConfigError, RequestLimits, ServeConfig};

@@ -1,0 +1,405 @@
+//! The resolved configuration: plain data the rest of the server reads,
+//! resolved once from the flags and the few environment variables clap does
+//! not read (`PORT`, `HEALTHCHECK_*`, `QP_*`, `HOSTNAME`), and checked. The
+//! defaults and those variables' names are the constants below.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use wasmbox_isolation::{IsolationConfig, Mode, Requested};
+use wasmbox_runtime::{EngineConfig, ExecutorConfig, RegistryConfig};
+
+use super::flags::{CpuIsolation, EngineArgs, LimitArgs, ServeArgs};
+
+pub const DEFAULT_HOST: &str = "0.0.0.0";
+/// When neither `--port`/`WEBSERVER_PORT` nor `PORT` is set.
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_FUNCTIONS: &str = "functions";
+pub const DEFAULT_MAX_MEMORY_MB: u64 = 4096;
+pub const DEFAULT_MEMORY_MB: u64 = 200;
+pub const DEFAULT_MAX_CPU_QUOTA: u64 = 1000;
+pub const DEFAULT_CPU_QUOTA: u64 = 1000;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 << 20;
+pub const DEFAULT_MAX_STDERR_BYTES: usize = 64 << 10;
+pub const DEFAULT_MAX_LOADED_FUNCTIONS: u64 = 512;
+pub const DEFAULT_WORKERS: u32 = 256;
+/// Durations are in `parse_duration` syntax (clap parses them).
+pub const DEFAULT_TIMEOUT: &str = "60s";
+pub const DEFAULT_CPU_PERIOD: &str = "100ms";
+pub const DEFAULT_QUEUE_TIMEOUT: &str = "30s";
+pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
+/// CPU and memory overbooking: 1.0 admits up to capacity.
+pub const DEFAULT_OVERBOOK: f64 = 1.0;
+pub const DEFAULT_MAX_QUEUE: usize = 1000;
+pub const DEFAULT_READINESS_WINDOW: usize = 10;
+pub const DEFAULT_READINESS_THRESHOLD: f64 = 0.9;
+pub const DEFAULT_REPORTING_PERIOD_MS: u64 = 50;
+/// `HEALTHCHECK_HOST` when only `HEALTHCHECK_PORT` is set.
+pub const DEFAULT_HEALTH_HOST: &str = "0.0.0.0";
+/// `QP_HOST` when only `QP_PORT` is set.
+pub const DEFAULT_QP_HOST: &str = "127.0.0.1";
+/// The pod name when neither `POD_UID`, `HOSTNAME` nor /etc/hostname gives one.
+pub const DEFAULT_POD: &str = "wasmbox";
+/// Instance-pool slots beyond one per worker.
+pub const SPARE_INSTANCE_SLOTS: u32 = 8;
+
+pub const ENV_PORT: &str = "PORT";
+pub const ENV_HEALTHCHECK_HOST: &str = "HEALTHCHECK_HOST";
+pub const ENV_HEALTHCHECK_PORT: &str = "HEALTHCHECK_PORT";
+pub const ENV_QP_HOST: &str = "QP_HOST";
+pub const ENV_QP_PORT: &str = "QP_PORT";
+pub const ENV_HOSTNAME: &str = "HOSTNAME";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compat {
+    /// wasmbox's own wire format: raw stdin/stdout, Server-Timing.
+    None,
+    /// The reference prototype's: JSON {"parameter": ...} body, "WASM output: " prefix, its headers.
+    Reference,
+}
+
+/// Everything `serve` needs, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub compat: Compat,
+    pub pod: String,
+    pub limits: RequestLimits,
+    pub drain_timeout: Duration,
+    pub engine: EngineConfig,
+    pub registry: RegistryConfig,
+    pub executor: ExecutorConfig,
+    pub isolation: IsolationConfig,
+    pub admission: AdmissionSettings,
+    pub health_listen: Option<SocketAddr>,
+    pub readiness_window: usize,
+    pub readiness_threshold: f64,
+    pub qp_report: Option<String>,
+    pub reporting_period: Duration,
+}
+
+/// Admission settings before capacity detection (which happens at startup).
+#[derive(Debug, Clone)]
+pub struct AdmissionSettings {
+    pub capacity_cpu: Option<u64>,
+    pub capacity_memory_mb: Option<u64>,
+    pub cpu_overbook: f64,
+    pub memory_overbook: f64,
+    pub max_queue: usize,
+    pub max_queue_mb: Option<u64>,
+    pub queue_timeout: Duration,
+    pub cpu_gate: Option<f64>,
+}
+
+/// Bounds and defaults applied to each request.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    pub default_memory_mb: u64,
+    pub max_memory_mb: u64,
+    pub default_cpu_quota: u64,
+    pub max_cpu_quota: u64,
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_output_bytes: usize,
+    pub max_stderr_bytes: usize,
+}
+
+/// A setting that cannot be resolved: which flag or variable, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("PORT={0} is not a port number")]
+    Port(String),
+    #[error("--host {0} is not an IP address")]
+    Host(String),
+    #[error("--default-memory-mb {value} must be between 1 and --max-memory-mb {max}")]
+    DefaultMemory { value: u64, max: u64 },
+    #[error("--default-cpu-quota {value} must be between 1 and --max-cpu-quota {max}")]
+    DefaultCpuQuota { value: u64, max: u64 },
+    #[error("--cpu-period must be between 1ms and 1s (the kernel's CFS limits), not {0:?}")]
+    CpuPeriod(Duration),
+    #[error("functions directory {} does not exist", .0.display())]
+    FunctionsDir(PathBuf),
+    #[error("{flag} {value} must be a ratio above 0 (1.0 = no overbooking)")]
+    Overbook { flag: &'static str, value: f64 },
+    #[error("--readiness-threshold {0} must be in (0, 1]")]
+    ReadinessThreshold(f64),
+    #[error("HEALTHCHECK_HOST/PORT {0} is not an address")]
+    HealthcheckAddress(String),
+}
+
+impl ConfigError {
+    /// The flag or environment variable at fault.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            ConfigError::Port(_) => ENV_PORT,
+            ConfigError::Host(_) => "--host",
+            ConfigError::DefaultMemory { .. } => "--default-memory-mb",
+            ConfigError::DefaultCpuQuota { .. } => "--default-cpu-quota",
+            ConfigError::CpuPeriod(_) => "--cpu-period",
+            ConfigError::FunctionsDir(_) => "--functions",
+            ConfigError::Overbook { flag, .. } => flag,
+            ConfigError::ReadinessThreshold(_) => "--readiness-threshold",
+            ConfigError::HealthcheckAddress(_) => ENV_HEALTHCHECK_PORT,
+        }
+    }
+}
+
+impl EngineArgs {
+    pub fn engine_config(&self, max_instances: u32) -> EngineConfig {
+        EngineConfig {
+            max_memory_mib: self.max_memory_mb,
+            max_instances,
+            ..EngineConfig::default()
+        }
+    }
+}
+
+impl LimitArgs {
+    pub fn registry_config(&self, dir: PathBuf) -> RegistryConfig {
+        RegistryConfig {
+            dir,
+            allow_precompiled: self.allow_precompiled,
+            cache_dir: self.cache_dir.clone(),
+            max_loaded: usize::try_from(self.max_loaded_functions).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// A set, non-empty environment variable.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl ServeArgs {
+    /// Resolves defaults that depend on the environment (PORT, hostname) and
+    /// checks that the values agree with each other.
+    pub fn resolve(&self) -> Result<ServeConfig, ConfigError> {
+        let port = match self.port {
+            Some(p) => p,
+            None => match std::env::var(ENV_PORT) {
+                Ok(p) => p.parse().map_err(|_| ConfigError::Port(p))?,
+                Err(_) => DEFAULT_PORT,
+            },
+        };
+        let ip: IpAddr = self
+            .host
+            .parse()
+            .map_err(|_| ConfigError::Host(self.host.clone()))?;
+        self.check()?;
+        let l = &self.limits;
+        Ok(ServeConfig {
+            listen: SocketAddr::new(ip, port),
+            compat: self.compat,
+            pod: self.pod.clone().unwrap_or_else(hostname),
+            limits: RequestLimits {
+                default_memory_mb: l.default_memory_mb,
+                max_memory_mb: self.engine.max_memory_mb,
+                default_cpu_quota: self.default_cpu_quota,
+                max_cpu_quota: self.max_cpu_quota,
+                timeout: l.timeout,
+                max_body_bytes: self.max_body_bytes,
+                max_output_bytes: self.max_output_bytes,
+                max_stderr_bytes: self.max_stderr_bytes,
+            },
+            drain_timeout: self.drain_timeout,
+            engine: self
+                .engine
+                .engine_config(self.workers + SPARE_INSTANCE_SLOTS),
+            registry: l.registry_config(self.functions.clone()),
+            executor: ExecutorConfig {
+                max_workers: self.workers as usize,
+                ..ExecutorConfig::default()
+            },
+            isolation: IsolationConfig {
+                requested: match self.cpu_isolation {
+                    CpuIsolation::Auto => Requested::Auto,
+                    CpuIsolation::CgroupV2 => Requested::Exactly(Mode::CgroupV2),
+                    CpuIsolation::CgroupV1 => Requested::Exactly(Mode::CgroupV1),
+                    CpuIsolation::Throttle => Requested::Exactly(Mode::Throttle),
+                    CpuIsolation::None => Requested::Exactly(Mode::None),
+                },
+                cgroup_root: self.cgroup_root.clone(),
+                period: self.cpu_period,
+            },
+            admission: AdmissionSettings {
+                capacity_cpu: self.capacity_cpu,
+                capacity_memory_mb: self.capacity_memory_mb,
+                cpu_overbook: self.cpu_overbook,
+                memory_overbook: self.memory_overbook,
+                max_queue: self.max_queue,
+                max_queue_mb: self.max_queue_mb,
+                queue_timeout: self.queue_timeout,
+                cpu_gate: self.cpu_gate,
+            },
+            health_listen: self.health_listen()?,
+            readiness_window: self.readiness_window,
+            readiness_threshold: self.readiness_threshold,
+            qp_report: self.qp_report(),
+            reporting_period: Duration::from_millis(self.reporting_period_ms.max(1)),
+        })
+    }
+
+    /// The checks of values against their bounds and each other, and that
+    /// the functions directory exists.
+    fn check(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.default_memory_mb == 0 || l.default_memory_mb > self.engine.max_memory_mb {
+            return Err(ConfigError::DefaultMemory {
+                value: l.default_memory_mb,
+                max: self.engine.max_memory_mb,
+            });
+        }
+        if self.default_cpu_quota == 0 || self.default_cpu_quota > self.max_cpu_quota {
+            return Err(ConfigError::DefaultCpuQuota {
+                value: self.default_cpu_quota,
+                max: self.max_cpu_quota,
+            });
+        }
+        let period_us = self.cpu_period.as_micros();
+        if !(1000..=1_000_000).contains(&period_us) {
+            return Err(ConfigError::CpuPeriod(self.cpu_period));
+        }
+        if !self.functions.is_dir() {
+            return Err(ConfigError::FunctionsDir(self.functions.clone()));
+        }
+        for (flag, value) in [
+            ("--cpu-overbook", self.cpu_overbook),
+            ("--memory-overbook", self.memory_overbook),
+        ] {
+            if !(value > 0.0 && value <= 100.0) {
+                return Err(ConfigError::Overbook { flag, value });
+            }
+        }
+        if !(self.readiness_threshold > 0.0 && self.readiness_threshold <= 1.0) {
+            return Err(ConfigError::ReadinessThreshold(self.readiness_threshold));
+        }
+        Ok(())
+    }
+
+    /// `--health-listen`, else `HEALTHCHECK_HOST` + `HEALTHCHECK_PORT`.
+    fn health_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match (self.health_listen, env(ENV_HEALTHCHECK_PORT)) {
+            (Some(a), _) => Ok(Some(a)),
+            (None, Some(port)) => {
+                let host = env(ENV_HEALTHCHECK_HOST).unwrap_or_else(|| DEFAULT_HEALTH_HOST.into());
+                let addr = format!("{host}:{port}");
+                match addr.parse() {
+                    Ok(a) => Ok(Some(a)),
+                    Err(_) => Err(ConfigError::HealthcheckAddress(addr)),
+                }
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// `--qp-report`, else `ws://QP_HOST:QP_PORT`.
+    fn qp_report(&self) -> Option<String> {
+        match (&self.qp_report, env(ENV_QP_PORT)) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(port)) => Some(format!(
+                "ws://{}:{port}",
+                env(ENV_QP_HOST).unwrap_or_else(|| DEFAULT_QP_HOST.into())
+            )),
+            (None, None) => None,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var(ENV_HOSTNAME)
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| DEFAULT_POD.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    /// `serve --port 1` with `extra`, and `--functions /` (a directory that
+    /// exists) unless `extra` names one.
+    fn serve(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["wasmbox", "serve", "--port", "1"];
+        if !extra.contains(&"--functions") {
+            argv.extend(["--functions", "/"]);
+        }
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_named_constants() {
+        let c = serve(&[]).resolve().unwrap();
+        assert_eq!(c.limits.max_memory_mb, DEFAULT_MAX_MEMORY_MB);
+        assert_eq!(c.limits.default_memory_mb, DEFAULT_MEMORY_MB);
+        assert_eq!(c.limits.default_cpu_quota, DEFAULT_CPU_QUOTA);
+        assert_eq!(c.limits.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(c.limits.timeout, Duration::from_secs(60));
+        assert_eq!(c.isolation.period, Duration::from_millis(100));
+        assert_eq!(c.executor.max_workers, DEFAULT_WORKERS as usize);
+        assert_eq!(
+            c.engine.max_instances,
+            DEFAULT_WORKERS + SPARE_INSTANCE_SLOTS
+        );
+        assert_eq!(c.compat, Compat::None);
+    }
+
+    #[test]
+    fn errors_name_their_setting_and_the_reason() {
+        let cases: [(&[&str], &str, &str); 7] = [
+            (
+                &["--default-memory-mb", "9000"],
+                "--default-memory-mb",
+                "--default-memory-mb 9000 must be between 1 and --max-memory-mb 4096",
+            ),
+            (
+                &["--default-cpu-quota", "0"],
+                "--default-cpu-quota",
+                "--default-cpu-quota 0 must be between 1 and --max-cpu-quota 1000",
+            ),
+            (
+                &["--cpu-period", "5s"],
+                "--cpu-period",
+                "--cpu-period must be between 1ms and 1s (the kernel's CFS limits), not 5s",
+            ),
+            (
+                &["--functions", "/no/such/dir"],
+                "--functions",
+                "functions directory /no/such/dir does not exist",
+            ),
+            (
+                &["--memory-overbook", "0"],
+                "--memory-overbook",
+                "--memory-overbook 0 must be a ratio above 0 (1.0 = no overbooking)",
+            ),
+            (
+                &["--readiness-threshold", "2"],
+                "--readiness-threshold",
+                "--readiness-threshold 2 must be in (0, 1]",
+            ),
+            (
+                &["--host", "nope"],
+                "--host",
+                "--host nope is not an IP address",
+            ),
+        ];
+        for (flags, setting, message) in cases {
+            let e = serve(flags).resolve().unwrap_err();
+            assert_eq!(e.setting(), setting, "{flags:?}");
+            assert_eq!(e.to_string(), message, "{flags:?}");
+        }
+    }
+}
