@@ -9,6 +9,12 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+/// Label of the per-function admission gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabel {
+    pub function: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InvocationLabels {
     pub function: String,
@@ -35,6 +41,12 @@ pub struct Metrics {
     memory_utilization: FGauge,
     workers_busy: Gauge,
     workers_idle: Gauge,
+    workers_queued: Gauge,
+    workers_retrying: Gauge,
+    worker_slot_failures: Gauge,
+    function_queued: Family<FunctionLabel, Gauge>,
+    function_running: Family<FunctionLabel, Gauge>,
+    function_reserved_cpu: Family<FunctionLabel, Gauge>,
     pool_instances: Gauge,
     pool_memories: Gauge,
     pool_warm_memories: Gauge,
@@ -50,8 +62,9 @@ pub struct GaugeValues {
     pub admission: wasmbox_admission::Snapshot,
     pub capacity: wasmbox_admission::Resources,
     pub memory_utilization: f64,
-    pub workers_busy: usize,
-    pub workers_started: usize,
+    pub pool_stats: wasmbox_runtime::executor::PoolStats,
+    /// Functions with requests waiting or running.
+    pub per_function: Vec<wasmbox_admission::FunctionSnapshot>,
     pub pool: Option<wasmtime::PoolingAllocatorMetrics>,
     /// The registry: (held, loads, cache hits, unloads).
     pub functions: (usize, usize, usize, usize),
@@ -108,6 +121,18 @@ impl Metrics {
         let limit_memory = g("admission_limit_memory_mb", "Memory capacity x overbooking");
         let workers_busy = g("workers_busy", "Worker threads running an invocation");
         let workers_idle = g("workers_idle", "Worker threads started and idle");
+        let workers_queued = g(
+            "workers_queued",
+            "Admitted invocations waiting for a worker thread",
+        );
+        let workers_retrying = g(
+            "workers_retrying",
+            "Worker threads waiting to retry a failed CPU-isolation slot",
+        );
+        let worker_slot_failures = g(
+            "worker_slot_failures",
+            "CPU-isolation slot failures on worker threads since start",
+        );
         let pool_instances = g(
             "pool_core_instances",
             "Instances allocated in the pooling allocator",
@@ -136,6 +161,23 @@ impl Metrics {
         let function_unloads = g(
             "function_unloads",
             "Functions unloaded (least recently used) since start",
+        );
+        let mut family = |name: &str, help: &str| {
+            let f = Family::<FunctionLabel, Gauge>::default();
+            registry.register(name, help, f.clone());
+            f
+        };
+        let function_queued = family(
+            "function_queued",
+            "Requests of this function waiting for admission (functions with none are not listed)",
+        );
+        let function_running = family(
+            "function_running",
+            "Admitted requests of this function (running or waiting for a worker)",
+        );
+        let function_reserved_cpu = family(
+            "function_reserved_cpu_millicores",
+            "cpu_quota reserved by this function's admitted requests",
         );
         let cpu_utilization = FGauge::default();
         registry.register(
@@ -166,6 +208,12 @@ impl Metrics {
             memory_utilization,
             workers_busy,
             workers_idle,
+            workers_queued,
+            workers_retrying,
+            worker_slot_failures,
+            function_queued,
+            function_running,
+            function_reserved_cpu,
             pool_instances,
             pool_memories,
             pool_warm_memories,
@@ -199,9 +247,31 @@ impl Metrics {
         self.capacity_memory.set(v.capacity.memory_mb as i64);
         self.cpu_utilization.set(a.cpu_utilization);
         self.memory_utilization.set(v.memory_utilization);
-        self.workers_busy.set(v.workers_busy as i64);
-        self.workers_idle
-            .set(v.workers_started.saturating_sub(v.workers_busy) as i64);
+        let p = &v.pool_stats;
+        self.workers_busy.set(p.busy as i64);
+        self.workers_idle.set(p.idle as i64);
+        self.workers_queued.set(p.queued as i64);
+        self.workers_retrying.set(p.retrying as i64);
+        self.worker_slot_failures.set(p.slot_failures as i64);
+        // Only functions with something queued or running are listed, so
+        // the label set stays bounded by the work in flight.
+        self.function_queued.clear();
+        self.function_running.clear();
+        self.function_reserved_cpu.clear();
+        for f in &v.per_function {
+            let label = FunctionLabel {
+                function: f.function.to_string(),
+            };
+            self.function_queued
+                .get_or_create(&label)
+                .set(f.queued as i64);
+            self.function_running
+                .get_or_create(&label)
+                .set(f.running as i64);
+            self.function_reserved_cpu
+                .get_or_create(&label)
+                .set(f.reserved.cpu_millis as i64);
+        }
         if let Some(p) = &v.pool {
             self.pool_instances.set(p.core_instances() as i64);
             self.pool_memories.set(p.memories() as i64);

@@ -68,6 +68,9 @@ impl Server {
                 .unwrap_or((capacity.memory_mb as f64 * a.memory_overbook) as u64),
             queue_timeout: a.queue_timeout,
             cpu_gate: a.cpu_gate,
+            max_function_share: a.max_function_share,
+            newcomer_cpu_overdraft: a.newcomer_cpu_overdraft,
+            max_function_queue_share: a.max_function_queue_share,
             ..AdmissionConfig::new(capacity)
         };
         admission_config

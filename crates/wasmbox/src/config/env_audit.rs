@@ -231,6 +231,15 @@ impl ServeConfig {
             ),
             ("queue-timeout", format!("{:?}", a.queue_timeout)),
             ("cpu-gate", opt(a.cpu_gate.map(|v| v.to_string()), "off")),
+            ("max-function-share", a.max_function_share.to_string()),
+            (
+                "newcomer-cpu-overdraft",
+                a.newcomer_cpu_overdraft.to_string(),
+            ),
+            (
+                "max-function-queue-share",
+                a.max_function_queue_share.to_string(),
+            ),
             (
                 "health-listen",
                 opt(self.health_listen.map(|v| v.to_string()), "off"),

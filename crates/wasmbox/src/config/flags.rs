@@ -163,6 +163,19 @@ pub struct ServeArgs {
     /// resourceUtilizationThreshold) [default: no gate].
     #[arg(long, env = "WASMBOX_CPU_GATE")]
     pub cpu_gate: Option<f64>,
+    /// Fairness: while another function waits, one function may hold at most
+    /// this fraction of the admission limit (0 < x <= 1; 1 = no ceiling).
+    #[arg(long, env = "WASMBOX_MAX_FUNCTION_SHARE", default_value_t = wasmbox_admission::DEFAULT_MAX_FUNCTION_SHARE)]
+    pub max_function_share: f64,
+    /// Fairness: a function with nothing running may reserve this fraction
+    /// of the CPU limit beyond the limit, so its first call starts at once
+    /// even when others hold every core (0 = off).
+    #[arg(long, env = "WASMBOX_NEWCOMER_CPU_OVERDRAFT", default_value_t = wasmbox_admission::DEFAULT_NEWCOMER_CPU_OVERDRAFT)]
+    pub newcomer_cpu_overdraft: f64,
+    /// Fairness: one function's waiters may take at most this fraction of
+    /// --max-queue and --max-queue-mb (0 < x <= 1).
+    #[arg(long, env = "WASMBOX_MAX_FUNCTION_QUEUE_SHARE", default_value_t = wasmbox_admission::DEFAULT_MAX_FUNCTION_QUEUE_SHARE)]
+    pub max_function_queue_share: f64,
     /// Also serve /live and /ready on this address (reference-style probes)
     /// [env: WASMBOX_HEALTH_LISTEN, or HEALTHCHECK_HOST + HEALTHCHECK_PORT].
     #[arg(long, env = "WASMBOX_HEALTH_LISTEN")]

@@ -92,6 +92,9 @@ pub struct AdmissionSettings {
     pub max_queue_mb: Option<u64>,
     pub queue_timeout: Duration,
     pub cpu_gate: Option<f64>,
+    pub max_function_share: f64,
+    pub newcomer_cpu_overdraft: f64,
+    pub max_function_queue_share: f64,
 }
 
 /// Bounds and defaults applied to each request.
@@ -233,6 +236,9 @@ impl ServeArgs {
                 max_queue_mb: self.max_queue_mb,
                 queue_timeout: self.queue_timeout,
                 cpu_gate: self.cpu_gate,
+                max_function_share: self.max_function_share,
+                newcomer_cpu_overdraft: self.newcomer_cpu_overdraft,
+                max_function_queue_share: self.max_function_queue_share,
             },
             health_listen: self.health_listen()?,
             readiness_window: self.readiness_window,

@@ -39,8 +39,8 @@ fn metrics(app: &App) -> Response<Body> {
         admission: app.admission.snapshot(),
         capacity: app.capacity,
         memory_utilization: app.readiness.mean(),
-        workers_busy: app.executor.busy(),
-        workers_started: app.executor.workers(),
+        pool_stats: app.executor.stats(),
+        per_function: app.admission.functions(),
         pool: app.engine.engine.pooling_allocator_metrics(),
         functions: (
             app.registry.held(),

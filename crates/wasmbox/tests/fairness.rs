@@ -1,0 +1,132 @@
+//! Fair admission across functions, over real HTTP: one function's backlog
+//! does not hold up another function's first call, cannot fill the queue
+//! for the others, and a function with less running goes first when
+//! capacity frees. The hog is the `sleep` guest (it holds its reservation
+//! without burning CPU, so the test does not depend on machine load).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use wasmbox_admission::FunctionSnapshot;
+
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn send_get(base: &str, path: &str, headers: &str) -> TcpStream {
+    let mut s = TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
+fn of(s: &TestServer, function: &str) -> FunctionSnapshot {
+    s.app
+        .admission
+        .functions()
+        .into_iter()
+        .find(|f| &*f.function == function)
+        .unwrap_or(FunctionSnapshot {
+            function: function.into(),
+            queued: 0,
+            queued_mb: 0,
+            running: 0,
+            reserved: Default::default(),
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_functions_backlog_does_not_hold_up_the_others() {
+    let s = TestServer::start(
+        &["hello.wat", "sleep.wasm"],
+        &[
+            "--capacity-cpu",
+            "2000",
+            "--max-queue",
+            "8",
+            "--cpu-isolation",
+            "none",
+        ],
+    )
+    .await;
+    std::fs::copy(common::guest("sleep.wasm"), s.path("hog.wasm")).unwrap();
+    let hog = "cpu_quota: 1000\r\nMemory-Request: 16\r\n";
+
+    // The hog alone may take the whole capacity: two run, four wait.
+    let mut hogs = Vec::new();
+    for _ in 0..6 {
+        hogs.push(send_get(&s.base, "/hog", hog).await);
+    }
+    until("two hogs running, four queued", || {
+        let h = of(&s, "hog.wasm");
+        h.running == 2 && h.queued == 4
+    })
+    .await;
+
+    // Its queue share (half of --max-queue 8) is full: the hog is refused,
+    let r = s
+        .request(
+            hyper::Method::GET,
+            "/hog",
+            &[("cpu_quota", "1000"), ("Memory-Request", "16")],
+            bytes::Bytes::new(),
+        )
+        .await;
+    r.expect(503, &["function", "hog.wasm"]);
+    assert_eq!(r.header("wasmbox-error"), Some("queue-full"));
+
+    // but another function's first call starts at once, ahead of the hog's
+    // backlog (which is still there when it has finished).
+    s.request(
+        hyper::Method::GET,
+        "/hello",
+        &[("cpu_quota", "100"), ("Memory-Request", "16")],
+        bytes::Bytes::new(),
+    )
+    .await
+    .expect(200, &["Hello from wasmbox!"]);
+    assert_eq!(of(&s, "hog.wasm").queued, 4);
+
+    // A second tenant's call that does not fit waits, and goes before the
+    // hog's older backlog when capacity frees.
+    let other = send_get(&s.base, "/sleep", hog).await;
+    until("the other tenant queued", || {
+        of(&s, "sleep.wasm").queued == 1
+    })
+    .await;
+    let m = s.get("/-/metrics").await.text();
+    assert!(
+        m.contains(r#"wasmbox_function_queued{function="hog.wasm"} 4"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"wasmbox_function_running{function="hog.wasm"} 2"#),
+        "{m}"
+    );
+    drop(hogs.remove(0)); // one running hog's client hangs up
+    until("the other tenant admitted", || {
+        of(&s, "sleep.wasm").running == 1
+    })
+    .await;
+    let h = of(&s, "hog.wasm");
+    assert_eq!(h.running + h.queued, 5);
+    assert!(h.queued >= 3, "{h:?}");
+
+    drop(other);
+    drop(hogs);
+    until("everything released", || {
+        s.app.admission.snapshot().reserved.cpu_millis == 0
+    })
+    .await;
+    s.stop().await;
+}
