@@ -64,10 +64,14 @@ async fn one_functions_backlog_does_not_hold_up_the_others() {
 
     // The hog alone may take the whole capacity: two run, four wait.
     let mut hogs = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..2 {
         hogs.push(send_get(&s.base, "/hog", hog).await);
     }
-    until("two hogs running, four queued", || {
+    until("two hogs running", || of(&s, "hog.wasm").running == 2).await;
+    for _ in 0..4 {
+        hogs.push(send_get(&s.base, "/hog", hog).await);
+    }
+    until("four more hogs queued", || {
         let h = of(&s, "hog.wasm");
         h.running == 2 && h.queued == 4
     })
@@ -113,7 +117,7 @@ async fn one_functions_backlog_does_not_hold_up_the_others() {
         m.contains(r#"wasmbox_function_running{function="hog.wasm"} 2"#),
         "{m}"
     );
-    drop(hogs.remove(0)); // one running hog's client hangs up
+    drop(hogs.remove(0)); // a running hog's client hangs up
     until("the other tenant admitted", || {
         of(&s, "sleep.wasm").running == 1
     })
