@@ -318,7 +318,13 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     )?;
     let show = |m: &BTreeMap<String, f64>, g: &str| {
         m.get(g)
-            .map(|v| format!("{v}"))
+            .map(|v| {
+                if v.fract() == 0.0 {
+                    format!("{v}")
+                } else {
+                    format!("{v:.2}")
+                }
+            })
             .unwrap_or_else(|| "not read".into())
     };
     for g in GAUGES {

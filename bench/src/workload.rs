@@ -15,7 +15,8 @@
 //! - Memory-Request: log-normal, median 64 MB, in steps of 16 between 16
 //!   and 256 MB (the paper: most apps use 100-300 MB);
 //! - 75 % of functions burn CPU (`spin MS`, cpu_quota 250/500/1000), 20 %
-//!   wait (`sleep MS`, I/O-like, cpu_quota 100), 5 % are `hello`.
+//!   wait (`sleep MS`, I/O-like, cpu_quota 100), 5 % are `hello`, dealt in
+//!   order of popularity (15 : 4 : 1) so that most calls burn CPU.
 //!
 //! Arrivals are Poisson per function. Rates are scaled so that the calls'
 //! reserved CPU (cpu_quota x duration) is the chosen fraction of capacity;
@@ -129,6 +130,8 @@ pub(crate) struct Trace {
     pub(crate) capacity_millis: u64,
 }
 
+/// sd of log10(rate) across functions: 200 functions span about 8 decades.
+const RATE_SD_DECADES: f64 = 1.5;
 /// Longest call, ms.
 pub(crate) const MAX_MS: f64 = 3000.0;
 /// hello's nominal duration for load and slowdown, ms.
@@ -146,27 +149,28 @@ impl Trace {
     ) -> Trace {
         let mut rng = Rng::new(seed);
         let rho: f64 = -0.6;
+        let draws: Vec<[f64; 4]> = (0..n)
+            .map(|_| [rng.normal(), rng.normal(), rng.normal(), rng.unit()])
+            .collect();
+        // Kinds are dealt in order of popularity, 15 spin : 4 sleep : 1
+        // hello, so every popularity band (and most calls) burns CPU.
+        let mut by_rate: Vec<usize> = (0..n).collect();
+        by_rate.sort_by(|&a, &b| draws[b][0].total_cmp(&draws[a][0]));
+        let mut rank = vec![0; n];
+        for (r, &i) in by_rate.iter().enumerate() {
+            rank[i] = r;
+        }
         let mut funcs = Vec::with_capacity(n);
         let mut mean_ms = Vec::with_capacity(n);
-        for i in 0..n {
-            let (z1, z2, z3) = (rng.normal(), rng.normal(), rng.normal());
-            let weight = 10f64.powf(1.5 * z1);
+        for (i, &[z1, z2, z3, q]) in draws.iter().enumerate() {
+            let weight = 10f64.powf(RATE_SD_DECADES * z1);
             let ln_s = 3.41 * (rho * z1 + (1.0 - rho * rho).sqrt() * z2);
-            let u = rng.unit();
-            let (kind, cpu) = if u < 0.05 {
-                (Kind::Hello, 100)
-            } else if u < 0.25 {
-                (Kind::Sleep, 100)
-            } else {
-                let q = rng.unit();
-                let cpu = if q < 0.4 {
-                    250
-                } else if q < 0.75 {
-                    500
-                } else {
-                    1000
-                };
-                (Kind::Spin, cpu)
+            let (kind, cpu) = match rank[i] % 20 {
+                19 => (Kind::Hello, 100),
+                15..=18 => (Kind::Sleep, 100),
+                _ if q < 0.4 => (Kind::Spin, 250),
+                _ if q < 0.75 => (Kind::Spin, 500),
+                _ => (Kind::Spin, 1000),
             };
             let mem = ((64f64.ln() + 0.7 * z3).exp() / 16.0)
                 .round()
