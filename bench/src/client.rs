@@ -57,12 +57,15 @@ impl Call {
 }
 
 fn secs(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{} s", d.as_secs())
     } else {
         format!("{} ms", d.as_millis())
     }
 }
+
+/// Longest wait for a TCP connection (a full accept backlog drops SYNs).
+pub(crate) const CONNECT_LIMIT: Duration = Duration::from_secs(5);
 
 /// A keep-alive HTTP/1.1 connection to the server on a loopback port.
 /// Dropping it closes the socket (the server sees the client go).
@@ -80,9 +83,12 @@ impl Drop for Conn {
 }
 
 impl Conn {
+    /// Connects within [`CONNECT_LIMIT`].
     pub(crate) async fn open(port: u16) -> anyhow::Result<Conn> {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        let stream = tokio::time::timeout(CONNECT_LIMIT, connect)
             .await
+            .map_err(|_| anyhow::anyhow!("no connection to port {port} within {CONNECT_LIMIT:?}"))?
             .with_context(|| format!("connect to port {port}"))?;
         stream.set_nodelay(true)?;
         let (send, conn) =
@@ -233,15 +239,18 @@ pub(crate) async fn scrape(port: u16, limit: Duration) -> anyhow::Result<BTreeMa
         Answer::Failed(e) => anyhow::bail!("GET /-/metrics: {e}"),
         other => anyhow::bail!("GET /-/metrics: {other:?}"),
     };
-    let text = String::from_utf8_lossy(&body);
-    Ok(text
-        .lines()
+    Ok(parse_metrics(&String::from_utf8_lossy(&body)))
+}
+
+/// The unlabelled samples of a Prometheus text exposition.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
         .filter(|l| !l.starts_with('#') && !l.contains('{'))
         .filter_map(|l| {
             let (name, value) = l.split_once(' ')?;
             Some((name.to_string(), value.trim().parse().ok()?))
         })
-        .collect())
+        .collect()
 }
 
 /// p50 and p99 of a histogram of ns, in ms.
@@ -263,5 +272,66 @@ pub(crate) fn ms(v: f64) -> String {
         format!("{v:.0} ms")
     } else {
         format!("{v:.2} ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(answer: Answer) -> Call {
+        Call {
+            answer,
+            latency: Duration::from_millis(3),
+        }
+    }
+
+    #[test]
+    fn outcomes_are_labelled_by_status_and_kind() {
+        let ok = |b: &[u8]| b == b"fine";
+        let status = |status, kind: Option<&str>, body: &'static [u8]| {
+            call(Answer::Status {
+                status,
+                kind: kind.map(str::to_owned),
+                body: Bytes::from_static(body),
+            })
+        };
+        assert_eq!(status(200, None, b"fine").outcome(&ok), "200");
+        assert_eq!(
+            status(200, None, b"odd").outcome(&ok),
+            "200 with a wrong body"
+        );
+        assert_eq!(
+            status(503, Some("queue-full"), b"").outcome(&ok),
+            "503 queue-full"
+        );
+        assert_eq!(status(504, None, b"").outcome(&ok), "504");
+        assert_eq!(
+            call(Answer::TimedOut(Duration::from_millis(200))).outcome(&ok),
+            "no answer within 200 ms"
+        );
+        assert_eq!(
+            call(Answer::TimedOut(Duration::from_secs(5))).outcome(&ok),
+            "no answer within 5 s"
+        );
+        let mut t = Tally::new();
+        t.count("200".into(), Duration::from_millis(1));
+        t.count("503 queue-full".into(), Duration::from_millis(2));
+        t.count("503 queue-full".into(), Duration::from_millis(2));
+        assert_eq!((t.total(), t.ok(), t.errors()), (3, 1, 2));
+        assert_eq!(t.describe_errors(), "503 queue-full: 2");
+    }
+
+    #[test]
+    fn metrics_keep_unlabelled_samples() {
+        let m = parse_metrics(
+            "# HELP wasmbox_workers_busy x\n# TYPE wasmbox_workers_busy gauge\n\
+             wasmbox_workers_busy 3\n\
+             wasmbox_invocations_total{function=\"a\",outcome=\"ok\"} 9\n\
+             wasmbox_queue_wait_seconds_sum 1.5\n# EOF\n",
+        );
+        assert_eq!(m.get("wasmbox_workers_busy"), Some(&3.0));
+        assert_eq!(m.get("wasmbox_queue_wait_seconds_sum"), Some(&1.5));
+        assert_eq!(m.len(), 2, "{m:?}");
     }
 }

@@ -242,9 +242,10 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     writeln!(r, "# Tenant containment benchmark\n")?;
     writeln!(
         r,
-        "{} Date: {}. CPU isolation: `{mode}`.\n",
+        "{} Date: {}. Checkout: commit {}. CPU isolation: `{mode}`.\n",
         machine(),
-        date()
+        date(),
+        commit()
     )?;
     writeln!(
         r,
@@ -330,7 +331,11 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     for g in GAUGES {
         writeln!(r, "| `{g}` | {} | {} |", show(&at_end, g), show(&after, g))?;
     }
-    writeln!(r)?;
+    writeln!(
+        r,
+        "\n`wasmbox_cpu_utilization_cores` is the whole container's CPU use, which on this shared machine \
+         includes the load generator and anything else running.\n"
+    )?;
 
     let busy_after = after.get("wasmbox_workers_busy").copied();
     let reserved_after = after.get("wasmbox_reserved_cpu_millicores").copied();
@@ -374,6 +379,19 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     std::fs::write(out, &r)?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// The checkout's commit (`git rev-parse --short HEAD`), for the report.
+pub(crate) fn commit() -> String {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo_root())
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Today's date and time (UTC), from `date`.

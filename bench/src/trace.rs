@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::client::{self, describe, ms, p50_p99_ms};
-use crate::containment::{date, verdict};
+use crate::containment::{commit, date, verdict};
 use crate::workload::{Kind, Trace, HELLO_MS, MAX_MS};
 use crate::{machine, repo_root, server_ctl};
 
@@ -151,6 +151,8 @@ struct Summary {
     functions: usize,
     lag: Histogram<u64>,
     abuser: BTreeMap<String, u64>,
+    /// The server's unlabelled metrics after the run (all functions).
+    server: BTreeMap<String, f64>,
 }
 
 fn hist() -> Histogram<u64> {
@@ -174,6 +176,7 @@ fn summarise(trace: &Trace, plan: &[Planned], done: &[Done]) -> Summary {
         functions: 0,
         lag: hist(),
         abuser: BTreeMap::new(),
+        server: BTreeMap::new(),
     };
     let n = trace.funcs.len();
     let (mut per_calls, mut per_ok) = (vec![0u64; n], vec![0u64; n]);
@@ -227,7 +230,11 @@ fn summarise(trace: &Trace, plan: &[Planned], done: &[Done]) -> Summary {
         };
         let &(share, f) = shares
             .iter()
-            .min_by(|a, b| a.0.total_cmp(&b.0))
+            // Ties: the function with the most calls.
+            .min_by(|a, b| {
+                a.0.total_cmp(&b.0)
+                    .then(per_calls[b.1].cmp(&per_calls[a.1]))
+            })
             .expect("not empty");
         s.worst = (share, trace.funcs[f].name.clone(), per_calls[f]);
     }
@@ -330,8 +337,15 @@ pub(crate) fn run(quick: bool, seed: u64, load: f64, out: &Path) -> anyhow::Resu
             plan.len()
         );
         let done = rt.block_on(replay(server.port, &plan, limit));
+        let metrics = rt
+            .block_on(client::scrape(server.port, Duration::from_secs(5)))
+            .unwrap_or_else(|e| {
+                eprintln!("metrics after the run: {e:#}");
+                BTreeMap::new()
+            });
         let stopped = server.stop();
-        let s = summarise(&trace, &plan, &done);
+        let mut s = summarise(&trace, &plan, &done);
+        s.server = metrics;
         println!(
             "  others: success {:.1} % ({}), p99 {}, short p50/p99 {}, long p50/p99 {}; abuser: {}; server {}",
             100.0 * s.share(),
@@ -414,9 +428,10 @@ fn report(
     )?;
     writeln!(
         r,
-        "{} Date: {}. CPU isolation: `{mode}`.\n",
+        "{} Date: {}. Checkout: commit {}. CPU isolation: `{mode}`.\n",
         machine(),
-        date()
+        date(),
+        commit()
     )?;
     let mut cmd = String::from("target/release/wasmbox-bench trace");
     if quick {
@@ -575,6 +590,32 @@ fn report(
         )
     })?;
     row(&mut r, "abusive function's calls", &|s| describe(&s.abuser))?;
+    row(
+        &mut r,
+        "server: mean queue wait / mean execution, all functions (`/-/metrics`)",
+        &|s| {
+            let mean = |m: &str| {
+                let (sum, n) = (
+                    s.server.get(&format!("{m}_sum")),
+                    s.server.get(&format!("{m}_count")),
+                );
+                match (sum, n) {
+                    (Some(sum), Some(n)) if *n > 0.0 => ms(sum / n * 1e3),
+                    _ => "not read".into(),
+                }
+            };
+            format!(
+                "{} / {}",
+                mean("wasmbox_queue_wait_seconds"),
+                mean("wasmbox_execution_seconds")
+            )
+        },
+    )?;
+    row(&mut r, "server: function loads", &|s| {
+        s.server
+            .get("wasmbox_function_loads")
+            .map_or("not read".into(), |v| v.to_string())
+    })?;
     writeln!(
         r,
         "| server shutdown after the run | {} | {} |\n",
