@@ -121,6 +121,7 @@ mod plots;
 mod reference;
 mod server_ctl;
 mod trace;
+mod trace_report;
 mod workload;
 
 pub(crate) fn repo_root() -> PathBuf {

@@ -283,6 +283,54 @@ impl Trace {
     }
 }
 
+/// The waits (s) an ideal server would give this trace: each call reserves
+/// its cpu_quota for exactly its duration, admitted in strict FIFO order
+/// when capacity frees, with no overhead. A yardstick for the measured
+/// queueing: what the admission policy alone costs at this load.
+pub(crate) fn ideal_fifo_waits(trace: &Trace) -> Vec<f64> {
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, VecDeque};
+    // Completion times in µs, with the cpu they free.
+    let mut running: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+    let mut queue: VecDeque<(u64, u64, u64)> = VecDeque::new();
+    let mut free = trace.capacity_millis;
+    let mut waits = Vec::with_capacity(trace.calls.len());
+    let mut next = trace.calls.iter().peekable();
+    loop {
+        let arrival = next.peek().map(|c| c.at.as_micros() as u64);
+        let done = running.peek().map(|r| r.0 .0);
+        let now = match (arrival, done) {
+            (None, None) => break,
+            (Some(a), Some(d)) if d < a => {
+                let Reverse((t, cpu)) = running.pop().expect("peeked");
+                free += cpu;
+                t
+            }
+            (Some(a), _) => {
+                let c = next.next().expect("peeked");
+                let cpu = trace.funcs[c.func].cpu.min(trace.capacity_millis);
+                queue.push_back((a, cpu, c.ms.max(HELLO_MS) * 1000));
+                a
+            }
+            (None, Some(_)) => {
+                let Reverse((t, cpu)) = running.pop().expect("peeked");
+                free += cpu;
+                t
+            }
+        };
+        while let Some(&(at, cpu, us)) = queue.front() {
+            if cpu > free {
+                break;
+            }
+            queue.pop_front();
+            free -= cpu;
+            waits.push((now - at) as f64 / 1e6);
+            running.push(Reverse((now + us, cpu)));
+        }
+    }
+    waits
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +374,30 @@ mod tests {
             top as f64 > 0.8 * all as f64,
             "top 10 % make {top} of {all}"
         );
+    }
+
+    #[test]
+    fn ideal_fifo_queues_only_past_capacity() {
+        let mut t = Trace::generate(1, 20, Duration::from_secs(10), 0.7, 2000);
+        // Three 1000 m calls of 1 s at once on 2000 m: the third waits 1 s.
+        t.funcs[0].cpu = 1000;
+        t.calls = (0..3)
+            .map(|_| TraceCall {
+                at: Duration::ZERO,
+                func: 0,
+                ms: 1000,
+            })
+            .collect();
+        assert_eq!(ideal_fifo_waits(&t), vec![0.0, 0.0, 1.0]);
+        // Strict FIFO: a small call behind a blocked big one waits too.
+        t.funcs[1].cpu = 250;
+        t.calls.push(TraceCall {
+            at: Duration::from_millis(10),
+            func: 1,
+            ms: 5,
+        });
+        let w = ideal_fifo_waits(&t);
+        assert_eq!(w.len(), 4);
+        assert!((w[3] - 0.99).abs() < 1e-9, "{w:?}");
     }
 }
