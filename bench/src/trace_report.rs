@@ -222,7 +222,10 @@ pub(crate) fn report(
          rate and duration; without it a window of seconds holds only a handful of calls at this load), \
          75 % of functions burn CPU (`spin MS`, cpu_quota 250/500/1000), 20 % wait (`sleep MS`, \
          cpu_quota 100), 5 % are `hello`, dealt in order of popularity (15 : 4 : 1) so most calls burn CPU; \
-         Poisson arrivals; in a window this short only the more popular functions are invoked at all.\n",
+         Poisson arrivals; in a window this short only the more popular functions are invoked at all. \
+         Note that `spin MS` and `sleep MS` last MS of wall time whatever CPU they get, so CPU contention \
+         shows as fewer rounds of work, not as longer calls: latency above the requested duration is \
+         queueing for admission, compilation (first calls) and HTTP.\n",
         trace.funcs.len(),
         MAX_MS / 1000.0
     )?;
