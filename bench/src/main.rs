@@ -78,6 +78,30 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         processes: usize,
     },
+    /// A well-behaved tenant alone and next to a hostile one (abandoned
+    /// sleepers, CPU hogs) on one server (issue #11's benchmark).
+    Containment {
+        /// Under a minute.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value = "bench/results/containment.md")]
+        out: PathBuf,
+    },
+    /// A synthetic Azure-Functions-like trace of many functions, replayed
+    /// open-loop, without and with an abusive function (issue #11).
+    Trace {
+        /// Under two minutes.
+        #[arg(long)]
+        quick: bool,
+        /// Seed of the trace generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Mean CPU demand as a fraction of capacity.
+        #[arg(long, default_value_t = 0.7)]
+        load: f64,
+        #[arg(long, default_value = "bench/results/trace.md")]
+        out: PathBuf,
+    },
     /// Every benchmark in turn: core, isolation, admission, compare.
     All {
         #[arg(long)]
@@ -86,13 +110,19 @@ enum Cmd {
 }
 
 mod admission;
+mod client;
 mod compare;
+mod containment;
 mod density;
 mod isolation;
 mod load;
 mod peers;
 mod plots;
 mod reference;
+mod server_ctl;
+mod trace;
+mod trace_report;
+mod workload;
 
 pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -103,6 +133,13 @@ fn main() -> anyhow::Result<()> {
         Cmd::Core { quick, out } => core(quick, &out),
         Cmd::Isolation { quick, out } => isolation::run(quick, &out),
         Cmd::Admission { quick, out } => admission::run(quick, &out),
+        Cmd::Containment { quick, out } => containment::run(quick, &out),
+        Cmd::Trace {
+            quick,
+            seed,
+            load,
+            out,
+        } => trace::run(quick, seed, load, &out),
         Cmd::Compare { quick, smoke, out } => compare::run(scale(quick, smoke), &out),
         Cmd::Density {
             functions,
