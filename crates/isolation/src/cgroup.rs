@@ -95,7 +95,7 @@ pub fn create_instance(
         let tree = root.join(format!("{PREFIX}{id}"));
         match (dirs.mkdir)(&tree) {
             Ok(()) => {}
-            Err(e) if e.io().is_some_and(|e| e.kind() == io::ErrorKind::AlreadyExists) => continue,
+            Err(e) if e.is_already_there() => continue,
             Err(e) => return Err(e),
         }
         match enter(&tree) {
@@ -185,9 +185,7 @@ impl CgroupSlot {
     pub fn create(spec: SlotSpec<'_>) -> Result<Box<dyn Slot>, IsolationError> {
         let dir = spec.dir;
         match (spec.dirs.mkdir)(&dir) {
-            Err(e) if !e.io().is_some_and(|e| e.kind() == io::ErrorKind::AlreadyExists) => {
-                return Err(e)
-            }
+            Err(e) if !e.is_already_there() => return Err(e),
             _ => {}
         }
         let made = (|| {
@@ -261,7 +259,13 @@ mod tests {
         assert_eq!(layout("wasmbox-123-0-slot-3"), Some(Layout::PidNamed));
         assert_eq!(layout("wasmbox-77"), Some(Layout::PidNamed));
         assert_eq!(layout("wasmbox-77-probe"), Some(Layout::PidNamed));
-        for other in ["wasmbox-", "wasmbox-test", "wasmbox-0123abcd", "other-0123456789abcdef", "wasmbox--1"] {
+        for other in [
+            "wasmbox-",
+            "wasmbox-test",
+            "wasmbox-0123abcd",
+            "other-0123456789abcdef",
+            "wasmbox--1",
+        ] {
             assert_eq!(layout(other), None, "{other}");
         }
     }

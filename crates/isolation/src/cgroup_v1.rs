@@ -100,10 +100,7 @@ impl CgroupV1 {
             }),
             Err(e) => {
                 anchor.stop();
-                Err(e.at_open(
-                    Mode::CgroupV1,
-                    "needs write access to the cpu controller",
-                ))
+                Err(e.at_open(Mode::CgroupV1, "needs write access to the cpu controller"))
             }
         }
     }

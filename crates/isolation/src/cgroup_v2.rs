@@ -54,8 +54,12 @@ impl CgroupV2 {
             Some(p) => p.clone(),
             None => fs::own_cgroup(fs::Hierarchy::V2).map_err(unusable)?,
         };
-        let controllers = fs::read(&parent.join("cgroup.controllers"))
-            .map_err(|e| unusable(format!("{e} (is {} a cgroup2 directory?)", parent.display())))?;
+        let controllers = fs::read(&parent.join("cgroup.controllers")).map_err(|e| {
+            unusable(format!(
+                "{e} (is {} a cgroup2 directory?)",
+                parent.display()
+            ))
+        })?;
         if !controllers.split_whitespace().any(|c| c == "cpu") {
             return Err(unusable(format!(
                 "the cpu controller is not available in {}/cgroup.controllers (it lists: '{}'); on a hybrid host it is bound to cgroup v1",
@@ -73,12 +77,18 @@ impl CgroupV2 {
         Self::setup(parent, 100_000, false, KERNEL)
     }
 
-    fn setup(parent: PathBuf, period_us: u64, cpu: bool, dirs: Dirs) -> Result<Self, IsolationError> {
+    fn setup(
+        parent: PathBuf,
+        period_us: u64,
+        cpu: bool,
+        dirs: Dirs,
+    ) -> Result<Self, IsolationError> {
         sweep::sweep(&parent, &dirs);
         let pid = std::process::id().to_string();
-        let (id, domain) =
-            cgroup::create_instance(&parent, &dirs, |tree| fs::write(&tree.join("cgroup.procs"), &pid))
-                .map_err(|e| e.at_open(Mode::CgroupV2, HINT))?;
+        let (id, domain) = cgroup::create_instance(&parent, &dirs, |tree| {
+            fs::write(&tree.join("cgroup.procs"), &pid)
+        })
+        .map_err(|e| e.at_open(Mode::CgroupV2, HINT))?;
         let mut this = CgroupV2 {
             parent,
             domain,
@@ -140,7 +150,11 @@ impl CgroupV2 {
         if self.shut.swap(true, Ordering::SeqCst) {
             return;
         }
-        for e in std::fs::read_dir(&self.domain).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(&self.domain)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 let _ = cgroup::remove_tree(&e.path(), &self.dirs, fs::REMOVE_PATIENCE);
             }
@@ -156,7 +170,10 @@ impl CgroupV2 {
                 tracing::info!(error = %e, "leaving the cpu controller enabled in the parent");
             }
         }
-        if let Err(e) = fs::write(&self.parent.join("cgroup.procs"), &std::process::id().to_string()) {
+        if let Err(e) = fs::write(
+            &self.parent.join("cgroup.procs"),
+            &std::process::id().to_string(),
+        ) {
             tracing::warn!(error = %e, "cannot move the process back to its cgroup");
         }
         if let Err(e) = (self.dirs.rmdir)(&self.domain, fs::REMOVE_PATIENCE) {

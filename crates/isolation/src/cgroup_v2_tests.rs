@@ -40,7 +40,10 @@ fn enables_cpu_in_the_parent_writes_cpu_max_and_undoes_only_what_it_added() {
     assert!(v2.added_cpu_to_parent());
     assert_eq!(read(parent.join("cgroup.subtree_control")), "+cpu");
     assert_eq!(read(domain.join("cgroup.subtree_control")), "+cpu");
-    assert_eq!(read(domain.join("cgroup.procs")), std::process::id().to_string());
+    assert_eq!(
+        read(domain.join("cgroup.procs")),
+        std::process::id().to_string()
+    );
 
     let mut s = v2.slot(0, 4242).unwrap();
     let slot = v2.slot_dir(0);
@@ -60,11 +63,18 @@ fn enables_cpu_in_the_parent_writes_cpu_max_and_undoes_only_what_it_added() {
     assert!(read(slot.join("cpu.max")).starts_with("1000 100000"));
     drop(s);
     assert!(!slot.exists(), "the slot removes itself");
-    assert_eq!(read(domain.join("cgroup.threads")), "4242", "its thread moved back");
+    assert_eq!(
+        read(domain.join("cgroup.threads")),
+        "4242",
+        "its thread moved back"
+    );
 
     v2.shutdown();
     assert_eq!(read(parent.join("cgroup.subtree_control")), "-cpu");
-    assert_eq!(read(parent.join("cgroup.procs")), std::process::id().to_string());
+    assert_eq!(
+        read(parent.join("cgroup.procs")),
+        std::process::id().to_string()
+    );
     assert!(!domain.exists());
     // Idempotent, also on drop.
     std::fs::write(parent.join("cgroup.subtree_control"), "cpu").unwrap();
@@ -78,11 +88,17 @@ fn leaves_the_parent_cpu_controller_alone_when_it_was_already_enabled() {
     let tmp = parent("cpu memory");
     let v2 = open(tmp.path()).unwrap();
     assert!(!v2.added_cpu_to_parent());
-    assert_eq!(read(tmp.path().join("cgroup.subtree_control")), "cpu memory");
+    assert_eq!(
+        read(tmp.path().join("cgroup.subtree_control")),
+        "cpu memory"
+    );
     assert_eq!(read(v2.domain().join("cgroup.subtree_control")), "+cpu");
     let domain = v2.domain().to_path_buf();
     v2.shutdown();
-    assert_eq!(read(tmp.path().join("cgroup.subtree_control")), "cpu memory");
+    assert_eq!(
+        read(tmp.path().join("cgroup.subtree_control")),
+        "cpu memory"
+    );
     assert!(!domain.exists());
 }
 
@@ -103,11 +119,18 @@ fn says_what_is_missing_when_cgroup_v2_cannot_work() {
     let tmp = parent("");
     std::fs::write(tmp.path().join("cgroup.controllers"), "memory pids\n").unwrap();
     let err = open(tmp.path()).err().unwrap();
-    assert!(matches!(err, IsolationError::Unusable { mode: Mode::CgroupV2, .. }));
+    assert!(matches!(
+        err,
+        IsolationError::Unusable {
+            mode: Mode::CgroupV2,
+            ..
+        }
+    ));
     let msg = err.to_string();
     assert!(
-        msg.starts_with("--cpu-isolation cgroup-v2 is not usable here: the cpu controller is not available in")
-            && msg.contains("cgroup.controllers (it lists: 'memory pids')"),
+        msg.starts_with(
+            "--cpu-isolation cgroup-v2 is not usable here: the cpu controller is not available in"
+        ) && msg.contains("cgroup.controllers (it lists: 'memory pids')"),
         "{msg}"
     );
     let err = open(Path::new("/nonexistent")).err().unwrap().to_string();
@@ -119,9 +142,16 @@ fn says_what_is_missing_when_cgroup_v2_cannot_work() {
     let tmp = parent("");
     std::fs::remove_file(tmp.path().join("cgroup.subtree_control")).unwrap();
     let err = open(tmp.path()).err().unwrap();
-    assert!(matches!(err, IsolationError::Step { action: "read", .. }), "{err}");
+    assert!(
+        matches!(err, IsolationError::Step { action: "read", .. }),
+        "{err}"
+    );
     assert_eq!(
-        std::fs::read_dir(tmp.path()).unwrap().flatten().filter(|e| e.path().is_dir()).count(),
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .count(),
         0,
         "a failed open leaves no tree"
     );

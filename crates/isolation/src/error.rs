@@ -68,6 +68,12 @@ impl IsolationError {
             .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
     }
 
+    /// A step failed because the directory was there already (EEXIST).
+    pub fn is_already_there(&self) -> bool {
+        self.io()
+            .is_some_and(|e| e.kind() == io::ErrorKind::AlreadyExists)
+    }
+
     /// A step failed because the cgroup is in use (EBUSY).
     pub fn is_busy(&self) -> bool {
         self.io().is_some_and(|e| e.raw_os_error() == Some(EBUSY))
@@ -104,22 +110,44 @@ mod tests {
             io::Error::from_raw_os_error(22),
         );
         assert!(
-            e.to_string()
-                .starts_with("cannot write '25000' to /cg/slot-1/cpu.cfs_quota_us: Invalid argument"),
+            e.to_string().starts_with(
+                "cannot write '25000' to /cg/slot-1/cpu.cfs_quota_us: Invalid argument"
+            ),
             "{e}"
         );
-        let e = IsolationError::step("create", Path::new("/cg/x"), io::Error::from_raw_os_error(13));
-        assert!(e.to_string().starts_with("cannot create /cg/x: Permission denied"), "{e}");
+        let e = IsolationError::step(
+            "create",
+            Path::new("/cg/x"),
+            io::Error::from_raw_os_error(13),
+        );
+        assert!(
+            e.to_string()
+                .starts_with("cannot create /cg/x: Permission denied"),
+            "{e}"
+        );
         let e = e.at_open(Mode::CgroupV1, "needs write access");
-        assert!(matches!(e, IsolationError::Unusable { mode: Mode::CgroupV1, .. }));
+        assert!(matches!(
+            e,
+            IsolationError::Unusable {
+                mode: Mode::CgroupV1,
+                ..
+            }
+        ));
         assert!(
             e.to_string().starts_with(
                 "--cpu-isolation cgroup-v1 is not usable here: cannot create /cg/x: Permission denied"
             ) && e.to_string().ends_with("; needs write access"),
             "{e}"
         );
-        let busy = IsolationError::step("remove", Path::new("/cg/x"), io::Error::from_raw_os_error(EBUSY));
+        let busy = IsolationError::step(
+            "remove",
+            Path::new("/cg/x"),
+            io::Error::from_raw_os_error(EBUSY),
+        );
         assert!(busy.is_busy() && !busy.is_not_found());
-        assert!(matches!(busy.at_open(Mode::CgroupV1, "h"), IsolationError::Step { .. }));
+        assert!(matches!(
+            busy.at_open(Mode::CgroupV1, "h"),
+            IsolationError::Step { .. }
+        ));
     }
 }

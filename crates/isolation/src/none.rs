@@ -1,7 +1,6 @@
 //! `none`: no CPU limit at all. Chosen only explicitly (or by `auto` when
 //! nothing else works), and announced loudly at startup.
 
-
 use crate::{Isolation, IsolationError, Mode, Slot, Throttle};
 
 pub struct NoIsolation;

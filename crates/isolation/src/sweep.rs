@@ -98,12 +98,14 @@ fn holds_tasks(cgroup: &Path) -> bool {
     {
         return true;
     }
-    TASK_FILES.iter().any(|f| match std::fs::read_to_string(cgroup.join(f)) {
-        Ok(s) => !s.trim().is_empty(),
-        Err(e) => {
-            e.kind() != std::io::ErrorKind::NotFound && e.raw_os_error() != Some(EOPNOTSUPP)
-        }
-    })
+    TASK_FILES
+        .iter()
+        .any(|f| match std::fs::read_to_string(cgroup.join(f)) {
+            Ok(s) => !s.trim().is_empty(),
+            Err(e) => {
+                e.kind() != std::io::ErrorKind::NotFound && e.raw_os_error() != Some(EOPNOTSUPP)
+            }
+        })
 }
 
 #[cfg(test)]
@@ -136,13 +138,21 @@ mod tests {
         let dead = "wasmbox-00000000000000ee";
         cg(root, &format!("{live}/{ANCHOR}"));
         std::fs::write(cg(root, &format!("{live}/slot-0")).join("tasks"), "4242\n").unwrap();
-        std::fs::write(cg(root, &format!("{anchored}/{ANCHOR}")).join("tasks"), "17\n").unwrap();
+        std::fs::write(
+            cg(root, &format!("{anchored}/{ANCHOR}")).join("tasks"),
+            "17\n",
+        )
+        .unwrap();
         cg(root, &format!("{anchored}/slot-1"));
         // A neighbour in another PID namespace: its task lists read empty,
         // but the kernel refuses to remove its anchor.
         standin::hold_invisible_task(&cg(root, &format!("{hidden}/{ANCHOR}")));
         cg(root, &format!("{hidden}/slot-0"));
-        std::fs::write(cg(root, populated).join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        std::fs::write(
+            cg(root, populated).join("cgroup.events"),
+            "populated 1\nfrozen 0\n",
+        )
+        .unwrap();
         cg(root, &format!("{populated}/slot-0"));
         cg(root, &format!("{dead}/{ANCHOR}"));
         cg(root, &format!("{dead}/slot-0"));
@@ -168,13 +178,23 @@ mod tests {
         assert!(swept.failed.is_empty(), "{:?}", swept.failed);
         assert_eq!(
             names(&swept.removed),
-            [dead, "wasmbox-123-0-slot-3", "wasmbox-123-probe", "wasmbox-125"]
+            [
+                dead,
+                "wasmbox-123-0-slot-3",
+                "wasmbox-123-probe",
+                "wasmbox-125"
+            ]
         );
         assert_eq!(
             names(&swept.live),
             [live, anchored, hidden, populated, "wasmbox-124-1-slot-0"]
         );
-        for gone in [dead, "wasmbox-123-0-slot-3", "wasmbox-123-probe", "wasmbox-125"] {
+        for gone in [
+            dead,
+            "wasmbox-123-0-slot-3",
+            "wasmbox-123-probe",
+            "wasmbox-125",
+        ] {
             assert!(!root.join(gone).exists(), "{gone}");
         }
         // Live trees keep every cgroup, the hidden one included.
@@ -217,7 +237,10 @@ mod tests {
         assert_ne!(first, tree);
         assert!(!first.exists());
         assert_eq!(tree, root.join(format!("wasmbox-{id}")));
-        assert_eq!(std::fs::read_to_string(tree.join("cgroup.procs")).unwrap(), "1");
+        assert_eq!(
+            std::fs::read_to_string(tree.join("cgroup.procs")).unwrap(),
+            "1"
+        );
     }
 
     /// Any other failure to move in is reported, and the tree is removed.
@@ -234,7 +257,10 @@ mod tests {
             ))
         })
         .unwrap_err();
-        assert!(err.to_string().contains("cgroup.procs: Invalid argument"), "{err}");
+        assert!(
+            err.to_string().contains("cgroup.procs: Invalid argument"),
+            "{err}"
+        );
         assert_eq!(std::fs::read_dir(root).unwrap().count(), 0);
     }
 }
