@@ -58,7 +58,16 @@ impl Anchor {
             })
             .map_err(|e| IsolationError::step("start an anchor thread for", &at, e))?;
         let tid = rx.recv().unwrap_or(0);
-        Ok(Anchor { tid, stop, thread })
+        let anchor = Anchor { tid, stop, thread };
+        if tid <= 0 {
+            // Writing 0 to `tasks` would move the writer instead.
+            anchor.stop();
+            return Err(IsolationError::unusable(
+                Mode::CgroupV1,
+                "cannot tell a thread's id: /proc/thread-self is not readable (is /proc mounted?)",
+            ));
+        }
+        Ok(anchor)
     }
 
     fn stop(self) {

@@ -9,6 +9,9 @@
 //! Modes, one file each:
 //! - [`cgroup_v2`]: one threaded cgroup per worker, `cpu.max`;
 //! - [`cgroup_v1`]: one cpu-controller cgroup per worker, `cpu.cfs_quota_us`;
+//!   both keep all their cgroups in one tree per opened instance,
+//!   `wasmbox-<random id>` ([`cgroup`]), and on open remove the trees of
+//!   servers that are gone ([`sweep`]);
 //! - [`throttle`]: no privileges; the guest's own thread sleeps at epoch ticks
 //!   when its thread CPU time runs ahead of its budget;
 //! - [`none`]: no limit.

@@ -267,3 +267,33 @@ fn explicit_v1_on_a_directory_that_is_not_a_cpu_cgroup_says_what_is_missing() {
         "--cpu-isolation cgroup-v1 is not usable here: /nonexistent has no cpu.cfs_quota_us: not a cgroup v1 cpu controller directory"
     );
 }
+
+/// The creation race on the real kernel: another server's sweep removes a
+/// fresh tree before its creator moved a thread in; the move fails with
+/// ENOENT and the creator starts over under a new id.
+#[test]
+fn a_tree_swept_before_use_is_made_again_under_a_new_id() {
+    use wasmbox_isolation::cgroup::{create_instance, KERNEL};
+    let Some(root) = TestRoot::new("race") else {
+        return;
+    };
+    let first = std::cell::RefCell::new(None::<PathBuf>);
+    let tid = wasmbox_isolation::current_tid().to_string();
+    let (_, tree) = create_instance(&root.0, &KERNEL, |tree| {
+        if first.borrow().is_none() {
+            *first.borrow_mut() = Some(tree.to_path_buf());
+            let swept = wasmbox_isolation::sweep::sweep(&root.0, &KERNEL);
+            assert_eq!(swept.removed, [tree.to_path_buf()]);
+        }
+        wasmbox_isolation::fs::write(&tree.join("tasks"), &tid)
+    })
+    .unwrap();
+    let first = first.into_inner().unwrap();
+    assert_ne!(first, tree);
+    assert!(!first.exists());
+    assert_eq!(tasks(&tree), std::slice::from_ref(&tid));
+    // Live now: a sweep keeps it.
+    let swept = wasmbox_isolation::sweep::sweep(&root.0, &KERNEL);
+    assert_eq!((swept.removed.len(), swept.live), (0, vec![tree.clone()]));
+    wasmbox_isolation::fs::write(&Path::new(V1).join("tasks"), &tid).unwrap();
+}
