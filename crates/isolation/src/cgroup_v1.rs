@@ -10,7 +10,8 @@
 //! The worker's TID goes into `tasks` once; per invocation only
 //! `cpu.cfs_quota_us` is rewritten, on a kept-open fd, and only when the
 //! quota changes. The anchor keeps the tree live (to the sweep of other
-//! servers) before any worker has started.
+//! servers) before any worker has started. The tree's `cpu.shares` is
+//! [`tree_shares`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,13 +101,18 @@ impl CgroupV1 {
             fs::write(&dir.join("tasks"), &anchor.tid.to_string())
         });
         match created {
-            Ok((id, tree)) => Ok(CgroupV1 {
-                base,
-                tree,
-                id,
-                period_us: config.period.as_micros() as u64,
-                anchor: Mutex::new(Some(anchor)),
-            }),
+            Ok((id, tree)) => {
+                let this = CgroupV1 {
+                    base,
+                    tree,
+                    id,
+                    period_us: config.period.as_micros() as u64,
+                    anchor: Mutex::new(Some(anchor)),
+                };
+                // Dropping `this` on failure removes the tree again.
+                fs::write(&this.tree.join("cpu.shares"), &tree_shares().to_string())?;
+                Ok(this)
+            }
             Err(e) => {
                 anchor.stop();
                 Err(e.at_open(Mode::CgroupV1, "needs write access to the cpu controller"))
@@ -131,6 +137,15 @@ impl CgroupV1 {
     pub fn slot_dir(&self, n: usize) -> PathBuf {
         self.tree.join(format!("{SLOT}{n}"))
     }
+}
+
+/// `cpu.shares` of an instance tree. Nested in one tree, the slots compete
+/// for CPU with the tree's siblings as one group, where each slot used to
+/// weigh 1024 on its own; weigh the tree as the most threads it can keep
+/// busy at once, one per core.
+pub fn tree_shares() -> u64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    (1024 * cores).min(262_144)
 }
 
 impl Isolation for CgroupV1 {

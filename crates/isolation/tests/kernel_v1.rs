@@ -124,6 +124,12 @@ fn two_instances_get_their_own_trees_and_shutdown_leaves_nothing() {
         assert_eq!(anchor.len(), 1, "{}", t.display());
         assert!(Path::new(&format!("/proc/self/task/{}", anchor[0])).exists());
     }
+    let shares = std::fs::read_to_string(a.tree().join("cpu.shares")).unwrap();
+    assert_eq!(
+        shares.trim(),
+        wasmbox_isolation::cgroup_v1::tree_shares().to_string()
+    );
+    assert!(wasmbox_isolation::cgroup_v1::tree_shares() >= 1024);
     let (tid, go, h) = worker(a, 0);
     assert_eq!(tasks(&a.slot_dir(0)), [tid]);
     let quota = std::fs::read_to_string(a.slot_dir(0).join("cpu.cfs_quota_us")).unwrap();
