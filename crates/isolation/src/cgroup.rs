@@ -1,20 +1,155 @@
-//! What the two cgroup modes share: a slot is a cgroup directory its worker
-//! thread sits in for life, with the quota file kept open; and the sweep of
-//! directories left behind by processes that are gone.
+//! What the two cgroup modes share: instance trees, and slots.
+//!
+//! Every [`Isolation`](crate::Isolation) opened in a cgroup mode gets a
+//! random instance id (64 bits from /dev/urandom) and keeps all its cgroups
+//! in one tree, `<root>/wasmbox-<id>/`, its workers' slots being
+//! `wasmbox-<id>/slot-<n>`. Names are unique per server instance, not per
+//! PID: every containerised server is PID 1, and several servers can share
+//! one cgroup root (pods on one node, or tests in one process).
+//!
+//! A tree is live while any thread sits in any of its cgroups; the
+//! [`sweep`](crate::sweep) removes the trees of servers that are gone by
+//! that rule alone. Workers start lazily, so a live tree must hold a thread
+//! from the moment it is made: in cgroup v1 a parked anchor thread in
+//! `wasmbox-<id>/anchor`, in cgroup v2 the process itself.
+//!
+//! The creation race: another server's sweep may remove a tree in the moment
+//! between its `mkdir` and the first thread moving in (it is empty then).
+//! The creator then gets ENOENT on that move, and [`create_instance`] starts
+//! over with a new id, so correctness does not depend on timing.
+//!
+//! A slot is a cgroup directory its worker thread sits in for life, with the
+//! quota file kept open.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::{fs, quota_us, Slot, Throttle};
+use crate::{fs, quota_us, IsolationError, Slot, Throttle};
 
-/// Prefix of every directory wasmbox makes; followed by the pid.
+/// Prefix of every directory wasmbox makes in a cgroup root.
 pub const PREFIX: &str = "wasmbox-";
+/// The v1 anchor's cgroup inside an instance tree.
+pub const ANCHOR: &str = "anchor";
+/// Prefix of the slot cgroups inside an instance tree.
+pub const SLOT: &str = "slot-";
+/// How often [`create_instance`] starts over after its tree was swept away.
+const ATTEMPTS: usize = 5;
 
-/// One worker thread's cgroup.
+/// How cgroup directories are made and removed: by the kernel's cgroup file
+/// systems ([`KERNEL`]), where control files appear by themselves; or, in
+/// this crate's unit tests, over plain directories standing in for them.
+#[derive(Clone, Copy)]
+pub struct Dirs {
+    pub mkdir: fn(&Path) -> Result<(), IsolationError>,
+    /// Removes one (empty) cgroup, waiting out EBUSY for up to the duration.
+    pub rmdir: fn(&Path, Duration) -> Result<(), IsolationError>,
+}
+
+pub const KERNEL: Dirs = Dirs {
+    mkdir: fs::create_dir,
+    rmdir: fs::remove_cgroup_within,
+};
+
+/// A fresh instance id: 64 random bits as 16 hex digits.
+pub fn new_instance_id() -> Result<String, IsolationError> {
+    let path = Path::new("/dev/urandom");
+    let mut bytes = [0u8; 8];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| IsolationError::step("read", path, e))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Which wasmbox layout a directory name in a cgroup root belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `wasmbox-<16 hex digits>`: an instance tree.
+    Instance,
+    /// `wasmbox-<pid>` or `wasmbox-<pid>-...`: made by earlier versions.
+    PidNamed,
+}
+
+pub fn layout(name: &str) -> Option<Layout> {
+    let rest = name.strip_prefix(PREFIX)?;
+    if rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(Layout::Instance);
+    }
+    let pid = rest.split('-').next()?;
+    (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then_some(Layout::PidNamed)
+}
+
+/// Makes a new instance tree `<root>/wasmbox-<id>` and makes it live with
+/// `enter` (which moves a thread or the process into it). If a sweeper
+/// removed the fresh, empty tree first, `enter` fails with ENOENT: what is
+/// left of the tree is removed and it starts over with a new id.
+pub fn create_instance(
+    root: &Path,
+    dirs: &Dirs,
+    enter: impl Fn(&Path) -> Result<(), IsolationError>,
+) -> Result<(String, PathBuf), IsolationError> {
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let id = new_instance_id()?;
+        let tree = root.join(format!("{PREFIX}{id}"));
+        match (dirs.mkdir)(&tree) {
+            Ok(()) => {}
+            Err(e) if e.is_already_there() => continue,
+            Err(e) => return Err(e),
+        }
+        match enter(&tree) {
+            Ok(()) => return Ok((id, tree)),
+            Err(e) => {
+                let _ = remove_tree(&tree, dirs, Duration::ZERO);
+                if !e.is_not_found() {
+                    return Err(e);
+                }
+                tracing::info!(tree = %tree.display(), "a new cgroup tree was swept away by another server before use; starting over with a new id");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        IsolationError::step(
+            "create",
+            root,
+            io::Error::new(io::ErrorKind::AlreadyExists, "instance ids kept colliding"),
+        )
+    }))
+}
+
+/// Every cgroup in the tree at `dir`, children before their parents, `dir`
+/// last.
+pub fn post_order(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(post_order(&e.path()));
+        }
+    }
+    out.push(dir.to_path_buf());
+    out
+}
+
+/// Removes a whole tree, children first, waiting up to `patience` on each
+/// cgroup; returns the first failure and carries on past it.
+pub fn remove_tree(tree: &Path, dirs: &Dirs, patience: Duration) -> Result<(), IsolationError> {
+    let mut first = Ok(());
+    for dir in post_order(tree) {
+        if let Err(e) = (dirs.rmdir)(&dir, patience) {
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
+}
+
 /// Formats "<quota µs>, <period µs>" as one mode's quota file wants it.
 pub type QuotaText = fn(u64, u64) -> String;
 
+/// One worker thread's cgroup.
 pub struct CgroupSlot {
     dir: PathBuf,
     /// Where the TID is written to move the thread back out (v1
@@ -26,6 +161,7 @@ pub struct CgroupSlot {
     quota: Option<(File, PathBuf, QuotaText)>,
     period_us: u64,
     current: Option<u64>,
+    dirs: Dirs,
 }
 
 /// How to make one slot.
@@ -35,22 +171,21 @@ pub struct SlotSpec<'a> {
     pub tid: i32,
     pub period_us: u64,
     /// Mode-specific writes before the thread moves in.
-    pub setup: &'a dyn Fn(&Path) -> io::Result<()>,
+    pub setup: &'a dyn Fn(&Path) -> Result<(), IsolationError>,
     /// Quota file name and how to format "<quota µs>, <period µs>" for it.
     pub quota_file: Option<(&'a str, QuotaText)>,
     /// File that takes the TID (`tasks` or `cgroup.threads`).
     pub join_file: &'a str,
+    pub dirs: Dirs,
 }
 
 impl CgroupSlot {
     /// Creates (or reuses) the directory, sets it up, opens the quota file
     /// and moves the thread in; removes the directory again on failure.
-    pub fn create(spec: SlotSpec<'_>) -> io::Result<Box<dyn Slot>> {
+    pub fn create(spec: SlotSpec<'_>) -> Result<Box<dyn Slot>, IsolationError> {
         let dir = spec.dir;
-        match std::fs::create_dir(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                return Err(fs::named(&dir, "create", e))
-            }
+        match (spec.dirs.mkdir)(&dir) {
+            Err(e) if !e.is_already_there() => return Err(e),
             _ => {}
         }
         let made = (|| {
@@ -61,7 +196,7 @@ impl CgroupSlot {
                     let f = std::fs::OpenOptions::new()
                         .write(true)
                         .open(&p)
-                        .map_err(|e| fs::named(&p, "open", e))?;
+                        .map_err(|e| IsolationError::step("open", &p, e))?;
                     Some((f, p, format))
                 }
                 None => None,
@@ -77,9 +212,10 @@ impl CgroupSlot {
                 quota,
                 period_us: spec.period_us,
                 current: None,
+                dirs: spec.dirs,
             })),
             Err(e) => {
-                let _ = fs::remove_cgroup(&dir);
+                let _ = (spec.dirs.rmdir)(&dir, fs::REMOVE_PATIENCE);
                 Err(e)
             }
         }
@@ -87,7 +223,7 @@ impl CgroupSlot {
 }
 
 impl Slot for CgroupSlot {
-    fn apply(&mut self, millicores: u64) -> io::Result<Option<Throttle>> {
+    fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError> {
         let q = quota_us(millicores, self.period_us);
         if let Some((file, path, format)) = &self.quota {
             if self.current != Some(q) {
@@ -103,38 +239,34 @@ impl Drop for CgroupSlot {
     /// Runs on the worker thread as it exits: move it back, remove the slot.
     fn drop(&mut self) {
         let _ = fs::write(&self.home, &self.tid.to_string());
-        if let Err(e) = fs::remove_cgroup(&self.dir) {
-            tracing::warn!(path = %self.dir.display(), error = %e, "slot cgroup not removed; shutdown sweeps it");
+        if let Err(e) = (self.dirs.rmdir)(&self.dir, fs::REMOVE_PATIENCE) {
+            tracing::warn!(error = %e, "slot cgroup not removed; shutdown removes it");
         }
     }
 }
 
-/// Removes the `wasmbox-<pid>...` directories in `parent` whose process is
-/// gone, calling `empty` on each first. Returns how many were removed.
-pub fn remove_stale(parent: &Path, empty: impl Fn(&Path)) -> usize {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() || fs::pid_alive(pid) {
-            continue;
-        }
-        empty(&e.path());
-        match fs::remove_cgroup(&e.path()) {
-            Ok(()) => removed += 1,
-            Err(err) => {
-                tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale wasmbox cgroup")
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_random_hex_and_names_are_classified() {
+        let a = new_instance_id().unwrap();
+        let b = new_instance_id().unwrap();
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, b);
+        assert_eq!(layout(&format!("wasmbox-{a}")), Some(Layout::Instance));
+        assert_eq!(layout("wasmbox-123-0-slot-3"), Some(Layout::PidNamed));
+        assert_eq!(layout("wasmbox-77"), Some(Layout::PidNamed));
+        assert_eq!(layout("wasmbox-77-probe"), Some(Layout::PidNamed));
+        for other in [
+            "wasmbox-",
+            "wasmbox-test",
+            "wasmbox-0123abcd",
+            "other-0123456789abcdef",
+            "wasmbox--1",
+        ] {
+            assert_eq!(layout(other), None, "{other}");
         }
     }
-    removed
 }

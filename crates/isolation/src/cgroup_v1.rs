@@ -1,83 +1,151 @@
-//! `cgroup-v1`: one cgroup per worker thread in the v1 cpu controller, next
-//! to (under) the process's own cpu cgroup: `<ours>/wasmbox-<pid>-slot-<n>`.
+//! `cgroup-v1`: one cgroup per worker thread in the v1 cpu controller,
+//! inside this instance's tree under the process's own cpu cgroup (or
+//! `--cgroup-root`):
+//! ```text
+//! <base>/wasmbox-<id>/            the instance tree (see crate::cgroup)
+//!     ├── anchor/                 a parked thread of ours, from open to shutdown
+//!     ├── slot-0/                 worker 0's TID in tasks; cpu.cfs_quota_us
+//!     └── slot-1/ ...
+//! ```
 //! The worker's TID goes into `tasks` once; per invocation only
 //! `cpu.cfs_quota_us` is rewritten, on a kept-open fd, and only when the
-//! quota changes.
+//! quota changes. The anchor keeps the tree live (to the sweep of other
+//! servers) before any worker has started. The tree's `cpu.shares` is
+//! [`tree_shares`].
 
-use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
-use crate::cgroup::{self, CgroupSlot, SlotSpec, PREFIX};
-use crate::fs;
+use crate::cgroup::{self, CgroupSlot, SlotSpec, ANCHOR, KERNEL, SLOT};
+use crate::{fs, sweep, IsolationError};
 use crate::{Isolation, IsolationConfig, Mode, Slot};
 
 pub struct CgroupV1 {
-    /// The process's own cgroup in the cpu hierarchy; slots are made here.
+    /// The cgroup the instance tree is made in; threads return here.
     base: PathBuf,
+    /// `<base>/wasmbox-<id>`.
+    tree: PathBuf,
+    id: String,
     period_us: u64,
-    /// `wasmbox-<pid>-<instance>-slot-`: several servers may live in one
-    /// process (tests), each with its own slots.
-    slot_prefix: String,
+    /// `None` once shut down.
+    anchor: Mutex<Option<Anchor>>,
 }
 
-static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// A parked thread that sits in `<tree>/anchor`; on stop it moves itself
+/// back to `<base>` and exits.
+struct Anchor {
+    tid: i32,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Anchor {
+    fn start(home: PathBuf) -> Result<Anchor, IsolationError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stopped = stop.clone();
+        let at = home.clone();
+        let thread = std::thread::Builder::new()
+            .name("cgroup-anchor".into())
+            .spawn(move || {
+                let tid = crate::current_tid();
+                let _ = tx.send(tid);
+                while !stopped.load(Ordering::SeqCst) {
+                    std::thread::park();
+                }
+                let _ = fs::write(&home, &tid.to_string());
+            })
+            .map_err(|e| IsolationError::step("start an anchor thread for", &at, e))?;
+        let tid = rx.recv().unwrap_or(0);
+        let anchor = Anchor { tid, stop, thread };
+        if tid <= 0 {
+            // Writing 0 to `tasks` would move the writer instead.
+            anchor.stop();
+            return Err(IsolationError::unusable(
+                Mode::CgroupV1,
+                "cannot tell a thread's id: /proc/thread-self is not readable (is /proc mounted?)",
+            ));
+        }
+        Ok(anchor)
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
+}
 
 impl CgroupV1 {
-    pub fn open(config: &IsolationConfig) -> Result<Self, String> {
+    pub fn open(config: &IsolationConfig) -> Result<Self, IsolationError> {
+        let unusable = |reason: String| IsolationError::unusable(Mode::CgroupV1, reason);
         let base = match &config.cgroup_root {
             Some(root) => root.clone(),
-            None => fs::own_cgroup(fs::Hierarchy::V1("cpu"))?,
+            None => fs::own_cgroup(fs::Hierarchy::V1("cpu")).map_err(unusable)?,
         };
         for f in ["cpu.cfs_quota_us", "cpu.cfs_period_us", "tasks"] {
             if !base.join(f).exists() {
-                return Err(format!(
+                return Err(unusable(format!(
                     "{} has no {f}: not a cgroup v1 cpu controller directory",
                     base.display()
-                ));
+                )));
             }
         }
-        // Can we make cgroups here at all?
-        let probe = base.join(format!("{PREFIX}{}-probe", std::process::id()));
-        std::fs::create_dir(&probe).map_err(|e| {
-            format!(
-                "cannot create a cgroup in {} ({e}); needs write access to the cpu controller",
-                base.display()
-            )
-        })?;
-        let _ = fs::remove_cgroup(&probe);
-        let removed = remove_stale(&base);
-        if removed > 0 {
-            tracing::info!(removed, base = %base.display(), "removed stale slot cgroups of earlier runs");
+        sweep::sweep(&base, &KERNEL);
+        let anchor = Anchor::start(base.join("tasks"))?;
+        let created = cgroup::create_instance(&base, &KERNEL, |tree| {
+            let dir = tree.join(ANCHOR);
+            (KERNEL.mkdir)(&dir)?;
+            fs::write(&dir.join("tasks"), &anchor.tid.to_string())
+        });
+        match created {
+            Ok((id, tree)) => {
+                let this = CgroupV1 {
+                    base,
+                    tree,
+                    id,
+                    period_us: config.period.as_micros() as u64,
+                    anchor: Mutex::new(Some(anchor)),
+                };
+                // Dropping `this` on failure removes the tree again.
+                fs::write(&this.tree.join("cpu.shares"), &tree_shares().to_string())?;
+                Ok(this)
+            }
+            Err(e) => {
+                anchor.stop();
+                Err(e.at_open(Mode::CgroupV1, "needs write access to the cpu controller"))
+            }
         }
-        let instance = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let slot_prefix = format!("{PREFIX}{}-{instance}-slot-", std::process::id());
-        Ok(CgroupV1 {
-            base,
-            period_us: config.period.as_micros() as u64,
-            slot_prefix,
-        })
     }
 
     pub fn base(&self) -> &Path {
         &self.base
     }
 
+    /// This instance's tree, `<base>/wasmbox-<id>`.
+    pub fn tree(&self) -> &Path {
+        &self.tree
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// Directory of worker `n`'s slot.
     pub fn slot_dir(&self, n: usize) -> PathBuf {
-        self.base.join(format!("{}{n}", self.slot_prefix))
+        self.tree.join(format!("{SLOT}{n}"))
     }
 }
 
-/// Removes slot cgroups whose owning process is gone. Returns how many.
-pub fn remove_stale(base: &Path) -> usize {
-    cgroup::remove_stale(base, |dir| {
-        // Threads of a dead process are gone, but move any stragglers out.
-        if let Ok(tasks) = std::fs::read_to_string(dir.join("tasks")) {
-            for tid in tasks.lines() {
-                let _ = fs::write(&base.join("tasks"), tid);
-            }
-        }
-    })
+/// `cpu.shares` of an instance tree. Nested in one tree, the slots compete
+/// for CPU with the tree's siblings as one group, where each slot used to
+/// weigh 1024 on its own; weigh the tree as the most threads it can keep
+/// busy at once, one per core.
+pub fn tree_shares() -> u64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    (1024 * cores).min(262_144)
 }
 
 impl Isolation for CgroupV1 {
@@ -86,12 +154,12 @@ impl Isolation for CgroupV1 {
     }
     fn describe(&self) -> String {
         format!(
-            "cgroup v1 cpu controller: one cgroup per worker thread under {}, period {} µs",
-            self.base.display(),
+            "cgroup v1 cpu controller: one cgroup per worker thread in {}, period {} µs",
+            self.tree.display(),
             self.period_us
         )
     }
-    fn slot(&self, worker: usize, tid: i32) -> io::Result<Box<dyn Slot>> {
+    fn slot(&self, worker: usize, tid: i32) -> Result<Box<dyn Slot>, IsolationError> {
         let period = self.period_us.to_string();
         CgroupSlot::create(SlotSpec {
             dir: self.slot_dir(worker),
@@ -101,22 +169,24 @@ impl Isolation for CgroupV1 {
             setup: &|dir| fs::write(&dir.join("cpu.cfs_period_us"), &period),
             quota_file: Some(("cpu.cfs_quota_us", |q, _| q.to_string())),
             join_file: "tasks",
+            dirs: KERNEL,
         })
     }
+    /// Removes the whole tree: what slots are left, the anchor (its thread
+    /// moves out and exits), the tree itself. Idempotent.
     fn shutdown(&self) {
-        // Slots remove themselves when their worker exits; sweep what is left.
-        let Ok(entries) = std::fs::read_dir(&self.base) else {
+        let Some(anchor) = self.anchor.lock().unwrap().take() else {
             return;
         };
-        for e in entries.flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(&self.slot_prefix)
-            {
-                if let Err(err) = fs::remove_cgroup(&e.path()) {
-                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove slot cgroup");
-                }
-            }
+        anchor.stop();
+        if let Err(e) = cgroup::remove_tree(&self.tree, &KERNEL, fs::REMOVE_PATIENCE) {
+            tracing::warn!(error = %e, "cgroup tree not fully removed; the next server's sweep removes it once it is empty");
         }
+    }
+}
+
+impl Drop for CgroupV1 {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }

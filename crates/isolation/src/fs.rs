@@ -5,47 +5,60 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-/// Writes `value` to a control file; the error names the file.
-pub fn write(path: &Path, value: &str) -> io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
+use crate::IsolationError;
+
+/// Writes `value` to a control file; the error names the file and value.
+pub fn write(path: &Path, value: &str) -> Result<(), IsolationError> {
+    std::fs::OpenOptions::new()
         .write(true)
         .open(path)
-        .map_err(|e| named(path, "open", e))?;
-    f.write_all(value.as_bytes())
-        .map_err(|e| named(path, &format!("write '{value}' to"), e))
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(|e| IsolationError::write(path, value, e))
 }
 
 /// Rewrites an already open control file in place.
-pub fn rewrite(f: &File, path: &Path, value: &str) -> io::Result<()> {
+pub fn rewrite(f: &File, path: &Path, value: &str) -> Result<(), IsolationError> {
     f.write_at(value.as_bytes(), 0)
         .map(|_| ())
-        .map_err(|e| named(path, &format!("write '{value}' to"), e))
+        .map_err(|e| IsolationError::write(path, value, e))
 }
 
-pub fn read(path: &Path) -> io::Result<String> {
-    std::fs::read_to_string(path).map_err(|e| named(path, "read", e))
+pub fn read(path: &Path) -> Result<String, IsolationError> {
+    std::fs::read_to_string(path).map_err(|e| IsolationError::step("read", path, e))
 }
 
-pub fn named(path: &Path, what: &str, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
+/// Makes a directory (in a cgroup file system: a cgroup).
+pub fn create_dir(path: &Path) -> Result<(), IsolationError> {
+    std::fs::create_dir(path).map_err(|e| IsolationError::step("create", path, e))
+}
+
+/// How long [`remove_cgroup`] waits out EBUSY.
+pub const REMOVE_PATIENCE: Duration = Duration::from_secs(1);
+
+/// Removes a cgroup directory, waiting up to [`REMOVE_PATIENCE`] while the
+/// kernel still holds it; a directory already gone is fine.
+pub fn remove_cgroup(path: &Path) -> Result<(), IsolationError> {
+    remove_cgroup_within(path, REMOVE_PATIENCE)
 }
 
 /// Removes a cgroup directory. The kernel lets go of a cgroup a moment after
 /// its last task left or exited (RCU), so `rmdir` can fail with EBUSY right
-/// after; retry with backoff for up to about a second, as runc does.
-pub fn remove_cgroup(path: &Path) -> io::Result<()> {
-    let mut wait = std::time::Duration::from_micros(100);
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(1);
+/// after; retry with backoff for up to `patience`, as runc does. A cgroup
+/// that still holds tasks or children stays EBUSY.
+pub fn remove_cgroup_within(path: &Path, patience: Duration) -> Result<(), IsolationError> {
+    let mut wait = Duration::from_micros(100);
+    let give_up = Instant::now() + patience;
     loop {
         match std::fs::remove_dir(path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(16) && std::time::Instant::now() < give_up => {
+            Err(e) if e.raw_os_error() == Some(crate::error::EBUSY) && Instant::now() < give_up => {
                 std::thread::sleep(wait);
-                wait = (wait * 2).min(std::time::Duration::from_millis(50));
+                wait = (wait * 2).min(Duration::from_millis(50));
             }
-            Err(e) => return Err(named(path, "remove", e)),
+            Err(e) => return Err(IsolationError::step("remove", path, e)),
         }
     }
 }
@@ -146,11 +159,6 @@ pub fn own_cgroup(h: Hierarchy<'_>) -> Result<PathBuf, String> {
         }
     };
     Ok(cgroup_dir(mount, &path))
-}
-
-/// Process ids that are alive.
-pub fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]

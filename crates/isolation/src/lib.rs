@@ -9,6 +9,9 @@
 //! Modes, one file each:
 //! - [`cgroup_v2`]: one threaded cgroup per worker, `cpu.max`;
 //! - [`cgroup_v1`]: one cpu-controller cgroup per worker, `cpu.cfs_quota_us`;
+//!   both keep all their cgroups in one tree per opened instance,
+//!   `wasmbox-<random id>` ([`cgroup`]), and on open remove the trees of
+//!   servers that are gone ([`sweep`]);
 //! - [`throttle`]: no privileges; the guest's own thread sleeps at epoch ticks
 //!   when its thread CPU time runs ahead of its budget;
 //! - [`none`]: no limit.
@@ -17,16 +20,20 @@
 pub mod cgroup;
 pub mod cgroup_v1;
 pub mod cgroup_v2;
+pub mod error;
 pub mod fs;
 pub mod none;
+#[cfg(test)]
+mod standin;
+pub mod sweep;
 pub mod throttle;
 
 use std::fmt;
-use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use error::IsolationError;
 pub use throttle::{thread_cpu_time, Throttle};
 
 /// Which mechanism holds threads to their quota.
@@ -84,8 +91,9 @@ pub trait Isolation: Send + Sync {
     fn describe(&self) -> String;
     /// Creates the calling worker thread's slot and puts the thread in it.
     /// Called once, on the worker thread itself.
-    fn slot(&self, worker: usize, tid: i32) -> io::Result<Box<dyn Slot>>;
-    /// Removes whatever slots are left (after the workers have exited).
+    fn slot(&self, worker: usize, tid: i32) -> Result<Box<dyn Slot>, IsolationError>;
+    /// Removes whatever this instance made (after the workers have exited):
+    /// its whole cgroup tree. Idempotent; cgroup modes also do it on drop.
     fn shutdown(&self) {}
 }
 
@@ -94,14 +102,16 @@ pub trait Slot: Send {
     /// Holds the thread to `millicores` for its next invocation. Returns a
     /// [`Throttle`] when the limit must be enforced from inside the
     /// invocation (throttle mode), `None` when the kernel enforces it.
-    fn apply(&mut self, millicores: u64) -> io::Result<Option<Throttle>>;
+    fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError>;
 }
 
 /// Opens the requested mode. `auto` tries cgroup v2, then cgroup v1, then
 /// throttle, logging why each stronger one was passed over. An explicit mode
-/// that cannot work is an error naming what is missing.
-pub fn open(config: &IsolationConfig) -> Result<Arc<dyn Isolation>, String> {
-    let try_mode = |mode: Mode| -> Result<Arc<dyn Isolation>, String> {
+/// that cannot work is an error naming what is missing
+/// ([`IsolationError::Unusable`]) or which cgroup operation failed
+/// ([`IsolationError::Step`]).
+pub fn open(config: &IsolationConfig) -> Result<Arc<dyn Isolation>, IsolationError> {
+    let try_mode = |mode: Mode| -> Result<Arc<dyn Isolation>, IsolationError> {
         Ok(match mode {
             Mode::CgroupV2 => Arc::new(cgroup_v2::CgroupV2::open(config)?),
             Mode::CgroupV1 => Arc::new(cgroup_v1::CgroupV1::open(config)?),
@@ -110,9 +120,7 @@ pub fn open(config: &IsolationConfig) -> Result<Arc<dyn Isolation>, String> {
         })
     };
     match config.requested {
-        Requested::Exactly(mode) => {
-            try_mode(mode).map_err(|e| format!("--cpu-isolation {mode}: {e}"))
-        }
+        Requested::Exactly(mode) => try_mode(mode),
         Requested::Auto => {
             for mode in [Mode::CgroupV2, Mode::CgroupV1, Mode::Throttle] {
                 match try_mode(mode) {

@@ -1,9 +1,7 @@
 //! `none`: no CPU limit at all. Chosen only explicitly (or by `auto` when
 //! nothing else works), and announced loudly at startup.
 
-use std::io;
-
-use crate::{Isolation, Mode, Slot, Throttle};
+use crate::{Isolation, IsolationError, Mode, Slot, Throttle};
 
 pub struct NoIsolation;
 
@@ -15,7 +13,7 @@ impl Isolation for NoIsolation {
         "NO CPU ISOLATION: cpu_quota is validated but not enforced; one tenant can use whole cores"
             .into()
     }
-    fn slot(&self, _worker: usize, _tid: i32) -> io::Result<Box<dyn Slot>> {
+    fn slot(&self, _worker: usize, _tid: i32) -> Result<Box<dyn Slot>, IsolationError> {
         Ok(Box::new(NoSlot))
     }
 }
@@ -23,7 +21,7 @@ impl Isolation for NoIsolation {
 struct NoSlot;
 
 impl Slot for NoSlot {
-    fn apply(&mut self, _millicores: u64) -> io::Result<Option<Throttle>> {
+    fn apply(&mut self, _millicores: u64) -> Result<Option<Throttle>, IsolationError> {
         Ok(None)
     }
 }

@@ -9,12 +9,11 @@
 //! run. Host calls that block are not throttled (they use no CPU) and guests
 //! can only run ahead by about one epoch tick.
 
-use std::io;
 use std::time::{Duration, Instant};
 
 use nix::time::{clock_gettime, ClockId};
 
-use crate::{Isolation, IsolationConfig, Mode, Slot};
+use crate::{Isolation, IsolationConfig, IsolationError, Mode, Slot};
 
 /// CPU time used by the calling thread.
 pub fn thread_cpu_time() -> Duration {
@@ -66,9 +65,13 @@ impl Throttle {
 pub struct ThrottleMode;
 
 impl ThrottleMode {
-    pub fn open(_config: &IsolationConfig) -> Result<Self, String> {
-        clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
-            .map_err(|e| format!("CLOCK_THREAD_CPUTIME_ID is not available: {e}"))?;
+    pub fn open(_config: &IsolationConfig) -> Result<Self, IsolationError> {
+        clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_err(|e| {
+            IsolationError::unusable(
+                Mode::Throttle,
+                format!("CLOCK_THREAD_CPUTIME_ID is not available: {e}"),
+            )
+        })?;
         Ok(ThrottleMode)
     }
 }
@@ -80,7 +83,7 @@ impl Isolation for ThrottleMode {
     fn describe(&self) -> String {
         "userspace throttle: guests sleep at epoch ticks when their thread CPU time runs ahead of cpu_quota (no cgroup privileges needed)".into()
     }
-    fn slot(&self, _worker: usize, _tid: i32) -> io::Result<Box<dyn Slot>> {
+    fn slot(&self, _worker: usize, _tid: i32) -> Result<Box<dyn Slot>, IsolationError> {
         Ok(Box::new(ThrottleSlot))
     }
 }
@@ -88,7 +91,7 @@ impl Isolation for ThrottleMode {
 struct ThrottleSlot;
 
 impl Slot for ThrottleSlot {
-    fn apply(&mut self, millicores: u64) -> io::Result<Option<Throttle>> {
+    fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError> {
         Ok(Some(Throttle::new(millicores)))
     }
 }

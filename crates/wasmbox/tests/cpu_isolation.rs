@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use common::TestServer;
@@ -144,14 +144,29 @@ async fn throttle_quota_change_between_invocations() {
     a_quota_change_on_the_same_worker_takes_effect("throttle").await;
 }
 
+/// Slot cgroups ("wasmbox-<id>/slot-<n>") of the instance trees in V1_ROOT
+/// anchored by a thread of this process.
 fn our_v1_dirs() -> Vec<String> {
-    let prefix = format!("wasmbox-{}-", std::process::id());
-    std::fs::read_dir(V1_ROOT)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
+    let ours = |tree: &Path| {
+        std::fs::read_to_string(tree.join("anchor/tasks"))
+            .unwrap_or_default()
+            .lines()
+            .any(|tid| Path::new(&format!("/proc/self/task/{tid}")).exists())
+    };
+    let mut dirs = Vec::new();
+    for tree in std::fs::read_dir(V1_ROOT).unwrap().flatten() {
+        let name = tree.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("wasmbox-") || !ours(&tree.path()) {
+            continue;
+        }
+        for slot in std::fs::read_dir(tree.path()).unwrap().flatten() {
+            let slot = slot.file_name().to_string_lossy().into_owned();
+            if slot.starts_with("slot-") {
+                dirs.push(format!("{name}/{slot}"));
+            }
+        }
+    }
+    dirs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +211,10 @@ async fn cgroup_v1_leaves_no_cgroup_after_traps_timeouts_and_shutdown() {
     }
     assert!(applied >= 1);
     s.stop().await;
-    assert_eq!(our_v1_dirs(), Vec::<String>::new());
+    for d in &dirs {
+        let tree = Path::new(V1_ROOT).join(d).parent().unwrap().to_path_buf();
+        assert!(!tree.exists(), "{} left behind", tree.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,7 +256,8 @@ async fn auto_picks_the_strongest_mode_that_works_and_explicit_modes_say_what_is
         };
         let err = wasmbox_isolation::open(&cfg)
             .err()
-            .expect("cgroup-v2 cannot work here");
+            .expect("cgroup-v2 cannot work here")
+            .to_string();
         assert!(
             err.contains("--cpu-isolation cgroup-v2") && err.contains("cgroup.controllers"),
             "{err}"
@@ -249,7 +268,7 @@ async fn auto_picks_the_strongest_mode_that_works_and_explicit_modes_say_what_is
         cgroup_root: Some("/nonexistent".into()),
         ..Default::default()
     };
-    let err = wasmbox_isolation::open(&cfg).err().unwrap();
+    let err = wasmbox_isolation::open(&cfg).err().unwrap().to_string();
     assert!(
         err.contains("/nonexistent has no cpu.cfs_quota_us"),
         "{err}"
@@ -323,59 +342,4 @@ async fn cgroup_v2_places_a_worker_thread_in_a_threaded_child_on_the_real_mount(
         "process moved back to {}",
         parent.display()
     );
-}
-
-/// cpu.max writes, against a temporary directory tree standing in for a
-/// cgroup2 directory with the cpu controller (which this machine's cgroup2
-/// mount does not have): a STAND-IN, not the kernel.
-#[test]
-fn cgroup_v2_cpu_max_writes_against_a_stand_in_tree() {
-    use wasmbox_isolation::Isolation;
-    let tmp = tempfile::tempdir().unwrap();
-    let parent = tmp.path();
-    let touch = |p: PathBuf, content: &str| std::fs::write(p, content).unwrap();
-    touch(
-        parent.join("cgroup.controllers"),
-        "cpuset cpu io memory pids\n",
-    );
-    touch(parent.join("cgroup.subtree_control"), "");
-    touch(parent.join("cgroup.procs"), "");
-    let domain = parent.join(format!("wasmbox-{}", std::process::id()));
-    let slot = domain.join("slot-0");
-    std::fs::create_dir_all(&slot).unwrap();
-    for f in ["cgroup.procs", "cgroup.subtree_control", "cgroup.threads"] {
-        touch(domain.join(f), "");
-    }
-    for f in ["cgroup.type", "cgroup.threads", "cpu.max"] {
-        touch(slot.join(f), "");
-    }
-    let cfg = IsolationConfig {
-        requested: Requested::Exactly(Mode::CgroupV2),
-        cgroup_root: Some(parent.to_path_buf()),
-        ..Default::default()
-    };
-    let v2 = CgroupV2::open(&cfg).unwrap();
-    assert_eq!(v2.mode(), Mode::CgroupV2);
-    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
-    assert_eq!(read(parent.join("cgroup.subtree_control")), "+cpu");
-    assert_eq!(read(domain.join("cgroup.subtree_control")), "+cpu");
-    assert_eq!(
-        read(domain.join("cgroup.procs")),
-        std::process::id().to_string()
-    );
-
-    let mut s = v2.slot(0, 4242).unwrap();
-    assert_eq!(read(slot.join("cgroup.type")), "threaded");
-    assert_eq!(read(slot.join("cgroup.threads")), "4242");
-    s.apply(250).unwrap();
-    assert_eq!(read(slot.join("cpu.max")), "25000 100000");
-    // Unchanged quota: no write at all.
-    touch(slot.join("cpu.max"), "untouched");
-    s.apply(250).unwrap();
-    assert_eq!(read(slot.join("cpu.max")), "untouched");
-    s.apply(1000).unwrap();
-    assert!(read(slot.join("cpu.max")).starts_with("100000 100000"));
-    // Below the kernel's 1 ms minimum quota: clamped.
-    s.apply(5).unwrap();
-    assert!(read(slot.join("cpu.max")).starts_with("1000 100000"));
 }

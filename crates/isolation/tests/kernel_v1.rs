@@ -1,0 +1,305 @@
+//! cgroup-v1 instance trees against the real kernel: this machine's cpu
+//! controller at /sys/fs/cgroup/cpu. Each test works in its own fresh test
+//! cgroup there (removed again by a guard). Where no writable v1 cpu
+//! controller exists the tests print why and return, unless
+//! WASMBOX_REQUIRE_CGROUPS=1, where that is a failure.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+use wasmbox_isolation::cgroup_v1::CgroupV1;
+use wasmbox_isolation::{Isolation, IsolationConfig, Mode, Requested};
+
+const V1: &str = "/sys/fs/cgroup/cpu";
+const CHILD_ENV: &str = "WASMBOX_ISOLATION_TEST_CHILD_ROOT";
+
+/// A fresh cgroup under the v1 cpu controller, removed (with whatever is
+/// left in it) on drop.
+struct TestRoot(PathBuf);
+
+impl TestRoot {
+    /// `None` (after printing why) when there is no writable v1 cpu controller.
+    fn new(name: &str) -> Option<TestRoot> {
+        let dir = Path::new(V1).join(format!("isolation-test-{}-{name}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => Some(TestRoot(dir)),
+            Err(e) if std::env::var("WASMBOX_REQUIRE_CGROUPS").as_deref() == Ok("1") => {
+                panic!(
+                    "WASMBOX_REQUIRE_CGROUPS=1 but cannot create {}: {e}",
+                    dir.display()
+                )
+            }
+            Err(e) => {
+                eprintln!(
+                    "SKIPPED: no writable cgroup v1 cpu controller ({}: {e})",
+                    dir.display()
+                );
+                None
+            }
+        }
+    }
+
+    fn open(&self) -> CgroupV1 {
+        CgroupV1::open(&IsolationConfig {
+            requested: Requested::Exactly(Mode::CgroupV1),
+            cgroup_root: Some(self.0.clone()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// Names of the `wasmbox-*` entries in the root.
+    fn trees(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("wasmbox-"))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TestRoot {
+    fn drop(&mut self) {
+        for dir in wasmbox_isolation::cgroup::post_order(&self.0) {
+            for tid in std::fs::read_to_string(dir.join("tasks"))
+                .unwrap_or_default()
+                .lines()
+            {
+                let _ = std::fs::write(Path::new(V1).join("tasks"), tid);
+            }
+            let _ = wasmbox_isolation::fs::remove_cgroup(&dir);
+        }
+    }
+}
+
+fn tasks(cgroup: &Path) -> Vec<String> {
+    std::fs::read_to_string(cgroup.join("tasks"))
+        .unwrap_or_else(|e| panic!("{}: {e}", cgroup.display()))
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// A worker thread of `iso` that holds slot `n` until told to go; returns
+/// its TID and the sender that lets it go (leaving its slot as it exits).
+fn worker(
+    iso: &'static CgroupV1,
+    n: usize,
+) -> (String, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (ready_tx, ready) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let h = std::thread::spawn(move || {
+        let tid = wasmbox_isolation::current_tid();
+        let mut slot = iso.slot(n, tid).unwrap();
+        slot.apply(250).unwrap();
+        ready_tx.send(tid.to_string()).unwrap();
+        let _ = go_rx.recv();
+        drop(slot);
+    });
+    (ready.recv().unwrap(), go, h)
+}
+
+#[test]
+fn two_instances_get_their_own_trees_and_shutdown_leaves_nothing() {
+    let Some(root) = TestRoot::new("two") else {
+        return;
+    };
+    let a: &'static CgroupV1 = Box::leak(Box::new(root.open()));
+    let b = root.open();
+    assert_ne!(a.tree(), b.tree());
+    assert_eq!(a.tree(), root.0.join(format!("wasmbox-{}", a.id())));
+    assert_eq!(root.trees().len(), 2);
+    // Each tree is live from open on: its anchor holds one thread of ours.
+    for t in [a.tree(), b.tree()] {
+        let anchor = tasks(&t.join("anchor"));
+        assert_eq!(anchor.len(), 1, "{}", t.display());
+        assert!(Path::new(&format!("/proc/self/task/{}", anchor[0])).exists());
+    }
+    let shares = std::fs::read_to_string(a.tree().join("cpu.shares")).unwrap();
+    assert_eq!(
+        shares.trim(),
+        wasmbox_isolation::cgroup_v1::tree_shares().to_string()
+    );
+    assert!(wasmbox_isolation::cgroup_v1::tree_shares() >= 1024);
+    let (tid, go, h) = worker(a, 0);
+    assert_eq!(tasks(&a.slot_dir(0)), [tid]);
+    let quota = std::fs::read_to_string(a.slot_dir(0).join("cpu.cfs_quota_us")).unwrap();
+    assert_eq!(quota.trim(), "25000");
+    go.send(()).unwrap();
+    h.join().unwrap();
+    assert!(
+        !a.slot_dir(0).exists(),
+        "a slot removes itself when its worker leaves"
+    );
+    a.shutdown();
+    b.shutdown();
+    assert_eq!(root.trees(), Vec::<String>::new());
+    a.shutdown(); // idempotent
+    drop(b);
+    assert_eq!(root.trees(), Vec::<String>::new());
+}
+
+#[test]
+fn opening_an_instance_never_sweeps_a_live_one() {
+    let Some(root) = TestRoot::new("live") else {
+        return;
+    };
+    let a: &'static CgroupV1 = Box::leak(Box::new(root.open()));
+    let idle = root.open(); // live by its anchor alone, no worker yet
+    let (tid, go, h) = worker(a, 3);
+    let b = root.open(); // sweeps
+    assert_eq!(
+        tasks(&a.slot_dir(3)),
+        std::slice::from_ref(&tid),
+        "a's slot survived b's sweep"
+    );
+    assert!(a.tree().join("anchor").is_dir() && idle.tree().join("anchor").is_dir());
+    assert_eq!(root.trees().len(), 3);
+    drop(b);
+    let c = root.open();
+    assert_eq!(tasks(&a.slot_dir(3)), [tid]);
+    assert!(idle.tree().is_dir());
+    go.send(()).unwrap();
+    h.join().unwrap();
+    for iso in [a, &idle, &c] {
+        iso.shutdown();
+    }
+    assert_eq!(root.trees(), Vec::<String>::new());
+}
+
+/// A server killed with SIGKILL (a child process holding an instance with a
+/// worker in its slot) leaves its tree behind; the next open sweeps it.
+#[test]
+fn a_killed_servers_tree_is_swept_by_the_next_open() {
+    let Some(root) = TestRoot::new("killed") else {
+        return;
+    };
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_process_holds_an_instance",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &root.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            // The harness's "test <name> ... " may precede it on the line.
+            if let Some((_, t)) = line.split_once("TREE ") {
+                let _ = tx.send(PathBuf::from(t.trim()));
+            }
+        }
+    });
+    let Ok(tree) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+        let _ = child.kill();
+        panic!("the child did not report its tree within 60 s");
+    };
+    assert_eq!(tasks(&tree.join("slot-0")).len(), 1);
+    let live = root.open();
+    assert!(tree.join("slot-0").is_dir(), "the child's tree is live");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(tree.join("slot-0").is_dir(), "killed: nothing cleaned up");
+    assert_eq!(tasks(&tree.join("slot-0")), Vec::<String>::new());
+    let next = root.open();
+    assert!(!tree.exists(), "{} was not swept", tree.display());
+    assert_eq!(root.trees(), {
+        let mut v = vec![name(live.tree()), name(next.tree())];
+        v.sort();
+        v
+    });
+    live.shutdown();
+    next.shutdown();
+    assert_eq!(root.trees(), Vec::<String>::new());
+}
+
+/// Not a test on its own: the child process of the test above (does nothing
+/// unless started by it).
+#[test]
+fn child_process_holds_an_instance() {
+    let Ok(root) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let iso = CgroupV1::open(&IsolationConfig {
+        requested: Requested::Exactly(Mode::CgroupV1),
+        cgroup_root: Some(root.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let iso: &'static CgroupV1 = Box::leak(Box::new(iso));
+    let (_tid, _go, _h) = worker(iso, 0);
+    // Straight to stdout: the test harness captures print!.
+    let mut out = std::io::stdout();
+    writeln!(out, "TREE {}", iso.tree().display()).unwrap();
+    out.flush().unwrap();
+    // Hold everything until killed (or the parent goes away).
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+#[test]
+fn explicit_v1_on_a_directory_that_is_not_a_cpu_cgroup_says_what_is_missing() {
+    let err = wasmbox_isolation::open(&IsolationConfig {
+        requested: Requested::Exactly(Mode::CgroupV1),
+        cgroup_root: Some("/nonexistent".into()),
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(
+        err,
+        wasmbox_isolation::IsolationError::Unusable {
+            mode: Mode::CgroupV1,
+            ..
+        }
+    ));
+    assert_eq!(
+        err.to_string(),
+        "--cpu-isolation cgroup-v1 is not usable here: /nonexistent has no cpu.cfs_quota_us: not a cgroup v1 cpu controller directory"
+    );
+}
+
+/// The creation race on the real kernel: another server's sweep removes a
+/// fresh tree before its creator moved a thread in; the move fails with
+/// ENOENT and the creator starts over under a new id.
+#[test]
+fn a_tree_swept_before_use_is_made_again_under_a_new_id() {
+    use wasmbox_isolation::cgroup::{create_instance, KERNEL};
+    let Some(root) = TestRoot::new("race") else {
+        return;
+    };
+    let first = std::cell::RefCell::new(None::<PathBuf>);
+    let tid = wasmbox_isolation::current_tid().to_string();
+    let (_, tree) = create_instance(&root.0, &KERNEL, |tree| {
+        if first.borrow().is_none() {
+            *first.borrow_mut() = Some(tree.to_path_buf());
+            let swept = wasmbox_isolation::sweep::sweep(&root.0, &KERNEL);
+            assert_eq!(swept.removed, [tree.to_path_buf()]);
+        }
+        wasmbox_isolation::fs::write(&tree.join("tasks"), &tid)
+    })
+    .unwrap();
+    let first = first.into_inner().unwrap();
+    assert_ne!(first, tree);
+    assert!(!first.exists());
+    assert_eq!(tasks(&tree), std::slice::from_ref(&tid));
+    // Live now: a sweep keeps it.
+    let swept = wasmbox_isolation::sweep::sweep(&root.0, &KERNEL);
+    assert_eq!((swept.removed.len(), swept.live), (0, vec![tree.clone()]));
+    wasmbox_isolation::fs::write(&Path::new(V1).join("tasks"), &tid).unwrap();
+}
