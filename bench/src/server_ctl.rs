@@ -89,6 +89,7 @@ impl Served {
             };
         };
         let pid = server.pid();
+        let trees = instance_trees(pid);
         signal("TERM", pid);
         let t = Instant::now();
         let on_term = wait_exit(pid, GRACE).then(|| t.elapsed());
@@ -100,7 +101,7 @@ impl Served {
         }
         // Reaps the (now exited) child.
         drop(server);
-        let (cgroups_removed, cgroups_left) = remove_cgroups(pid);
+        let (cgroups_removed, cgroups_left) = remove_cgroups(&trees);
         Stopped {
             on_term,
             cgroups_removed,
@@ -146,12 +147,47 @@ fn wait_exit(pid: u32, limit: Duration) -> bool {
     }
 }
 
-/// Removes the `wasmbox-<pid>-*` directories under the cgroup-v1 cpu
-/// hierarchy (at most 6 levels deep); returns (removed, left).
-fn remove_cgroups(pid: u32) -> (usize, usize) {
-    let prefix = format!("wasmbox-{pid}-");
+/// The cgroup-v1 cpu trees (`.../wasmbox-<instance id>`) the threads of
+/// `pid` sit in, from /proc/<pid>/task/*/cgroup.
+fn instance_trees(pid: u32) -> Vec<std::path::PathBuf> {
+    let mut trees = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+    for task in tasks.into_iter().flatten().flatten() {
+        let Ok(cg) = std::fs::read_to_string(task.path().join("cgroup")) else {
+            continue;
+        };
+        for line in cg.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+            let (Some(controllers), Some(path)) = (controllers, path) else {
+                continue;
+            };
+            if !controllers.split(',').any(|c| c == "cpu") {
+                continue;
+            }
+            let mut tree = std::path::PathBuf::from("/sys/fs/cgroup/cpu");
+            for comp in path.trim_start_matches('/').split('/') {
+                tree.push(comp);
+                if comp.starts_with("wasmbox-") {
+                    if !trees.contains(&tree) {
+                        trees.push(tree.clone());
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    trees
+}
+
+/// Removes what is left of the server's instance trees (every directory in
+/// them, deepest first); returns (removed, left).
+fn remove_cgroups(trees: &[std::path::PathBuf]) -> (usize, usize) {
     let mut found = Vec::new();
-    find_dirs(Path::new("/sys/fs/cgroup/cpu"), &prefix, 6, &mut found);
+    for tree in trees.iter().filter(|t| t.exists()) {
+        find_dirs(tree, "", 6, &mut found);
+        found.push(tree.clone());
+    }
     let (mut removed, mut left) = (0, 0);
     // Deepest first, so a slot's parent (if any) empties before its turn.
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));

@@ -4,7 +4,7 @@ use super::*;
 use crate::engine::EngineConfig;
 use crate::sandbox::{Failure, Stdio};
 use crate::store;
-use wasmbox_isolation::{Mode, Slot, Throttle};
+use wasmbox_isolation::{IsolationError, Mode, Slot, Throttle};
 
 fn engine() -> WasmEngine {
     WasmEngine::new(EngineConfig {
@@ -251,9 +251,13 @@ struct FlakySlot {
     fails: bool,
 }
 impl Slot for FlakySlot {
-    fn apply(&mut self, _millicores: u64) -> std::io::Result<Option<Throttle>> {
+    fn apply(&mut self, _millicores: u64) -> Result<Option<Throttle>, IsolationError> {
         if self.fails {
-            return Err(std::io::Error::other("injected failure"));
+            return Err(IsolationError::step(
+                "write a quota to",
+                std::path::Path::new("a fault-injection slot"),
+                std::io::Error::other("injected failure"),
+            ));
         }
         Ok(None)
     }
@@ -265,7 +269,7 @@ impl Isolation for FlakySlots {
     fn describe(&self) -> String {
         "fault injection".into()
     }
-    fn slot(&self, _worker: usize, _tid: i32) -> std::io::Result<Box<dyn Slot>> {
+    fn slot(&self, _worker: usize, _tid: i32) -> Result<Box<dyn Slot>, IsolationError> {
         let n = self.made.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(FlakySlot {
             fails: n < self.fail_first,
