@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::compare::{Cell, NATIVE, REFERENCE, WASMBOX, WASMTIME_RUN, WASMTIME_SERVE};
+use crate::compare::systems::{Cell, NATIVE, REFERENCE, WASMBOX, WASMTIME_RUN, WASMTIME_SERVE};
 use crate::density::Density;
 
 const SYSTEMS: [(&str, RGBColor); 5] = [

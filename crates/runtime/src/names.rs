@@ -80,23 +80,21 @@ impl fmt::Display for FunctionName {
     }
 }
 
+/// Percent-decodes `raw`. `percent-encoding` passes a malformed escape
+/// through as it is; here every `%` must start two hex digits.
 fn percent_decode(raw: &str) -> Result<String, NameError> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or(NameError::BadEscape)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| NameError::BadEscape)?;
-            let v = u8::from_str_radix(hex, 16).map_err(|_| NameError::BadEscape)?;
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = raw.split('%').skip(1).all(|rest| {
+        rest.as_bytes()
+            .get(..2)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(NameError::BadEscape);
     }
-    String::from_utf8(out).map_err(|_| NameError::NotUtf8)
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|name| name.into_owned())
+        .map_err(|_| NameError::NotUtf8)
 }
 
 #[cfg(test)]

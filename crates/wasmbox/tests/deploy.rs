@@ -66,9 +66,9 @@ fn run_ok(cmd: &mut Command) -> String {
 
 /// All YAML documents of `text`, as JSON values (empty documents dropped).
 fn yaml_docs(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
+    yaml_serde::Deserializer::from_str(text)
         .map(|d| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).expect("valid YAML");
+            let v: yaml_serde::Value = serde::Deserialize::deserialize(d).expect("valid YAML");
             serde_json::to_value(v).expect("YAML with string keys")
         })
         .filter(|v| !v.is_null())
@@ -132,7 +132,7 @@ fn validate(tool: &Path, docs: &[Value]) -> (bool, String) {
     let file = dir.path().join("resources.yaml");
     let text: Vec<String> = docs
         .iter()
-        .map(|d| serde_yaml::to_string(d).unwrap())
+        .map(|d| yaml_serde::to_string(d).unwrap())
         .collect();
     std::fs::write(&file, text.join("---\n")).unwrap();
     let out = run(Command::new(tool).arg("--strict").arg(&file));

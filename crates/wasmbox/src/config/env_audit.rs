@@ -123,7 +123,7 @@ pub fn check_environment(
         } else if k.starts_with("WASMBOX_") {
             let closest = known
                 .iter()
-                .map(|(name, _)| (edit_distance(name, &k), name))
+                .map(|(name, _)| (strsim::levenshtein(name, &k), name))
                 .min()
                 .filter(|(d, _)| *d <= 3)
                 .map(|(_, name)| format!(" (did you mean {name}?)"))
@@ -136,23 +136,6 @@ pub fn check_environment(
     read.sort();
     problems.sort();
     (read, problems)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (diag + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            diag = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
 }
 
 impl ServeConfig {

@@ -239,28 +239,30 @@ pub struct CompileArgs {
     pub engine: EngineArgs,
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+/// Parses a duration in `humantime` syntax (`30s`, `500ms`, `2m`, `1h`,
+/// `1.5s`, `1m 30s`) or a bare number of seconds (`1.5`). Units of a day or
+/// longer are refused: no wasmbox duration is meant to be that long.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 30s or 500ms"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" | "µs" => n / 1e6,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        u => return Err(format!("unknown unit '{u}' in '{s}' (use ms, s, m or h)")),
-    };
-    if !(secs > 0.0 && secs < 1e9) {
+    let unknown = |u: &str| format!("unknown unit '{u}' in '{s}' (use ms, s, m or h)");
+    let bare = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let spelled = if bare { format!("{s}s") } else { s.to_string() };
+    let d = humantime::parse_duration(&spelled).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, .. } if !unit.is_empty() => unknown(&unit),
+        _ => format!("'{s}' is not a duration like 30s or 500ms"),
+    })?;
+    // humantime also knows days, weeks, months and years.
+    let day = Duration::from_secs(86_400);
+    if let Some(u) = s
+        .split(|c: char| !c.is_alphabetic())
+        .find(|u| humantime::parse_duration(&format!("1{u}")).is_ok_and(|d| d >= day))
+    {
+        return Err(unknown(u));
+    }
+    if d.is_zero() || d.as_secs() >= 1_000_000_000 {
         return Err(format!("'{s}' must be positive"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -276,5 +278,30 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5y").is_err());
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
+        assert_eq!(
+            parse_duration(" 1.5s ").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            parse_duration("5y").unwrap_err(),
+            "unknown unit 'y' in '5y' (use ms, s, m or h)"
+        );
+        assert_eq!(
+            parse_duration("2 days").unwrap_err(),
+            "unknown unit 'days' in '2 days' (use ms, s, m or h)"
+        );
+        assert_eq!(
+            parse_duration("5x").unwrap_err(),
+            "unknown unit 'x' in '5x' (use ms, s, m or h)"
+        );
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
+        assert!(parse_duration("").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("2000000000s")
+            .unwrap_err()
+            .contains("must be positive"));
     }
 }
