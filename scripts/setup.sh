@@ -12,6 +12,13 @@ for t in wasm32-wasip1 wasm32-wasip2; do
   fi
 done
 
+# rustfmt and clippy for the lint gate in scripts/test.sh.
+for c in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+    rustup component add "$c"
+  fi
+done
+
 need=()
 command -v clang >/dev/null || need+=(clang)
 command -v wasm-ld >/dev/null || command -v wasm-ld-14 >/dev/null || need+=(lld)

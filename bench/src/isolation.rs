@@ -219,9 +219,7 @@ pub fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
         ref_v1 = Some((a.p50_us, b.p50_us));
         rows.push(("reference lifecycle, cgroup v1 cpu".into(), a, b));
     }
-    if let Some(parent) =
-        wasmbox_isolation::fs::own_cgroup(wasmbox_isolation::fs::Hierarchy::V2).ok()
-    {
+    if let Ok(parent) = wasmbox_isolation::fs::own_cgroup(wasmbox_isolation::fs::Hierarchy::V2) {
         match CgroupV2::open_placement_only(parent) {
             Ok(v2) => {
                 let a = reference_v2(v2.domain(), n / 4, Duration::ZERO);

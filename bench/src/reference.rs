@@ -197,6 +197,7 @@ fn run_module(cwasm: &Path, argv: Vec<String>, memory_mb: u64) -> anyhow::Result
     // SAFETY: the file was written by `Engine::precompile_module` in
     // `RefServer::start`, for an engine with this same default
     // configuration, into a private temp dir.
+    #[allow(unsafe_code)]
     let module = unsafe { Module::deserialize_file(&engine, cwasm) }.map_err(err)?;
     // The request body (empty in the benchmark) goes through a temp file.
     let mut stdin = tempfile::tempfile()?;
