@@ -19,6 +19,10 @@ pub const DEFAULT_NEWCOMER_CPU_OVERDRAFT: f64 = 0.1;
 /// `max_queue_mb`) that one function's waiters may take.
 pub const DEFAULT_MAX_FUNCTION_QUEUE_SHARE: f64 = 0.5;
 
+/// Default longest a request that does not fit may be overtaken by
+/// smaller ones that do (backfilling); after that nobody passes it.
+pub const DEFAULT_MAX_OVERTAKEN_WAIT: Duration = Duration::from_secs(1);
+
 /// Plain-data admission settings. Build with [`AdmissionConfig::new`] and
 /// override fields with struct update syntax.
 #[derive(Debug, Clone)]
@@ -51,6 +55,12 @@ pub struct AdmissionConfig {
     /// (0, 1]; 1.0 lets one function fill the whole queue.
     /// [default: [`DEFAULT_MAX_FUNCTION_QUEUE_SHARE`]]
     pub max_function_queue_share: f64,
+    /// Backfilling: when the request first in the fair order does not fit,
+    /// requests after it that do fit are admitted past it, until it has
+    /// waited this long; from then on nobody passes it until it runs.
+    /// Zero turns backfilling off (strict order).
+    /// [default: [`DEFAULT_MAX_OVERTAKEN_WAIT`]]
+    pub max_overtaken_wait: Duration,
 }
 
 impl AdmissionConfig {
@@ -68,6 +78,7 @@ impl AdmissionConfig {
             max_function_share: DEFAULT_MAX_FUNCTION_SHARE,
             newcomer_cpu_overdraft: DEFAULT_NEWCOMER_CPU_OVERDRAFT,
             max_function_queue_share: DEFAULT_MAX_FUNCTION_QUEUE_SHARE,
+            max_overtaken_wait: DEFAULT_MAX_OVERTAKEN_WAIT,
         }
     }
 
@@ -110,6 +121,7 @@ pub(crate) struct Limits {
     pub cpu_overdraft: u64,
     pub function_queue: usize,
     pub function_queue_mb: u64,
+    pub max_overtaken_wait: Duration,
 }
 
 fn frac(v: u64, f: f64) -> u64 {
@@ -135,6 +147,7 @@ impl Limits {
             cpu_overdraft: frac(total.cpu_millis, ratio(c.newcomer_cpu_overdraft)),
             function_queue: (c.max_queue as f64 * qs).floor() as usize,
             function_queue_mb: frac(c.max_queue_mb, qs),
+            max_overtaken_wait: c.max_overtaken_wait,
         }
     }
 }

@@ -61,11 +61,15 @@
 //!
 //! # No starvation, no lost wake-up
 //!
-//! - If the first function in the order does not fit, nobody is admitted:
-//!   a large request is never overtaken by smaller ones that would fit.
-//!   It can be passed only by functions holding less than its own, and its
-//!   function holds less as its calls end; at zero it is first by arrival
-//!   among functions holding nothing, and everyone waits until it fits.
+//! - If the first request in the order does not fit, later requests that
+//!   do fit are admitted past it (backfilling: short calls do not queue
+//!   behind a large one), but only until it has waited
+//!   `max_overtaken_wait` (default [`DEFAULT_MAX_OVERTAKEN_WAIT`] = 1 s;
+//!   zero turns backfilling off). From then on nobody is admitted until it
+//!   fits, so a large request waits at most that window plus the calls
+//!   admitted during it. Besides, it can be passed only by functions holding
+//!   less than its own, and its function holds less as its calls end; at
+//!   zero it is first by arrival among functions holding nothing.
 //!   (Functions over their ceiling are put after the others, not waited
 //!   for: only their own calls ending lets them in, and those end.)
 //! - Every change that can let a waiter in re-runs admission under the same
@@ -89,7 +93,8 @@ pub use error::{QueueScope, Rejected};
 use config::Limits;
 pub use config::{
     AdmissionConfig, DEFAULT_MAX_FUNCTION_QUEUE_SHARE, DEFAULT_MAX_FUNCTION_SHARE,
-    DEFAULT_MAX_QUEUE, DEFAULT_NEWCOMER_CPU_OVERDRAFT, DEFAULT_QUEUE_TIMEOUT,
+    DEFAULT_MAX_OVERTAKEN_WAIT, DEFAULT_MAX_QUEUE, DEFAULT_NEWCOMER_CPU_OVERDRAFT,
+    DEFAULT_QUEUE_TIMEOUT,
 };
 use queue::{Outcome, State};
 

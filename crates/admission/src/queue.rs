@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::config::Limits;
 use crate::{FunctionKey, Resources};
@@ -24,6 +25,8 @@ pub(crate) struct Waiter {
     pub seq: u64,
     pub want: Resources,
     pub wake: oneshot::Sender<Outcome>,
+    /// When it arrived (bounds how long it may be overtaken).
+    pub since: Instant,
 }
 
 /// One function's queue and holdings. Dropped from the map when it has
@@ -168,45 +171,65 @@ impl State {
         if f.queue.is_empty() {
             self.waiting_functions += 1;
         }
-        f.queue.push_back(Waiter { seq, want, wake });
+        f.queue.push_back(Waiter {
+            seq,
+            want,
+            wake,
+            since: Instant::now(),
+        });
         f.queued_mb += want.memory_mb;
         self.queued += 1;
         self.queued_mb += want.memory_mb;
         seq
     }
 
-    /// The function first in the fair order, if its head fits now.
+    /// The function whose head is admitted next, if any: the first in the
+    /// fair order if its head fits; else (backfilling) the first after it
+    /// whose head fits, as long as the blocked first head has waited less
+    /// than `max_overtaken_wait` and the one passing it is not over its
+    /// ceiling.
     pub fn first_that_fits(&self) -> Option<FunctionKey> {
-        type Best<'a> = Option<(f64, u64, &'a FunctionKey)>;
-        fn consider<'a>(best: &mut Best<'a>, share: f64, seq: u64, key: &'a FunctionKey) {
-            let better = match *best {
-                None => true,
-                Some((s, q, _)) => share < s || (share == s && seq < q),
-            };
-            if better {
-                *best = Some((share, seq, key));
-            }
-        }
         if self.gate_closed() {
             return None;
         }
         let others_waiting = self.waiting_functions >= 2;
-        let (mut under, mut over): (Best, Best) = (None, None);
-        for (key, f) in &self.functions {
-            let Some(head) = f.queue.front() else {
-                continue;
-            };
-            let share = self.share(f.reserved);
-            if others_waiting && self.over_ceiling(f, head.want) {
-                consider(&mut over, share, head.seq, key);
-            } else {
-                consider(&mut under, share, head.seq, key);
-            }
+        // (over its ceiling, share, arrival of head, key, head)
+        let mut order: Vec<(bool, f64, u64, &FunctionKey, &Waiter)> = self
+            .functions
+            .iter()
+            .filter_map(|(key, f)| {
+                let head = f.queue.front()?;
+                let over = others_waiting && self.over_ceiling(f, head.want);
+                Some((over, self.share(f.reserved), head.seq, key, head))
+            })
+            .collect();
+        let first = order
+            .iter()
+            .enumerate()
+            .min_by(|(_, a), (_, b)| {
+                (a.0, a.1, a.2)
+                    .partial_cmp(&(b.0, b.1, b.2))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .map(|(i, _)| i)?;
+        let (_, _, _, key, head) = order[first];
+        if self.fits(self.functions[key].running, head.want) {
+            return Some(key.clone());
         }
-        let (_, _, key) = under.or(over)?;
-        let f = &self.functions[key];
-        let want = f.queue.front().expect("chosen function has a head").want;
-        self.fits(f.running, want).then(|| key.clone())
+        if head.since.elapsed() >= self.limits.max_overtaken_wait {
+            return None;
+        }
+        order.swap_remove(first);
+        order.retain(|c| !c.0);
+        order.sort_by(|a, b| {
+            (a.1, a.2)
+                .partial_cmp(&(b.1, b.2))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        order
+            .into_iter()
+            .find(|(_, _, _, key, head)| self.fits(self.functions[*key].running, head.want))
+            .map(|(_, _, _, key, _)| key.clone())
     }
 
     /// Admits waiters in fair order while the first in that order fits:
@@ -214,9 +237,11 @@ impl State {
     /// share, ties to the earliest head; while several functions wait, those
     /// over their ceiling come after all the others (if every waiting
     /// function is over its ceiling, the ceiling protects nobody and the
-    /// plain order applies). If the first head does not fit, nobody is
-    /// admitted, so it cannot be overtaken forever. Call after every change
-    /// that could let one in.
+    /// plain order applies). If the first head does not fit, later heads
+    /// that fit may pass it (backfilling) until it has waited
+    /// `max_overtaken_wait`; then nobody is admitted until it fits, so it
+    /// cannot be overtaken forever. Call after every change that could let
+    /// one in.
     pub fn admit_waiters(&mut self) {
         while let Some(key) = self.first_that_fits() {
             let f = self

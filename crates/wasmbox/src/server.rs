@@ -71,6 +71,7 @@ impl Server {
             max_function_share: a.max_function_share,
             newcomer_cpu_overdraft: a.newcomer_cpu_overdraft,
             max_function_queue_share: a.max_function_queue_share,
+            max_overtaken_wait: a.max_overtaken_wait,
             ..AdmissionConfig::new(capacity)
         };
         admission_config

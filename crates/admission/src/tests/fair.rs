@@ -236,7 +236,12 @@ async fn close_fails_every_waiter_with_draining() {
 /// until it fits.
 #[tokio::test]
 async fn a_large_request_is_not_starved_by_a_stream_of_small_ones() {
-    let a = Admission::new(cfg(10_000, 1000));
+    // Strict order (no backfilling), so the steps below are exact; with
+    // backfilling the same holds once the large one has waited its window
+    // (`after_its_window_nobody_passes_a_blocked_request`).
+    let mut c = cfg(10_000, 1000);
+    c.max_overtaken_wait = Duration::ZERO;
+    let a = Admission::new(c);
     let big = key("big");
     let mut held = std::collections::VecDeque::new();
     for _ in 0..8 {
@@ -285,16 +290,56 @@ async fn a_large_request_is_not_starved_by_a_stream_of_small_ones() {
     assert!(a.functions().is_empty());
 }
 
-/// Among functions holding nothing, arrival decides: a later small request
-/// does not pass an earlier large one.
+/// Among functions holding nothing, arrival decides: with backfilling off,
+/// a later small request does not pass an earlier large one.
 #[tokio::test]
 async fn a_later_newcomer_does_not_pass_an_earlier_large_request() {
+    let mut c = cfg(1000, 1000);
+    c.newcomer_cpu_overdraft = 0.0;
+    c.max_overtaken_wait = Duration::ZERO;
+    let a = Admission::new(c);
+    let hold = a.admit(&key("hog"), r(500, 10)).await.unwrap();
+    let large = spawn_admit(&a, &key("large"), r(1000, 10));
+    until("the large one queues", || a.snapshot().queued == 1).await;
+    let small = spawn_admit(&a, &key("small"), r(100, 10));
+    until("the small one queues", || a.snapshot().queued == 2).await;
+    drop(hold);
+    let pl = large.await.unwrap().unwrap();
+    assert_eq!(queued(&a, "small"), 1);
+    drop(pl);
+    assert!(small.await.unwrap().is_ok());
+}
+
+/// Backfilling: a request that fits is admitted past an earlier one that
+/// does not, while that one has waited less than `max_overtaken_wait`.
+#[tokio::test(start_paused = true)]
+async fn a_small_request_backfills_past_a_blocked_large_one_within_its_window() {
     let mut c = cfg(1000, 1000);
     c.newcomer_cpu_overdraft = 0.0;
     let a = Admission::new(c);
     let hold = a.admit(&key("hog"), r(500, 10)).await.unwrap();
     let large = spawn_admit(&a, &key("large"), r(1000, 10));
     until("the large one queues", || a.snapshot().queued == 1).await;
+    // Fits in the free 500: admitted at once, past the large one.
+    let small = a.admit(&key("small"), r(100, 10)).await.unwrap();
+    assert_eq!(queued(&a, "large"), 1);
+    drop(small);
+    drop(hold);
+    drop(large.await.unwrap().unwrap());
+}
+
+/// Once the blocked request has waited its window, nobody passes it: a
+/// request that would fit queues, and the blocked one runs first.
+#[tokio::test(start_paused = true)]
+async fn after_its_window_nobody_passes_a_blocked_request() {
+    let mut c = cfg(1000, 1000);
+    c.newcomer_cpu_overdraft = 0.0;
+    c.max_overtaken_wait = Duration::from_millis(300);
+    let a = Admission::new(c);
+    let hold = a.admit(&key("hog"), r(500, 10)).await.unwrap();
+    let large = spawn_admit(&a, &key("large"), r(1000, 10));
+    until("the large one queues", || a.snapshot().queued == 1).await;
+    tokio::time::advance(Duration::from_millis(300)).await;
     let small = spawn_admit(&a, &key("small"), r(100, 10));
     until("the small one queues", || a.snapshot().queued == 2).await;
     drop(hold);

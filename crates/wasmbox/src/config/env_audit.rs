@@ -223,6 +223,7 @@ impl ServeConfig {
                 "max-function-queue-share",
                 a.max_function_queue_share.to_string(),
             ),
+            ("max-overtaken-wait", format!("{:?}", a.max_overtaken_wait)),
             (
                 "health-listen",
                 opt(self.health_listen.map(|v| v.to_string()), "off"),

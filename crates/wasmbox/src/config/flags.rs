@@ -176,6 +176,11 @@ pub struct ServeArgs {
     /// --max-queue and --max-queue-mb (0 < x <= 1).
     #[arg(long, env = "WASMBOX_MAX_FUNCTION_QUEUE_SHARE", default_value_t = wasmbox_admission::DEFAULT_MAX_FUNCTION_QUEUE_SHARE)]
     pub max_function_queue_share: f64,
+    /// Backfilling: how long a request that does not fit may be passed by
+    /// later ones that do (then nobody passes it until it runs; 0 = strict
+    /// order).
+    #[arg(long, env = "WASMBOX_MAX_OVERTAKEN_WAIT", default_value = "1s", value_parser = parse_duration_or_zero)]
+    pub max_overtaken_wait: Duration,
     /// Also serve /live and /ready on this address (reference-style probes)
     /// [env: WASMBOX_HEALTH_LISTEN, or HEALTHCHECK_HOST + HEALTHCHECK_PORT].
     #[arg(long, env = "WASMBOX_HEALTH_LISTEN")]
@@ -265,9 +270,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// [`parse_duration`], also accepting zero (`0`, `0s`) to turn a wait off.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_durations_where_a_wait_can_be_off() {
+        assert_eq!(parse_duration_or_zero("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration_or_zero("0s").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_duration_or_zero("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(parse_duration_or_zero("soon").is_err());
+    }
 
     #[test]
     fn durations() {

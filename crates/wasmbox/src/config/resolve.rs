@@ -95,6 +95,7 @@ pub struct AdmissionSettings {
     pub max_function_share: f64,
     pub newcomer_cpu_overdraft: f64,
     pub max_function_queue_share: f64,
+    pub max_overtaken_wait: Duration,
 }
 
 /// Bounds and defaults applied to each request.
@@ -239,6 +240,7 @@ impl ServeArgs {
                 max_function_share: self.max_function_share,
                 newcomer_cpu_overdraft: self.newcomer_cpu_overdraft,
                 max_function_queue_share: self.max_function_queue_share,
+                max_overtaken_wait: self.max_overtaken_wait,
             },
             health_listen: self.health_listen()?,
             readiness_window: self.readiness_window,
