@@ -64,8 +64,8 @@
 //! - If the first request in the order does not fit, later requests that
 //!   do fit are admitted past it (backfilling: short calls do not queue
 //!   behind a large one), but only until it has waited
-//!   `max_overtaken_wait` (default [`DEFAULT_MAX_OVERTAKEN_WAIT`] = 1 s;
-//!   zero turns backfilling off). From then on nobody is admitted until it
+//!   `max_overtaken_wait` (default [`DEFAULT_MAX_OVERTAKEN_WAIT`] = 0:
+//!   off, strict order). From then on nobody is admitted until it
 //!   fits, so a large request waits at most that window plus the calls
 //!   admitted during it. Besides, it can be passed only by functions holding
 //!   less than its own, and its function holds less as its calls end; at

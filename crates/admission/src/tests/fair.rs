@@ -316,6 +316,7 @@ async fn a_later_newcomer_does_not_pass_an_earlier_large_request() {
 async fn a_small_request_backfills_past_a_blocked_large_one_within_its_window() {
     let mut c = cfg(1000, 1000);
     c.newcomer_cpu_overdraft = 0.0;
+    c.max_overtaken_wait = Duration::from_secs(1);
     let a = Admission::new(c);
     let hold = a.admit(&key("hog"), r(500, 10)).await.unwrap();
     let large = spawn_admit(&a, &key("large"), r(1000, 10));

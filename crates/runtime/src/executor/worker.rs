@@ -46,6 +46,7 @@ pub(super) fn run(cx: Context) {
             Ok(slot) => slot,
             Err(e) => {
                 shared.idle.fetch_sub(1, Ordering::SeqCst);
+                shared.slot_failures.fetch_add(1, Ordering::SeqCst);
                 if !retry_after(&cx, &e.to_string(), &mut backoff) {
                     break 'life;
                 }
@@ -70,6 +71,8 @@ pub(super) fn run(cx: Context) {
             match r {
                 Ok(Done { deliver, retire }) => {
                     if retire {
+                        // Counted before the caller hears of the failure.
+                        shared.slot_failures.fetch_add(1, Ordering::SeqCst);
                         deliver();
                         // Leave the broken slot (its Drop moves the thread
                         // out and removes it) and make a new one.
@@ -96,11 +99,11 @@ pub(super) fn run(cx: Context) {
     shared.started.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// Records a slot failure and waits `backoff` (doubling it) before the
-/// worker tries again; false when the pool closed meanwhile.
+/// Waits `backoff` (doubling it) before a worker whose slot failed (the
+/// caller has counted the failure) tries again; false when the pool closed
+/// meanwhile.
 fn retry_after(cx: &Context, error: &str, backoff: &mut Duration) -> bool {
     let shared = &cx.shared;
-    shared.slot_failures.fetch_add(1, Ordering::Relaxed);
     shared.retrying.fetch_add(1, Ordering::SeqCst);
     tracing::error!(worker = cx.id, error, retry_in = ?*backoff, "CPU isolation failed on this worker; it takes no invocations until a new slot works");
     let until = Instant::now() + *backoff;

@@ -179,7 +179,7 @@ pub struct ServeArgs {
     /// Backfilling: how long a request that does not fit may be passed by
     /// later ones that do (then nobody passes it until it runs; 0 = strict
     /// order).
-    #[arg(long, env = "WASMBOX_MAX_OVERTAKEN_WAIT", default_value = "1s", value_parser = parse_duration_or_zero)]
+    #[arg(long, env = "WASMBOX_MAX_OVERTAKEN_WAIT", default_value = "0", value_parser = parse_duration_or_zero)]
     pub max_overtaken_wait: Duration,
     /// Also serve /live and /ready on this address (reference-style probes)
     /// [env: WASMBOX_HEALTH_LISTEN, or HEALTHCHECK_HOST + HEALTHCHECK_PORT].
