@@ -12,22 +12,32 @@
 //! until they finish) and is loaded again on its next request, from the AOT
 //! cache when there is one. This bounds memory however many tenants'
 //! functions the directory holds.
+//!
+//! The parts: `resolve` maps a name to a file and its version, `load`
+//! reads, gates and compiles one file, `aot_cache` keeps compiled code on
+//! disk, and `trusted` is the only code allowed `unsafe` (deserializing
+//! native code). This module holds the in-memory table.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
-use wasmtime::{Linker, Module};
+use wasmtime::Linker;
 
 use crate::engine::WasmEngine;
 use crate::function::Function;
 use crate::names::FunctionName;
 use crate::store::{self, Host};
+
+mod aot_cache;
+mod load;
+mod resolve;
+mod trusted;
+
+pub use load::LoadError;
+use resolve::{Resolved, Version};
 
 /// File extensions that hold functions, in lookup order for a bare name.
 pub const EXTENSIONS: [&str; 3] = ["cwasm", "wasm", "wat"];
@@ -43,34 +53,6 @@ pub struct RegistryConfig {
     pub cache_dir: Option<PathBuf>,
     /// Most files kept compiled in memory (least recently used dropped first).
     pub max_loaded: usize,
-}
-
-/// Why a function could not be loaded.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum LoadError {
-    #[error("no function named '{0}' in the functions directory")]
-    NotFound(String),
-    #[error("'{0}' is a precompiled module (native code); this server was started without --allow-precompiled")]
-    PrecompiledNotAllowed(String),
-    #[error("'{file}' was precompiled by a different wasmtime build or engine configuration; recompile it with `wasmbox compile` using this server's settings ({reason})")]
-    Incompatible { file: String, reason: String },
-    #[error("'{file}' failed to compile: {reason}")]
-    Invalid { file: String, reason: String },
-    #[error("'{file}' is not a WASI command module: it exports no `_start` function")]
-    NotACommand { file: String },
-    #[error("'{file}' cannot be linked: {reason}")]
-    Link { file: String, reason: String },
-    #[error("'{file}' could not be read: {reason}")]
-    Io { file: String, reason: String },
-}
-
-/// Identity of one version of a file: if any of these change, it is a new
-/// version and is compiled again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Version {
-    len: u64,
-    modified: Option<SystemTime>,
-    inode: u64,
 }
 
 struct Entry {
@@ -144,7 +126,17 @@ impl Registry {
     /// it (once, however many callers ask at the same time) if this version
     /// of the file has not been seen yet.
     pub async fn get(self: &Arc<Self>, name: &FunctionName) -> Result<Arc<Function>, LoadError> {
-        let Some((file_name, path, version)) = self.resolve(name.as_str()) else {
+        let resolved = resolve::resolve(
+            &self.config.dir,
+            self.config.allow_precompiled,
+            name.as_str(),
+        );
+        let Some(Resolved {
+            file_name,
+            path,
+            version,
+        }) = resolved
+        else {
             // Forget anything cached under the candidate names.
             let mut entries = self.entries.lock().unwrap();
             entries.remove(name.as_str());
@@ -226,10 +218,7 @@ impl Registry {
         for entry in std::fs::read_dir(&self.config.dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ext_ok = Path::new(&name)
-                .extension()
-                .is_some_and(|e| EXTENSIONS.iter().any(|x| e == *x));
-            if ext_ok
+            if resolve::has_function_extension(&name)
                 && FunctionName::validate(name.clone()).is_ok()
                 && entry.file_type()?.is_file()
             {
@@ -239,170 +228,5 @@ impl Registry {
         names.sort();
         Ok(names)
     }
-
-    /// Maps a URL name to a file. A name with a known extension names that
-    /// file exactly; a bare name tries `.cwasm` (when allowed), `.wasm`, `.wat`.
-    fn resolve(&self, name: &str) -> Option<(String, PathBuf, Version)> {
-        let has_ext = Path::new(name)
-            .extension()
-            .is_some_and(|e| EXTENSIONS.iter().any(|x| e == *x));
-        let candidates: Vec<String> = if has_ext {
-            vec![name.to_string()]
-        } else {
-            EXTENSIONS
-                .iter()
-                .filter(|e| self.config.allow_precompiled || **e != "cwasm")
-                .map(|e| format!("{name}.{e}"))
-                .collect()
-        };
-        candidates.into_iter().find_map(|file_name| {
-            let path = self.config.dir.join(&file_name);
-            let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
-            use std::os::unix::fs::MetadataExt;
-            let version = Version {
-                len: meta.len(),
-                modified: meta.modified().ok(),
-                inode: meta.ino(),
-            };
-            Some((file_name, path, version))
-        })
-    }
-
-    /// Reads and compiles one file (blocking).
-    fn load(&self, file_name: &str, path: &Path) -> Result<Arc<Function>, LoadError> {
-        let file = file_name.to_string();
-        self.loads.fetch_add(1, Ordering::Relaxed);
-        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => LoadError::NotFound(file.clone()),
-            _ => LoadError::Io {
-                file: file.clone(),
-                reason: e.to_string(),
-            },
-        })?;
-        let started = std::time::Instant::now();
-        let module = if wasmtime::Engine::detect_precompiled(&bytes).is_some() {
-            if !self.config.allow_precompiled {
-                return Err(LoadError::PrecompiledNotAllowed(file));
-            }
-            trusted::deserialize(&self.engine.engine, &bytes).map_err(|e| {
-                LoadError::Incompatible {
-                    file: file.clone(),
-                    reason: e.to_string(),
-                }
-            })?
-        } else if path.extension().is_some_and(|e| e == "cwasm") {
-            return Err(LoadError::Invalid {
-                file,
-                reason: "a .cwasm file must hold a module precompiled by `wasmbox compile`".into(),
-            });
-        } else {
-            self.compile_cached(&file, &bytes)?
-        };
-        if !matches!(
-            module.get_export("_start"),
-            Some(wasmtime::ExternType::Func(_))
-        ) {
-            return Err(LoadError::NotACommand { file });
-        }
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Link {
-                file: file.clone(),
-                reason: format!("{e:#}"),
-            })?;
-        tracing::info!(function = %file, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "loaded");
-        Ok(Arc::new(Function {
-            id: Arc::from(file.as_str()),
-            file_name: file,
-            path: path.to_path_buf(),
-            pre,
-        }))
-    }
-
-    /// Compiles `.wasm`/`.wat` bytes, through the disk cache when enabled.
-    fn compile_cached(&self, file: &str, bytes: &[u8]) -> Result<Module, LoadError> {
-        let compile = || {
-            Module::new(&self.engine.engine, bytes).map_err(|e| LoadError::Invalid {
-                file: file.to_string(),
-                reason: format!("{e:#}"),
-            })
-        };
-        let Some(dir) = &self.config.cache_dir else {
-            return compile();
-        };
-        let cached = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
-        if cached.exists() {
-            match trusted::deserialize_cache_entry(&self.engine.engine, &cached) {
-                Ok(m) => {
-                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(m);
-                }
-                Err(e) => {
-                    tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable cache entry")
-                }
-            }
-        }
-        let module = compile()?;
-        match module.serialize() {
-            Ok(data) => {
-                // Write to a temporary name and rename, so readers never see
-                // a partial file.
-                let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
-                if let Err(e) =
-                    std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, &cached))
-                {
-                    tracing::warn!(path = %cached.display(), error = %e, "cannot write cache entry");
-                    let _ = std::fs::remove_file(&tmp);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot serialize module for the cache"),
-        }
-        Ok(module)
-    }
-
-    /// Content hash of the module bytes plus the engine's compatibility hash.
-    fn cache_key(&self, bytes: &[u8]) -> String {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine
-            .engine
-            .precompile_compatibility_hash()
-            .hash(&mut h);
-        let digest = Sha256::digest(bytes);
-        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        format!("{hex}-{:016x}", h.finish())
-    }
 }
 
-/// The one place that loads native code: `.cwasm` files (only with
-/// `--allow-precompiled`, i.e. the operator trusts the directory) and our own
-/// AOT cache entries.
-mod trusted {
-    #![allow(unsafe_code)]
-
-    pub fn deserialize(
-        engine: &wasmtime::Engine,
-        bytes: &[u8],
-    ) -> wasmtime::Result<wasmtime::Module> {
-        // SAFETY: wasmtime requires the bytes to come from `Module::serialize`
-        // or `Engine::precompile_module` of a trusted source; they are checked
-        // for a matching engine version and configuration before use. The
-        // caller only passes files the operator opted in to trust, or our own
-        // cache entries.
-        unsafe { wasmtime::Module::deserialize(engine, bytes) }
-    }
-
-    /// Maps one of our own cache entries instead of copying it: its code
-    /// pages are shared, file-backed and only resident once used, which
-    /// matters with a thousand functions loaded.
-    pub fn deserialize_cache_entry(
-        engine: &wasmtime::Engine,
-        path: &std::path::Path,
-    ) -> wasmtime::Result<wasmtime::Module> {
-        // SAFETY: as for `deserialize`, and the file must not change while
-        // mapped: cache entries are only ever written under a temporary name
-        // and renamed into place, so a mapped entry's inode is never
-        // rewritten (a replacement is a new inode).
-        unsafe { wasmtime::Module::deserialize_file(engine, path) }
-    }
-}
