@@ -230,3 +230,5 @@ impl Registry {
     }
 }
 
+#[cfg(test)]
+mod tests;
