@@ -556,9 +556,9 @@ async fn least_recently_used_functions_are_unloaded_beyond_the_limit() {
     let metrics = s.get("/-/metrics").await.text();
     for line in [
         "wasmbox_functions_loaded 2",
-        "wasmbox_function_loads 4",
-        "wasmbox_function_cache_hits 1",
-        "wasmbox_function_unloads 2",
+        "wasmbox_function_loads_total 4",
+        "wasmbox_function_cache_hits_total 1",
+        "wasmbox_function_unloads_total 2",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
