@@ -390,7 +390,7 @@ pub(crate) fn report(
     )?;
     row(&mut r, "server: function loads", &|s| {
         s.server
-            .get("wasmbox_function_loads")
+            .get("wasmbox_function_loads_total")
             .map_or("not read".into(), |v| v.to_string())
     })?;
     writeln!(
