@@ -21,10 +21,11 @@ pub const DEFAULT_MAX_FUNCTION_QUEUE_SHARE: f64 = 0.5;
 
 /// Default longest a request that does not fit may be overtaken by
 /// smaller ones that do (backfilling); after that nobody passes it. Off
-/// (strict order) by default: in the trace benchmark 1 s of backfilling
-/// lowered short calls' median latency (1231 -> 992 ms) but not their p99,
-/// and with an abusive function it let the abuser's long calls backfill too
-/// (the others' success share fell from 66 % to 55 %).
+/// (strict order) by default: in three full runs of the trace benchmark,
+/// 1 s of backfilling lowered short calls' median latency (992 ms against
+/// 1231 and 1256 ms strict) but not their p99 (6.1 s against 6.0 s), and
+/// the runs with an abusive function varied as much between two strict
+/// runs as against the backfilling one, so there is no case for it yet.
 pub const DEFAULT_MAX_OVERTAKEN_WAIT: Duration = Duration::ZERO;
 
 /// Plain-data admission settings. Build with [`AdmissionConfig::new`] and
