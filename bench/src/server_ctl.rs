@@ -89,7 +89,8 @@ impl Served {
             };
         };
         let pid = server.pid();
-        let trees = instance_trees(pid);
+        let trees =
+            wasmbox_isolation::cgroup::v1_trees_of_process(pid, Path::new("/sys/fs/cgroup/cpu"));
         signal("TERM", pid);
         let t = Instant::now();
         let on_term = wait_exit(pid, GRACE).then(|| t.elapsed());
@@ -145,39 +146,6 @@ fn wait_exit(pid: u32, limit: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The cgroup-v1 cpu trees (`.../wasmbox-<instance id>`) the threads of
-/// `pid` sit in, from /proc/<pid>/task/*/cgroup.
-fn instance_trees(pid: u32) -> Vec<std::path::PathBuf> {
-    let mut trees = Vec::new();
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
-    for task in tasks.into_iter().flatten().flatten() {
-        let Ok(cg) = std::fs::read_to_string(task.path().join("cgroup")) else {
-            continue;
-        };
-        for line in cg.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
-            let (Some(controllers), Some(path)) = (controllers, path) else {
-                continue;
-            };
-            if !controllers.split(',').any(|c| c == "cpu") {
-                continue;
-            }
-            let mut tree = std::path::PathBuf::from("/sys/fs/cgroup/cpu");
-            for comp in path.trim_start_matches('/').split('/') {
-                tree.push(comp);
-                if comp.starts_with("wasmbox-") {
-                    if !trees.contains(&tree) {
-                        trees.push(tree.clone());
-                    }
-                    break;
-                }
-            }
-        }
-    }
-    trees
 }
 
 /// Removes what is left of the server's instance trees (every directory in

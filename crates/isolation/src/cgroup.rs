@@ -245,6 +245,41 @@ impl Drop for CgroupSlot {
     }
 }
 
+/// The instance trees (`<root>/.../wasmbox-<id>`) in the cgroup v1 cpu
+/// hierarchy mounted at `v1_cpu_root` that the threads of process `pid` sit
+/// in, read from `/proc/<pid>/task/*/cgroup`. For tools and tests that must
+/// find a server's cgroups from outside it (the names carry no PID).
+pub fn v1_trees_of_process(pid: u32, v1_cpu_root: &Path) -> Vec<PathBuf> {
+    let mut trees = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+    for task in tasks.into_iter().flatten().flatten() {
+        let Ok(cg) = std::fs::read_to_string(task.path().join("cgroup")) else {
+            continue;
+        };
+        for line in cg.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+            let (Some(controllers), Some(path)) = (controllers, path) else {
+                continue;
+            };
+            if !controllers.split(',').any(|c| c == "cpu") {
+                continue;
+            }
+            let mut tree = v1_cpu_root.to_path_buf();
+            for comp in path.trim_start_matches('/').split('/') {
+                tree.push(comp);
+                if comp.starts_with(PREFIX) {
+                    if !trees.contains(&tree) {
+                        trees.push(tree.clone());
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    trees
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,7 +308,8 @@ fn sigterm_during_a_burst_drains_everything_admitted() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let trees = instance_trees(pid);
+    let trees =
+        wasmbox_isolation::cgroup::v1_trees_of_process(pid, Path::new("/sys/fs/cgroup/cpu"));
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -344,39 +345,4 @@ fn sigterm_during_a_burst_drains_everything_admitted() {
     for tree in &trees {
         assert!(!tree.exists(), "{} left behind", tree.display());
     }
-}
-
-/// The cgroup v1 cpu trees (`<root>/wasmbox-<id>`) the threads of `pid` sit
-/// in, read from /proc/<pid>/task/*/cgroup.
-fn instance_trees(pid: u32) -> Vec<std::path::PathBuf> {
-    let mut trees = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let Ok(cg) = std::fs::read_to_string(task.path().join("cgroup")) else {
-            continue;
-        };
-        for line in cg.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
-            if !controllers.is_some_and(|c| c.split(',').any(|c| c == "cpu")) {
-                continue;
-            }
-            let Some(path) = path else { continue };
-            // The path up to and including the `wasmbox-<id>` component.
-            let mut prefix = std::path::PathBuf::from("/sys/fs/cgroup/cpu");
-            for comp in path.trim_start_matches('/').split('/') {
-                prefix.push(comp);
-                if comp.starts_with("wasmbox-") {
-                    if !trees.contains(&prefix) {
-                        trees.push(prefix.clone());
-                    }
-                    break;
-                }
-            }
-        }
-    }
-    trees
 }

@@ -10,28 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{send_get, until, TestServer};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-
-/// Waits (polling, with a deadline) until `cond` holds; the state it reads
-/// has no change notification to await.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Opens a connection and sends a GET; the response is not read.
-async fn send_get(base: &str, path: &str, headers: &str) -> TcpStream {
-    let addr = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{headers}\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    s
-}
 
 async fn read_all(mut s: TcpStream) -> String {
     let mut out = Vec::new();

@@ -6,29 +6,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::TestServer;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use common::{send_get, until, TestServer};
 use wasmbox_admission::FunctionSnapshot;
-
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-async fn send_get(base: &str, path: &str, headers: &str) -> TcpStream {
-    let mut s = TcpStream::connect(base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{headers}\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    s
-}
 
 fn of(s: &TestServer, function: &str) -> FunctionSnapshot {
     s.app

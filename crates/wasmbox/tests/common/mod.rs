@@ -172,3 +172,29 @@ impl TestServer {
         self.task.take().unwrap().await.unwrap().unwrap();
     }
 }
+
+/// Waits (polling, with a deadline) until `cond` holds: for server state
+/// that has no change notification to await.
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// Opens a connection to `base` (`http://host:port`) and sends a GET with
+/// `headers` (each ending in CRLF); the response is left unread, and
+/// dropping the stream hangs up.
+pub async fn send_get(base: &str, path: &str, headers: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
