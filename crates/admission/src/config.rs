@@ -32,9 +32,11 @@ pub const DEFAULT_MAX_OVERTAKEN_WAIT: Duration = Duration::ZERO;
 /// override fields with struct update syntax.
 #[derive(Debug, Clone)]
 pub struct AdmissionConfig {
+    /// What the server has: CPU in millicores, memory in MB.
     pub capacity: Resources,
     /// Admit up to capacity x ratio (1.0 = no overbooking).
     pub cpu_overbook: f64,
+    /// The same for memory.
     pub memory_overbook: f64,
     /// Most requests waiting, over all functions.
     pub max_queue: usize,

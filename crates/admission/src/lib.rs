@@ -79,6 +79,8 @@
 //!   reservation is released on every path (the [`Permit`] is a guard).
 //! - [`Admission::close`] fails everything still queued (bounded shutdown).
 
+#![warn(missing_docs)]
+
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -106,31 +108,48 @@ pub type FunctionKey = Arc<str>;
 /// Resources of a whole server or of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Resources {
+    /// CPU in millicores (1000 = one core).
     pub cpu_millis: u64,
+    /// Memory in MB.
     pub memory_mb: u64,
 }
 
 /// A snapshot of the whole server, for metrics and readiness.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Snapshot {
+    /// Held by admitted requests; CPU may pass `limit` by a newcomer's
+    /// overdraft.
     pub reserved: Resources,
+    /// Total that may be reserved at once (capacity x overbooking).
     pub limit: Resources,
+    /// Requests waiting, over all functions.
     pub queued: usize,
+    /// MB declared by waiting requests, over all functions.
     pub queued_mb: u64,
+    /// Latest CPU utilisation fed in, in cores (0 until the first).
     pub cpu_utilization: f64,
+    /// Whether the CPU gate holds admissions (utilisation at or above
+    /// `cpu_gate`).
     pub gate_closed: bool,
 }
 
 /// One function with waiters or running reservations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FunctionSnapshot {
+    /// The function's key.
     pub function: FunctionKey,
+    /// Its requests waiting.
     pub queued: usize,
+    /// MB declared by its waiting requests.
     pub queued_mb: u64,
+    /// Its admitted requests whose permits are still held.
     pub running: usize,
+    /// What those admitted requests hold.
     pub reserved: Resources,
 }
 
+/// One server's admission: reservations, per-function queues and the CPU
+/// gate (see the crate doc). Built shared, by [`Admission::new`].
 pub struct Admission {
     config: AdmissionConfig,
     limits: Limits,
@@ -148,10 +167,12 @@ pub struct Permit {
 }
 
 impl Permit {
+    /// The function the reservation was made for.
     pub fn function(&self) -> &FunctionKey {
         &self.function
     }
 
+    /// What the permit holds.
     pub fn resources(&self) -> Resources {
         self.want
     }
@@ -164,6 +185,9 @@ impl Drop for Permit {
 }
 
 impl Admission {
+    /// Admission with these settings, nothing reserved or queued. Ratios
+    /// out of range are clamped, not refused: check them with
+    /// [`AdmissionConfig::validate`] first.
     pub fn new(config: AdmissionConfig) -> Arc<Self> {
         let limits = Limits::new(&config);
         let state = Mutex::new(State::new(limits, config.cpu_gate));
@@ -174,6 +198,7 @@ impl Admission {
         })
     }
 
+    /// The settings it was built with.
     pub fn config(&self) -> &AdmissionConfig {
         &self.config
     }
@@ -325,6 +350,7 @@ impl Admission {
         st.close();
     }
 
+    /// The whole server now: reservations, limit, queue and CPU gate.
     pub fn snapshot(&self) -> Snapshot {
         let st = self.lock();
         Snapshot {

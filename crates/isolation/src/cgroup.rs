@@ -42,11 +42,14 @@ const ATTEMPTS: usize = 5;
 /// this crate's unit tests, over plain directories standing in for them.
 #[derive(Clone, Copy)]
 pub struct Dirs {
+    /// Makes one cgroup; fails with EEXIST if it is there already.
     pub mkdir: fn(&Path) -> Result<(), IsolationError>,
     /// Removes one (empty) cgroup, waiting out EBUSY for up to the duration.
     pub rmdir: fn(&Path, Duration) -> Result<(), IsolationError>,
 }
 
+/// The kernel's cgroup file systems: `mkdir`, and `rmdir` that waits out
+/// EBUSY ([`fs::remove_cgroup_within`]).
 pub const KERNEL: Dirs = Dirs {
     mkdir: fs::create_dir,
     rmdir: fs::remove_cgroup_within,
@@ -71,6 +74,8 @@ pub enum Layout {
     PidNamed,
 }
 
+/// The layout of `name`, a directory name in a cgroup root; `None` when
+/// wasmbox did not make it.
 pub fn layout(name: &str) -> Option<Layout> {
     let rest = name.strip_prefix(PREFIX)?;
     if rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -166,9 +171,14 @@ pub struct CgroupSlot {
 
 /// How to make one slot.
 pub struct SlotSpec<'a> {
+    /// The slot's cgroup directory, `<tree>/slot-<n>`.
     pub dir: PathBuf,
+    /// Where the TID is written to move the thread back out when the slot
+    /// is dropped (v1 `<base>/tasks`, v2 `<domain>/cgroup.threads`).
     pub home: PathBuf,
+    /// The worker thread's OS thread id.
     pub tid: i32,
+    /// CFS period in µs.
     pub period_us: u64,
     /// Mode-specific writes before the thread moves in.
     pub setup: &'a dyn Fn(&Path) -> Result<(), IsolationError>,
@@ -176,6 +186,7 @@ pub struct SlotSpec<'a> {
     pub quota_file: Option<(&'a str, QuotaText)>,
     /// File that takes the TID (`tasks` or `cgroup.threads`).
     pub join_file: &'a str,
+    /// How the directory is made and removed.
     pub dirs: Dirs,
 }
 

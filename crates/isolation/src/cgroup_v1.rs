@@ -22,6 +22,8 @@ use crate::cgroup::{self, CgroupSlot, SlotSpec, ANCHOR, KERNEL, SLOT};
 use crate::{fs, sweep, IsolationError};
 use crate::{Isolation, IsolationConfig, Mode, Slot};
 
+/// The `cgroup-v1` mode: an instance tree held live by an anchor thread,
+/// one slot cgroup per worker.
 pub struct CgroupV1 {
     /// The cgroup the instance tree is made in; threads return here.
     base: PathBuf,
@@ -79,6 +81,10 @@ impl Anchor {
 }
 
 impl CgroupV1 {
+    /// Sweeps the base cgroup (the process's own cpu cgroup, or
+    /// `cgroup_root`), then makes the instance tree with its anchor and its
+    /// `cpu.shares`. [`IsolationError::Unusable`] when the base is no v1 cpu
+    /// controller directory or cannot be written.
     pub fn open(config: &IsolationConfig) -> Result<Self, IsolationError> {
         let unusable = |reason: String| IsolationError::unusable(Mode::CgroupV1, reason);
         let base = match &config.cgroup_root {
@@ -120,6 +126,7 @@ impl CgroupV1 {
         }
     }
 
+    /// The cgroup the instance tree is made in; threads return here.
     pub fn base(&self) -> &Path {
         &self.base
     }
@@ -129,6 +136,7 @@ impl CgroupV1 {
         &self.tree
     }
 
+    /// This instance's id, 16 hex digits.
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -28,6 +28,8 @@ use crate::{Isolation, IsolationConfig, Mode, Slot};
 
 const HINT: &str = "needs a writable, delegated cgroup2 directory";
 
+/// The `cgroup-v2` mode: the process moved into its instance tree, one
+/// threaded slot cgroup per worker.
 pub struct CgroupV2 {
     /// The process's original cgroup (P).
     parent: PathBuf,
@@ -44,6 +46,11 @@ pub struct CgroupV2 {
 }
 
 impl CgroupV2 {
+    /// Sweeps the parent (the process's own cgroup, or `cgroup_root`), moves
+    /// the process into a new instance tree and enables `cpu` in the
+    /// parent's and the tree's `cgroup.subtree_control`.
+    /// [`IsolationError::Unusable`] when the parent is no cgroup2 directory,
+    /// has no cpu controller in `cgroup.controllers`, or cannot be written.
     pub fn open(config: &IsolationConfig) -> Result<Self, IsolationError> {
         Self::open_with(config, KERNEL)
     }
@@ -130,6 +137,7 @@ impl CgroupV2 {
         &self.domain
     }
 
+    /// This instance's id, 16 hex digits.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -140,6 +148,7 @@ impl CgroupV2 {
         self.added_cpu_to_parent
     }
 
+    /// Directory of worker `n`'s slot.
     pub fn slot_dir(&self, n: usize) -> PathBuf {
         self.domain.join(format!("{SLOT}{n}"))
     }

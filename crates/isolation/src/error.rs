@@ -6,11 +6,17 @@ use std::path::{Path, PathBuf};
 
 use crate::Mode;
 
+/// Why a mode cannot be opened, or a slot made or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum IsolationError {
     /// This mode cannot work on this host; `reason` says what is missing.
     #[error("--cpu-isolation {mode} is not usable here: {reason}")]
-    Unusable { mode: Mode, reason: String },
+    Unusable {
+        /// The mode that was tried.
+        mode: Mode,
+        /// What is missing, for the operator to fix.
+        reason: String,
+    },
     /// A cgroup (or /proc, /dev) operation failed: `action` on `path`, with
     /// `value` when something was written.
     #[error(
@@ -19,9 +25,13 @@ pub enum IsolationError {
         .path.display()
     )]
     Step {
+        /// What was tried, as a verb: `read`, `write`, `create`, `remove`...
         action: &'static str,
+        /// The file or directory it was tried on.
         path: PathBuf,
+        /// What was written, for a write.
         value: Option<String>,
+        /// The OS error.
         source: io::Error,
     },
 }
@@ -47,6 +57,7 @@ impl IsolationError {
         }
     }
 
+    /// `mode` cannot work on this host, for `reason`.
     pub fn unusable(mode: Mode, reason: impl Into<String>) -> Self {
         IsolationError::Unusable {
             mode,

@@ -25,6 +25,7 @@ pub fn rewrite(f: &File, path: &Path, value: &str) -> Result<(), IsolationError>
         .map_err(|e| IsolationError::write(path, value, e))
 }
 
+/// Reads a control file; the error names the file.
 pub fn read(path: &Path) -> Result<String, IsolationError> {
     std::fs::read_to_string(path).map_err(|e| IsolationError::step("read", path, e))
 }
@@ -68,11 +69,17 @@ pub fn remove_cgroup_within(path: &Path, patience: Duration) -> Result<(), Isola
 pub struct Mount {
     /// Root of the mount within its hierarchy (field 4).
     pub root: String,
+    /// Where it is mounted (field 5).
     pub mount_point: PathBuf,
+    /// File system type: `cgroup2`, `cgroup` (v1), ... (after ` - `).
     pub fs_type: String,
+    /// Super options, split at commas; a v1 mount lists its controllers
+    /// here.
     pub super_options: Vec<String>,
 }
 
+/// Every mount in the text of /proc/self/mountinfo; malformed lines are
+/// skipped.
 pub fn mounts(mountinfo: &str) -> Vec<Mount> {
     mountinfo
         .lines()
@@ -114,7 +121,9 @@ pub fn cgroup_dir(mount: &Mount, cgroup_path: &str) -> PathBuf {
 /// carries a given controller.
 #[derive(Debug, Clone, Copy)]
 pub enum Hierarchy<'a> {
+    /// The unified cgroup2 hierarchy.
     V2,
+    /// The v1 hierarchy that carries this controller (e.g. `cpu`).
     V1(&'a str),
 }
 

@@ -16,6 +16,7 @@
 //!   when its thread CPU time runs ahead of its budget;
 //! - [`none`]: no limit.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cgroup;
 pub mod cgroup_v1;
@@ -39,9 +40,15 @@ pub use throttle::{thread_cpu_time, Throttle};
 /// Which mechanism holds threads to their quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// `cgroup-v2`: one threaded cgroup per worker thread, `cpu.max`
+    /// ([`cgroup_v2`]).
     CgroupV2,
+    /// `cgroup-v1`: one cpu-controller cgroup per worker thread,
+    /// `cpu.cfs_quota_us` ([`cgroup_v1`]).
     CgroupV1,
+    /// `throttle`: no privileges; guests sleep at epoch ticks ([`throttle`]).
     Throttle,
+    /// `none`: no limit ([`none`]).
     None,
 }
 
@@ -59,13 +66,17 @@ impl fmt::Display for Mode {
 /// What was asked for on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requested {
+    /// `auto`: the strongest mode that works here: cgroup v2, cgroup v1,
+    /// throttle, else none.
     Auto,
+    /// This mode, or an error if it cannot work here.
     Exactly(Mode),
 }
 
 /// Plain-data isolation settings.
 #[derive(Debug, Clone)]
 pub struct IsolationConfig {
+    /// The mode asked for (`--cpu-isolation`).
     pub requested: Requested,
     /// The cgroup under which slot cgroups are made; found from
     /// /proc/self/cgroup and /proc/self/mountinfo when `None`.
@@ -86,6 +97,7 @@ impl Default for IsolationConfig {
 
 /// A mode, ready to hand out slots.
 pub trait Isolation: Send + Sync {
+    /// The mode this is.
     fn mode(&self) -> Mode;
     /// One line for the startup log: what is used, where.
     fn describe(&self) -> String;
@@ -135,7 +147,7 @@ pub fn open(config: &IsolationConfig) -> Result<Arc<dyn Isolation>, IsolationErr
 }
 
 /// The calling thread's OS thread id (what `tasks` and `cgroup.threads`
-/// take). /proc/thread-self links to /proc/<pid>/task/<tid>.
+/// take). `/proc/thread-self` links to `/proc/<pid>/task/<tid>`.
 pub fn current_tid() -> i32 {
     std::fs::read_link("/proc/thread-self")
         .ok()

@@ -3,6 +3,7 @@
 
 use crate::{Isolation, IsolationError, Mode, Slot, Throttle};
 
+/// The `none` mode: its slots do nothing.
 pub struct NoIsolation;
 
 impl Isolation for NoIsolation {

@@ -36,6 +36,7 @@ const EOPNOTSUPP: i32 = 95;
 /// What one sweep did, per tree.
 #[derive(Debug, Default)]
 pub struct Swept {
+    /// Trees removed: no thread sat in them.
     pub removed: Vec<PathBuf>,
     /// Trees left alone because a thread sits in them.
     pub live: Vec<PathBuf>,

@@ -62,9 +62,12 @@ impl Throttle {
     }
 }
 
+/// The `throttle` mode: every [`Slot::apply`] starts a new [`Throttle`].
 pub struct ThrottleMode;
 
 impl ThrottleMode {
+    /// [`IsolationError::Unusable`] only when CLOCK_THREAD_CPUTIME_ID
+    /// cannot be read; nothing in `config` is used.
     pub fn open(_config: &IsolationConfig) -> Result<Self, IsolationError> {
         clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_err(|e| {
             IsolationError::unusable(

@@ -25,6 +25,7 @@ impl CancelToken {
         self.0.notify.notify_waiters();
     }
 
+    /// Whether the signal has been raised.
     pub fn is_cancelled(&self) -> bool {
         self.0.set.load(Ordering::Relaxed)
     }

@@ -43,10 +43,13 @@ pub struct Capture {
 #[derive(Debug, thiserror::Error)]
 #[error("output exceeded its cap of {cap} bytes")]
 pub struct OutputLimitExceeded {
+    /// The cap in bytes.
     pub cap: usize,
 }
 
 impl Capture {
+    /// An empty buffer of at most `cap` bytes; `mode` says what a write past
+    /// it does.
     pub fn new(cap: usize, mode: Overflow) -> Self {
         Capture {
             cap,
@@ -58,6 +61,7 @@ impl Capture {
         }
     }
 
+    /// The cap in bytes.
     pub fn cap(&self) -> usize {
         self.cap
     }

@@ -53,11 +53,15 @@ impl Default for EngineConfig {
 /// The engine plus the settings it was built from.
 #[derive(Clone)]
 pub struct WasmEngine {
+    /// The shared wasmtime engine.
     pub engine: Engine,
+    /// The settings it was built from.
     pub config: EngineConfig,
 }
 
 impl WasmEngine {
+    /// Builds the engine: a pool sized from `config`, copy-on-write memory
+    /// images, epoch interruption.
     pub fn new(config: EngineConfig) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         let max_memory = usize::try_from(config.max_memory_mib << 20).unwrap_or(usize::MAX);
@@ -99,6 +103,7 @@ pub struct EpochTicker {
 }
 
 impl EpochTicker {
+    /// Spawns the ticker thread (`wasmbox-epoch`).
     pub fn start(engine: &WasmEngine) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let engine_handle = engine.engine.clone();

@@ -40,6 +40,7 @@ pub use worker::Worker;
 /// Plain-data pool settings.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
+    /// Most worker threads (started on demand, then kept).
     pub max_workers: usize,
     /// Stack size of each worker thread in bytes.
     pub stack_size: usize,
@@ -48,6 +49,7 @@ pub struct ExecutorConfig {
     /// First wait before a worker whose isolation slot failed tries again;
     /// doubles per failure up to `max_retry_backoff`.
     pub retry_backoff: Duration,
+    /// Longest wait between those retries.
     pub max_retry_backoff: Duration,
 }
 
@@ -70,7 +72,10 @@ impl Default for ExecutorConfig {
 
 /// One invocation for the pool.
 pub struct Task {
+    /// The compiled function to run.
     pub function: Arc<Function>,
+    /// How to run it; its `throttle` is replaced by what the worker's slot
+    /// returns for `cpu_millis`.
     pub invocation: Invocation,
     /// The request's `cpu_quota` in millicores.
     pub cpu_millis: u64,
@@ -84,6 +89,8 @@ pub struct Task {
 /// What became of a task.
 #[derive(Debug)]
 pub struct Ran {
+    /// What the invocation did (not run if it was cancelled or the pool
+    /// stopped while it was queued).
     pub outcome: Outcome,
     /// Waiting for a worker.
     pub queued: Duration,
@@ -91,14 +98,25 @@ pub struct Ran {
     pub isolation: Duration,
 }
 
+/// Why a task got no [`Ran`]: it did not run, or its result was lost.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
+    /// The pool is shut down; the task did not run.
     #[error("the worker pool is shut down")]
     Closed,
+    /// The worker panicked while running the job; its result is lost.
     #[error("the worker running this invocation panicked")]
     Panicked,
     #[error("{queued} invocations are already waiting for a worker (limit {max})")]
-    Busy { queued: usize, max: usize },
+    /// The queue was full; the task was not queued.
+    Busy {
+        /// Tasks waiting at the time.
+        queued: usize,
+        /// [`ExecutorConfig::max_queued`].
+        max: usize,
+    },
+    /// The CPU quota could not be applied on any worker tried (up to
+    /// three); the task did not run. Holds the last error.
     #[error("CPU isolation could not be applied to a worker: {0}")]
     Isolation(String),
 }
@@ -149,13 +167,21 @@ struct PoolState {
 /// A snapshot for metrics and readiness.
 #[derive(Debug, Clone, Default)]
 pub struct PoolStats {
+    /// [`ExecutorConfig::max_workers`].
     pub max_workers: usize,
+    /// Worker threads started so far.
     pub started: usize,
+    /// Workers waiting for a task (a starting worker counts).
     pub idle: usize,
+    /// Jobs running now.
     pub busy: usize,
+    /// Jobs waiting for a worker.
     pub queued: usize,
+    /// Workers waiting to retry a failed isolation slot.
     pub retrying: usize,
+    /// Isolation slot failures since start.
     pub slot_failures: usize,
+    /// The latest slot failure's message.
     pub last_slot_error: Option<String>,
 }
 
@@ -183,6 +209,7 @@ impl PoolStats {
     }
 }
 
+/// The worker pool. Dropping it shuts it down ([`Executor::shutdown`]).
 pub struct Executor {
     config: ExecutorConfig,
     engine: WasmEngine,
@@ -198,6 +225,8 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// A pool with no workers yet (they start as tasks arrive). Creates
+    /// wasmtime-wasi's shared runtime first ([`warm_ambient_runtime`]).
     pub fn new(config: ExecutorConfig, engine: WasmEngine, isolation: Arc<dyn Isolation>) -> Self {
         warm_ambient_runtime();
         let (tx, rx) = crossbeam_channel::bounded(config.max_queued.max(1));
@@ -213,6 +242,7 @@ impl Executor {
         }
     }
 
+    /// [`ExecutorConfig::max_workers`].
     pub fn max_workers(&self) -> usize {
         self.config.max_workers
     }
@@ -225,6 +255,7 @@ impl Executor {
         self.shared.busy.load(Ordering::Relaxed)
     }
 
+    /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
         let s = &self.shared;
         PoolStats {

@@ -14,6 +14,8 @@ pub struct Function {
     pub file_name: String,
     /// The same name, shared: the key admission queues this function by.
     pub id: Arc<str>,
+    /// The file it was loaded from.
     pub path: PathBuf,
+    /// The module linked against WASI p1, ready to instantiate.
     pub pre: InstancePre<Host>,
 }

@@ -4,21 +4,23 @@
 //! One request, top to bottom:
 //! 1. [`names::FunctionName::parse`] validates the name from the URL.
 //! 2. [`registry::Registry::get`] finds the file in the functions directory and
-//!    returns its compiled, cached [`registry::Function`] (compiled once,
+//!    returns its compiled, cached [`function::Function`] (compiled once,
 //!    single-flight; recompiled when the file changes).
-//! 3. [`executor::Executor::submit`] hands the job to a dedicated OS worker
-//!    thread (never a tokio worker: the sync WASI host blocks); the job calls
-//!    [`executor::Worker::isolate`] to hold that thread to the request's
-//!    `cpu_quota` (its `wasmbox-isolation` slot).
-//! 4. On that thread [`sandbox::invoke`] builds a `Store` with WASI p1, the
-//!    memory cap ([`limits`]), bounded stdout/stderr ([`capture`]) and the
-//!    wall-clock deadline and throttle budget (epoch callback), and calls
-//!    `_start`.
+//! 3. [`executor::Executor::run`] queues a [`executor::Task`] (the function,
+//!    its invocation, the request's `cpu_quota`, its cancel signal and its
+//!    admission reservation) for a dedicated OS worker thread, which holds
+//!    itself to the quota (its `wasmbox-isolation` slot).
+//! 4. On that thread [`sandbox::invoke_until`] builds a `Store` with the async
+//!    WASI p1 host ([`store`]), the memory cap ([`limits`]), bounded
+//!    stdout/stderr ([`capture`]), and calls `_start` under the wall-clock
+//!    deadline and the stop signals ([`cancel`]), host calls included.
+//! 5. The [`sandbox::Outcome`] carries stdout, the exit status and phase
+//!    timings; the reservation is released once the guest has stopped.
 //!
 //! `unsafe` is denied everywhere but `registry::trusted`, the one place that
 //! loads precompiled native code.
-//! 5. The [`sandbox::Outcome`] carries stdout, the exit status and phase timings.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cancel;
 pub mod capture;

@@ -8,6 +8,7 @@ use wasmtime::ResourceLimiter;
 /// growth it refused.
 #[derive(Debug)]
 pub struct MemoryCap {
+    /// Linear-memory cap in bytes.
     pub cap_bytes: usize,
     /// Maximum number of table elements (guards against huge `table.grow`).
     pub max_table_elements: usize,
@@ -17,6 +18,7 @@ pub struct MemoryCap {
 }
 
 impl MemoryCap {
+    /// A cap of `cap_bytes`, with tables limited to 2^20 elements.
     pub fn new(cap_bytes: usize) -> Self {
         MemoryCap {
             cap_bytes,

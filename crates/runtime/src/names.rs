@@ -12,22 +12,32 @@ pub struct FunctionName(String);
 /// Why a name was refused; the message is meant for the HTTP client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    /// The name is empty.
     #[error("function name is empty")]
     Empty,
+    /// The decoded name is longer than 255 bytes.
     #[error("function name is longer than 255 bytes")]
     TooLong,
+    /// The decoded name contains `/` (e.g. from `%2F`).
     #[error("function name must be a single path segment (it contains '/')")]
     Slash,
+    /// A `%` not followed by two hex digits.
     #[error("function name contains a malformed percent-escape")]
     BadEscape,
+    /// The decoded bytes are not valid UTF-8.
     #[error("function name is not valid UTF-8")]
     NotUtf8,
+    /// The name contains `..`.
     #[error("function name contains '..'")]
     DotDot,
+    /// The name starts with `-` or `.` (this character).
     #[error("function name must not start with '{0}'")]
     BadStart(char),
+    /// The name contains an ASCII control character (this byte).
     #[error("function name contains a control character (byte 0x{0:02x})")]
     Control(u8),
+    /// The name contains a character outside `[A-Za-z0-9._~+-]` (the first
+    /// such).
     #[error("function name contains {0:?}; allowed are letters, digits and . _ ~ + -")]
     BadChar(char),
 }
@@ -69,6 +79,7 @@ impl FunctionName {
         Ok(FunctionName(name))
     }
 
+    /// The decoded name.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -37,8 +37,12 @@ use crate::store::{Host, Stop, Stopped};
 pub enum Stdio {
     /// stdin from memory, stdout/stderr captured up to their caps (server).
     Captured {
+        /// The guest's whole stdin.
         stdin: Bytes,
+        /// Most stdout bytes; a write past it stops the guest
+        /// ([`Failure::OutputLimit`]).
         stdout_cap: usize,
+        /// Most stderr bytes kept (the last ones).
         stderr_cap: usize,
     },
     /// The process's own stdio (`wasmbox run`).
@@ -50,6 +54,7 @@ pub enum Stdio {
 pub struct Invocation {
     /// argv, including `argv[0]` (the function name).
     pub argv: Vec<String>,
+    /// Where stdio goes.
     pub stdio: Stdio,
     /// Linear-memory cap in bytes.
     pub memory_cap: usize,
@@ -63,7 +68,10 @@ pub struct Invocation {
 /// How long each phase took.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
+    /// Wall-clock time to instantiate (zero if it did not finish).
     pub instantiate: Duration,
+    /// Wall-clock time from instantiation to the end of the invocation
+    /// (zero if instantiation did not finish).
     pub execute: Duration,
     /// CPU time the worker thread used for instantiate + execute.
     pub cpu: Duration,
@@ -72,10 +80,13 @@ pub struct Timings {
 /// The result of one invocation: what came out, and how it ended.
 #[derive(Debug)]
 pub struct Outcome {
+    /// `Ok` if `_start` returned or the guest called `exit(0)`.
     pub result: Result<(), Failure>,
+    /// What the guest wrote to stdout (empty with [`Stdio::Inherit`]).
     pub stdout: Bytes,
     /// The last bytes of stderr (up to the stderr cap).
     pub stderr: Bytes,
+    /// How long each phase took.
     pub timings: Timings,
 }
 
@@ -91,7 +102,7 @@ impl Outcome {
     }
 }
 
-/// Every way an invocation can fail. The server maps each to its own status.
+/// Every way an invocation can fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// `proc_exit` with a non-zero code.
@@ -99,11 +110,19 @@ pub enum Failure {
     /// A WebAssembly trap (or a host error raised as one).
     Trap(String),
     /// Linear memory growth (or initial size) refused by the cap.
-    MemoryCap { cap: usize, wanted: usize },
+    MemoryCap {
+        /// The cap in bytes.
+        cap: usize,
+        /// The largest size the guest asked for, in bytes.
+        wanted: usize,
+    },
     /// The wall-clock deadline passed.
     Timeout(Duration),
     /// stdout went past its cap.
-    OutputLimit { cap: usize },
+    OutputLimit {
+        /// The stdout cap in bytes.
+        cap: usize,
+    },
     /// Stopped because the caller went away.
     Cancelled,
     /// Stopped (or never started) because the server is shutting down.

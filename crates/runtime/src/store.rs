@@ -16,10 +16,13 @@ use crate::limits::MemoryCap;
 /// The store's data: WASI state, the memory cap, the throttle budget, and
 /// why the host stopped the guest (if it did).
 pub struct Host {
+    /// WASI p1 state: args, stdio.
     pub wasi: WasiP1Ctx,
+    /// The memory cap, and the growth it refused.
     pub limits: MemoryCap,
     /// Userspace CPU budget (throttle mode), checked at every epoch tick.
     pub throttle: Option<Throttle>,
+    /// Set when the host stopped the guest: why.
     pub stopped: Option<Stop>,
 }
 

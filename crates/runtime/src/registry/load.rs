@@ -13,20 +13,54 @@ use crate::function::Function;
 /// Why a function could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
+    /// No file for the name in the functions directory (or it was gone by
+    /// the time it was read). Holds the name.
     #[error("no function named '{0}' in the functions directory")]
     NotFound(String),
+    /// The file holds precompiled native code and the registry's
+    /// `allow_precompiled` is off. Holds the file name.
     #[error("'{0}' is a precompiled module (native code); this server was started without --allow-precompiled")]
     PrecompiledNotAllowed(String),
     #[error("'{file}' was precompiled by a different wasmtime build or engine configuration; recompile it with `wasmbox compile` using this server's settings ({reason})")]
-    Incompatible { file: String, reason: String },
+    /// Precompiled code this engine cannot load: made by another wasmtime
+    /// build or engine configuration.
+    Incompatible {
+        /// The file name.
+        file: String,
+        /// wasmtime's error.
+        reason: String,
+    },
     #[error("'{file}' failed to compile: {reason}")]
-    Invalid { file: String, reason: String },
+    /// The file is not a valid module: it failed to compile, or is a
+    /// `.cwasm` that does not hold precompiled code.
+    Invalid {
+        /// The file name.
+        file: String,
+        /// The compile error.
+        reason: String,
+    },
     #[error("'{file}' is not a WASI command module: it exports no `_start` function")]
-    NotACommand { file: String },
+    /// The module exports no `_start` function.
+    NotACommand {
+        /// The file name.
+        file: String,
+    },
     #[error("'{file}' cannot be linked: {reason}")]
-    Link { file: String, reason: String },
+    /// The module imports something WASI p1 does not provide.
+    Link {
+        /// The file name.
+        file: String,
+        /// The linker's error.
+        reason: String,
+    },
     #[error("'{file}' could not be read: {reason}")]
-    Io { file: String, reason: String },
+    /// The file could not be read (or its loader panicked).
+    Io {
+        /// The file name.
+        file: String,
+        /// The I/O error, or the panic.
+        reason: String,
+    },
 }
 
 impl Registry {

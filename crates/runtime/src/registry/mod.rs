@@ -45,6 +45,7 @@ pub const EXTENSIONS: [&str; 3] = ["cwasm", "wasm", "wat"];
 /// Plain-data registry settings.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
+    /// The functions directory.
     pub dir: PathBuf,
     /// Accept `.cwasm` (native code) files. Off by default, as in wasmtime.
     pub allow_precompiled: bool,
@@ -62,6 +63,7 @@ struct Entry {
     last_used: AtomicU64,
 }
 
+/// The functions directory and its compiled files (see the module docs).
 pub struct Registry {
     engine: WasmEngine,
     linker: Linker<Host>,
@@ -79,6 +81,8 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry over `config.dir`, holding nothing compiled yet. Creates
+    /// `cache_dir` if set; fails if it cannot, or if WASI cannot be linked.
     pub fn new(engine: WasmEngine, config: RegistryConfig) -> wasmtime::Result<Self> {
         let linker = store::linker(&engine.engine)?;
         if let Some(dir) = &config.cache_dir {
@@ -98,6 +102,7 @@ impl Registry {
         })
     }
 
+    /// The settings it was built with.
     pub fn config(&self) -> &RegistryConfig {
         &self.config
     }
