@@ -226,10 +226,17 @@ impl State {
                 .partial_cmp(&(b.1, b.2))
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
-        order
-            .into_iter()
-            .find(|(_, _, _, key, head)| self.fits(self.functions[*key].running, head.want))
-            .map(|(_, _, _, key, _)| key.clone())
+        // Nobody passes a head that has waited its window, wherever it
+        // stands in the order.
+        for (_, _, _, key, head) in order {
+            if self.fits(self.functions[key].running, head.want) {
+                return Some(key.clone());
+            }
+            if head.since.elapsed() >= self.limits.max_overtaken_wait {
+                return None;
+            }
+        }
+        None
     }
 
     /// Admits waiters in fair order while the first in that order fits:

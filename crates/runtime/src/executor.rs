@@ -389,6 +389,12 @@ impl Executor {
         for h in handles {
             let _ = h.join();
         }
+        // Tasks no worker took (every worker was backing off from a failed
+        // slot): dropping them releases what they hold, and their callers
+        // get `Closed`.
+        while let Ok(job) = self.rx.try_recv() {
+            drop(job);
+        }
         if was_open {
             self.isolation.shutdown();
         }

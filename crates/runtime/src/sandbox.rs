@@ -132,6 +132,10 @@ pub enum Failure {
     PoolExhausted,
 }
 
+/// Longest a throttled guest sleeps before the stop signals are checked
+/// again.
+const THROTTLE_SLICE: Duration = Duration::from_millis(10);
+
 thread_local! {
     /// This thread's driver for async host calls: timers only.
     static DRIVER: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
@@ -205,17 +209,30 @@ async fn run(
     let deadline = start + inv.timeout;
     let (cancel2, shutdown2) = (cancel.clone(), shutdown.clone());
     // Checked at every epoch tick while the guest executes Wasm.
-    store.epoch_deadline_callback(move |mut cx| {
-        if let Some(t) = &mut cx.data_mut().throttle {
-            t.check(deadline);
-        }
-        let stop = if shutdown2.is_cancelled() {
-            Stop::Shutdown
+    let stop_now = move || {
+        if shutdown2.is_cancelled() {
+            Some(Stop::Shutdown)
         } else if cancel2.is_cancelled() {
-            Stop::Cancelled
+            Some(Stop::Cancelled)
         } else if Instant::now() >= deadline {
-            Stop::Timeout
+            Some(Stop::Timeout)
         } else {
+            None
+        }
+    };
+    store.epoch_deadline_callback(move |mut cx| {
+        // A throttled guest sleeps off its CPU debt here, in slices, so a
+        // stop signal or the deadline still ends it promptly.
+        if let Some(t) = &mut cx.data_mut().throttle {
+            while stop_now().is_none() {
+                let before = t.slept;
+                t.check(deadline.min(Instant::now() + THROTTLE_SLICE));
+                if t.slept == before {
+                    break;
+                }
+            }
+        }
+        let Some(stop) = stop_now() else {
             return Ok(UpdateDeadline::Continue(1));
         };
         cx.data_mut().stopped = Some(stop);

@@ -246,6 +246,8 @@ struct FlakySlots {
     /// Slots made so far; the first `fail_first` fail to apply a quota.
     made: AtomicUsize,
     fail_first: usize,
+    /// Making a slot fails (the worker never takes a task).
+    fail_create: bool,
 }
 struct FlakySlot {
     fails: bool,
@@ -270,6 +272,13 @@ impl Isolation for FlakySlots {
         "fault injection".into()
     }
     fn slot(&self, _worker: usize, _tid: i32) -> Result<Box<dyn Slot>, IsolationError> {
+        if self.fail_create {
+            return Err(IsolationError::step(
+                "create",
+                std::path::Path::new("a fault-injection slot"),
+                std::io::Error::other("injected failure"),
+            ));
+        }
         let n = self.made.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(FlakySlot {
             fails: n < self.fail_first,
@@ -282,6 +291,7 @@ async fn a_worker_whose_slot_fails_retires_and_its_task_runs_elsewhere() {
     let iso = Arc::new(FlakySlots {
         made: AtomicUsize::new(0),
         fail_first: 1,
+        fail_create: false,
     });
     let ex = executor(2, iso.clone());
     let f = sleeper(&ex.engine, 1);
@@ -300,6 +310,7 @@ async fn a_task_that_no_worker_can_isolate_fails_with_the_reason() {
     let iso = Arc::new(FlakySlots {
         made: AtomicUsize::new(0),
         fail_first: usize::MAX,
+        fail_create: false,
     });
     let ex = executor(4, iso);
     let f = sleeper(&ex.engine, 1);
@@ -311,4 +322,34 @@ async fn a_task_that_no_worker_can_isolate_fails_with_the_reason() {
     }
     assert!(released.load(Ordering::SeqCst));
     assert!(ex.stats().slot_failures >= ISOLATION_ATTEMPTS as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_releases_tasks_no_worker_could_take() {
+    let iso = Arc::new(FlakySlots {
+        made: AtomicUsize::new(0),
+        fail_first: 0,
+        fail_create: true,
+    });
+    let ex = Arc::new(executor(1, iso));
+    let f = sleeper(&ex.engine, 1);
+    let released = Arc::new(AtomicBool::new(false));
+    let (t, _c) = task(&f, Duration::from_secs(30), &released);
+    let run = tokio::spawn(ex.run(t));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ex.stats().retrying == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never failed its slot"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(ex.stats().queued, 1);
+    assert!(ex.stats().stalled().is_some());
+    let ex2 = ex.clone();
+    tokio::task::spawn_blocking(move || ex2.shutdown())
+        .await
+        .unwrap();
+    assert!(matches!(run.await.unwrap(), Err(ExecError::Closed)));
+    assert!(released.load(Ordering::SeqCst));
 }
