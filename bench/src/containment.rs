@@ -240,13 +240,7 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     let ratio = b99 / a99;
     let mut r = String::new();
     writeln!(r, "# Tenant containment benchmark\n")?;
-    writeln!(
-        r,
-        "{} Date: {}. Checkout: commit {}. CPU isolation: `{mode}`.\n",
-        machine(),
-        date(),
-        commit()
-    )?;
+    writeln!(r, "{}\n", run_header(mode))?;
     writeln!(
         r,
         "Command: `target/release/wasmbox-bench containment{}` (release build of the server and this harness). \
@@ -381,8 +375,19 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The line every scenario report starts with: machine, date, commit and
+/// CPU-isolation mode of the run.
+pub(crate) fn run_header(mode: &str) -> String {
+    format!(
+        "{} Date: {}. Checkout: commit {}. CPU isolation: `{mode}`.",
+        machine(),
+        date(),
+        commit()
+    )
+}
+
 /// The checkout's commit (`git rev-parse --short HEAD`), for the report.
-pub(crate) fn commit() -> String {
+fn commit() -> String {
     std::process::Command::new("git")
         .arg("-C")
         .arg(repo_root())
@@ -395,7 +400,7 @@ pub(crate) fn commit() -> String {
 }
 
 /// Today's date and time (UTC), from `date`.
-pub(crate) fn date() -> String {
+fn date() -> String {
     std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()

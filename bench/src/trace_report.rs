@@ -8,8 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::client::{describe, ms, p50_p99_ms};
-use crate::containment::{commit, date, verdict};
-use crate::machine;
+use crate::containment::{run_header, verdict};
 use crate::server_ctl;
 use crate::trace::{Done, Planned, ABUSE_MS, ABUSE_X, CAPACITY, INFLIGHT_ABUSER, INFLIGHT_OTHERS};
 use crate::workload::{ideal_fifo_waits, Kind, Trace, HELLO_MS, MAX_MS};
@@ -191,13 +190,7 @@ pub(crate) fn report(
         r,
         "# Trace-driven benchmark (synthetic Azure-like workload)\n"
     )?;
-    writeln!(
-        r,
-        "{} Date: {}. Checkout: commit {}. CPU isolation: `{mode}`.\n",
-        machine(),
-        date(),
-        commit()
-    )?;
+    writeln!(r, "{}\n", run_header(mode))?;
     let mut cmd = String::from("target/release/wasmbox-bench trace");
     if quick {
         cmd.push_str(" --quick");
