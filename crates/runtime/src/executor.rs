@@ -133,9 +133,9 @@ type Job = Box<dyn FnOnce(&mut Worker) -> Done + Send>;
 /// What a job leaves for its worker to do.
 struct Done {
     deliver: Box<dyn FnOnce() + Send>,
-    /// The worker's slot failed: leave it and make a new one before taking
-    /// more jobs.
-    retire: bool,
+    /// The worker's slot failed (why): leave it and make a new one before
+    /// taking more jobs.
+    retire: Option<String>,
 }
 
 /// Counters shared with the worker threads.
@@ -308,7 +308,7 @@ impl Executor {
                 deliver: Box::new(move || {
                     let _ = done_tx.send(r);
                 }),
-                retire: false,
+                retire: None,
             }
         });
         let sent = self.dispatch(job);

@@ -41,62 +41,71 @@ pub(super) fn run(cx: Context) {
     let tid = wasmbox_isolation::current_tid();
     let shared = &cx.shared;
     let mut backoff = cx.config.retry_backoff;
-    'life: loop {
-        let slot = match cx.isolation.slot(cx.id, tid) {
-            Ok(slot) => slot,
+    loop {
+        let error = match cx.isolation.slot(cx.id, tid) {
+            Ok(slot) => match serve(&cx, slot, tid, &mut backoff) {
+                Some(error) => error,
+                None => break, // the pool closed
+            },
             Err(e) => {
                 shared.idle.fetch_sub(1, Ordering::SeqCst);
                 shared.slot_failures.fetch_add(1, Ordering::SeqCst);
-                if !retry_after(&cx, &e.to_string(), &mut backoff) {
-                    break 'life;
-                }
-                shared.idle.fetch_add(1, Ordering::SeqCst);
-                continue 'life;
+                e.to_string()
             }
         };
-        let mut worker = Worker {
-            id: cx.id,
-            tid,
-            slot,
-            requeue: cx.requeue.clone(),
-            kill: cx.kill.clone(),
-        };
-        while let Ok(job) = cx.rx.recv() {
-            shared.idle.fetch_sub(1, Ordering::SeqCst);
-            shared.busy.fetch_add(1, Ordering::Relaxed);
-            // A panicking job must not take the worker down; its caller sees
-            // `ExecError::Panicked` because the result sender is dropped.
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut worker)));
-            shared.busy.fetch_sub(1, Ordering::Relaxed);
-            match r {
-                Ok(Done { deliver, retire }) => {
-                    if retire {
-                        // Counted before the caller hears of the failure.
-                        shared.slot_failures.fetch_add(1, Ordering::SeqCst);
-                        deliver();
-                        // Leave the broken slot (its Drop moves the thread
-                        // out and removes it) and make a new one.
-                        let error = "applying a quota to this worker's slot failed".to_string();
-                        drop(worker);
-                        if !retry_after(&cx, &error, &mut backoff) {
-                            break 'life;
-                        }
-                        shared.idle.fetch_add(1, Ordering::SeqCst);
-                        continue 'life;
-                    }
-                    backoff = cx.config.retry_backoff;
-                    shared.idle.fetch_add(1, Ordering::SeqCst);
-                    deliver();
-                }
-                Err(_) => {
-                    shared.idle.fetch_add(1, Ordering::SeqCst);
-                    tracing::error!(worker = cx.id, "invocation panicked");
-                }
-            }
+        if !retry_after(&cx, &error, &mut backoff) {
+            break;
         }
-        break;
+        shared.idle.fetch_add(1, Ordering::SeqCst);
     }
     shared.started.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Takes jobs on `slot` until the pool closes (`None`) or the slot fails:
+/// then the worker leaves it (its Drop moves the thread out and removes
+/// it), no longer counted idle, and returns the error (the failure already
+/// counted).
+fn serve(cx: &Context, slot: Box<dyn Slot>, tid: i32, backoff: &mut Duration) -> Option<String> {
+    let shared = &cx.shared;
+    let mut worker = Worker {
+        id: cx.id,
+        tid,
+        slot,
+        requeue: cx.requeue.clone(),
+        kill: cx.kill.clone(),
+    };
+    while let Ok(job) = cx.rx.recv() {
+        shared.idle.fetch_sub(1, Ordering::SeqCst);
+        shared.busy.fetch_add(1, Ordering::Relaxed);
+        // A panicking job must not take the worker down; its caller sees
+        // `ExecError::Panicked` because the result sender is dropped.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut worker)));
+        shared.busy.fetch_sub(1, Ordering::Relaxed);
+        match r {
+            Ok(Done {
+                deliver,
+                retire: Some(error),
+            }) => {
+                // Counted before the caller hears of the failure.
+                shared.slot_failures.fetch_add(1, Ordering::SeqCst);
+                deliver();
+                return Some(error);
+            }
+            Ok(Done {
+                deliver,
+                retire: None,
+            }) => {
+                *backoff = cx.config.retry_backoff;
+                shared.idle.fetch_add(1, Ordering::SeqCst);
+                deliver();
+            }
+            Err(_) => {
+                shared.idle.fetch_add(1, Ordering::SeqCst);
+                tracing::error!(worker = cx.id, "invocation panicked");
+            }
+        }
+    }
+    None
 }
 
 /// Waits `backoff` (doubling it) before a worker whose slot failed (the
@@ -189,7 +198,7 @@ impl Pending {
                     isolation,
                 }));
             }),
-            retire: false,
+            retire: None,
         }
     }
 
@@ -206,12 +215,12 @@ impl Pending {
                 let _ = tx.try_send(self.into_job());
                 return Done {
                     deliver: Box::new(|| {}),
-                    retire: true,
+                    retire: Some(error),
                 };
             }
         }
-        let mut done = self.finish(Err(ExecError::Isolation(error)));
-        done.retire = true;
+        let mut done = self.finish(Err(ExecError::Isolation(error.clone())));
+        done.retire = Some(error);
         done
     }
 
@@ -225,7 +234,7 @@ impl Pending {
                 drop(hold);
                 let _ = done.send(r);
             }),
-            retire: false,
+            retire: None,
         }
     }
 }
