@@ -121,6 +121,7 @@ mod plots;
 mod reference;
 mod server_ctl;
 mod trace;
+mod trace_plan;
 mod trace_report;
 mod workload;
 

@@ -10,7 +10,9 @@ use hdrhistogram::Histogram;
 use crate::client::{describe, ms, p50_p99_ms};
 use crate::containment::{run_header, verdict};
 use crate::server_ctl;
-use crate::trace::{Done, Planned, ABUSE_MS, ABUSE_X, CAPACITY, INFLIGHT_ABUSER, INFLIGHT_OTHERS};
+use crate::trace_plan::{
+    Done, Planned, ABUSE_MS, ABUSE_X, CAPACITY, INFLIGHT_ABUSER, INFLIGHT_OTHERS,
+};
 use crate::workload::{ideal_fifo_waits, Kind, Trace, HELLO_MS, MAX_MS};
 
 /// The well-behaved functions' results in one run.

@@ -18,196 +18,29 @@
 //! broken isolation setup does not spawn threads up to the maximum). The
 //! queue is bounded.
 
+mod config;
+mod shared;
+mod task;
 mod worker;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use wasmbox_isolation::Isolation;
 
 use crate::cancel::CancelToken;
 use crate::engine::WasmEngine;
-use crate::function::Function;
-use crate::sandbox::{Invocation, Outcome};
 
-use worker::Pending;
+pub use config::{ExecutorConfig, DEFAULT_MAX_QUEUED, DEFAULT_MAX_WORKERS};
+pub use shared::PoolStats;
+use shared::Shared;
+pub use task::{ExecError, Ran, Task};
 pub use worker::Worker;
-
-/// Plain-data pool settings.
-#[derive(Debug, Clone)]
-pub struct ExecutorConfig {
-    /// Most worker threads (started on demand, then kept).
-    pub max_workers: usize,
-    /// Stack size of each worker thread in bytes.
-    pub stack_size: usize,
-    /// Most tasks waiting for a worker; past it, [`ExecError::Busy`].
-    pub max_queued: usize,
-    /// First wait before a worker whose isolation slot failed tries again;
-    /// doubles per failure up to `max_retry_backoff`.
-    pub retry_backoff: Duration,
-    /// Longest wait between those retries.
-    pub max_retry_backoff: Duration,
-}
-
-/// Default of [`ExecutorConfig::max_workers`].
-pub const DEFAULT_MAX_WORKERS: usize = 256;
-/// Default of [`ExecutorConfig::max_queued`].
-pub const DEFAULT_MAX_QUEUED: usize = 4096;
-
-impl Default for ExecutorConfig {
-    fn default() -> Self {
-        ExecutorConfig {
-            max_workers: DEFAULT_MAX_WORKERS,
-            stack_size: 4 << 20,
-            max_queued: DEFAULT_MAX_QUEUED,
-            retry_backoff: Duration::from_millis(100),
-            max_retry_backoff: Duration::from_secs(5),
-        }
-    }
-}
-
-/// One invocation for the pool.
-pub struct Task {
-    /// The compiled function to run.
-    pub function: Arc<Function>,
-    /// How to run it; its `throttle` is replaced by what the worker's slot
-    /// returns for `cpu_millis`.
-    pub invocation: Invocation,
-    /// The request's `cpu_quota` in millicores.
-    pub cpu_millis: u64,
-    /// Raised when the caller goes away.
-    pub cancel: CancelToken,
-    /// Dropped on the worker once the invocation has stopped (or when the
-    /// task is dropped unrun): an admission reservation.
-    pub hold: Box<dyn Send>,
-}
-
-/// What became of a task.
-#[derive(Debug)]
-pub struct Ran {
-    /// What the invocation did (not run if it was cancelled or the pool
-    /// stopped while it was queued).
-    pub outcome: Outcome,
-    /// Waiting for a worker.
-    pub queued: Duration,
-    /// Applying the CPU quota to the worker's slot.
-    pub isolation: Duration,
-}
-
-/// Why a task got no [`Ran`]: it did not run, or its result was lost.
-#[derive(Debug, thiserror::Error)]
-pub enum ExecError {
-    /// The pool is shut down; the task did not run.
-    #[error("the worker pool is shut down")]
-    Closed,
-    /// The worker panicked while running the job; its result is lost.
-    #[error("the worker running this invocation panicked")]
-    Panicked,
-    #[error("{queued} invocations are already waiting for a worker (limit {max})")]
-    /// The queue was full; the task was not queued.
-    Busy {
-        /// Tasks waiting at the time.
-        queued: usize,
-        /// [`ExecutorConfig::max_queued`].
-        max: usize,
-    },
-    /// The CPU quota could not be applied on any worker tried (up to
-    /// three); the task did not run. Holds the last error.
-    #[error("CPU isolation could not be applied to a worker: {0}")]
-    Isolation(String),
-}
-
-/// Tries a task gets at applying its quota before it fails (each on another
-/// worker, as the failing one retires).
-const ISOLATION_ATTEMPTS: u32 = 3;
-
-/// A job runs on a worker and returns how to deliver its result; the worker
-/// counts itself idle *before* delivering, so a caller that submits again as
-/// soon as it has the result finds the worker idle (no needless new thread).
-type Job = Box<dyn FnOnce(&mut Worker) -> Done + Send>;
-
-/// What a job leaves for its worker to do.
-struct Done {
-    deliver: Box<dyn FnOnce() + Send>,
-    /// The worker's slot failed (why): leave it and make a new one before
-    /// taking more jobs.
-    retire: Option<String>,
-}
-
-/// Counters shared with the worker threads.
-#[derive(Default)]
-struct Shared {
-    /// Workers waiting for a job (a starting worker counts as idle).
-    idle: AtomicUsize,
-    /// Worker threads alive.
-    started: AtomicUsize,
-    /// Jobs running right now.
-    busy: AtomicUsize,
-    /// Workers waiting to retry a failed isolation slot.
-    retrying: AtomicUsize,
-    /// Isolation slot failures since start.
-    slot_failures: AtomicUsize,
-    state: Mutex<PoolState>,
-    /// Wakes workers backing off when the pool shuts down.
-    wake: Condvar,
-}
-
-#[derive(Default)]
-struct PoolState {
-    closed: bool,
-    /// No new workers before this (a slot failed recently).
-    no_spawn_until: Option<Instant>,
-    last_slot_error: Option<String>,
-}
-
-/// A snapshot for metrics and readiness.
-#[derive(Debug, Clone, Default)]
-pub struct PoolStats {
-    /// [`ExecutorConfig::max_workers`].
-    pub max_workers: usize,
-    /// Worker threads started so far.
-    pub started: usize,
-    /// Workers waiting for a task (a starting worker counts).
-    pub idle: usize,
-    /// Jobs running now.
-    pub busy: usize,
-    /// Jobs waiting for a worker.
-    pub queued: usize,
-    /// Workers waiting to retry a failed isolation slot.
-    pub retrying: usize,
-    /// Isolation slot failures since start.
-    pub slot_failures: usize,
-    /// The latest slot failure's message.
-    pub last_slot_error: Option<String>,
-}
-
-impl PoolStats {
-    /// Why queued invocations cannot start now, if they cannot.
-    pub fn stalled(&self) -> Option<String> {
-        if self.queued == 0 || self.idle > 0 {
-            return None;
-        }
-        if self.retrying > 0 {
-            return Some(format!(
-                "{} invocations wait while {} workers cannot set up CPU isolation ({})",
-                self.queued,
-                self.retrying,
-                self.last_slot_error.as_deref().unwrap_or("unknown error")
-            ));
-        }
-        if self.started >= self.max_workers {
-            return Some(format!(
-                "all {} workers are busy and {} invocations wait",
-                self.busy, self.queued
-            ));
-        }
-        None
-    }
-}
+use worker::{Done, Job, Pending};
 
 /// The worker pool. Dropping it shuts it down ([`Executor::shutdown`]).
 pub struct Executor {

@@ -1,8 +1,11 @@
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::Duration;
 
+use super::task::ISOLATION_ATTEMPTS;
 use super::*;
 use crate::engine::EngineConfig;
-use crate::sandbox::{Failure, Stdio};
+use crate::function::Function;
+use crate::sandbox::{Failure, Invocation, Stdio};
 use crate::store;
 use wasmbox_isolation::{IsolationError, Mode, Slot, Throttle};
 

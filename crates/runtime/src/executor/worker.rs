@@ -9,10 +9,25 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use wasmbox_isolation::{Isolation, Slot};
 
-use super::{Done, ExecError, ExecutorConfig, Job, Ran, Shared, Task, ISOLATION_ATTEMPTS};
+use super::config::ExecutorConfig;
+use super::shared::Shared;
+use super::task::{ExecError, Ran, Task, ISOLATION_ATTEMPTS};
 use crate::cancel::CancelToken;
 use crate::engine::WasmEngine;
 use crate::sandbox::{self, Failure, Invocation, Outcome};
+
+/// A job runs on a worker and returns how to deliver its result; the worker
+/// counts itself idle *before* delivering, so a caller that submits again as
+/// soon as it has the result finds the worker idle (no needless new thread).
+pub(super) type Job = Box<dyn FnOnce(&mut Worker) -> Done + Send>;
+
+/// What a job leaves for its worker to do.
+pub(super) struct Done {
+    pub(super) deliver: Box<dyn FnOnce() + Send>,
+    /// The worker's slot failed (why): leave it and make a new one before
+    /// taking more jobs.
+    pub(super) retire: Option<String>,
+}
 
 /// Per-thread state handed to every job run on that thread.
 pub struct Worker {

@@ -7,8 +7,15 @@ use std::sync::Arc;
 
 use wasmtime::Module;
 
-use super::{aot_cache, trusted, Registry};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+
+use wasmtime::Linker;
+
+use super::{aot_cache, trusted};
+use crate::engine::WasmEngine;
 use crate::function::Function;
+use crate::store::{self, Host};
 
 /// Why a function could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -63,7 +70,43 @@ pub enum LoadError {
     },
 }
 
-impl Registry {
+/// Turns a file into a linked [`Function`]: the engine, the WASI linker,
+/// the precompiled gate and the disk cache, and counts of what it did.
+pub(super) struct Loader {
+    engine: WasmEngine,
+    linker: Linker<Host>,
+    allow_precompiled: bool,
+    cache_dir: Option<PathBuf>,
+    /// Loads (compilations or deserializations) done so far.
+    pub(super) loads: AtomicUsize,
+    /// Loads served from the disk cache.
+    pub(super) cache_hits: AtomicUsize,
+}
+
+impl Loader {
+    /// A loader for `engine`; creates `cache_dir` if set. Fails if it
+    /// cannot, or if WASI cannot be linked.
+    pub(super) fn new(
+        engine: WasmEngine,
+        allow_precompiled: bool,
+        cache_dir: Option<PathBuf>,
+    ) -> wasmtime::Result<Self> {
+        let linker = store::linker(&engine.engine)?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                wasmtime::format_err!("cannot create cache dir {}: {e}", dir.display())
+            })?;
+        }
+        Ok(Loader {
+            engine,
+            linker,
+            allow_precompiled,
+            cache_dir,
+            loads: AtomicUsize::new(0),
+            cache_hits: AtomicUsize::new(0),
+        })
+    }
+
     /// Reads and compiles one file (blocking).
     pub(super) fn load(&self, file_name: &str, path: &Path) -> Result<Arc<Function>, LoadError> {
         let file = file_name.to_string();
@@ -77,7 +120,7 @@ impl Registry {
         })?;
         let started = std::time::Instant::now();
         let module = if wasmtime::Engine::detect_precompiled(&bytes).is_some() {
-            if !self.config.allow_precompiled {
+            if !self.allow_precompiled {
                 return Err(LoadError::PrecompiledNotAllowed(file));
             }
             trusted::deserialize(&self.engine.engine, &bytes).map_err(|e| {
@@ -124,7 +167,7 @@ impl Registry {
                 reason: format!("{e:#}"),
             })
         };
-        let Some(dir) = &self.config.cache_dir else {
+        let Some(dir) = &self.cache_dir else {
             return compile();
         };
         let entry = aot_cache::entry_path(dir, &self.engine.engine, bytes);

@@ -24,12 +24,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
-use wasmtime::Linker;
 
 use crate::engine::WasmEngine;
 use crate::function::Function;
 use crate::names::FunctionName;
-use crate::store::{self, Host};
 
 mod aot_cache;
 mod load;
@@ -37,10 +35,9 @@ mod resolve;
 mod trusted;
 
 pub use load::LoadError;
+use load::Loader;
+pub use resolve::EXTENSIONS;
 use resolve::{Resolved, Version};
-
-/// File extensions that hold functions, in lookup order for a bare name.
-pub const EXTENSIONS: [&str; 3] = ["cwasm", "wasm", "wat"];
 
 /// Plain-data registry settings.
 #[derive(Debug, Clone)]
@@ -65,15 +62,10 @@ struct Entry {
 
 /// The functions directory and its compiled files (see the module docs).
 pub struct Registry {
-    engine: WasmEngine,
-    linker: Linker<Host>,
+    loader: Loader,
     config: RegistryConfig,
     /// Keyed by file name.
     entries: Mutex<HashMap<String, Arc<Entry>>>,
-    /// Number of loads (compilations or deserializations) done so far.
-    loads: AtomicUsize,
-    /// Number of loads served from the disk cache.
-    cache_hits: AtomicUsize,
     /// Number of entries dropped to stay within `max_loaded`.
     evictions: AtomicUsize,
     /// Ticks once per lookup; orders entries by last use.
@@ -84,19 +76,11 @@ impl Registry {
     /// A registry over `config.dir`, holding nothing compiled yet. Creates
     /// `cache_dir` if set; fails if it cannot, or if WASI cannot be linked.
     pub fn new(engine: WasmEngine, config: RegistryConfig) -> wasmtime::Result<Self> {
-        let linker = store::linker(&engine.engine)?;
-        if let Some(dir) = &config.cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                wasmtime::format_err!("cannot create cache dir {}: {e}", dir.display())
-            })?;
-        }
+        let loader = Loader::new(engine, config.allow_precompiled, config.cache_dir.clone())?;
         Ok(Registry {
-            engine,
-            linker,
+            loader,
             config,
             entries: Mutex::new(HashMap::new()),
-            loads: AtomicUsize::new(0),
-            cache_hits: AtomicUsize::new(0),
             evictions: AtomicUsize::new(0),
             clock: AtomicU64::new(0),
         })
@@ -109,12 +93,12 @@ impl Registry {
 
     /// How many times a file has been loaded (compiled or deserialized).
     pub fn loads(&self) -> usize {
-        self.loads.load(Ordering::Relaxed)
+        self.loader.loads.load(Ordering::Relaxed)
     }
 
     /// How many of those loads came from the disk cache.
     pub fn cache_hits(&self) -> usize {
-        self.cache_hits.load(Ordering::Relaxed)
+        self.loader.cache_hits.load(Ordering::Relaxed)
     }
 
     /// How many compiled files have been dropped to stay within `max_loaded`.
@@ -175,7 +159,7 @@ impl Registry {
                 let this = self.clone();
                 async move {
                     let f = file_name.clone();
-                    tokio::task::spawn_blocking(move || this.load(&f, &path))
+                    tokio::task::spawn_blocking(move || this.loader.load(&f, &path))
                         .await
                         .unwrap_or_else(|e| {
                             Err(LoadError::Io {
@@ -214,7 +198,7 @@ impl Registry {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        self.load(&file_name, path)
+        self.loader.load(&file_name, path)
     }
 
     /// Names of all invocable files currently in the directory (sorted).

@@ -5,8 +5,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::EXTENSIONS;
-
 /// Identity of one version of a file: if any of these change, it is a new
 /// version and is compiled again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +22,9 @@ pub(super) struct Resolved {
     pub path: PathBuf,
     pub version: Version,
 }
+
+/// File extensions that hold functions, in lookup order for a bare name.
+pub const EXTENSIONS: [&str; 3] = ["cwasm", "wasm", "wat"];
 
 /// Whether `name` ends in one of [`EXTENSIONS`].
 pub(super) fn has_function_extension(name: &str) -> bool {

@@ -5,11 +5,11 @@
 
 use wasmbox_isolation::Requested;
 
-use super::flags::Cli;
-use super::resolve::{
-    ServeConfig, ENV_HEALTHCHECK_HOST, ENV_HEALTHCHECK_PORT, ENV_HOSTNAME, ENV_PORT, ENV_QP_HOST,
-    ENV_QP_PORT,
+use super::defaults::{
+    ENV_HEALTHCHECK_HOST, ENV_HEALTHCHECK_PORT, ENV_HOSTNAME, ENV_PORT, ENV_QP_HOST, ENV_QP_PORT,
 };
+use super::flags::Cli;
+use super::resolve::ServeConfig;
 
 /// Environment variables `serve` reads besides the clap `env =` names, and
 /// what each stands for.

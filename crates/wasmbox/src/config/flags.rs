@@ -1,6 +1,6 @@
 //! The command line: clap structs for `serve`, `run` and `compile`. Each
 //! flag also reads its environment variable (`env = ...`); the defaults are
-//! the named constants of `resolve`.
+//! the named constants of `defaults`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,13 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::resolve::{
-    Compat, DEFAULT_CPU_PERIOD, DEFAULT_CPU_QUOTA, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FUNCTIONS,
-    DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CPU_QUOTA, DEFAULT_MAX_LOADED_FUNCTIONS,
-    DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_QUEUE, DEFAULT_MAX_STDERR_BYTES,
-    DEFAULT_MEMORY_MB, DEFAULT_OVERBOOK, DEFAULT_QUEUE_TIMEOUT, DEFAULT_READINESS_THRESHOLD,
-    DEFAULT_READINESS_WINDOW, DEFAULT_REPORTING_PERIOD_MS, DEFAULT_TIMEOUT, DEFAULT_WORKERS,
-};
+use super::defaults::*;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -329,4 +323,13 @@ mod tests {
             .unwrap_err()
             .contains("must be positive"));
     }
+}
+
+/// The wire format requests and responses use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compat {
+    /// wasmbox's own wire format: raw stdin/stdout, Server-Timing.
+    None,
+    /// The reference prototype's: JSON {"parameter": ...} body, "WASM output: " prefix, its headers.
+    Reference,
 }

@@ -5,11 +5,13 @@
 //!   exists), so Kubernetes env blocks work unchanged.
 //! - `resolve`: the plain-data [`ServeConfig`] the rest of the server reads,
 //!   resolved once from the flags and the few variables clap does not read,
-//!   with the defaults as named constants and a typed [`ConfigError`].
+//!   with a typed [`ConfigError`]; the defaults are named constants in
+//!   `defaults`.
 //! - `env_audit`: which environment variables `serve` reads, the audit that
 //!   flags unknown `WASMBOX_*` names and reference-only settings, and the
 //!   `--check-config` account of the resolved settings.
 
+mod defaults;
 mod env_audit;
 mod flags;
 mod resolve;
@@ -17,8 +19,9 @@ mod resolve;
 pub use env_audit::{
     check_environment, env_source_of, serve_env_names, EXTRA_ENV, REFERENCE_ONLY_ENV,
 };
+pub use flags::Compat;
 pub use flags::{
     parse_duration, Cli, Command, CompileArgs, CpuIsolation, EngineArgs, LimitArgs, RunArgs,
     ServeArgs,
 };
-pub use resolve::{AdmissionSettings, Compat, ConfigError, RequestLimits, ServeConfig};
+pub use resolve::{AdmissionSettings, ConfigError, RequestLimits, ServeConfig};

@@ -19,7 +19,8 @@ use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::Method;
 
-use super::{App, ErrorKind, HttpError};
+use super::app::App;
+use super::error::{ErrorKind, HttpError};
 use crate::config::Compat;
 
 const TEXT: &str = "text/plain; charset=utf-8";

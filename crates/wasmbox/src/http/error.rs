@@ -3,14 +3,11 @@
 //! response itself.
 
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 use wasmbox_admission::Rejected;
 use wasmbox_runtime::executor::ExecError;
 use wasmbox_runtime::names::NameError;
 use wasmbox_runtime::LoadError;
-
-use super::compat::Phases;
-use super::{text, App, Body};
 
 /// Every way a request can end other than success. [`ErrorKind::status`] is
 /// the status table of the README.
@@ -166,22 +163,6 @@ impl From<ExecError> for HttpError {
             }
         }
     }
-}
-
-/// The response for `e`: its status, its message as the body (as the wire
-/// format words failures), `Wasmbox-Error`, and its extra headers.
-pub(super) fn error_response(app: &App, e: HttpError) -> Response<Body> {
-    let mut r = text(e.kind.status(), app.compat.failure_body(&e.message));
-    let h = r.headers_mut();
-    h.insert(
-        HeaderName::from_static("wasmbox-error"),
-        HeaderValue::from_static(e.kind.as_str()),
-    );
-    for (k, v) in e.headers {
-        h.insert(k, v);
-    }
-    app.compat.add_headers(h, app, Phases::default());
-    r
 }
 
 #[cfg(test)]

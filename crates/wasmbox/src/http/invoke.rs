@@ -15,9 +15,11 @@ use wasmbox_runtime::executor::Task;
 use wasmbox_runtime::sandbox::{Stdio, Timings};
 use wasmbox_runtime::{CancelToken, Failure, Function, FunctionName, Invocation};
 
+use super::app::App;
 use super::compat::Phases;
+use super::error::{ErrorKind, HttpError};
 use super::request::{parse_args, parse_resources, read_body};
-use super::{App, Body, ErrorKind, HttpError};
+use super::response::Body;
 
 /// Counts a request in `in_flight` for as long as it lives.
 struct InFlight<'a>(&'a AtomicUsize);

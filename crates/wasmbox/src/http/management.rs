@@ -6,7 +6,9 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 
-use super::{text, App, Body, ErrorKind, HttpError};
+use super::app::App;
+use super::error::{ErrorKind, HttpError};
+use super::response::{text, Body};
 use crate::metrics::GaugeValues;
 
 /// `/-/{rest}`: live, ready, metrics, functions (GET or HEAD).

@@ -20,50 +20,24 @@
 //!    success, or an [`HttpError`] whose [`ErrorKind::status`] is the status
 //!    table of the README (`error`).
 
+mod app;
 mod compat;
 mod error;
 mod invoke;
 mod management;
 mod request;
+mod response;
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
-use wasmbox_runtime::{Executor, Registry, WasmEngine};
+use hyper::{Method, Request, Response};
 
-use wasmbox_admission::{Admission, Resources};
-
-use crate::config::{Compat, RequestLimits};
-use crate::health::Readiness;
-use crate::metrics::Metrics;
-
+pub use app::App;
 pub use error::{ErrorKind, HttpError};
 pub use management::health_probe;
 pub use request::parse_resources;
-
-/// Runtime handles shared by all requests.
-pub struct App {
-    pub engine: WasmEngine,
-    pub registry: Arc<Registry>,
-    pub executor: Arc<Executor>,
-    pub limits: RequestLimits,
-    pub compat: Compat,
-    pub pod: String,
-    /// Requests being handled right now (the reference's Num-Current-Requests).
-    pub in_flight: AtomicUsize,
-    pub admission: Arc<Admission>,
-    pub readiness: Readiness,
-    pub metrics: Metrics,
-    /// Capacity admission works with (detected or configured).
-    pub capacity: Resources,
-}
-
-pub type Body = Full<Bytes>;
+pub use response::Body;
 
 /// Entry point for every request.
 ///
@@ -91,7 +65,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             ),
         ))
     };
-    result.unwrap_or_else(|e| error::error_response(&app, e))
+    result.unwrap_or_else(|e| response::error_response(&app, e))
 }
 
 /// 405 for a method that no function route takes.
@@ -102,15 +76,4 @@ fn method_not_allowed(method: &Method) -> HttpError {
         format!("{method} is not allowed; use GET or POST")
     };
     HttpError::new(ErrorKind::MethodNotAllowed, message).header("allow", "GET, POST")
-}
-
-/// A plain-text response.
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }

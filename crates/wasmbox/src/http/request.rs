@@ -9,7 +9,7 @@ use hyper::Request;
 use wasmbox_admission::Resources;
 use wasmbox_runtime::FunctionName;
 
-use super::{ErrorKind, HttpError};
+use super::error::{ErrorKind, HttpError};
 use crate::config::RequestLimits;
 
 /// Reads `Memory-Request` and `cpu_quota` (also `cpu-quota`), applying

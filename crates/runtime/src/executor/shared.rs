@@ -1,0 +1,77 @@
+//! The counters the pool and its workers share, and the snapshot of them
+//! that metrics and readiness read.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
+
+/// Counters shared with the worker threads.
+#[derive(Default)]
+pub(super) struct Shared {
+    /// Workers waiting for a job (a starting worker counts as idle).
+    pub(super) idle: AtomicUsize,
+    /// Worker threads alive.
+    pub(super) started: AtomicUsize,
+    /// Jobs running right now.
+    pub(super) busy: AtomicUsize,
+    /// Workers waiting to retry a failed isolation slot.
+    pub(super) retrying: AtomicUsize,
+    /// Isolation slot failures since start.
+    pub(super) slot_failures: AtomicUsize,
+    pub(super) state: Mutex<PoolState>,
+    /// Wakes workers backing off when the pool shuts down.
+    pub(super) wake: Condvar,
+}
+
+#[derive(Default)]
+pub(super) struct PoolState {
+    pub(super) closed: bool,
+    /// No new workers before this (a slot failed recently).
+    pub(super) no_spawn_until: Option<Instant>,
+    pub(super) last_slot_error: Option<String>,
+}
+
+/// A snapshot for metrics and readiness.
+#[derive(Debug, Clone, Default)]
+pub struct PoolStats {
+    /// [`ExecutorConfig::max_workers`].
+    pub max_workers: usize,
+    /// Worker threads started so far.
+    pub started: usize,
+    /// Workers waiting for a task (a starting worker counts).
+    pub idle: usize,
+    /// Jobs running now.
+    pub busy: usize,
+    /// Jobs waiting for a worker.
+    pub queued: usize,
+    /// Workers waiting to retry a failed isolation slot.
+    pub retrying: usize,
+    /// Isolation slot failures since start.
+    pub slot_failures: usize,
+    /// The latest slot failure's message.
+    pub last_slot_error: Option<String>,
+}
+
+impl PoolStats {
+    /// Why queued invocations cannot start now, if they cannot.
+    pub fn stalled(&self) -> Option<String> {
+        if self.queued == 0 || self.idle > 0 {
+            return None;
+        }
+        if self.retrying > 0 {
+            return Some(format!(
+                "{} invocations wait while {} workers cannot set up CPU isolation ({})",
+                self.queued,
+                self.retrying,
+                self.last_slot_error.as_deref().unwrap_or("unknown error")
+            ));
+        }
+        if self.started >= self.max_workers {
+            return Some(format!(
+                "all {} workers are busy and {} invocations wait",
+                self.busy, self.queued
+            ));
+        }
+        None
+    }
+}

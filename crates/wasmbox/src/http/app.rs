@@ -1,0 +1,29 @@
+//! The state every request handler shares: the runtime, admission,
+//! readiness, metrics and the limits requests are checked against.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use wasmbox_admission::{Admission, Resources};
+use wasmbox_runtime::{Executor, Registry, WasmEngine};
+
+use crate::config::{Compat, RequestLimits};
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+
+/// Runtime handles shared by all requests.
+pub struct App {
+    pub engine: WasmEngine,
+    pub registry: Arc<Registry>,
+    pub executor: Arc<Executor>,
+    pub limits: RequestLimits,
+    pub compat: Compat,
+    pub pod: String,
+    /// Requests being handled right now (the reference's Num-Current-Requests).
+    pub in_flight: AtomicUsize,
+    pub admission: Arc<Admission>,
+    pub readiness: Readiness,
+    pub metrics: Metrics,
+    /// Capacity admission works with (detected or configured).
+    pub capacity: Resources,
+}

@@ -1,0 +1,41 @@
+//! How a response is built: the body type, plain-text responses, and the
+//! error response every failure becomes.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+
+use super::app::App;
+use super::compat::Phases;
+use super::error::HttpError;
+
+/// The body of every response wasmbox writes.
+pub type Body = Full<Bytes>;
+
+/// A plain-text response.
+pub(super) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The response for `e`: its status, its message as the body (as the wire
+/// format words failures), `Wasmbox-Error`, and its extra headers.
+pub(super) fn error_response(app: &App, e: HttpError) -> Response<Body> {
+    let mut r = text(e.kind.status(), app.compat.failure_body(&e.message));
+    let h = r.headers_mut();
+    h.insert(
+        HeaderName::from_static("wasmbox-error"),
+        HeaderValue::from_static(e.kind.as_str()),
+    );
+    for (k, v) in e.headers {
+        h.insert(k, v);
+    }
+    app.compat.add_headers(h, app, Phases::default());
+    r
+}
