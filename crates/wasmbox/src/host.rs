@@ -227,6 +227,32 @@ pub fn memory_used() -> u64 {
         .unwrap_or(0)
 }
 
+/// The open-file limit this process may raise its soft limit to (the hard
+/// limit), if known.
+pub fn open_file_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, Resource};
+    getrlimit(Resource::Nofile).maximum
+}
+
+/// Raises the soft open-file limit to the hard one (as Go's runtime does):
+/// each connection takes a descriptor, and containers often start with a
+/// soft limit of 1,024. Returns the soft limit in force afterwards.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit = raised,
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    limit.current
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

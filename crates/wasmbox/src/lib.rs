@@ -7,6 +7,7 @@ pub mod config;
 pub mod health;
 pub mod host;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod reporter;
 pub mod server;

@@ -5,8 +5,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -15,7 +14,8 @@ use wasmbox_runtime::{EpochTicker, Executor, Registry, WasmEngine};
 
 use crate::config::ServeConfig;
 use crate::health::Readiness;
-use crate::http::{self, App};
+use crate::http::{self, App, BodyBudget, BodyRules};
+use crate::listener::{self, Backoff, Front};
 use crate::metrics::Metrics;
 use crate::{host, reporter};
 
@@ -23,6 +23,7 @@ use crate::{host, reporter};
 pub struct Server {
     pub app: Arc<App>,
     listener: TcpListener,
+    front: Front,
     health: Option<TcpListener>,
     qp_report: Option<String>,
     reporting_period: std::time::Duration,
@@ -89,6 +90,16 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let body_budget = BodyBudget::new(
+            config
+                .front
+                .buffered_bytes(capacity.memory_mb, config.limits.max_body_bytes),
+        );
+        let body_rules = BodyRules {
+            max: config.limits.max_body_bytes,
+            timeout: config.front.body_timeout,
+            budget_wait: a.queue_timeout,
+        };
         let app = Arc::new(App {
             engine,
             registry,
@@ -101,6 +112,8 @@ impl Server {
             readiness: Readiness::new(config.readiness_window, config.readiness_threshold),
             metrics: Metrics::new(),
             capacity,
+            body_rules,
+            body_budget,
         });
         // Bind everything before announcing that we serve.
         let health =
@@ -117,8 +130,18 @@ impl Server {
             compat = ?config.compat,
             "wasmbox serving"
         );
+        let nofile = host::raise_open_file_limit();
+        tracing::info!(
+            max_connections = config.front.max_connections,
+            from = %config.front.max_connections_from,
+            open_file_limit = ?nofile,
+            http2 = ?config.front.http2_max_streams,
+            max_buffered_mb = app.body_budget.max() >> 20,
+            "front door"
+        );
         Ok(Server {
             app,
+            front: Front::new(config.front.clone()),
             listener,
             health,
             _ticker: ticker,
@@ -142,7 +165,6 @@ impl Server {
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let builder = auto::Builder::new(TokioExecutor::new());
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -159,31 +181,11 @@ impl Server {
         if let Some(health) = self.health.take() {
             tokio::spawn(serve_health(health, self.app.clone(), stop_rx.clone()));
         }
+        let mut backoff = Backoff::default();
         loop {
             tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(s) => s,
-                        Err(e) => {
-                            // EMFILE and friends: log, back off a little, go on.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let app = self.app.clone();
-                    let service = service_fn(move |req| {
-                        let app = app.clone();
-                        async move { Ok::<_, std::convert::Infallible>(http::handle(app, req).await) }
-                    });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
+                accepted = self.front.accept(&self.listener, &mut backoff) => {
+                    self.front.serve(accepted, self.app.clone(), &graceful);
                 }
                 _ = &mut shutdown => break,
             }
@@ -257,9 +259,10 @@ async fn sample(app: Arc<App>, cpu_tx: watch::Sender<f64>, mut stop: watch::Rece
 
 /// The reference-compatible probe port: `/live` and `/ready`.
 async fn serve_health(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::default();
     loop {
-        let (stream, _) = tokio::select! {
-            a = listener.accept() => match a { Ok(s) => s, Err(_) => continue },
+        let stream = tokio::select! {
+            s = listener::accept(&listener, &mut backoff) => s,
             _ = stop.changed() => return,
         };
         let app = app.clone();
@@ -271,11 +274,16 @@ async fn serve_health(listener: TcpListener, app: Arc<App>, mut stop: watch::Rec
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(PROBE_HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }
 }
+
+/// The probe port's header-read timeout.
+const PROBE_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// After the drain timeout has stopped every invocation, how long their
 /// responses get to be written before the connections are dropped.

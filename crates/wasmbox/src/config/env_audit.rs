@@ -234,7 +234,11 @@ impl ServeConfig {
             ("reporting-period", format!("{:?}", self.reporting_period)),
             ("drain-timeout", format!("{:?}", self.drain_timeout)),
         ];
-        lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+        lines
+            .into_iter()
+            .chain(self.front.describe())
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect()
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::defaults::*;
+use super::front::FrontArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -209,6 +210,8 @@ pub struct ServeArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub front: FrontArgs,
 }
 
 #[derive(Debug, Clone, Args)]

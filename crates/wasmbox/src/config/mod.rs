@@ -14,6 +14,7 @@
 mod defaults;
 mod env_audit;
 mod flags;
+mod front;
 mod resolve;
 
 pub use env_audit::{
@@ -24,4 +25,5 @@ pub use flags::{
     parse_duration, Cli, Command, CompileArgs, CpuIsolation, EngineArgs, LimitArgs, RunArgs,
     ServeArgs,
 };
+pub use front::{FrontArgs, FrontConfig};
 pub use resolve::{AdmissionSettings, ConfigError, RequestLimits, ServeConfig};

@@ -11,6 +11,7 @@ use wasmbox_runtime::{EngineConfig, ExecutorConfig, RegistryConfig};
 
 use super::defaults::*;
 use super::flags::{Compat, CpuIsolation, EngineArgs, LimitArgs, ServeArgs};
+use super::front::FrontConfig;
 
 /// Everything `serve` needs, resolved and checked.
 #[derive(Debug, Clone)]
@@ -30,6 +31,7 @@ pub struct ServeConfig {
     pub readiness_threshold: f64,
     pub qp_report: Option<String>,
     pub reporting_period: Duration,
+    pub front: FrontConfig,
 }
 
 /// Admission settings before capacity detection (which happens at startup).
@@ -198,6 +200,9 @@ impl ServeArgs {
             readiness_threshold: self.readiness_threshold,
             qp_report: self.qp_report(),
             reporting_period: Duration::from_millis(self.reporting_period_ms.max(1)),
+            front: self
+                .front
+                .resolve(crate::host::open_file_limit(), self.workers),
         })
     }
 

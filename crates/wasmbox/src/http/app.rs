@@ -7,6 +7,8 @@ use std::sync::Arc;
 use wasmbox_admission::{Admission, Resources};
 use wasmbox_runtime::{Executor, Registry, WasmEngine};
 
+use super::body::BodyRules;
+use super::budget::BodyBudget;
 use crate::config::{Compat, RequestLimits};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
@@ -26,4 +28,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Capacity admission works with (detected or configured).
     pub capacity: Resources,
+    /// How request bodies are read.
+    pub body_rules: BodyRules,
+    /// Request and response bytes held in memory.
+    pub body_budget: Arc<BodyBudget>,
 }

@@ -24,6 +24,10 @@ pub enum ErrorKind {
     PrecompiledNotAllowed,
     NotFound,
     BodyTooLarge,
+    /// The client did not send its body within `--body-timeout`.
+    BodyTimeout,
+    /// The body budget stayed full for `--queue-timeout`.
+    Overloaded,
     MemoryCap,
     Exit,
     Trap,
@@ -47,14 +51,17 @@ impl ErrorKind {
             PrecompiledNotAllowed => StatusCode::FORBIDDEN,                       // 403
             NotFound | NoRoute => StatusCode::NOT_FOUND,                          // 404
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,                   // 405
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,                           // 408
             BodyTooLarge | ExceedsCapacity => StatusCode::PAYLOAD_TOO_LARGE,      // 413
             MemoryCap => StatusCode::UNPROCESSABLE_ENTITY,                        // 422
             Exit => StatusCode::FAILED_DEPENDENCY,                                // 424
             Trap | Internal => StatusCode::INTERNAL_SERVER_ERROR,                 // 500
             LoadFailed => StatusCode::BAD_GATEWAY,                                // 502
-            Unavailable | QueueFull | QueueTimeout | Draining => StatusCode::SERVICE_UNAVAILABLE, // 503
-            Timeout => StatusCode::GATEWAY_TIMEOUT, // 504
-            OutputLimit => StatusCode::INSUFFICIENT_STORAGE, // 507
+            Unavailable | QueueFull | QueueTimeout | Draining | Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            } // 503
+            Timeout => StatusCode::GATEWAY_TIMEOUT,                               // 504
+            OutputLimit => StatusCode::INSUFFICIENT_STORAGE,                      // 507
             ClientGone => StatusCode::from_u16(499).unwrap(), // (nginx's "client closed request")
         }
     }
@@ -72,6 +79,8 @@ impl ErrorKind {
             PrecompiledNotAllowed => "precompiled-not-allowed",
             NotFound => "not-found",
             BodyTooLarge => "body-too-large",
+            BodyTimeout => "body-timeout",
+            Overloaded => "overloaded",
             MemoryCap => "memory-cap",
             Exit => "exit",
             Trap => "trap",

@@ -16,9 +16,11 @@ use wasmbox_runtime::sandbox::{Stdio, Timings};
 use wasmbox_runtime::{CancelToken, Failure, Function, FunctionName, Invocation};
 
 use super::app::App;
+use super::body::read_body;
+use super::budget::Hold;
 use super::compat::Phases;
 use super::error::{ErrorKind, HttpError};
-use super::request::{parse_args, parse_resources, read_body};
+use super::request::{parse_args, parse_resources};
 use super::response::Body;
 
 /// Counts a request in `in_flight` for as long as it lives.
@@ -91,7 +93,7 @@ pub(super) async fn invoke(
     let resources = parse_resources(req.headers(), &app.limits)?;
     let argv = parse_args(&name, req.uri().query());
     let method = req.method().clone();
-    let body = read_body(req, app.limits.max_body_bytes).await?;
+    let (body, body_hold) = read_body(req, &app.body_rules, &app.body_budget).await?;
     let stdin = app.compat.stdin(&method, body)?;
     let function = app.registry.get(&name).await?;
     let outcome = Outcome {
@@ -105,7 +107,7 @@ pub(super) async fn invoke(
         function.clone(),
         resources,
         argv,
-        stdin,
+        (stdin, body_hold),
         received,
     )
     .await;
@@ -123,7 +125,7 @@ async fn run(
     function: Arc<Function>,
     resources: Resources,
     argv: Vec<String>,
-    stdin: Bytes,
+    (stdin, body_hold): (Bytes, Hold),
     received: Instant,
 ) -> Result<Response<Body>, HttpError> {
     // Reserve the declared cpu_quota and Memory-Request, or wait in this
@@ -143,7 +145,7 @@ async fn run(
             argv,
             stdio: Stdio::Captured {
                 stdin,
-                stdout_cap: limits.max_output_bytes,
+                stdout_cap: output_cap(limits.max_output_bytes, &resources),
                 stderr_cap: limits.max_stderr_bytes,
             },
             memory_cap: (resources.memory_mb << 20) as usize,
@@ -152,7 +154,9 @@ async fn run(
         },
         cpu_millis: resources.cpu_millis,
         cancel,
-        hold: Box::new(permit),
+        // The reservation and the body's bytes (stdin) are released on the
+        // worker once the guest has stopped.
+        hold: Box::new((permit, body_hold)),
     };
     let ran = app.executor.run(task).await?;
     let (queued, isolation, outcome) = (ran.queued, ran.isolation, ran.outcome);
@@ -170,7 +174,11 @@ async fn run(
         .execution
         .observe((outcome.timings.instantiate + outcome.timings.execute).as_secs_f64());
     match outcome.result {
-        Ok(()) => Ok(success(app, outcome.stdout, &timing)),
+        Ok(()) => Ok(success(
+            app,
+            app.body_budget.charge(outcome.stdout),
+            &timing,
+        )),
         Err(failure) => Err(failure_error(failure, &resources, &outcome.stderr, &timing)),
     }
 }
@@ -221,6 +229,13 @@ fn success(app: &App, stdout: Bytes, timing: &PhaseTimes) -> Response<Body> {
     r
 }
 
+/// The most stdout an invocation may write: `--max-output-bytes`, and no
+/// more than its `Memory-Request`, so that the output held for responses
+/// is bounded by what admission reserved.
+fn output_cap(max_output_bytes: usize, resources: &Resources) -> usize {
+    max_output_bytes.min(usize::try_from(resources.memory_mb << 20).unwrap_or(usize::MAX))
+}
+
 /// The tail of stderr, for error messages.
 fn stderr_tail(stderr: &[u8]) -> String {
     const TAIL: usize = 2048;
@@ -247,7 +262,7 @@ fn failure_error(f: Failure, res: &Resources, stderr: &[u8], timing: &PhaseTimes
             ),
         ),
         Failure::Timeout(after) => HttpError::new(ErrorKind::Timeout, format!("function did not finish within the {:.3} s time limit and was stopped", after.as_secs_f64())),
-        Failure::OutputLimit { cap } => HttpError::new(ErrorKind::OutputLimit, format!("function wrote more than this server's output limit of {cap} bytes to stdout and was stopped")),
+        Failure::OutputLimit { cap } => HttpError::new(ErrorKind::OutputLimit, format!("function wrote more than this request's output limit of {cap} bytes to stdout and was stopped (the limit is the smaller of --max-output-bytes and Memory-Request: {} MiB)", res.memory_mb)),
         Failure::Cancelled => HttpError::new(ErrorKind::ClientGone, "client went away; invocation stopped"),
         Failure::Shutdown => HttpError::new(ErrorKind::Draining, "the server is shutting down: its drain timeout passed and this invocation was stopped").header("retry-after", 1),
         Failure::PoolExhausted => HttpError::new(ErrorKind::Unavailable, "no free instance slot; retry").header("retry-after", 1),

@@ -21,6 +21,8 @@
 //!    table of the README (`error`).
 
 mod app;
+mod body;
+mod budget;
 mod compat;
 mod error;
 mod invoke;
@@ -34,6 +36,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
 pub use app::App;
+pub use body::BodyRules;
+pub use budget::BodyBudget;
 pub use error::{ErrorKind, HttpError};
 pub use management::health_probe;
 pub use request::parse_resources;

@@ -1,11 +1,7 @@
-//! Reading a request: the resource headers, argv from the query, and the
-//! body within its limit.
+//! Reading a request's head: the resource headers and argv from the query
+//! (the body: `body`).
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
-use hyper::header::{HeaderMap, CONTENT_LENGTH};
-use hyper::Request;
+use hyper::header::HeaderMap;
 use wasmbox_admission::Resources;
 use wasmbox_runtime::FunctionName;
 
@@ -109,34 +105,6 @@ pub(super) fn parse_args(name: &FunctionName, query: Option<&str>) -> Vec<String
         );
     }
     argv
-}
-
-/// The whole body, refused as soon as it is known to be above `max` bytes
-/// (from Content-Length, or while reading).
-pub(super) async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, HttpError> {
-    let too_large = || {
-        HttpError::new(
-            ErrorKind::BodyTooLarge,
-            format!("request body is larger than this server's limit of {max} bytes"),
-        )
-    };
-    if let Some(len) = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
-        if len > max as u64 {
-            return Err(too_large());
-        }
-    }
-    match Limited::new(req.into_body(), max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(HttpError::new(
-            ErrorKind::BadBody,
-            format!("cannot read request body: {e}"),
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,124 @@
+//! Reading a request body: within `--max-body-bytes`, within the body
+//! budget (bytes are reserved before they are read), and within
+//! `--body-timeout` of client time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
+use hyper::Request;
+use tokio::time::Instant;
+
+use super::budget::{BodyBudget, Hold};
+use super::error::{ErrorKind, HttpError};
+
+/// How a body is read.
+#[derive(Debug, Clone)]
+pub struct BodyRules {
+    /// Largest body, in bytes.
+    pub max: usize,
+    /// Longest the client may take to send it (time waiting for the budget
+    /// not counted).
+    pub timeout: Duration,
+    /// Longest wait for the budget.
+    pub budget_wait: Duration,
+}
+
+/// A chunked body reserves budget in steps of at least this.
+const RESERVE_STEP: usize = 64 << 10;
+
+/// The whole body, and its hold on the budget (keep it as long as the bytes
+/// live). Refused as soon as it is known to be above `rules.max` bytes
+/// (from Content-Length, or while reading).
+pub(super) async fn read_body(
+    req: Request<Incoming>,
+    rules: &BodyRules,
+    budget: &Arc<BodyBudget>,
+) -> Result<(Bytes, Hold), HttpError> {
+    let max = rules.max;
+    let too_large = || {
+        HttpError::new(
+            ErrorKind::BodyTooLarge,
+            format!("request body is larger than this server's limit of {max} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = req.into_body();
+    let mut hold = budget.none();
+    let mut deadline = Instant::now() + rules.timeout;
+    let mut buf = BytesMut::new();
+    if let Some(len) = declared.filter(|&l| l > 0) {
+        deadline += reserve(&mut hold, len as usize, rules, budget).await?;
+        buf.reserve(len as usize);
+    }
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(HttpError::new(
+                    ErrorKind::BodyTimeout,
+                    format!(
+                        "the request body did not arrive within {:?} (--body-timeout); {} bytes received",
+                        rules.timeout,
+                        buf.len()
+                    ),
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(HttpError::new(
+                    ErrorKind::BadBody,
+                    format!("cannot read request body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let total = buf.len() + data.len();
+        if total > max {
+            return Err(too_large());
+        }
+        if total > hold.bytes() {
+            let step = (total - hold.bytes())
+                .max(RESERVE_STEP)
+                .min(max - hold.bytes());
+            deadline += reserve(&mut hold, step, rules, budget).await?;
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), hold))
+}
+
+/// Grows `hold` by `bytes` within `rules.budget_wait`; returns how long
+/// that took (client time it does not count against).
+async fn reserve(
+    hold: &mut Hold,
+    bytes: usize,
+    rules: &BodyRules,
+    budget: &Arc<BodyBudget>,
+) -> Result<Duration, HttpError> {
+    let start = Instant::now();
+    match tokio::time::timeout(rules.budget_wait, hold.grow(bytes)).await {
+        Ok(()) => Ok(start.elapsed()),
+        Err(_) => Err(HttpError::new(
+            ErrorKind::Overloaded,
+            format!(
+                "request bodies and responses already hold this server's body budget of {} MiB (--max-buffered-mb); waited {:?} for {} bytes",
+                budget.max() >> 20,
+                rules.budget_wait,
+                bytes
+            ),
+        )
+        .header("retry-after", 1)),
+    }
+}

@@ -1,0 +1,292 @@
+//! The serving port's front door: accepts connections up to a limit, backs
+//! off when accepting fails, and serves each connection with hyper under a
+//! header-read timeout, an idle timeout and a write timeout. HTTP/1.1 only
+//! unless HTTP/2 is enabled (then with bounded streams); no upgrades.
+//!
+//! Limits and what a client sees (README, "Limits"):
+//! - `max_connections` open at once: past it the server stops accepting and
+//!   new connections wait in the kernel's backlog;
+//! - headers not complete within `header_read_timeout`: the connection is
+//!   closed (hyper);
+//! - no request in progress and nothing read or written for `idle_timeout`:
+//!   closed;
+//! - a response write that makes no progress for `write_timeout` (a client
+//!   that does not read): closed, and the response's memory freed.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::FrontConfig;
+use crate::http::{self, App};
+
+/// The serving port's connection builder and limit.
+pub struct Front {
+    config: FrontConfig,
+    builder: auto::Builder<TokioExecutor>,
+    slots: Arc<Semaphore>,
+}
+
+impl Front {
+    pub fn new(config: FrontConfig) -> Front {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout);
+        if let Some(streams) = config.http2_max_streams {
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(streams);
+        } else {
+            builder = builder.http1_only();
+        }
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        Front {
+            config,
+            builder,
+            slots,
+        }
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.config.max_connections - self.slots.available_permits()
+    }
+
+    /// Waits for a free connection slot, then for a connection.
+    pub async fn accept(&self, listener: &TcpListener, backoff: &mut Backoff) -> Accepted {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
+        let stream = accept(listener, backoff).await;
+        Accepted { stream, slot }
+    }
+
+    /// Serves one accepted connection on its own task until it ends, one of
+    /// its timeouts closes it, or `graceful` shuts it down.
+    pub fn serve(&self, accepted: Accepted, app: Arc<App>, graceful: &GracefulShutdown) {
+        let Accepted { stream, slot } = accepted;
+        let _ = stream.set_nodelay(true);
+        let watch = Arc::new(Watch::new());
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            watch: watch.clone(),
+        });
+        let active = watch.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            let active = active.clone();
+            async move {
+                let _request = active.request();
+                Ok::<_, std::convert::Infallible>(http::handle(app, req).await)
+            }
+        });
+        let conn = graceful.watch(self.builder.serve_connection(io, service).into_owned());
+        let (idle, write) = (self.config.idle_timeout, self.config.write_timeout);
+        tokio::spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                why = watch.expired(idle, write) => {
+                    tracing::debug!(reason = why, "connection closed");
+                }
+            }
+        });
+    }
+}
+
+/// A connection and the slot it holds until it closes.
+pub struct Accepted {
+    stream: TcpStream,
+    slot: OwnedSemaphorePermit,
+}
+
+/// The wait after a failed `accept` (EMFILE, ENFILE, ENOBUFS...): 5 ms,
+/// doubling to 1 s, back to nothing after a success. Without it a
+/// descriptor shortage spins a core on a listener that is always readable.
+#[derive(Default)]
+pub struct Backoff(Option<Duration>);
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts the next connection, waiting out errors with `backoff`.
+pub async fn accept(listener: &TcpListener, backoff: &mut Backoff) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.0 = None;
+                return stream;
+            }
+            Err(e) => {
+                let wait = backoff
+                    .0
+                    .map_or(FIRST_BACKOFF, |w| (w * 2).min(MAX_BACKOFF));
+                backoff.0 = Some(wait);
+                tracing::warn!(error = %e, retry_in = ?wait, "accept failed");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// What a connection's reads and writes last did, for its timeouts.
+struct Watch {
+    start: Instant,
+    /// Milliseconds since `start` of the last byte read or written.
+    last_io: AtomicU64,
+    /// Milliseconds since `start` + 1 at which a write started waiting for
+    /// the client to read; 0 when no write waits.
+    write_blocked: AtomicU64,
+    /// Requests being handled.
+    requests: AtomicUsize,
+}
+
+/// Counts a request as in progress while it lives.
+struct Request<'a>(&'a Watch);
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        self.0.requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Watch {
+    fn new() -> Watch {
+        Watch {
+            start: Instant::now(),
+            last_io: AtomicU64::new(0),
+            write_blocked: AtomicU64::new(0),
+            requests: AtomicUsize::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn request(&self) -> Request<'_> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Request(self)
+    }
+
+    fn progressed(&self) {
+        self.last_io.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn write_waits(&self) {
+        if self.write_blocked.load(Ordering::Relaxed) == 0 {
+            self.write_blocked
+                .store(self.now_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn write_done(&self) {
+        self.write_blocked.store(0, Ordering::Relaxed);
+        self.progressed();
+    }
+
+    /// Resolves when the connection has been idle for `idle` or a write has
+    /// waited for `write`; says which.
+    async fn expired(&self, idle: Duration, write: Duration) -> &'static str {
+        let tick = (idle.min(write) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let (idle, write) = (idle.as_millis() as u64, write.as_millis() as u64);
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = self.now_ms();
+            let blocked = self.write_blocked.load(Ordering::Relaxed);
+            if blocked != 0 && (now + 1).saturating_sub(blocked) >= write {
+                return "write timeout: the client is not reading its response";
+            }
+            if self.requests.load(Ordering::Relaxed) == 0
+                && blocked == 0
+                && now.saturating_sub(self.last_io.load(Ordering::Relaxed)) >= idle
+            {
+                return "idle timeout";
+            }
+        }
+    }
+}
+
+/// A connection's stream, reporting its progress to its [`Watch`].
+struct Watched {
+    inner: TcpStream,
+    watch: Arc<Watch>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.watch.progressed();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.written(&r);
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.written(&r);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.written(&r);
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Watched {
+    fn written<T>(&self, r: &Poll<io::Result<T>>) {
+        match r {
+            Poll::Pending => self.watch.write_waits(),
+            Poll::Ready(_) => self.watch.write_done(),
+        }
+    }
+}
