@@ -102,6 +102,15 @@ enum Cmd {
         #[arg(long, default_value = "bench/results/trace.md")]
         out: PathBuf,
     },
+    /// Saturation with mixed, partly hostile traffic; what the server holds
+    /// before, at peak and after.
+    Soak {
+        /// How long to hold the server at saturation.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value = "bench/results/soak.md")]
+        out: PathBuf,
+    },
     /// Every benchmark in turn: core, isolation, admission, compare.
     All {
         #[arg(long)]
@@ -120,6 +129,7 @@ mod peers;
 mod plots;
 mod reference;
 mod server_ctl;
+mod soak;
 mod trace;
 mod trace_plan;
 mod trace_report;
@@ -141,6 +151,7 @@ fn main() -> anyhow::Result<()> {
             load,
             out,
         } => trace::run(quick, seed, load, &out),
+        Cmd::Soak { seconds, out } => soak::run(seconds, &out),
         Cmd::Compare { quick, smoke, out } => compare::run(scale(quick, smoke), &out),
         Cmd::Density {
             functions,

@@ -74,6 +74,11 @@ pub(crate) fn start(dir: &Path, extra: &[&str], ready_path: &str) -> anyhow::Res
 }
 
 impl Served {
+    /// The server's process ID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.server.as_ref().map_or(0, |s| s.pid())
+    }
+
     /// SIGTERM; SIGKILL if it has not exited within [`GRACE`]; then removes
     /// its leftover cgroups.
     pub(crate) fn stop(mut self) -> Stopped {
