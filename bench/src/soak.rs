@@ -326,7 +326,9 @@ pub(crate) fn run(seconds: u64, out: &Path) -> anyhow::Result<()> {
     // header timeouts are all shorter).
     let settle = Instant::now();
     let mut after = held(pid);
-    while settle.elapsed() < Duration::from_secs(15) && after.fds > before.fds + 4 {
+    while settle.elapsed() < Duration::from_secs(15)
+        && after.fds > before.fds + 2 * after.slots.saturating_sub(before.slots) + 4
+    {
         std::thread::sleep(Duration::from_millis(250));
         after = held(pid);
     }
@@ -407,6 +409,8 @@ fn write_report(
         "| slot cgroups | {} | {} | {} |\n",
         before.slots, peak.slots, after.slots
     )?;
+    let new_slots = after.slots.saturating_sub(before.slots);
+    let new_workers = after.threads.saturating_sub(before.threads);
     let verdicts = [
         ("no status outside the status table", outside == 0),
         (
@@ -414,8 +418,12 @@ fn write_report(
             internal == 0,
         ),
         (
-            "descriptors back within 4 of the baseline",
-            after.fds <= before.fds + 4,
+            "descriptors back to the baseline, plus at most 2 per new worker slot (its kept cgroup files) and 4",
+            after.fds <= before.fds + 2 * new_slots + 4,
+        ),
+        (
+            "RSS back to the baseline, plus at most 4 MiB per new worker (stack, kept-resident instance slot) and 64 MiB",
+            after.rss_mb <= before.rss_mb + 4.0 * new_workers as f64 + 64.0,
         ),
         (
             "threads bounded by the worker limit (baseline + workers)",
