@@ -151,8 +151,11 @@ mod tests {
         // Polled once: it cannot fit while 80 are held.
         assert!(futures_util::poll!(waiter.as_mut()).is_pending());
         drop(first);
-        assert_eq!(waiter.await.bytes(), 30);
+        let held = waiter.await;
+        assert_eq!(held.bytes(), 30);
         assert_eq!(b.used(), 30);
+        drop(held);
+        assert_eq!(b.used(), 0);
     }
 
     #[tokio::test]
