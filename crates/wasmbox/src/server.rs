@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use wasmbox_admission::{Admission, AdmissionConfig, Resources};
 use wasmbox_runtime::{EpochTicker, Executor, Registry, WasmEngine};
 
+use crate::admin_listener::AdminListener;
 use crate::config::ServeConfig;
 use crate::health::Readiness;
 use crate::http::{self, App};
@@ -24,6 +25,7 @@ pub struct Server {
     pub app: Arc<App>,
     listener: TcpListener,
     health: Option<TcpListener>,
+    admin: Option<AdminListener>,
     qp_report: Option<String>,
     reporting_period: std::time::Duration,
     _ticker: EpochTicker,
@@ -110,6 +112,7 @@ impl Server {
                 })?),
                 None => None,
             };
+        let admin = AdminListener::bind(&config.admin).await?;
         tracing::info!(
             listen = %listener.local_addr()?,
             functions = %config.registry.dir.display(),
@@ -121,6 +124,7 @@ impl Server {
             app,
             listener,
             health,
+            admin,
             _ticker: ticker,
             drain_timeout: config.drain_timeout,
             qp_report: config.qp_report.clone(),
@@ -134,6 +138,10 @@ impl Server {
 
     pub fn health_addr(&self) -> Option<std::net::SocketAddr> {
         self.health.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets open
@@ -158,6 +166,9 @@ impl Server {
         }
         if let Some(health) = self.health.take() {
             tokio::spawn(serve_health(health, self.app.clone(), stop_rx.clone()));
+        }
+        if let Some(admin) = self.admin.take() {
+            tokio::spawn(admin.serve(self.app.clone(), stop_rx.clone()));
         }
         loop {
             tokio::select! {
