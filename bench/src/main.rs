@@ -459,6 +459,9 @@ pub(crate) async fn http_load_with(
 pub(crate) struct ServerProc {
     child: Child,
     pub(crate) port: u16,
+    /// The admin listener (`--admin-listen`): `/-/metrics` is there, not on
+    /// the serving port.
+    pub(crate) admin_port: u16,
 }
 
 impl ServerProc {
@@ -477,7 +480,7 @@ impl ServerProc {
                 exe.display()
             );
         }
-        let port = free_port()?;
+        let (port, admin_port) = (free_port()?, free_port()?);
         let mut child = Command::new(&exe)
             .args([
                 "serve",
@@ -485,6 +488,8 @@ impl ServerProc {
                 "127.0.0.1",
                 "--port",
                 &port.to_string(),
+                "--admin-listen",
+                &format!("127.0.0.1:{admin_port}"),
                 "--log-level",
                 "warn",
             ])
@@ -501,7 +506,11 @@ impl ServerProc {
             let _ = child.wait();
             return Err(e.context("wasmbox did not come up"));
         }
-        Ok(ServerProc { child, port })
+        Ok(ServerProc {
+            child,
+            port,
+            admin_port,
+        })
     }
 
     pub(crate) fn pid(&self) -> u32 {
