@@ -283,6 +283,20 @@ fn check_config_reports_bad_environment_precisely() {
         "{err}"
     );
 
+    let (code, _, err) = with("WASMBOX_ADMIN_LISTEN", "9464");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("invalid value '9464'") && err.contains("WASMBOX_ADMIN_LISTEN"),
+        "{err}"
+    );
+
+    let (code, _, err) = with("WASMBOX_ADMIN_TOKEN", "");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the admin token from WASMBOX_ADMIN_TOKEN is empty"),
+        "{err}"
+    );
+
     let (code, _, err) = with("WASMBOX_CPU_ISOLATON", "throttle");
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("WASMBOX_CPU_ISOLATON is not an environment variable wasmbox reads (did you mean WASMBOX_CPU_ISOLATION?)"), "{err}");
