@@ -228,10 +228,13 @@ pub(crate) fn describe(outcomes: &BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
-/// The unlabelled samples of `GET /-/metrics` (gauges and counters without
-/// labels), by name.
-pub(crate) async fn scrape(port: u16, limit: Duration) -> anyhow::Result<BTreeMap<String, f64>> {
-    let call = call_once(port, "/-/metrics", 0, 0, limit).await;
+/// The unlabelled samples of `GET /-/metrics` on the admin listener's
+/// `admin_port` (gauges and counters without labels), by name.
+pub(crate) async fn scrape(
+    admin_port: u16,
+    limit: Duration,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let call = call_once(admin_port, "/-/metrics", 0, 0, limit).await;
     let body = match call.answer {
         Answer::Status {
             status: 200, body, ..

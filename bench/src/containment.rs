@@ -177,6 +177,7 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     let server_args = ["--timeout", "2s", "--capacity-cpu", "2000"];
     let server = server_ctl::start(dir.path(), &server_args, "/hello")?;
     let port = server.port;
+    let admin_port = server.admin_port;
     println!(
         "containment: wasmbox on port {port}, --cpu-isolation {}",
         server.mode
@@ -209,10 +210,10 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
         // Let the hostile tenant reach its steady state first.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (b, b_rate) = well_behaved(port, b_dur).await;
-        let at_end = client::scrape(port, Duration::from_secs(5)).await;
+        let at_end = client::scrape(admin_port, Duration::from_secs(5)).await;
         let (sleepers, hogs) = hostile.stop().await;
         tokio::time::sleep(SETTLE).await;
-        let after = client::scrape(port, Duration::from_secs(5)).await;
+        let after = client::scrape(admin_port, Duration::from_secs(5)).await;
         (b, b_rate, at_end, after, sleepers, hogs)
     });
     let (b50, b99) = p50_p99_ms(&b.latency);
@@ -305,7 +306,10 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
         ms(h99)
     )?;
 
-    writeln!(r, "## Server gauges (`GET /-/metrics`)\n")?;
+    writeln!(
+        r,
+        "## Server gauges (`GET /-/metrics` on the admin listener)\n"
+    )?;
     writeln!(
         r,
         "| gauge | end of B (hostile running) | {} s after the hostile tenant hung up |\n|---|---|---|",

@@ -470,6 +470,9 @@ pub(crate) async fn http_load_with(
 pub(crate) struct ServerProc {
     child: Child,
     pub(crate) port: u16,
+    /// The admin listener (`--admin-listen`): `/-/metrics` is there, not on
+    /// the serving port.
+    pub(crate) admin_port: u16,
 }
 
 impl ServerProc {
@@ -488,7 +491,7 @@ impl ServerProc {
                 exe.display()
             );
         }
-        let port = free_port()?;
+        let (port, admin_port) = (free_port()?, free_port()?);
         let mut child = Command::new(&exe)
             .args([
                 "serve",
@@ -496,6 +499,8 @@ impl ServerProc {
                 "127.0.0.1",
                 "--port",
                 &port.to_string(),
+                "--admin-listen",
+                &format!("127.0.0.1:{admin_port}"),
                 "--log-level",
                 "warn",
             ])
@@ -512,7 +517,11 @@ impl ServerProc {
             let _ = child.wait();
             return Err(e.context("wasmbox did not come up"));
         }
-        Ok(ServerProc { child, port })
+        Ok(ServerProc {
+            child,
+            port,
+            admin_port,
+        })
     }
 
     pub(crate) fn pid(&self) -> u32 {

@@ -16,6 +16,8 @@ pub(crate) const GRACE: Duration = Duration::from_secs(10);
 pub(crate) struct Served {
     server: Option<ServerProc>,
     pub(crate) port: u16,
+    /// Where `/-/metrics` is served (the admin listener).
+    pub(crate) admin_port: u16,
     pub(crate) mode: &'static str,
 }
 
@@ -60,6 +62,7 @@ pub(crate) fn start(dir: &Path, extra: &[&str], ready_path: &str) -> anyhow::Res
             Ok(server) => {
                 return Ok(Served {
                     port: server.port,
+                    admin_port: server.admin_port,
                     server: Some(server),
                     mode,
                 })

@@ -135,7 +135,7 @@ pub(crate) fn run(quick: bool, seed: u64, load: f64, out: &Path) -> anyhow::Resu
         );
         let done = rt.block_on(replay(server.port, &plan, limit));
         let metrics = rt
-            .block_on(client::scrape(server.port, Duration::from_secs(5)))
+            .block_on(client::scrape(server.admin_port, Duration::from_secs(5)))
             .unwrap_or_else(|e| {
                 eprintln!("metrics after the run: {e:#}");
                 BTreeMap::new()

@@ -364,7 +364,7 @@ pub(crate) fn report(
     row(&mut r, "abusive function's calls", &|s| describe(&s.abuser))?;
     row(
         &mut r,
-        "server: mean queue wait / mean execution, all functions (`/-/metrics`)",
+        "server: mean queue wait / mean execution, all functions (`/-/metrics`, admin listener)",
         &|s| {
             let mean = |m: &str| {
                 let (sum, n) = (

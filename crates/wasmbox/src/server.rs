@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use wasmbox_admission::{Admission, AdmissionConfig, Resources};
 use wasmbox_runtime::{EpochTicker, Executor, Registry, WasmEngine};
 
+use crate::admin_listener::AdminListener;
 use crate::config::ServeConfig;
 use crate::health::Readiness;
 use crate::http::{self, App, BodyBudget, BodyRules};
@@ -25,6 +26,7 @@ pub struct Server {
     listener: TcpListener,
     front: Front,
     health: Option<TcpListener>,
+    admin: Option<AdminListener>,
     qp_report: Option<String>,
     reporting_period: std::time::Duration,
     _ticker: EpochTicker,
@@ -123,6 +125,7 @@ impl Server {
                 })?),
                 None => None,
             };
+        let admin = AdminListener::bind(&config.admin).await?;
         tracing::info!(
             listen = %listener.local_addr()?,
             functions = %config.registry.dir.display(),
@@ -144,6 +147,7 @@ impl Server {
             front: Front::new(config.front.clone()),
             listener,
             health,
+            admin,
             _ticker: ticker,
             drain_timeout: config.drain_timeout,
             qp_report: config.qp_report.clone(),
@@ -157,6 +161,10 @@ impl Server {
 
     pub fn health_addr(&self) -> Option<std::net::SocketAddr> {
         self.health.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets open
@@ -180,6 +188,9 @@ impl Server {
         }
         if let Some(health) = self.health.take() {
             tokio::spawn(serve_health(health, self.app.clone(), stop_rx.clone()));
+        }
+        if let Some(admin) = self.admin.take() {
+            tokio::spawn(admin.serve(self.app.clone(), stop_rx.clone()));
         }
         let mut backoff = Backoff::default();
         loop {

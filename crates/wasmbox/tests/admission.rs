@@ -216,7 +216,7 @@ async fn the_cpu_gate_holds_and_releases() {
     }
     let r = held.await.unwrap();
     r.expect(200, &["Hello"]);
-    let metrics = s.get("/-/metrics").await.text();
+    let metrics = s.admin_get("/-/metrics").await.text();
     assert!(
         metrics.contains("wasmbox_cpu_utilization_cores"),
         "{metrics}"
@@ -239,7 +239,7 @@ async fn metrics_expose_invocations_queue_and_capacity() {
     s.get("/hello").await.expect(200, &[]);
     s.get("/spin?arg=1").await.expect(200, &[]);
     call(&s, "/hello", 100, 3100).await.expect(413, &[]);
-    let r = s.get("/-/metrics").await;
+    let r = s.admin_get("/-/metrics").await;
     assert!(r.header("content-type").unwrap().contains("openmetrics"));
     let m = r.text();
     for line in [

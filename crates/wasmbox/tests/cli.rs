@@ -272,7 +272,7 @@ fn raw_get(port: u16, path: &str, headers: &str) -> std::io::Result<String> {
 #[test]
 fn sigterm_during_a_burst_drains_everything_admitted() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let (port, health) = (free_port(), free_port());
+    let (port, health, admin) = (free_port(), free_port(), free_port());
     let args = [
         "--capacity-cpu",
         "1000",
@@ -281,8 +281,10 @@ fn sigterm_during_a_burst_drains_everything_admitted() {
         "--health-listen",
     ];
     let health_addr = format!("127.0.0.1:{health}");
+    let admin_addr = format!("127.0.0.1:{admin}");
     let mut all: Vec<&str> = args.to_vec();
     all.push(&health_addr);
+    all.extend(["--admin-listen", &admin_addr]);
     let s = serve(&repo, &all, &[("PORT", port.to_string())], port);
     let pid = s.child.id();
     assert!(raw_get(health, "/ready", "")
@@ -298,7 +300,7 @@ fn sigterm_during_a_burst_drains_everything_admitted() {
         })
         .collect();
     let t = std::time::Instant::now();
-    while !raw_get(port, "/-/metrics", "")
+    while !raw_get(admin, "/-/metrics", "")
         .unwrap()
         .contains("wasmbox_queue_depth 5")
     {
@@ -336,6 +338,13 @@ fn sigterm_during_a_burst_drains_everything_admitted() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    // The admin listener is not the serving port: it still answers while
+    // the server drains.
+    let r = raw_get(admin, "/-/metrics", "").unwrap();
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("wasmbox_queue_depth"),
+        "{r}"
+    );
     for b in burst {
         let r = b.join().unwrap();
         assert!(r.starts_with("HTTP/1.1 200") && r.contains("spun"), "{r}");

@@ -66,7 +66,7 @@ async fn abandoned_sleepers_free_their_workers_and_readiness_follows() {
     s.get("/-/ready").await.expect(200, &["ready"]);
     s.get("/hello").await.expect(200, &["Hello from wasmbox!"]);
     // Each abandoned request is counted as client-gone.
-    let m = s.get("/-/metrics").await.text();
+    let m = s.admin_get("/-/metrics").await.text();
     assert!(
         m.contains(r#"wasmbox_invocations_total{function="sleep.wasm",outcome="client-gone"} 12"#),
         "{m}"

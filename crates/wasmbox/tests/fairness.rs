@@ -87,7 +87,7 @@ async fn one_functions_backlog_does_not_hold_up_the_others() {
         of(&s, "sleep.wasm").queued == 1
     })
     .await;
-    let m = s.get("/-/metrics").await.text();
+    let m = s.admin_get("/-/metrics").await.text();
     assert!(
         m.contains(r#"wasmbox_function_queued{function="hog.wasm"} 4"#),
         "{m}"

@@ -5,6 +5,7 @@
 
 use wasmbox_isolation::Requested;
 
+use super::admin::ENV_ADMIN_TOKEN;
 use super::defaults::{
     ENV_HEALTHCHECK_HOST, ENV_HEALTHCHECK_PORT, ENV_HOSTNAME, ENV_PORT, ENV_QP_HOST, ENV_QP_PORT,
 };
@@ -23,7 +24,17 @@ pub const EXTRA_ENV: &[(&str, &str)] = &[
     (ENV_QP_HOST, "--qp-report host, with QP_PORT"),
     (ENV_QP_PORT, "--qp-report port"),
     (ENV_HOSTNAME, "--pod, when POD_UID is unset"),
+    (
+        ENV_ADMIN_TOKEN,
+        "the admin token, instead of --admin-token-file",
+    ),
 ];
+
+/// Variables whose values are secrets: reported as read, never shown.
+pub const SECRET_ENV: &[&str] = &[ENV_ADMIN_TOKEN];
+
+/// What is shown instead of a secret variable's value.
+pub const REDACTED: &str = "<redacted>";
 
 /// The reference prototype's settings that wasmbox does not read, and why.
 pub const REFERENCE_ONLY_ENV: &[(&str, &str)] = &[
@@ -105,7 +116,8 @@ pub fn env_source_of(err: &clap::Error) -> Option<String> {
 }
 
 /// What `serve` makes of these environment variables: the ones it reads
-/// (name, value, flag), and an error for a `WASMBOX_*` name it does not know
+/// (name, value, flag; the value of a [`SECRET_ENV`] variable is
+/// [`REDACTED`]), and an error for a `WASMBOX_*` name it does not know
 /// or a reference-only setting. Warnings, not errors, at a real startup.
 pub fn check_environment(
     vars: impl IntoIterator<Item = (String, String)>,
@@ -115,6 +127,11 @@ pub fn check_environment(
     let mut problems = Vec::new();
     for (k, v) in vars {
         if let Some((_, flag)) = known.iter().find(|(name, _)| *name == k) {
+            let v = if SECRET_ENV.contains(&k.as_str()) {
+                REDACTED.to_string()
+            } else {
+                v
+            };
             read.push((k, v, flag.clone()));
         } else if let Some((_, why)) = REFERENCE_ONLY_ENV.iter().find(|(name, _)| *name == k) {
             problems.push(format!(
@@ -237,6 +254,7 @@ impl ServeConfig {
         lines
             .into_iter()
             .chain(self.front.describe())
+            .chain(self.admin.describe())
             .map(|(k, v)| format!("{k} = {v}\n"))
             .collect()
     }
@@ -294,5 +312,20 @@ mod tests {
             "WASMBOX_NOPE is not an environment variable wasmbox reads"
         );
         assert!(problems[2].starts_with("WASM_RUNTIME is a setting of the reference prototype"));
+    }
+
+    #[test]
+    fn the_admin_token_is_read_but_never_shown() {
+        let (read, problems) =
+            check_environment(vars(&[("WASMBOX_ADMIN_TOKEN", "hunter2-hunter2")]));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            read,
+            [(
+                "WASMBOX_ADMIN_TOKEN".into(),
+                REDACTED.into(),
+                "the admin token, instead of --admin-token-file".into()
+            )]
+        );
     }
 }

@@ -180,6 +180,21 @@ pub struct ServeArgs {
     /// [env: WASMBOX_HEALTH_LISTEN, or HEALTHCHECK_HOST + HEALTHCHECK_PORT].
     #[arg(long, env = "WASMBOX_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+    /// Serve /-/metrics and /-/functions (and /-/live, /-/ready) on this
+    /// separate address, not on the serving port [default: off: neither is
+    /// served anywhere]. Keep it off the public network: metrics name every
+    /// tenant's functions.
+    #[arg(long, env = "WASMBOX_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// File holding the bearer token that /-/functions on the admin listener
+    /// requires (read once at startup; surrounding whitespace ignored)
+    /// [or the token itself in WASMBOX_ADMIN_TOKEN].
+    #[arg(long, env = "WASMBOX_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Require the admin token for /-/metrics too (Prometheus then needs
+    /// `authorization: {credentials_file: ...}` in its scrape config).
+    #[arg(long, env = "WASMBOX_ADMIN_METRICS_AUTH")]
+    pub admin_metrics_auth: bool,
     /// Memory-utilisation samples (one a second) averaged for readiness.
     #[arg(long, env = "READINESS_WINDOW", default_value_t = DEFAULT_READINESS_WINDOW)]
     pub readiness_window: usize,

@@ -7,16 +7,19 @@
 //!   resolved once from the flags and the few variables clap does not read,
 //!   with a typed [`ConfigError`]; the defaults are named constants in
 //!   `defaults`.
+//! - `admin`: the admin listener's settings and its token (a leaf).
 //! - `env_audit`: which environment variables `serve` reads, the audit that
 //!   flags unknown `WASMBOX_*` names and reference-only settings, and the
 //!   `--check-config` account of the resolved settings.
 
+mod admin;
 mod defaults;
 mod env_audit;
 mod flags;
 mod front;
 mod resolve;
 
+pub use admin::{AdminConfig, AdminConfigError, AdminToken, TokenSource, ENV_ADMIN_TOKEN};
 pub use env_audit::{
     check_environment, env_source_of, serve_env_names, EXTRA_ENV, REFERENCE_ONLY_ENV,
 };

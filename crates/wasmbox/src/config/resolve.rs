@@ -9,6 +9,7 @@ use std::time::Duration;
 use wasmbox_isolation::{IsolationConfig, Mode, Requested};
 use wasmbox_runtime::{EngineConfig, ExecutorConfig, RegistryConfig};
 
+use super::admin::{resolve_admin, AdminConfig, AdminConfigError, ENV_ADMIN_TOKEN};
 use super::defaults::*;
 use super::flags::{Compat, CpuIsolation, EngineArgs, LimitArgs, ServeArgs};
 use super::front::FrontConfig;
@@ -27,6 +28,8 @@ pub struct ServeConfig {
     pub isolation: IsolationConfig,
     pub admission: AdmissionSettings,
     pub health_listen: Option<SocketAddr>,
+    /// The admin listener (metrics, function listing) and its token.
+    pub admin: AdminConfig,
     pub readiness_window: usize,
     pub readiness_threshold: f64,
     pub qp_report: Option<String>,
@@ -85,6 +88,8 @@ pub enum ConfigError {
     ReadinessThreshold(f64),
     #[error("HEALTHCHECK_HOST/PORT {0} is not an address")]
     HealthcheckAddress(String),
+    #[error(transparent)]
+    Admin(#[from] AdminConfigError),
 }
 
 impl ConfigError {
@@ -100,6 +105,7 @@ impl ConfigError {
             ConfigError::Overbook { flag, .. } => flag,
             ConfigError::ReadinessThreshold(_) => "--readiness-threshold",
             ConfigError::HealthcheckAddress(_) => ENV_HEALTHCHECK_PORT,
+            ConfigError::Admin(e) => e.setting(),
         }
     }
 }
@@ -147,8 +153,20 @@ impl ServeArgs {
             .map_err(|_| ConfigError::Host(self.host.clone()))?;
         self.check()?;
         let l = &self.limits;
+        let listen = SocketAddr::new(ip, port);
+        let health_listen = self.health_listen()?;
+        let mut others = vec![("--port", listen)];
+        others.extend(health_listen.map(|a| ("--health-listen", a)));
+        let admin = resolve_admin(
+            self.admin_listen,
+            self.admin_token_file.as_deref(),
+            // Set but empty is an error, not "no token".
+            std::env::var(ENV_ADMIN_TOKEN).ok(),
+            self.admin_metrics_auth,
+            &others,
+        )?;
         Ok(ServeConfig {
-            listen: SocketAddr::new(ip, port),
+            listen,
             compat: self.compat,
             pod: self.pod.clone().unwrap_or_else(hostname),
             limits: RequestLimits {
@@ -195,7 +213,8 @@ impl ServeArgs {
                 max_function_queue_share: self.max_function_queue_share,
                 max_overtaken_wait: self.max_overtaken_wait,
             },
-            health_listen: self.health_listen()?,
+            health_listen,
+            admin,
             readiness_window: self.readiness_window,
             readiness_threshold: self.readiness_threshold,
             qp_report: self.qp_report(),

@@ -41,6 +41,14 @@ pub enum ErrorKind {
     QueueFull,
     QueueTimeout,
     Draining,
+    /// `/-/metrics` or `/-/functions` asked of the serving port: they are
+    /// on the admin listener only.
+    MovedToAdmin,
+    /// The admin listener: no, a malformed or a wrong bearer token.
+    Unauthorized,
+    /// The admin listener: an endpoint that needs the admin token, and none
+    /// is configured.
+    AdminTokenNotConfigured,
 }
 
 impl ErrorKind {
@@ -48,8 +56,9 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             BadName | BadHeader | BadBody | BadTarget => StatusCode::BAD_REQUEST, // 400
-            PrecompiledNotAllowed => StatusCode::FORBIDDEN,                       // 403
-            NotFound | NoRoute => StatusCode::NOT_FOUND,                          // 404
+            Unauthorized => StatusCode::UNAUTHORIZED,                             // 401
+            PrecompiledNotAllowed | AdminTokenNotConfigured => StatusCode::FORBIDDEN, // 403
+            NotFound | NoRoute | MovedToAdmin => StatusCode::NOT_FOUND,           // 404
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,                   // 405
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,                           // 408
             BodyTooLarge | ExceedsCapacity => StatusCode::PAYLOAD_TOO_LARGE,      // 413
@@ -94,6 +103,9 @@ impl ErrorKind {
             QueueFull => "queue-full",
             QueueTimeout => "queue-timeout",
             Draining => "draining",
+            MovedToAdmin => "moved-to-admin",
+            Unauthorized => "unauthorized",
+            AdminTokenNotConfigured => "admin-token-not-configured",
         }
     }
 }
@@ -194,6 +206,7 @@ mod tests {
             OutputLimit,
             MethodNotAllowed,
             BadName,
+            Unauthorized,
         ];
         let mut codes: Vec<u16> = outcomes.iter().map(|k| k.status().as_u16()).collect();
         codes.sort();

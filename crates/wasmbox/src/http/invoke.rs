@@ -80,7 +80,7 @@ pub(super) async fn invoke(
     if raw_name.is_empty() {
         return Err(HttpError::new(
             ErrorKind::NoRoute,
-            "no function in the path; GET /-/functions lists them",
+            "no function in the path; /-/functions on the admin listener lists them",
         ));
     }
     if raw_name.contains('/') {

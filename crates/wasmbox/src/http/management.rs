@@ -1,17 +1,16 @@
-//! The management endpoints under `/-/` and the reference-style health
-//! port.
+//! The management endpoints the serving port keeps under `/-/` (the probes
+//! Knative needs), the readiness answer both listeners share, and the
+//! reference-style health port. Metrics and the function listing are on
+//! the admin listener only (`admin`).
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 
 use super::app::App;
 use super::error::{ErrorKind, HttpError};
 use super::response::{text, Body};
-use crate::metrics::GaugeValues;
 
-/// `/-/{rest}`: live, ready, metrics, functions (GET or HEAD).
+/// `/-/{rest}` on the serving port: live and ready (GET or HEAD); metrics
+/// and functions answer 404 `moved-to-admin`.
 pub(super) fn management(
     app: &App,
     method: &Method,
@@ -27,53 +26,37 @@ pub(super) fn management(
     match rest {
         "live" => Ok(text(StatusCode::OK, "live\n")),
         "ready" => Ok(ready(app)),
-        "metrics" => Ok(metrics(app)),
-        "functions" => functions(app),
+        "metrics" => Err(moved(
+            "/-/metrics",
+            "scrape it there (no token needed unless --admin-metrics-auth)",
+        )),
+        "functions" => Err(moved(
+            "/-/functions",
+            "ask it there with `Authorization: Bearer <admin token>`",
+        )),
         _ => Err(HttpError::new(
             ErrorKind::NoRoute,
-            format!("no management endpoint /-/{rest}; there are /-/live, /-/ready, /-/functions"),
+            format!(
+                "no management endpoint /-/{rest}; the serving port has /-/live and /-/ready \
+                 (/-/metrics and /-/functions are on the admin listener, --admin-listen)"
+            ),
         )),
     }
 }
 
-fn metrics(app: &App) -> Response<Body> {
-    let body = app.metrics.render(&GaugeValues {
-        admission: app.admission.snapshot(),
-        capacity: app.capacity,
-        memory_utilization: app.readiness.mean(),
-        pool_stats: app.executor.stats(),
-        per_function: app.admission.functions(),
-        pool: app.engine.engine.pooling_allocator_metrics(),
-        functions: (
-            app.registry.held(),
-            app.registry.loads(),
-            app.registry.cache_hits(),
-            app.registry.evictions(),
+/// 404 for an endpoint that only the admin listener serves.
+fn moved(endpoint: &str, how: &str) -> HttpError {
+    HttpError::new(
+        ErrorKind::MovedToAdmin,
+        format!(
+            "{endpoint} is not served on this port: it moved to the admin listener \
+             (--admin-listen / WASMBOX_ADMIN_LISTEN, off unless set); {how}"
         ),
-    });
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    r
+    )
 }
 
-fn functions(app: &App) -> Result<Response<Body>, HttpError> {
-    let names = app.registry.list().map_err(|e| {
-        HttpError::new(
-            ErrorKind::Internal,
-            format!("cannot list the functions directory: {e}"),
-        )
-    })?;
-    let body = serde_json::json!({ "functions": names }).to_string();
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(r)
-}
-
-fn ready(app: &App) -> Response<Body> {
+/// `/-/ready`: 200, or 503 with the reason.
+pub(super) fn ready(app: &App) -> Response<Body> {
     let blocked = if app.admission.queue_full() {
         Some("the admission queue is full".to_string())
     } else {

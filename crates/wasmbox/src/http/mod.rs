@@ -3,9 +3,11 @@
 //! Routes:
 //! - `GET|POST /{function}`: invoke (query `arg=` -> argv, body -> stdin,
 //!   stdout -> response body);
-//! - `GET /-/live`, `GET /-/ready`, `GET /-/functions`, `GET /-/metrics`:
-//!   management. `/-/` can never be a function, because names may not start
-//!   with `-`.
+//! - `GET /-/live`, `GET /-/ready`: the probes (`management`). `/-/` can
+//!   never be a function, because names may not start with `-`.
+//!   `/-/metrics` and `/-/functions` answer 404 `moved-to-admin` here: they
+//!   are served by the admin listener ([`handle_admin`], `admin`), with its
+//!   bearer token for the listing.
 //!
 //! One invocation, top to bottom:
 //! 1. [`handle`] routes by path: `/-/...` to `management`, anything else to
@@ -20,6 +22,7 @@
 //!    success, or an [`HttpError`] whose [`ErrorKind::status`] is the status
 //!    table of the README (`error`).
 
+mod admin;
 mod app;
 mod body;
 mod budget;
@@ -35,6 +38,7 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
+pub use admin::handle_admin;
 pub use app::App;
 pub use body::BodyRules;
 pub use budget::BodyBudget;

@@ -24,6 +24,23 @@ pub(super) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body>
     r
 }
 
+/// The response for `e` in wasmbox's own words, whatever the wire format:
+/// its status, its message as the body, `Wasmbox-Error`, its extra headers.
+/// For the admin listener, whose clients are operators' tools, not the
+/// reference's.
+pub(super) fn plain_error_response(e: HttpError) -> Response<Body> {
+    let mut r = text(e.kind.status(), format!("{}\n", e.message));
+    let h = r.headers_mut();
+    h.insert(
+        HeaderName::from_static("wasmbox-error"),
+        HeaderValue::from_static(e.kind.as_str()),
+    );
+    for (k, v) in e.headers {
+        h.insert(k, v);
+    }
+    r
+}
+
 /// The response for `e`: its status, its message as the body (as the wire
 /// format words failures), `Wasmbox-Error`, and its extra headers.
 pub(super) fn error_response(app: &App, e: HttpError) -> Response<Body> {

@@ -1,4 +1,4 @@
-//! Prometheus metrics at `/-/metrics`, one module per family group:
+//! Prometheus metrics at `/-/metrics` (admin listener), one module per family group:
 //! [`invocations`] (updated on the request path), and [`admission`],
 //! [`workers`], [`registry`] and [`pool`], read from their sources at scrape
 //! time by [`Metrics::render`].

@@ -38,9 +38,18 @@ pub fn guest(file: &str) -> PathBuf {
     p
 }
 
+/// The admin token every [`TestServer`] is started with (unless a test
+/// asks for none).
+pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub base: String,
+    /// The admin listener (`--admin-listen 127.0.0.1:0`): metrics, listing.
+    pub admin: String,
+    /// Its bearer token, if the server has one.
+    pub token: Option<String>,
+    _admin_dir: tempfile::TempDir,
     pub app: Arc<App>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -76,9 +85,22 @@ impl Reply {
 
 impl TestServer {
     /// Starts `wasmbox serve --port 0 --functions <tmp> <extra...>` in this
-    /// process with `guests` copied into the functions directory.
+    /// process with `guests` copied into the functions directory, and an
+    /// admin listener on another loopback port with [`TEST_ADMIN_TOKEN`].
     pub async fn start(guests: &[&str], extra: &[&str]) -> TestServer {
+        Self::start_with_token(guests, extra, Some(TEST_ADMIN_TOKEN)).await
+    }
+
+    /// [`TestServer::start`] with this admin token (`--admin-token-file`),
+    /// or with none configured.
+    pub async fn start_with_token(
+        guests: &[&str],
+        extra: &[&str],
+        token: Option<&str>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
+        let admin_dir = tempfile::tempdir().unwrap();
+        let token_file = admin_dir.path().join("token");
         for g in guests {
             std::fs::copy(guest(g), dir.path().join(g)).unwrap();
         }
@@ -102,6 +124,14 @@ impl TestServer {
                 argv.extend([flag, value]);
             }
         }
+        let token_path = token_file.to_str().unwrap().to_string();
+        if !extra.contains(&"--admin-listen") {
+            argv.extend(["--admin-listen", "127.0.0.1:0"]);
+        }
+        if let Some(t) = token {
+            std::fs::write(&token_file, format!("{t}\n")).unwrap();
+            argv.extend(["--admin-token-file", &token_path]);
+        }
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(&argv).unwrap();
         let Command::Serve(args) = cli.command else {
@@ -109,6 +139,7 @@ impl TestServer {
         };
         let server = Server::bind(args.resolve().unwrap()).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
+        let admin = format!("http://{}", server.admin_addr().expect("an admin listener"));
         let app = server.app.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
@@ -118,6 +149,9 @@ impl TestServer {
         TestServer {
             dir,
             base,
+            admin,
+            token: token.map(str::to_string),
+            _admin_dir: admin_dir,
             app,
             stop: Some(stop),
             task: Some(task),
@@ -136,15 +170,42 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Reply {
+        self.request_to(&self.base, method, path, headers, body.into())
+            .await
+    }
+
+    /// A GET on the admin listener with `headers` only (no token).
+    pub async fn admin_request(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request_to(&self.admin, Method::GET, path, headers, Bytes::new())
+            .await
+    }
+
+    /// A GET on the admin listener with `Authorization: Bearer <token>`
+    /// when the server has a token: what an operator's tool sends.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        self.admin_request(path, &headers).await
+    }
+
+    async fn request_to(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Reply {
         let mut b = Request::builder()
             .method(method)
-            .uri(format!("{}{}", self.base, path));
+            .uri(format!("{base}{path}"));
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
         let resp = self
             .client
-            .request(b.body(Full::new(body.into())).unwrap())
+            .request(b.body(Full::new(body)).unwrap())
             .await
             .unwrap();
         let status = resp.status();

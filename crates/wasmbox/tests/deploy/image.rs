@@ -1,6 +1,6 @@
 //! The container image: a static binary, built with podman, serving the bundled functions.
 
-use super::scaling::{http, wait_ready};
+use super::scaling::{http, http_with, wait_ready};
 use super::*;
 
 /// True when the ELF file has no program interpreter (PT_INTERP), i.e. it is
@@ -154,8 +154,10 @@ fn image_builds_and_serves_bundled_functions_from_a_container() {
         "image {size} bytes, binary + functions {payload}"
     );
 
-    // Run it as Knative would: PORT set, nothing else.
-    let host_port = free_port();
+    // Run it as Knative would: PORT set, and the admin listener as the
+    // manifests configure it.
+    let (host_port, admin_port) = (free_port(), free_port());
+    let token = "image-test-admin-token";
     run_ok(p.cmd().args([
         "run",
         "-d",
@@ -168,8 +170,14 @@ fn image_builds_and_serves_bundled_functions_from_a_container() {
         "nproc=1000:1000",
         "-e",
         "PORT=8080",
+        "-e",
+        "WASMBOX_ADMIN_LISTEN=0.0.0.0:9464",
+        "-e",
+        &format!("WASMBOX_ADMIN_TOKEN={token}"),
         "-p",
         &format!("127.0.0.1:{host_port}:8080"),
+        "-p",
+        &format!("127.0.0.1:{admin_port}:9464"),
         &p.image,
     ]));
     let logs = || {
@@ -209,7 +217,11 @@ fn image_builds_and_serves_bundled_functions_from_a_container() {
         ["2", "3", "14"],
         "{body}"
     );
-    let (_, listed) = http(host_port, "GET", "/-/functions", "").unwrap();
+    let (status, moved) = http(host_port, "GET", "/-/functions", "").unwrap();
+    assert_eq!(status, 404, "{moved}");
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let (status, listed) = http_with(admin_port, "GET", "/-/functions", "", &auth).unwrap();
+    assert_eq!(status, 200, "{listed}");
     for f in bundled {
         assert!(listed.contains(f), "{f} not in /-/functions: {listed}");
     }
@@ -222,6 +234,10 @@ fn image_builds_and_serves_bundled_functions_from_a_container() {
         "{top}"
     );
     let log = logs();
+    assert!(
+        !log.contains(token),
+        "the admin token is in the log:\n{log}"
+    );
     assert!(
         log.contains("mode=throttle"),
         "isolation not throttle as non-root:\n{log}"

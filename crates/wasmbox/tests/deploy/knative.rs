@@ -95,11 +95,13 @@ fn assert_knative_service(file: &str, doc: &Value) -> Value {
             assert!(v.parse::<f64>().is_ok_and(|x| x > 0.0), "{file}: {k}={v}");
         }
     }
+    // Prometheus scrapes the admin listener (assert_scraped_on_admin_port),
+    // which Knative does not route: a second declared port is refused.
     assert_eq!(get("prometheus.io/path"), Some("/-/metrics"), "{file}");
-    assert_eq!(
+    assert_ne!(
         get("prometheus.io/port"),
         Some(port.to_string().as_str()),
-        "{file}"
+        "{file}: the serving port no longer serves /-/metrics"
     );
     spec.clone()
 }
@@ -140,6 +142,7 @@ fn knative_standalone_service_is_stock_knative_and_wasmbox_accepts_it() {
         "{file}: stock KPA metrics are concurrency and rps"
     );
     let report = assert_env_accepted(file, &spec, knative_env(&spec));
+    assert_scraped_on_admin_port(file, &report, &spec, ann);
     assert_eq!(
         setting(&report, "qp-report"),
         "off",
@@ -171,6 +174,7 @@ fn knative_fork_service_has_the_superpod_fields_and_wasmbox_accepts_it() {
     );
 
     let report = assert_env_accepted(file, &spec, knative_env(&spec));
+    assert_scraped_on_admin_port(file, &report, &spec, ann);
     // The reporter reaches the fork's queue-proxy in the same pod.
     assert_eq!(
         setting(&report, "qp-report"),
@@ -276,6 +280,20 @@ fn check_config_reports_bad_environment_precisely() {
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("unknown unit 'y'") && err.contains("WASMBOX_TIMEOUT"),
+        "{err}"
+    );
+
+    let (code, _, err) = with("WASMBOX_ADMIN_LISTEN", "9464");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("invalid value '9464'") && err.contains("WASMBOX_ADMIN_LISTEN"),
+        "{err}"
+    );
+
+    let (code, _, err) = with("WASMBOX_ADMIN_TOKEN", "");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the admin token from WASMBOX_ADMIN_TOKEN is empty"),
         "{err}"
     );
 

@@ -183,8 +183,18 @@ fn quantity(q: &str, divisor: &str) -> u64 {
     (units(q) / units(divisor)).ceil() as u64
 }
 
+/// How [`pod_env`] fills in a value from a Secret; it must never appear in
+/// what wasmbox prints.
+const SECRET_STAND_IN: &str = "stand-in-secret";
+
+/// Ports a wasmbox admin listener must not take: in a Knative pod the
+/// queue-proxy holds 8012 (http), 8013 (h2c), 8022 (admin), 9090
+/// (autoscaler metrics) and 9091 (user metrics); the fork's reporter
+/// listens on 9096.
+const POD_RESERVED_PORTS: [u16; 6] = [8012, 8013, 8022, 9090, 9091, 9096];
+
 /// The container's environment as the pod would see it: plain values, and
-/// the downward API's fields and resource limits filled in.
+/// the downward API's fields, resource limits and Secrets filled in.
 fn pod_env(c: &Value) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for e in c["env"].as_array().into_iter().flatten() {
@@ -199,6 +209,13 @@ fn pod_env(c: &Value) -> BTreeMap<String, String> {
                 "metadata.name" => "wasmbox-5d9c7b8f6-abcde".into(),
                 other => panic!("env {name}: fieldRef {other} not handled by this test"),
             }
+        } else if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
+            // A stand-in for the Secret's value (the admin token).
+            format!(
+                "{SECRET_STAND_IN}-{}-{}",
+                r["name"].as_str().unwrap(),
+                r["key"].as_str().unwrap()
+            )
         } else if let Some(r) = e.pointer("/valueFrom/resourceFieldRef") {
             let res = r["resource"].as_str().unwrap();
             let (section, what) = res.split_once('.').unwrap();
@@ -294,7 +311,59 @@ fn assert_env_accepted(what: &str, pod_spec: &Value, mut env: BTreeMap<String, S
         mounted,
         "{what}: no volume is mounted at WASMBOX_FUNCTIONS={functions}"
     );
+    assert!(
+        !out.contains(SECRET_STAND_IN) && !err.contains(SECRET_STAND_IN),
+        "{what}: --check-config shows a Secret's value:\n{err}{out}"
+    );
     out
+}
+
+/// Checks that Prometheus, as the pod's annotations tell it, scrapes
+/// /-/metrics on wasmbox's admin listener (`report` from
+/// [`assert_env_accepted`]): its port is the admin port, not the serving
+/// port and none a Knative pod reserves; metrics need no token (annotation
+/// scraping sends none); the listing's token comes from a Secret. Returns
+/// the admin port.
+fn assert_scraped_on_admin_port(
+    what: &str,
+    report: &str,
+    pod_spec: &Value,
+    annotations: &Value,
+) -> u16 {
+    let admin: u16 = setting(report, "admin-listen")
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no admin listener:\n{report}"));
+    let serving = container(pod_spec)["ports"][0]["containerPort"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(
+        u64::from(admin),
+        serving,
+        "{what}: admin port = serving port"
+    );
+    assert!(
+        !POD_RESERVED_PORTS.contains(&admin),
+        "{what}: admin port {admin} is one a Knative pod already uses"
+    );
+    assert_eq!(annotations["prometheus.io/scrape"], "true", "{what}");
+    assert_eq!(annotations["prometheus.io/path"], "/-/metrics", "{what}");
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        admin.to_string(),
+        "{what}: Prometheus must scrape the admin port"
+    );
+    assert_eq!(
+        setting(report, "admin-metrics-auth"),
+        "false",
+        "{what}: annotation-based scraping sends no token"
+    );
+    assert_eq!(
+        setting(report, "admin-token"),
+        "set, from WASMBOX_ADMIN_TOKEN (value not shown)",
+        "{what}"
+    );
+    admin
 }
 
 mod image;

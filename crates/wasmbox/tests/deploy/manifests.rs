@@ -2,6 +2,10 @@
 
 use super::*;
 
+fn labels_of(pod: &Value) -> &serde_json::Map<String, Value> {
+    pod["metadata"]["labels"].as_object().unwrap()
+}
+
 #[test]
 fn overlays_render_and_pass_strict_schema_validation() {
     let test = "overlays_render_and_pass_strict_schema_validation";
@@ -76,11 +80,24 @@ fn overlays_wire_probes_metrics_volume_service_and_scaling_together() {
             assert_eq!(c[probe]["httpGet"]["path"], path, "{overlay}: {probe}");
             assert_eq!(c[probe]["httpGet"]["port"], port_name, "{overlay}: {probe}");
         }
-        // Prometheus scrapes /-/metrics on the container port.
+        // Prometheus scrapes /-/metrics on the admin port, which is not
+        // the serving port.
         let ann = &pod["metadata"]["annotations"];
+        let admin = c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "admin")
+            .unwrap_or_else(|| panic!("{overlay}: no container port named admin"));
+        let admin_port = admin["containerPort"].as_u64().unwrap();
+        assert_ne!(admin_port, port, "{overlay}");
         assert_eq!(ann["prometheus.io/scrape"], "true", "{overlay}");
         assert_eq!(ann["prometheus.io/path"], "/-/metrics", "{overlay}");
-        assert_eq!(ann["prometheus.io/port"], port.to_string(), "{overlay}");
+        assert_eq!(
+            ann["prometheus.io/port"],
+            admin_port.to_string(),
+            "{overlay}"
+        );
         // Resources set, so admission capacity and QoS are defined.
         for r in ["requests", "limits"] {
             for k in ["cpu", "memory"] {
@@ -96,6 +113,61 @@ fn overlays_wire_probes_metrics_volume_service_and_scaling_together() {
             svc["spec"]["ports"][0]["targetPort"], port_name,
             "{overlay}"
         );
+        // ... and only that port: the admin port is not behind the Service.
+        for p in svc["spec"]["ports"].as_array().unwrap() {
+            assert!(
+                p["targetPort"] != "admin" && p["targetPort"] != json!(admin_port),
+                "{overlay}: the Service exposes the admin port"
+            );
+        }
+        // The NetworkPolicy selects these pods, opens the serving port and
+        // admits only a namespace selector to the admin port.
+        let np = find(&docs, "NetworkPolicy");
+        for (k, v) in np["spec"]["podSelector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(
+                labels_of(pod).get(k),
+                Some(v),
+                "{overlay}: NetworkPolicy selector {k}"
+            );
+        }
+        assert_eq!(np["spec"]["policyTypes"], json!(["Ingress"]), "{overlay}");
+        let rules = np["spec"]["ingress"].as_array().unwrap();
+        let rule_for = |name: &str| {
+            rules
+                .iter()
+                .find(|r| {
+                    r["ports"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["port"] == name)
+                })
+                .unwrap_or_else(|| panic!("{overlay}: no ingress rule for port {name}"))
+        };
+        assert!(
+            rule_for(port_name).get("from").is_none(),
+            "{overlay}: serving port open"
+        );
+        let admin_from = rule_for("admin")["from"]
+            .as_array()
+            .expect("admin port restricted");
+        assert!(
+            !admin_from.is_empty()
+                && admin_from
+                    .iter()
+                    .all(|f| f.get("namespaceSelector").is_some()),
+            "{overlay}: the admin port admits only selected namespaces"
+        );
+        for r in rules {
+            let ports = r["ports"].as_array().unwrap();
+            assert!(
+                !(ports.iter().any(|p| p["port"] == "admin") && r.get("from").is_none()),
+                "{overlay}: a rule opens the admin port to everyone"
+            );
+        }
         let labels = pod["metadata"]["labels"].as_object().unwrap();
         for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
             assert_eq!(labels.get(k), Some(v), "{overlay}: Service selector {k}");
@@ -163,7 +235,21 @@ fn overlay_environments_are_accepted_by_wasmbox() {
     for overlay in overlays() {
         let docs = render(&kubectl, &format!("deploy/overlays/{overlay}"));
         let spec = &find(&docs, "Deployment")["spec"]["template"]["spec"];
+        let pod = &find(&docs, "Deployment")["spec"]["template"];
         let report = assert_env_accepted(&overlay, spec, BTreeMap::new());
+        let admin =
+            assert_scraped_on_admin_port(&overlay, &report, spec, &pod["metadata"]["annotations"]);
+        let declared = container(spec)["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "admin")
+            .map(|p| p["containerPort"].as_u64().unwrap());
+        assert_eq!(
+            declared,
+            Some(u64::from(admin)),
+            "{overlay}: the admin container port"
+        );
         assert_eq!(
             setting(&report, "cpu-isolation"),
             expected_isolation(&overlay),

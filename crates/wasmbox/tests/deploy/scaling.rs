@@ -9,12 +9,23 @@ pub(super) fn http(
     path: &str,
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    http_with(port, method, path, body, "")
+}
+
+/// [`http`] with extra header lines (each ending in CRLF).
+pub(super) fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &str,
+) -> std::io::Result<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\ncpu_quota: 500\r\nMemory-Request: 64\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut resp = Vec::new();
@@ -70,7 +81,8 @@ pub(super) fn wait_ready(port: u16, path: &str, deadline: Duration, what: impl F
 
 #[test]
 fn scaling_rules_use_metrics_wasmbox_serves() {
-    // The HPA's and KEDA's metric names against a real wasmbox's /-/metrics.
+    // The HPA's and KEDA's metric names against a real wasmbox's /-/metrics,
+    // on its admin listener as the manifests configure it.
     let hpa = read_yaml("deploy/base/hpa.yaml");
     let keda = read_yaml("deploy/overlays/keda/scaledobject.yaml");
     let mut names = vec![hpa[0]["spec"]["metrics"][0]["pods"]["metric"]["name"]
@@ -98,7 +110,7 @@ fn scaling_rules_use_metrics_wasmbox_serves() {
             let _ = self.0.wait();
         }
     }
-    let port = free_port();
+    let (port, admin) = (free_port(), free_port());
     let _server = Kill(
         Command::new(env!("CARGO_BIN_EXE_wasmbox"))
             .env_clear()
@@ -111,6 +123,8 @@ fn scaling_rules_use_metrics_wasmbox_serves() {
             ])
             .arg("--port")
             .arg(port.to_string())
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{admin}"))
             .arg("--functions")
             .arg(repo().join("functions"))
             .stderr(std::process::Stdio::null())
@@ -118,7 +132,13 @@ fn scaling_rules_use_metrics_wasmbox_serves() {
             .unwrap(),
     );
     wait_ready(port, "/-/ready", Duration::from_secs(30), String::new);
-    let (status, metrics) = http(port, "GET", "/-/metrics", "").unwrap();
+    let (status, moved) = http(port, "GET", "/-/metrics", "").unwrap();
+    assert_eq!(
+        status, 404,
+        "the serving port still serves metrics: {moved}"
+    );
+    assert!(moved.contains("admin listener"), "{moved}");
+    let (status, metrics) = http(admin, "GET", "/-/metrics", "").unwrap();
     assert_eq!(status, 200);
     for name in &names {
         assert!(

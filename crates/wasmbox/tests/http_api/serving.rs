@@ -67,7 +67,16 @@ async fn management_endpoints() {
     let s = TestServer::start(ALL, &[]).await;
     s.get("/-/live").await.expect(200, &["live"]);
     s.get("/-/ready").await.expect(200, &["ready"]);
-    let r = s.get("/-/functions").await;
+    // Metrics and the listing are on the admin listener only.
+    for endpoint in ["/-/functions", "/-/metrics"] {
+        let r = s.get(endpoint).await;
+        r.expect(404, &[endpoint, "moved to the admin listener"]);
+        assert_eq!(r.header("wasmbox-error"), Some("moved-to-admin"));
+    }
+    s.admin_get("/-/live").await.expect(200, &["live"]);
+    s.admin_get("/-/ready").await.expect(200, &["ready"]);
+    let r = s.admin_get("/-/functions").await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     let names: Vec<&str> = v["functions"]
         .as_array()
@@ -201,7 +210,7 @@ async fn least_recently_used_functions_are_unloaded_beyond_the_limit() {
     assert_eq!(s.app.registry.loads(), 4, "hello was loaded again");
     assert_eq!(s.app.registry.cache_hits(), 1, "from the AOT cache");
     assert_eq!((s.app.registry.held(), s.app.registry.evictions()), (2, 2));
-    let metrics = s.get("/-/metrics").await.text();
+    let metrics = s.admin_get("/-/metrics").await.text();
     for line in [
         "wasmbox_functions_loaded 2",
         "wasmbox_function_loads_total 4",
