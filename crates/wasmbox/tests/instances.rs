@@ -222,6 +222,27 @@ fn tree_of(root: &Root, pid: u32) -> PathBuf {
 }
 
 /// Slot cgroups of a tree, with the tasks in each.
+/// The slots of `tree` once each holds its worker's thread. A worker
+/// started by the last burst may still be setting up its slot (the
+/// directory exists before its thread moves in): polled, with a deadline,
+/// as the cgroup files have no change notification to await.
+fn settled_slots(tree: &Path) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let s = slots(tree);
+        assert!(!s.is_empty(), "{} has no worker slot", tree.display());
+        if s.iter().all(|(_, tasks)| tasks.lines().count() == 1) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a slot of {} never held exactly its worker: {s:?}",
+            tree.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn slots(tree: &Path) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = std::fs::read_dir(tree)
         .unwrap()
@@ -275,14 +296,9 @@ fn servers_sharing_a_cgroup_root_sweep_only_the_dead_ones() {
         v
     });
     for t in [&tree_a, &tree_b] {
-        let s = slots(t);
-        assert!(!s.is_empty(), "{} has no worker slot", t.display());
-        assert!(
-            s.iter().all(|(_, tasks)| tasks.lines().count() == 1),
-            "{s:?}"
-        );
+        settled_slots(t);
     }
-    let slots_b = slots(&tree_b);
+    let slots_b = settled_slots(&tree_b);
 
     // A is killed: its namespace ends, nothing cleans up.
     let status = signal_and_wait(&mut root, &a, "KILL");
@@ -295,9 +311,16 @@ fn servers_sharing_a_cgroup_root_sweep_only_the_dead_ones() {
     let c = start(&mut root);
     assert!(!tree_a.exists(), "{} was not swept", tree_a.display());
     assert!(tree_b.join("anchor").is_dir());
-    assert_eq!(slots(&tree_b), slots_b, "b's slots were touched");
+    // Every slot b had is still there with its thread (b may have started
+    // more workers since: it makes them lazily).
+    let now_b = settled_slots(&tree_b);
+    assert!(
+        slots_b.iter().all(|s| now_b.contains(s)),
+        "b's slots were touched: {slots_b:?} became {now_b:?}"
+    );
     burst(&b, 4);
     burst(&c, 2);
+    settled_slots(&tree_b);
     let tree_c = tree_of(&root, c.pid);
     assert_eq!(root.trees(), {
         let mut v = vec![tree_b.clone(), tree_c];
