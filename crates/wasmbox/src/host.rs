@@ -277,6 +277,8 @@ mod tests {
             std::hint::black_box(0u64);
         }
         let cores = m.sample();
-        assert!(cores > 0.5, "{cores}");
+        // Not 1.0: on a loaded machine the spinning thread gets a fraction
+        // of a core; a meter that reads nothing fails.
+        assert!(cores > 0.1, "{cores}");
     }
 }

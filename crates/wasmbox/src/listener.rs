@@ -36,10 +36,12 @@ pub struct Front {
     config: FrontConfig,
     builder: auto::Builder<TokioExecutor>,
     slots: Arc<Semaphore>,
+    /// Open connections (for metrics).
+    open: Arc<AtomicUsize>,
 }
 
 impl Front {
-    pub fn new(config: FrontConfig) -> Front {
+    pub fn new(config: FrontConfig, open: Arc<AtomicUsize>) -> Front {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -58,12 +60,8 @@ impl Front {
             config,
             builder,
             slots,
+            open,
         }
-    }
-
-    /// Connections open now.
-    pub fn open_connections(&self) -> usize {
-        self.config.max_connections - self.slots.available_permits()
     }
 
     /// Waits for a free connection slot, then for a connection.
@@ -99,8 +97,9 @@ impl Front {
         });
         let conn = graceful.watch(self.builder.serve_connection(io, service).into_owned());
         let (idle, write) = (self.config.idle_timeout, self.config.write_timeout);
+        let open = Open::count(self.open.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let (_slot, _open) = (slot, open);
             tokio::select! {
                 r = conn => if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -110,6 +109,20 @@ impl Front {
                 }
             }
         });
+    }
+}
+
+/// Counts a connection as open while it lives.
+struct Open(Arc<AtomicUsize>);
+impl Open {
+    fn count(n: Arc<AtomicUsize>) -> Open {
+        n.fetch_add(1, Ordering::Relaxed);
+        Open(n)
+    }
+}
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

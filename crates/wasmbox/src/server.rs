@@ -116,6 +116,7 @@ impl Server {
             capacity,
             body_rules,
             body_budget,
+            connections: Arc::default(),
         });
         // Bind everything before announcing that we serve.
         let health =
@@ -143,8 +144,8 @@ impl Server {
             "front door"
         );
         Ok(Server {
+            front: Front::new(config.front.clone(), app.connections.clone()),
             app,
-            front: Front::new(config.front.clone()),
             listener,
             health,
             admin,

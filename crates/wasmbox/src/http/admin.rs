@@ -140,6 +140,11 @@ fn metrics(app: &App) -> Response<Body> {
             app.registry.cache_hits(),
             app.registry.evictions(),
         ),
+        front: (
+            app.connections.load(std::sync::atomic::Ordering::Relaxed),
+            app.body_budget.used(),
+            app.body_budget.max(),
+        ),
     });
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(

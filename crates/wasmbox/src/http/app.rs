@@ -32,4 +32,6 @@ pub struct App {
     pub body_rules: BodyRules,
     /// Request and response bytes held in memory.
     pub body_budget: Arc<BodyBudget>,
+    /// Open connections on the serving port.
+    pub connections: Arc<AtomicUsize>,
 }

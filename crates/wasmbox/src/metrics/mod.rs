@@ -1,6 +1,6 @@
 //! Prometheus metrics at `/-/metrics` (admin listener), one module per family group:
 //! [`invocations`] (updated on the request path), and [`admission`],
-//! [`workers`], [`registry`] and [`pool`], read from their sources at scrape
+//! [`workers`], [`registry`], [`pool`] and [`front`], read from their sources at scrape
 //! time by [`Metrics::render`].
 //!
 //! Totals kept elsewhere as running counts (the registry's loads, cache hits
@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 mod admission;
+mod front;
 mod invocations;
 mod pool;
 mod registry;
@@ -36,6 +37,7 @@ pub struct Metrics {
     workers: workers::Workers,
     functions: registry::Functions,
     pool: pool::Pool,
+    front: front::Front,
 }
 
 /// Everything the gauges show, gathered at scrape time.
@@ -49,6 +51,8 @@ pub struct GaugeValues {
     pub pool: Option<wasmtime::PoolingAllocatorMetrics>,
     /// The registry: (held, loads, cache hits, unloads).
     pub functions: (usize, usize, usize, usize),
+    /// The serving port: (open connections, body bytes held, body budget).
+    pub front: (usize, usize, usize),
 }
 
 /// Registers a gauge named `wasmbox_{name}`.
@@ -78,6 +82,7 @@ impl Metrics {
         let workers = workers::Workers::register(&mut r);
         let pool = pool::Pool::register(&mut r);
         let functions = registry::Functions::register(&mut r);
+        let front = front::Front::register(&mut r);
         Metrics {
             registry: r,
             invocations: inv.invocations,
@@ -87,6 +92,7 @@ impl Metrics {
             workers,
             functions,
             pool,
+            front,
         }
     }
 
@@ -106,6 +112,7 @@ impl Metrics {
         self.workers.set(v);
         self.pool.set(v);
         self.functions.set(v);
+        self.front.set(v);
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out

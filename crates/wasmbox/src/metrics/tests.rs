@@ -37,6 +37,7 @@ fn values(functions: (usize, usize, usize, usize), slot_failures: usize) -> Gaug
         }],
         pool: None,
         functions,
+        front: (7, 4096, 1 << 20),
     }
 }
 
@@ -59,6 +60,9 @@ fn running_totals_are_counters_named_total() {
         "wasmbox_worker_slot_failures_total 3",
         "# TYPE wasmbox_functions_loaded gauge",
         "wasmbox_functions_loaded 2",
+        "wasmbox_open_connections 7",
+        "wasmbox_body_bytes_held 4096",
+        "wasmbox_body_budget_bytes 1048576",
     ] {
         assert!(has_line(&text, line), "no `{line}` in:\n{text}");
     }
