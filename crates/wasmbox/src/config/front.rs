@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::flags::parse_duration;
+use super::duration::parse_duration;
 
 /// `--header-read-timeout` default.
 pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";

@@ -14,6 +14,7 @@
 
 mod admin;
 mod defaults;
+mod duration;
 mod env_audit;
 mod flags;
 mod front;
