@@ -21,7 +21,7 @@ pub use env_audit::{
 };
 pub use flags::Compat;
 pub use flags::{
-    parse_duration, Cli, Command, CompileArgs, CpuIsolation, EngineArgs, LimitArgs, RunArgs,
-    ServeArgs,
+    parse_duration, Cli, Command, CompileArgs, CompileChildArgs, CpuIsolation, EngineArgs,
+    LimitArgs, LoadArgs, RunArgs, ServeArgs,
 };
 pub use resolve::{AdmissionSettings, ConfigError, RequestLimits, ServeConfig};

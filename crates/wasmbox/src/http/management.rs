@@ -12,7 +12,7 @@ use super::response::{text, Body};
 use crate::metrics::GaugeValues;
 
 /// `/-/{rest}`: live, ready, metrics, functions (GET or HEAD).
-pub(super) fn management(
+pub(super) async fn management(
     app: &App,
     method: &Method,
     rest: &str,
@@ -28,7 +28,7 @@ pub(super) fn management(
         "live" => Ok(text(StatusCode::OK, "live\n")),
         "ready" => Ok(ready(app)),
         "metrics" => Ok(metrics(app)),
-        "functions" => functions(app),
+        "functions" => functions(app).await,
         _ => Err(HttpError::new(
             ErrorKind::NoRoute,
             format!("no management endpoint /-/{rest}; there are /-/live, /-/ready, /-/functions"),
@@ -59,10 +59,10 @@ fn metrics(app: &App) -> Response<Body> {
     r
 }
 
-fn functions(app: &App) -> Result<Response<Body>, HttpError> {
-    let names = app.registry.list().map_err(|e| {
+async fn functions(app: &App) -> Result<Response<Body>, HttpError> {
+    let names = app.registry.list().await.map_err(|e| {
         HttpError::new(
-            ErrorKind::Internal,
+            ErrorKind::Unreadable,
             format!("cannot list the functions directory: {e}"),
         )
     })?;

@@ -51,7 +51,7 @@ pub use response::Body;
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let result = if let Some(rest) = path.strip_prefix("/-/") {
-        management::management(&app, req.method(), rest)
+        management::management(&app, req.method(), rest).await
     } else if !matches!(*req.method(), Method::GET | Method::POST) {
         Err(method_not_allowed(req.method()))
     } else if let Some(name) = path.strip_prefix('/') {
