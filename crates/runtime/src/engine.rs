@@ -144,6 +144,10 @@ fn code_config(config: &EngineConfig) -> Config {
 /// An engine that only compiles (no instance pool, so no address space
 /// reserved up front): for the compile child, which runs under a small
 /// `RLIMIT_AS`. Its output loads into `WasmEngine::new(config)`.
+/// It compiles on one thread: a thread pool's stacks would eat into that
+/// limit, and one heavy compile should take one core, not all of them.
 pub fn compile_only_engine(config: &EngineConfig) -> wasmtime::Result<Engine> {
-    Engine::new(&code_config(config))
+    let mut cfg = code_config(config);
+    cfg.parallel_compilation(false);
+    Engine::new(&cfg)
 }

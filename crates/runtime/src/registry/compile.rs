@@ -254,25 +254,47 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Set (to anything) in the environment of the compile child once it runs
+/// under its memory limit.
+const LIMITED_ENV: &str = "_WASMBOX_COMPILE_CHILD_LIMITED";
+
 /// The child's side (`wasmbox compile-child`): caps its own address space
 /// at `memory_limit_mb`, compiles `input` for an engine configured as the
 /// server's, and writes the result to `output` (a new file). `Err(true,
 /// message)` when the module is invalid, `Err(false, message)` otherwise.
+///
+/// The limit is set, then the process executes itself again: an allocator
+/// reserves its arenas at startup, and a limit set after that would not
+/// bind what is already reserved; a fresh image starts within the limit
+/// (binary and all), so every mapping counts.
 pub fn compile_child_main(
     input: &Path,
     output: &Path,
     memory_limit_mb: u64,
     engine: EngineConfig,
 ) -> Result<(), (bool, String)> {
-    let limit = memory_limit_mb.saturating_mul(1 << 20);
-    rustix::process::setrlimit(
-        rustix::process::Resource::As,
-        rustix::process::Rlimit {
-            current: Some(limit),
-            maximum: Some(limit),
-        },
-    )
-    .map_err(|e| (false, format!("cannot limit memory: {e}")))?;
+    if std::env::var_os(LIMITED_ENV).is_none() {
+        let limit = memory_limit_mb.saturating_mul(1 << 20);
+        rustix::process::setrlimit(
+            rustix::process::Resource::As,
+            rustix::process::Rlimit {
+                current: Some(limit),
+                maximum: Some(limit),
+            },
+        )
+        .map_err(|e| (false, format!("cannot limit memory: {e}")))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| (false, format!("cannot find this executable: {e}")))?;
+        use std::os::unix::process::CommandExt;
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(LIMITED_ENV, "1")
+            .exec();
+        return Err((
+            false,
+            format!("cannot start within {memory_limit_mb} MiB: {err}"),
+        ));
+    }
     let wasm = std::fs::read(input)
         .map_err(|e| (false, format!("cannot read {}: {e}", input.display())))?;
     let engine =

@@ -102,6 +102,11 @@ impl TestServer {
                 argv.extend([flag, value]);
             }
         }
+        // Heavy compiles run in a child: the wasmbox binary, not this test
+        // binary (which `current_exe` would name).
+        if !extra.contains(&"--compile-child-exe") {
+            argv.extend(["--compile-child-exe", env!("CARGO_BIN_EXE_wasmbox")]);
+        }
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(&argv).unwrap();
         let Command::Serve(args) = cli.command else {

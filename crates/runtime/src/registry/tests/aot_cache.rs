@@ -72,7 +72,10 @@ fn a_cache_dir_others_can_write_or_that_is_not_ours_is_refused_at_startup() {
             .err()
             .expect("refused")
             .to_string();
-        assert!(err.contains("writable by group or others") && err.contains("chmod go-w"), "{err}");
+        assert!(
+            err.contains("writable by group or others") && err.contains("chmod go-w"),
+            "{err}"
+        );
     }
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     Registry::new(e.clone(), cached(&dir, 1 << 30)).expect("ours, not writable by others");
@@ -80,7 +83,9 @@ fn a_cache_dir_others_can_write_or_that_is_not_ours_is_refused_at_startup() {
     // A symlink to a good directory is not the directory.
     let link = parent.path().join("link");
     std::os::unix::fs::symlink(&dir, &link).unwrap();
-    let err = Registry::new(e.clone(), cached(&link, 1 << 30)).err().expect("refused");
+    let err = Registry::new(e.clone(), cached(&link, 1 << 30))
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("not a directory"), "{err}");
 
     // Created when missing, owner-only.
@@ -92,7 +97,9 @@ fn a_cache_dir_others_can_write_or_that_is_not_ours_is_refused_at_startup() {
     // Owned by someone else: only root can make that here.
     if rustix::process::geteuid().is_root() {
         std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
-        let err = Registry::new(e, cached(&dir, 1 << 30)).err().expect("refused");
+        let err = Registry::new(e, cached(&dir, 1 << 30))
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains("owned by uid 65534"), "{err}");
     } else {
         eprintln!("skipped the other-owner case: not root, cannot chown");
@@ -111,7 +118,11 @@ async fn symlinks_in_the_cache_dir_are_never_followed_or_written_through() {
     // A valid compiled entry outside the cache, linked in under the key's
     // name (someone who could write the directory planting code).
     let planted = outside.path().join("planted.cwasm");
-    std::fs::write(&planted, e.engine.precompile_module(src.as_bytes()).unwrap()).unwrap();
+    std::fs::write(
+        &planted,
+        e.engine.precompile_module(src.as_bytes()).unwrap(),
+    )
+    .unwrap();
     let entry = entry_path(cache.path(), &e.engine, src.as_bytes());
     std::os::unix::fs::symlink(&planted, &entry).unwrap();
     // And a victim behind the temporary name the old code would have used.
@@ -123,13 +134,23 @@ async fn symlinks_in_the_cache_dir_are_never_followed_or_written_through() {
     let reg = registry(&e, dir.path(), false, Some(cache.path()), 8);
     let f = reg.get(&name("f")).await.unwrap();
     assert_eq!(run(&e, &f).await, "linked");
-    assert_eq!((reg.loads(), reg.cache_hits()), (1, 0), "the link was not loaded");
+    assert_eq!(
+        (reg.loads(), reg.cache_hits()),
+        (1, 0),
+        "the link was not loaded"
+    );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
     let meta = std::fs::symlink_metadata(&entry).unwrap();
     assert!(meta.is_file(), "the compiled entry replaced the link");
     let temps = std::fs::read_dir(cache.path())
         .unwrap()
-        .filter(|d| d.as_ref().unwrap().file_name().to_string_lossy().starts_with(".tmp-"))
+        .filter(|d| {
+            d.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        })
         .count();
     assert_eq!(temps, 0, "no temporary left behind");
 }
@@ -148,7 +169,10 @@ async fn an_entry_that_fails_to_load_is_deleted_and_rebuilt() {
     assert_eq!(run(&e, &f).await, "rebuilt");
     assert_eq!(reg.cache_hits(), 0);
     let bytes = std::fs::read(&entry).unwrap();
-    assert!(wasmtime::Engine::detect_precompiled(&bytes).is_some(), "rebuilt");
+    assert!(
+        wasmtime::Engine::detect_precompiled(&bytes).is_some(),
+        "rebuilt"
+    );
     let again = registry(&e, dir.path(), false, Some(cache.path()), 8);
     again.get(&name("f")).await.unwrap();
     assert_eq!(again.cache_hits(), 1);
