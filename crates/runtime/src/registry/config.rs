@@ -19,6 +19,10 @@ pub struct RegistryConfig {
     pub cache_max_bytes: u64,
     /// Most files kept compiled in memory (least recently used dropped first).
     pub max_loaded: usize,
+    /// How long a name's file, once looked at, is served without looking
+    /// again (a replaced or deleted file is noticed within this). Zero: every
+    /// request looks (one hop to the file-system pool each).
+    pub revalidate_after: Duration,
     /// How long a failed load is answered from memory before it is tried
     /// again (the same version of the file; a changed file is tried at once).
     pub retry: Backoff,
@@ -35,6 +39,7 @@ impl RegistryConfig {
             cache_dir: None,
             cache_max_bytes: 768 << 20,
             max_loaded: 512,
+            revalidate_after: Duration::from_secs(1),
             retry: Backoff::default(),
             compile: CompileLimits::default(),
         }

@@ -343,6 +343,11 @@ pub enum Compat {
 /// Loading functions: the compile budget and the AOT cache's size.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
+    /// How long a loaded function's file, once looked at, is served
+    /// without looking again: a replaced or deleted file is noticed within
+    /// this (0: every request looks; a new file is always seen at once).
+    #[arg(long, env = "WASMBOX_REVALIDATE_AFTER", default_value = DEFAULT_REVALIDATE_AFTER, value_parser = parse_duration_or_zero)]
+    pub revalidate_after: Duration,
     /// Most MB (MiB) the --cache-dir keeps; past it the entries used least
     /// recently are deleted.
     #[arg(long, env = "WASMBOX_CACHE_MAX_MB", default_value_t = DEFAULT_CACHE_MAX_MB, value_parser = clap::value_parser!(u64).range(1..))]

@@ -129,6 +129,7 @@ impl LoadArgs {
     /// only where `registry_config_for_serve` sets one.
     fn registry_config(&self, dir: PathBuf) -> RegistryConfig {
         RegistryConfig {
+            revalidate_after: self.revalidate_after,
             cache_max_bytes: self.cache_max_mb.saturating_mul(1 << 20),
             compile: CompileLimits {
                 max_module_bytes: self.max_module_mb.saturating_mul(1 << 20),

@@ -29,7 +29,9 @@ fn many_functions(msg: &str, n: usize) -> String {
 /// denies nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_503_unreadable_when_a_file_cannot_be_looked_at_and_its_compiled_function_is_kept() {
-    let s = TestServer::start(&["hello.wat"], &[]).await;
+    // Every request looks at the file (by default a loaded function's file
+    // is looked at again only after a second).
+    let s = TestServer::start(&["hello.wat"], &["--revalidate-after", "0"]).await;
     s.get("/hello").await.expect(200, &["Hello"]);
     let (file, aside) = (s.path("hello.wat"), s.path("aside"));
     std::fs::rename(&file, &aside).unwrap();

@@ -209,7 +209,7 @@ async fn the_cache_keeps_to_its_size_by_deleting_the_least_recently_used_entries
         RegistryConfig {
             cache_dir: Some(cache.path().to_path_buf()),
             cache_max_bytes: size * 5 / 2,
-            ..RegistryConfig::new(dir.path().to_path_buf())
+            ..config(dir.path())
         },
     );
     bounded.get(&name("a")).await.unwrap();

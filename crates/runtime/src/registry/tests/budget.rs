@@ -21,7 +21,7 @@ async fn a_module_over_a_size_limit_is_refused_before_compiling_with_the_limit_n
             &e,
             RegistryConfig {
                 compile: limits,
-                ..RegistryConfig::new(dir.path().to_path_buf())
+                ..config(dir.path())
             },
         );
         async move {
@@ -77,7 +77,7 @@ async fn a_cheap_compile_is_answered_while_a_heavy_one_is_still_running() {
                 light_concurrency: 1,
                 ..slow.limits(2000)
             },
-            ..RegistryConfig::new(dir.path().to_path_buf())
+            ..config(dir.path())
         },
     );
     let heavy = tokio::spawn({
@@ -120,7 +120,7 @@ async fn a_compile_past_its_timeout_is_stopped_and_refused_with_the_reason() {
                 timeout: Duration::from_millis(200),
                 ..slow.limits(2000)
             },
-            ..RegistryConfig::new(dir.path().to_path_buf())
+            ..config(dir.path())
         },
     );
     match reg.get(&name("big")).await {

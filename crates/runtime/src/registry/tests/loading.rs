@@ -18,7 +18,7 @@ async fn a_load_whose_waiters_all_went_away_finishes_and_is_kept() {
         &e,
         RegistryConfig {
             compile: slow.limits(2000),
-            ..RegistryConfig::new(dir.path().to_path_buf())
+            ..config(dir.path())
         },
     );
     // A request starts the compile, then its client disconnects (the
@@ -102,7 +102,7 @@ async fn a_failed_load_is_answered_from_memory_until_its_backoff_and_a_changed_f
                 first: hour,
                 max: hour,
             },
-            ..RegistryConfig::new(dir.path().to_path_buf())
+            ..config(dir.path())
         },
     );
     for _ in 0..3 {
@@ -133,7 +133,7 @@ async fn a_failed_load_is_answered_from_memory_until_its_backoff_and_a_changed_f
                 first: zero,
                 max: zero,
             },
-            ..RegistryConfig::new(dir.path().to_path_buf())
+            ..config(dir.path())
         },
     );
     for n in 1..=3 {
@@ -238,4 +238,32 @@ async fn a_hung_file_system_call_times_the_request_out_and_blocks_nothing_else()
     release.send(()).unwrap();
     let f = reg.get(&name("f")).await.unwrap();
     assert_eq!(run(&e, &f).await, "f");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loaded_function_is_served_without_a_stat_within_the_revalidation_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine();
+    std::fs::write(dir.path().join("f.wat"), guest("old")).unwrap();
+    let reg = with_config(
+        &e,
+        RegistryConfig {
+            revalidate_after: Duration::from_secs(3600),
+            ..RegistryConfig::new(dir.path().to_path_buf())
+        },
+    );
+    let f = reg.get(&name("f")).await.unwrap();
+    replace(dir.path(), "f.wat", guest("new"));
+    let again = reg.get(&name("f")).await.unwrap();
+    assert!(
+        Arc::ptr_eq(&f, &again),
+        "not looked at again within the interval"
+    );
+    assert_eq!(reg.loads(), 1);
+    // Another name for the same file is looked at, and finds the new one.
+    let by_file = reg.get(&name("f.wat")).await.unwrap();
+    assert_eq!(run(&e, &by_file).await, "new");
+    // A new file is served at once.
+    std::fs::write(dir.path().join("g.wat"), guest("g")).unwrap();
+    assert_eq!(run(&e, &reg.get(&name("g")).await.unwrap()).await, "g");
 }

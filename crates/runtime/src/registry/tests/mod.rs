@@ -34,9 +34,18 @@ fn registry(
         allow_precompiled,
         cache_dir: cache_dir.map(Path::to_path_buf),
         max_loaded,
-        ..RegistryConfig::new(dir.to_path_buf())
+        ..config(dir)
     };
     with_config(engine, config)
+}
+
+/// Defaults, but every request looks at the file (these tests replace
+/// files and expect the next request to see it).
+fn config(dir: &Path) -> RegistryConfig {
+    RegistryConfig {
+        revalidate_after: Duration::ZERO,
+        ..RegistryConfig::new(dir.to_path_buf())
+    }
 }
 
 fn with_config(engine: &WasmEngine, config: RegistryConfig) -> Arc<Registry> {

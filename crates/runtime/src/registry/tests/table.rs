@@ -59,7 +59,7 @@ async fn an_entry_still_loading_is_not_evicted_and_its_waiters_share_one_load() 
             cache_dir: Some(cache.path().to_path_buf()),
             max_loaded: 1,
             compile: slow.limits(2000),
-            ..RegistryConfig::new(dir.path().to_path_buf())
+            ..config(dir.path())
         },
     );
 
