@@ -97,14 +97,13 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `wasmbox compile-child IN OUT --memory-limit-mb N` (internal, started by
-/// the server for a heavy compile): exit 0 with OUT written, exit
+/// `wasmbox compile-child --memory-limit-mb N` (internal, started by the
+/// server for a heavy compile; module in on stdin, compiled module out on
+/// stdout): exit 0 with the output written, exit
 /// `CHILD_EXIT_INVALID` with wasmtime's error on stderr if the module is
 /// invalid, anything else (1, or a signal) if the budget ran out.
 pub fn compile_child(args: CompileChildArgs) -> ExitCode {
     match wasmbox_runtime::registry::compile_child_main(
-        &args.input,
-        &args.output,
         args.memory_limit_mb,
         args.engine.engine_config(1),
     ) {

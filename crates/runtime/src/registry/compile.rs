@@ -21,7 +21,6 @@ use wasmtime::{Engine, Module};
 
 use super::config::CompileLimits;
 use super::error::LoadError;
-use super::private_tmp;
 use super::trusted;
 use crate::engine::EngineConfig;
 
@@ -137,7 +136,7 @@ impl Compiler {
         let _permit = lane.acquire().await.expect("never closed");
         let _running = heavy.then(|| Running::new(&self.heavy_running));
         if let (true, Some(exe)) = (heavy, &self.limits.child) {
-            return self.compile_in_child(exe, engine, file, &wasm).await;
+            return self.compile_in_child(exe, engine, file, wasm).await;
         }
         let (engine, f) = (engine.clone(), file.to_string());
         tokio::task::spawn_blocking(move || compile_here(&engine, &f, &wasm))
@@ -150,57 +149,71 @@ impl Compiler {
             })
     }
 
-    /// Runs `exe compile-child` on `wasm` in a private temporary directory
-    /// and loads what it wrote.
+    /// Runs `exe compile-child`, the module on its stdin, and loads the
+    /// compiled module it writes to its stdout. Pipes, not files: the
+    /// server's root file system is read-only in the manifests, and nobody
+    /// else can reach a pipe.
     async fn compile_in_child(
         &self,
         exe: &Path,
         engine: &Engine,
         file: &str,
-        wasm: &[u8],
+        wasm: Vec<u8>,
     ) -> Result<Module, LoadError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let io = |what: &str, e: std::io::Error| LoadError::Io {
             file: file.to_string(),
             reason: format!("compile child: {what}: {e}"),
         };
-        let tmp = private_tmp::Dir::create(&std::env::temp_dir(), "wasmbox-compile")
-            .map_err(|e| io("cannot make a temporary directory", e))?;
-        let (input, output) = (tmp.path().join("in.wasm"), tmp.path().join("out.cwasm"));
-        private_tmp::write_new(&input, wasm).map_err(|e| io("cannot write the module", e))?;
         let mut child = tokio::process::Command::new(exe)
             .arg("compile-child")
-            .arg(&input)
-            .arg(&output)
             .arg("--memory-limit-mb")
             .arg(self.limits.memory_mb.to_string())
             .arg("--max-memory-mb")
             .arg(self.engine_config.max_memory_mib.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| io(&format!("cannot start {}", exe.display()), e))?;
-        let stderr = child.stderr.take();
-        let read_stderr = async move {
-            let mut buf = Vec::new();
-            if let Some(mut s) = stderr {
-                use tokio::io::AsyncReadExt;
-                let _ = (&mut s).take(64 << 10).read_to_end(&mut buf).await;
-            }
-            String::from_utf8_lossy(&buf).trim().to_string()
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        // What the child can write is bounded by its own address space.
+        let out_limit = self.limits.memory_mb.saturating_mul(1 << 20);
+        let exchange = async move {
+            let feed = async move {
+                if let Some(mut i) = stdin {
+                    // A child that stops reading (it crashed) is seen in its
+                    // exit status.
+                    let _ = i.write_all(&wasm).await;
+                }
+            };
+            let read = |r: Option<_>, limit: u64| async move {
+                let mut buf = Vec::new();
+                if let Some(r) = r {
+                    let r: Box<dyn tokio::io::AsyncRead + Unpin + Send> = r;
+                    let _ = r.take(limit).read_to_end(&mut buf).await;
+                }
+                buf
+            };
+            let stdout = stdout.map(|s| Box::new(s) as Box<_>);
+            let stderr = stderr.map(|s| Box::new(s) as Box<_>);
+            let ((), out, err) =
+                tokio::join!(feed, read(stdout, out_limit), read(stderr, 64 << 10));
+            (out, String::from_utf8_lossy(&err).trim().to_string())
         };
         let timeout = self.limits.timeout;
         let waited = tokio::time::timeout(timeout, async {
-            let (status, err) = tokio::join!(child.wait(), read_stderr);
-            (status, err)
+            let (out, err) = exchange.await;
+            (child.wait().await, out, err)
         })
         .await;
         let over = |reason: String| LoadError::OverBudget {
             file: file.to_string(),
             reason,
         };
-        let (status, stderr) = match waited {
+        let (status, output, stderr) = match waited {
             Err(_) => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
@@ -209,11 +222,10 @@ impl Compiler {
                     timeout.as_secs_f64()
                 )));
             }
-            Ok((status, stderr)) => (status.map_err(|e| io("wait", e))?, stderr),
+            Ok((status, out, err)) => (status.map_err(|e| io("wait", e))?, out, err),
         };
         if status.success() {
-            let bytes = std::fs::read(&output).map_err(|e| io("cannot read its output", e))?;
-            return trusted::deserialize_child_output(engine, &bytes).map_err(|e| {
+            return trusted::deserialize_child_output(engine, &output).map_err(|e| {
                 LoadError::Incompatible {
                     file: file.to_string(),
                     reason: format!("{e:#}"),
@@ -259,17 +271,16 @@ impl Drop for Running<'_> {
 const LIMITED_ENV: &str = "_WASMBOX_COMPILE_CHILD_LIMITED";
 
 /// The child's side (`wasmbox compile-child`): caps its own address space
-/// at `memory_limit_mb`, compiles `input` for an engine configured as the
-/// server's, and writes the result to `output` (a new file). `Err(true,
-/// message)` when the module is invalid, `Err(false, message)` otherwise.
+/// at `memory_limit_mb`, reads a binary module from stdin, compiles it for an
+/// engine configured as the server's, and writes the result to stdout.
+/// `Err(true, message)` when the module is invalid, `Err(false, message)`
+/// otherwise.
 ///
 /// The limit is set, then the process executes itself again: an allocator
 /// reserves its arenas at startup, and a limit set after that would not
 /// bind what is already reserved; a fresh image starts within the limit
 /// (binary and all), so every mapping counts.
 pub fn compile_child_main(
-    input: &Path,
-    output: &Path,
     memory_limit_mb: u64,
     engine: EngineConfig,
 ) -> Result<(), (bool, String)> {
@@ -295,8 +306,11 @@ pub fn compile_child_main(
             format!("cannot start within {memory_limit_mb} MiB: {err}"),
         ));
     }
-    let wasm = std::fs::read(input)
-        .map_err(|e| (false, format!("cannot read {}: {e}", input.display())))?;
+    use std::io::{Read, Write};
+    let mut wasm = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut wasm)
+        .map_err(|e| (false, format!("cannot read the module: {e}")))?;
     let engine =
         crate::engine::compile_only_engine(&engine).map_err(|e| (false, format!("{e:#}")))?;
     // Validation failing means the module is invalid; a failure after it
@@ -305,6 +319,8 @@ pub fn compile_child_main(
     let compiled = engine
         .precompile_module(&wasm)
         .map_err(|e| (false, format!("{e:#}")))?;
-    private_tmp::write_new(output, &compiled)
-        .map_err(|e| (false, format!("cannot write {}: {e}", output.display())))
+    let mut out = std::io::stdout().lock();
+    out.write_all(&compiled)
+        .and_then(|()| out.flush())
+        .map_err(|e| (false, format!("cannot write the compiled module: {e}")))
 }

@@ -1,13 +1,13 @@
-//! Files and directories only this process can have made: random names
-//! created exclusively (`O_EXCL`, `mkdir`), owner-only modes. A PID is not
+//! Files only this process can have made: random names created
+//! exclusively (`O_EXCL`), owner-only modes. A PID is not
 //! unique (it is 1 in every container sharing a volume), a random suffix
 //! and an exclusive create are.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// 64 random-looking bits: std's per-process random hash keys, a counter
@@ -34,25 +34,4 @@ pub(super) fn write_new(path: &Path, data: &[u8]) -> io::Result<()> {
         .mode(0o600)
         .open(path)?;
     f.write_all(data)
-}
-
-/// A new directory (mode 0700) removed with its contents on drop.
-pub(super) struct Dir(PathBuf);
-
-impl Dir {
-    pub(super) fn create(parent: &Path, prefix: &str) -> io::Result<Dir> {
-        let path = parent.join(format!("{prefix}-{}", unique_suffix()));
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(Dir(path))
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -11,15 +11,14 @@ pub fn deserialize(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<
     unsafe { wasmtime::Module::deserialize(engine, bytes) }
 }
 
-/// What our own `compile-child` wrote to a private (0700) temporary
-/// directory this process created.
+/// What our own `compile-child` wrote to the pipe to its stdout.
 pub fn deserialize_child_output(
     engine: &wasmtime::Engine,
     bytes: &[u8],
 ) -> wasmtime::Result<wasmtime::Module> {
     // SAFETY: as for `deserialize`: the bytes are `Engine::precompile_module`
-    // output of our own executable (same wasmtime build), written to a
-    // directory only this user can write, under a name created exclusively.
+    // output of our own executable (same wasmtime build), read from a pipe
+    // only the parent and that child hold.
     unsafe { wasmtime::Module::deserialize(engine, bytes) }
 }
 

@@ -382,13 +382,10 @@ pub struct LoadArgs {
     pub compile_child_exe: Option<PathBuf>,
 }
 
-/// `wasmbox compile-child IN OUT` (internal).
+/// `wasmbox compile-child` (internal): a binary module on stdin, the
+/// compiled module on stdout.
 #[derive(Debug, Clone, Args)]
 pub struct CompileChildArgs {
-    /// Binary module to compile.
-    pub input: PathBuf,
-    /// Where to write the compiled module (must not exist).
-    pub output: PathBuf,
     /// Address-space limit set on this process first, in MiB.
     #[arg(long)]
     pub memory_limit_mb: u64,

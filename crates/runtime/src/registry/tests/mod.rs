@@ -124,9 +124,9 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A stand-in for a slow compile child: a shell script that, called as
-/// `script compile-child IN OUT ...`, waits until the test opens its FIFO
-/// for writing, then writes `output` (a module the test precompiled for the
-/// engine, as the real child would have made) to OUT. It stands in for a
+/// `script compile-child ...`, reads the module from stdin, waits until the
+/// test opens its FIFO for writing, then writes `output` (a module the test
+/// precompiled for the engine, as the real child would have) to stdout. It stands in for a
 /// compile that takes long, deterministically: the test decides when it
 /// ends. Heavy-lane compiles (modules of at least `threshold` bytes) go to
 /// it.
@@ -149,7 +149,7 @@ impl SlowCompiler {
             .unwrap()
             .success());
         let text = format!(
-            "#!/bin/sh\ncat '{}' >/dev/null\ncp '{}' \"$3\"\n",
+            "#!/bin/sh\ncat >/dev/null\ncat '{}' >/dev/null\ncat '{}'\n",
             fifo.display(),
             out.display()
         );
