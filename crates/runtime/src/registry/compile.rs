@@ -5,7 +5,7 @@
 //! too many functions or too large a function body. Compiles then run off
 //! the async workers on two lanes with their own concurrency: modules below
 //! `heavy_threshold_bytes` on the light lane, in this process; larger ones
-//! on the heavy lane, in a child process (`<exe> compile-child IN OUT`)
+//! on the heavy lane, in a child process (`<exe> compile-child`, over pipes)
 //! that caps its own address space and is killed at the compile timeout.
 //! An expensive compile therefore never holds up a cheap one, and one that
 //! would exhaust memory or time is refused instead of taking the server
