@@ -50,6 +50,7 @@ fn metrics(app: &App) -> Response<Body> {
             app.registry.cache_hits(),
             app.registry.evictions(),
         ),
+        heavy_compiles: app.registry.heavy_compiles_running(),
     });
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(

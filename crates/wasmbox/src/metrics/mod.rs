@@ -49,6 +49,8 @@ pub struct GaugeValues {
     pub pool: Option<wasmtime::PoolingAllocatorMetrics>,
     /// The registry: (held, loads, cache hits, unloads).
     pub functions: (usize, usize, usize, usize),
+    /// Heavy compiles running now (in compile children).
+    pub heavy_compiles: usize,
 }
 
 /// Registers a gauge named `wasmbox_{name}`.

@@ -37,6 +37,7 @@ fn values(functions: (usize, usize, usize, usize), slot_failures: usize) -> Gaug
         }],
         pool: None,
         functions,
+        heavy_compiles: 1,
     }
 }
 
@@ -59,6 +60,8 @@ fn running_totals_are_counters_named_total() {
         "wasmbox_worker_slot_failures_total 3",
         "# TYPE wasmbox_functions_loaded gauge",
         "wasmbox_functions_loaded 2",
+        "# TYPE wasmbox_function_heavy_compiles gauge",
+        "wasmbox_function_heavy_compiles 1",
     ] {
         assert!(has_line(&text, line), "no `{line}` in:\n{text}");
     }
