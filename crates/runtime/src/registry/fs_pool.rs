@@ -7,12 +7,10 @@
 //! waiting forever, and nothing else on the runtime (`/-/live`, functions
 //! already loaded) is held up.
 //!
-//! Cost: one `spawn_blocking` round trip per request (the `stat` of the
-//! function file), a few microseconds against the ~40 us a hello request
-//! costs on the server. Caching resolutions for a while instead would have
-//! been cheaper but would have served a replaced file's old version for
-//! that while; every request seeing the file as it is now is the
-//! registry's contract.
+//! Cost: a hop to another thread and back, about 12 us (measured, release
+//! build, busy 2-core machine) where an inline `stat` takes 0.5 us. The
+//! registry therefore does not pay it on every request: see
+//! `Registry::get` (`revalidate_after`).
 
 use std::sync::Arc;
 use std::time::Duration;
