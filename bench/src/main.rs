@@ -377,10 +377,8 @@ impl InProcess {
         let registry = Registry::new(
             engine.clone(),
             RegistryConfig {
-                dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-                allow_precompiled: false,
-                cache_dir: None,
                 max_loaded: 64,
+                ..RegistryConfig::new(path.parent().unwrap_or(Path::new(".")).to_path_buf())
             },
         )
         .map_err(anyhow::Error::msg)?;

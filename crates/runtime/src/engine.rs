@@ -77,13 +77,8 @@ impl WasmEngine {
             .async_stack_keep_resident(config.stack_keep_resident)
             .max_unused_warm_slots(config.warm_slots);
 
-        let mut cfg = Config::new();
-        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .memory_init_cow(true)
-            .epoch_interruption(true)
-            // Every linear memory gets a reservation big enough for the pool's
-            // largest slot, so growth never moves memory.
-            .memory_reservation((config.max_memory_mib << 20).max(4 << 30));
+        let mut cfg = code_config(&config);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&cfg)?;
         Ok(WasmEngine { engine, config })
     }
@@ -131,4 +126,28 @@ impl Drop for EpochTicker {
             let _ = h.join();
         }
     }
+}
+
+/// The settings that decide the compiled code, shared by the serving engine
+/// and [`compile_only_engine`], so code compiled by either loads into the
+/// other.
+fn code_config(config: &EngineConfig) -> Config {
+    let mut cfg = Config::new();
+    cfg.memory_init_cow(true)
+        .epoch_interruption(true)
+        // Every linear memory gets a reservation big enough for the pool's
+        // largest slot, so growth never moves memory.
+        .memory_reservation((config.max_memory_mib << 20).max(4 << 30));
+    cfg
+}
+
+/// An engine that only compiles (no instance pool, so no address space
+/// reserved up front): for the compile child, which runs under a small
+/// `RLIMIT_AS`. Its output loads into `WasmEngine::new(config)`.
+/// It compiles on one thread: a thread pool's stacks would eat into that
+/// limit, and one heavy compile should take one core, not all of them.
+pub fn compile_only_engine(config: &EngineConfig) -> wasmtime::Result<Engine> {
+    let mut cfg = code_config(config);
+    cfg.parallel_compilation(false);
+    Engine::new(&cfg)
 }

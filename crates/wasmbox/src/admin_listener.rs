@@ -75,8 +75,12 @@ impl AdminListener {
             let (app, config) = (app.clone(), self.config.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let response = http::handle_admin(&app, &config, &req);
-                    async move { Ok::<_, std::convert::Infallible>(response) }
+                    let (app, config) = (app.clone(), config.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::handle_admin(&app, &config, &req).await,
+                        )
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())

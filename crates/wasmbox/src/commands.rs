@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wasmbox_runtime::sandbox::{self, CancelToken, Stdio};
 use wasmbox_runtime::{EpochTicker, Failure, Invocation, Registry, WasmEngine};
 
-use crate::config::{CompileArgs, RunArgs};
+use crate::config::{CompileArgs, CompileChildArgs, RunArgs};
 
 /// `wasmbox run MODULE [ARGS...]`: one invocation with the server's limits,
 /// the process's stdio, and the guest's exit status as ours. Like
@@ -95,4 +95,26 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `wasmbox compile-child --memory-limit-mb N` (internal, started by the
+/// server for a heavy compile; module in on stdin, compiled module out on
+/// stdout): exit 0 with the output written, exit
+/// `CHILD_EXIT_INVALID` with wasmtime's error on stderr if the module is
+/// invalid, anything else (1, or a signal) if the budget ran out.
+pub fn compile_child(args: CompileChildArgs) -> ExitCode {
+    match wasmbox_runtime::registry::compile_child_main(
+        args.memory_limit_mb,
+        args.engine.engine_config(1),
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((invalid, message)) => {
+            eprintln!("{message}");
+            if invalid {
+                ExitCode::from(wasmbox_runtime::registry::CHILD_EXIT_INVALID as u8)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }

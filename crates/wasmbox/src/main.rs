@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Run(args) => wasmbox::commands::run(args),
         Command::Compile(args) => wasmbox::commands::compile(args),
+        Command::CompileChild(args) => Ok(wasmbox::commands::compile_child(args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("wasmbox: {e:#}");

@@ -1,142 +1,215 @@
-//! Loading one file: read it, gate precompiled native code, compile (through
-//! the AOT cache), check it is a WASI command, and link it.
+//! Loading one file: read it (and the version read, from the open file),
+//! gate precompiled native code, check the compile budget, compile (through
+//! the AOT cache, on a compile lane), check it is a WASI command, and link
+//! it.
 
-use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use wasmtime::Module;
+use wasmtime::{Linker, Module};
 
-use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
-
-use wasmtime::Linker;
-
-use super::{aot_cache, trusted};
+use super::aot_cache::AotCache;
+use super::compile::{self, Compiler};
+use super::config::RegistryConfig;
+use super::error::LoadError;
+use super::fs_pool::FsPool;
+use super::resolve::{self, Version};
+use super::trusted;
 use crate::engine::WasmEngine;
 use crate::function::Function;
 use crate::store::{self, Host};
 
-/// Why a function could not be loaded.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum LoadError {
-    /// No file for the name in the functions directory (or it was gone by
-    /// the time it was read). Holds the name.
-    #[error("no function named '{0}' in the functions directory")]
-    NotFound(String),
-    /// The file holds precompiled native code and the registry's
-    /// `allow_precompiled` is off. Holds the file name.
-    #[error("'{0}' is a precompiled module (native code); this server was started without --allow-precompiled")]
-    PrecompiledNotAllowed(String),
-    #[error("'{file}' was precompiled by a different wasmtime build or engine configuration; recompile it with `wasmbox compile` using this server's settings ({reason})")]
-    /// Precompiled code this engine cannot load: made by another wasmtime
-    /// build or engine configuration.
-    Incompatible {
-        /// The file name.
-        file: String,
-        /// wasmtime's error.
-        reason: String,
-    },
-    #[error("'{file}' failed to compile: {reason}")]
-    /// The file is not a valid module: it failed to compile, or is a
-    /// `.cwasm` that does not hold precompiled code.
-    Invalid {
-        /// The file name.
-        file: String,
-        /// The compile error.
-        reason: String,
-    },
-    #[error("'{file}' is not a WASI command module: it exports no `_start` function")]
-    /// The module exports no `_start` function.
-    NotACommand {
-        /// The file name.
-        file: String,
-    },
-    #[error("'{file}' cannot be linked: {reason}")]
-    /// The module imports something WASI p1 does not provide.
-    Link {
-        /// The file name.
-        file: String,
-        /// The linker's error.
-        reason: String,
-    },
-    #[error("'{file}' could not be read: {reason}")]
-    /// The file could not be read (or its loader panicked).
-    Io {
-        /// The file name.
-        file: String,
-        /// The I/O error, or the panic.
-        reason: String,
+/// What is left to do after the cheap, blocking part of a load.
+enum Prepared {
+    /// Loaded already (precompiled file, or a cache hit).
+    Ready(Module),
+    /// Binary wasm within the budget, to compile, and its cache entry.
+    Compile {
+        wasm: Vec<u8>,
+        entry: Option<PathBuf>,
     },
 }
 
 /// Turns a file into a linked [`Function`]: the engine, the WASI linker,
-/// the precompiled gate and the disk cache, and counts of what it did.
+/// the precompiled gate, the compile budget and the disk cache, and counts
+/// of what it did.
 pub(super) struct Loader {
     engine: WasmEngine,
     linker: Linker<Host>,
     allow_precompiled: bool,
-    cache_dir: Option<PathBuf>,
-    /// Loads (compilations or deserializations) done so far.
+    cache: Option<AotCache>,
+    pub(super) compiler: Compiler,
+    /// Loads (compilations or deserializations) started so far.
     pub(super) loads: AtomicUsize,
     /// Loads served from the disk cache.
     pub(super) cache_hits: AtomicUsize,
 }
 
-impl Loader {
-    /// A loader for `engine`; creates `cache_dir` if set. Fails if it
-    /// cannot, or if WASI cannot be linked.
-    pub(super) fn new(
-        engine: WasmEngine,
-        allow_precompiled: bool,
-        cache_dir: Option<PathBuf>,
-    ) -> wasmtime::Result<Self> {
-        let linker = store::linker(&engine.engine)?;
-        if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                wasmtime::format_err!("cannot create cache dir {}: {e}", dir.display())
-            })?;
+fn read_error(file: &str, e: std::io::Error) -> LoadError {
+    if resolve::is_absent(&e) {
+        LoadError::NotFound(file.to_string())
+    } else {
+        LoadError::Io {
+            file: file.to_string(),
+            reason: e.to_string(),
         }
+    }
+}
+
+/// Reads `path` and returns its bytes with the version of the file they
+/// were read from (fstat of the open file, not an earlier stat). Opened
+/// non-blocking, so a FIFO swapped in does not hang the thread.
+fn read(path: &Path) -> std::io::Result<(Vec<u8>, Version)> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::ErrorKind::NotFound.into());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut bytes)?;
+    Ok((bytes, Version::of(&meta)))
+}
+
+impl Loader {
+    /// A loader for `engine`; opens (and checks) the cache dir if set.
+    /// Fails if it is not to be trusted, or if WASI cannot be linked.
+    pub(super) fn new(engine: WasmEngine, config: &RegistryConfig) -> wasmtime::Result<Self> {
+        let linker = store::linker(&engine.engine)?;
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(
+                AotCache::open(dir, config.cache_max_bytes)
+                    .map_err(|e| wasmtime::format_err!("{e}"))?,
+            ),
+            None => None,
+        };
         Ok(Loader {
+            compiler: Compiler::new(config.compile.clone(), engine.config.clone()),
             engine,
             linker,
-            allow_precompiled,
-            cache_dir,
+            allow_precompiled: config.allow_precompiled,
+            cache,
             loads: AtomicUsize::new(0),
             cache_hits: AtomicUsize::new(0),
         })
     }
 
-    /// Reads and compiles one file (blocking).
-    pub(super) fn load(&self, file_name: &str, path: &Path) -> Result<Arc<Function>, LoadError> {
-        let file = file_name.to_string();
+    /// Loads one file off the async workers: reading and cache lookups on
+    /// the file system pool, compiling on its lane. Returns the version of
+    /// the bytes read, when any were.
+    pub(super) async fn load(
+        self: &Arc<Self>,
+        fs: &FsPool,
+        file: String,
+        path: PathBuf,
+    ) -> (Result<Arc<Function>, LoadError>, Option<Version>) {
         self.loads.fetch_add(1, Ordering::Relaxed);
-        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => LoadError::NotFound(file.clone()),
-            _ => LoadError::Io {
-                file: file.clone(),
-                reason: e.to_string(),
-            },
-        })?;
-        let started = std::time::Instant::now();
-        let module = if wasmtime::Engine::detect_precompiled(&bytes).is_some() {
+        let (this, f, p) = (self.clone(), file.clone(), path.clone());
+        let prepared = fs
+            .run(move || {
+                let (bytes, version) = read(&p).map_err(|e| read_error(&f, e))?;
+                Ok::<_, LoadError>((this.prepare(&f, &p, &bytes), version))
+            })
+            .await;
+        let (prepared, version) = match prepared {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return (Err(e), None),
+            Err(reason) => return (Err(LoadError::Io { file, reason }), None),
+        };
+        let result = match prepared {
+            Err(e) => Err(e),
+            Ok(Prepared::Ready(module)) => self.finish(&file, &path, module),
+            Ok(Prepared::Compile { wasm, entry }) => {
+                match self
+                    .compiler
+                    .compile(&self.engine.engine, &file, wasm)
+                    .await
+                {
+                    Err(e) => Err(e),
+                    Ok(module) => {
+                        let (this, name) = (self.clone(), file.clone());
+                        fs.run(move || {
+                            this.store(entry.as_deref(), &module);
+                            this.finish(&file, &path, module)
+                        })
+                        .await
+                        .unwrap_or_else(|reason| Err(LoadError::Io { file: name, reason }))
+                    }
+                }
+            }
+        };
+        (result, Some(version))
+    }
+
+    /// Reads and compiles one file, all on this thread (`wasmbox run`):
+    /// the budget is checked, compiles run in process.
+    pub(super) fn load_blocking(
+        &self,
+        file: &str,
+        path: &Path,
+    ) -> Result<Arc<Function>, LoadError> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        let (bytes, _) = read(path).map_err(|e| read_error(file, e))?;
+        let module = match self.prepare(file, path, &bytes)? {
+            Prepared::Ready(module) => module,
+            Prepared::Compile { wasm, entry } => {
+                let module = compile::compile_here(&self.engine.engine, file, &wasm)?;
+                self.store(entry.as_deref(), &module);
+                module
+            }
+        };
+        self.finish(file, path, module)
+    }
+
+    /// The cheap part (blocking): the precompiled gate, the budget check,
+    /// the cache lookup.
+    fn prepare(&self, file: &str, path: &Path, bytes: &[u8]) -> Result<Prepared, LoadError> {
+        let file = file.to_string();
+        if wasmtime::Engine::detect_precompiled(bytes).is_some() {
             if !self.allow_precompiled {
                 return Err(LoadError::PrecompiledNotAllowed(file));
             }
-            trusted::deserialize(&self.engine.engine, &bytes).map_err(|e| {
-                LoadError::Incompatible {
-                    file: file.clone(),
+            return trusted::deserialize(&self.engine.engine, bytes)
+                .map(Prepared::Ready)
+                .map_err(|e| LoadError::Incompatible {
+                    file,
                     reason: e.to_string(),
-                }
-            })?
-        } else if path.extension().is_some_and(|e| e == "cwasm") {
+                });
+        }
+        if path.extension().is_some_and(|e| e == "cwasm") {
             return Err(LoadError::Invalid {
                 file,
                 reason: "a .cwasm file must hold a module precompiled by `wasmbox compile`".into(),
             });
-        } else {
-            self.compile_cached(&file, &bytes)?
-        };
+        }
+        let wasm = compile::check(self.compiler.limits(), &file, bytes)?;
+        let entry = self
+            .cache
+            .as_ref()
+            .map(|c| c.entry(&self.engine.engine, bytes));
+        if let (Some(cache), Some(entry)) = (&self.cache, &entry) {
+            if let Some(module) = cache.lookup(&self.engine.engine, entry) {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Prepared::Ready(module));
+            }
+        }
+        Ok(Prepared::Compile { wasm, entry })
+    }
+
+    fn store(&self, entry: Option<&Path>, module: &Module) {
+        if let (Some(cache), Some(entry)) = (&self.cache, entry) {
+            cache.store(entry, module);
+        }
+    }
+
+    /// Checks the module is a WASI command and links it.
+    fn finish(&self, file: &str, path: &Path, module: Module) -> Result<Arc<Function>, LoadError> {
+        let file = file.to_string();
         if !matches!(
             module.get_export("_start"),
             Some(wasmtime::ExternType::Func(_))
@@ -150,33 +223,12 @@ impl Loader {
                 file: file.clone(),
                 reason: format!("{e:#}"),
             })?;
-        tracing::info!(function = %file, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "loaded");
+        tracing::info!(function = %file, "loaded");
         Ok(Arc::new(Function {
             id: Arc::from(file.as_str()),
             file_name: file,
             path: path.to_path_buf(),
             pre,
         }))
-    }
-
-    /// Compiles `.wasm`/`.wat` bytes, through the disk cache when enabled.
-    fn compile_cached(&self, file: &str, bytes: &[u8]) -> Result<Module, LoadError> {
-        let compile = || {
-            Module::new(&self.engine.engine, bytes).map_err(|e| LoadError::Invalid {
-                file: file.to_string(),
-                reason: format!("{e:#}"),
-            })
-        };
-        let Some(dir) = &self.cache_dir else {
-            return compile();
-        };
-        let entry = aot_cache::entry_path(dir, &self.engine.engine, bytes);
-        if let Some(module) = aot_cache::lookup(&self.engine.engine, &entry) {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(module);
-        }
-        let module = compile()?;
-        aot_cache::store(&entry, &module);
-        Ok(module)
     }
 }

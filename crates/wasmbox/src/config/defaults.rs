@@ -34,6 +34,18 @@ pub const DEFAULT_POD: &str = "wasmbox";
 /// Instance-pool slots beyond one per worker.
 pub const SPARE_INSTANCE_SLOTS: u32 = 8;
 
+// Loading functions: the compile budget and the AOT cache bound.
+pub const DEFAULT_REVALIDATE_AFTER: &str = "1s";
+pub const DEFAULT_CACHE_MAX_MB: u64 = 768;
+pub const DEFAULT_MAX_MODULE_MB: u64 = 64;
+pub const DEFAULT_MAX_MODULE_FUNCTIONS: u32 = 100_000;
+pub const DEFAULT_MAX_FUNCTION_BODY_BYTES: u32 =
+    wasmbox_runtime::registry::WASMTIME_MAX_FUNCTION_BODY;
+pub const DEFAULT_HEAVY_MODULE_KB: u64 = 1024;
+pub const DEFAULT_COMPILE_CONCURRENCY: u16 = 1;
+pub const DEFAULT_COMPILE_TIMEOUT: &str = "60s";
+pub const DEFAULT_COMPILE_MEMORY_MB: u64 = 1024;
+
 pub const ENV_PORT: &str = "PORT";
 pub const ENV_HEALTHCHECK_HOST: &str = "HEALTHCHECK_HOST";
 pub const ENV_HEALTHCHECK_PORT: &str = "HEALTHCHECK_PORT";

@@ -208,6 +208,54 @@ impl ServeConfig {
                 ),
             ),
             ("max-loaded-functions", self.registry.max_loaded.to_string()),
+            // Loading functions (LoadArgs).
+            (
+                "revalidate-after",
+                format!("{:?}", self.registry.revalidate_after),
+            ),
+            (
+                "cache-max-mb",
+                (self.registry.cache_max_bytes >> 20).to_string(),
+            ),
+            (
+                "max-module-mb",
+                (self.registry.compile.max_module_bytes >> 20).to_string(),
+            ),
+            (
+                "max-module-functions",
+                self.registry.compile.max_functions.to_string(),
+            ),
+            (
+                "max-function-body-bytes",
+                self.registry.compile.max_function_body_bytes.to_string(),
+            ),
+            (
+                "heavy-module-kb",
+                (self.registry.compile.heavy_threshold_bytes >> 10).to_string(),
+            ),
+            (
+                "compile-concurrency",
+                self.registry.compile.heavy_concurrency.to_string(),
+            ),
+            (
+                "compile-timeout",
+                format!("{:?}", self.registry.compile.timeout),
+            ),
+            (
+                "compile-memory-mb",
+                self.registry.compile.memory_mb.to_string(),
+            ),
+            (
+                "compile-child",
+                opt(
+                    self.registry
+                        .compile
+                        .child
+                        .as_ref()
+                        .map(|p| p.display().to_string()),
+                    "none (in process)",
+                ),
+            ),
             (
                 "capacity-cpu",
                 opt(a.capacity_cpu.map(|v| v.to_string()), "detected at startup"),

@@ -38,6 +38,10 @@ pub enum Command {
     Run(RunArgs),
     /// Compile a module ahead of time for this engine (.wasm/.wat -> .cwasm).
     Compile(CompileArgs),
+    /// Internal: the server's compile child (one module, under a memory
+    /// limit, output for the parent to load).
+    #[command(name = "compile-child", hide = true)]
+    CompileChild(CompileChildArgs),
 }
 
 /// Settings that change the compiled code, shared by every subcommand: a
@@ -70,6 +74,8 @@ pub struct LimitArgs {
     /// dir when set, else by compiling again).
     #[arg(long, env = "WASMBOX_MAX_LOADED_FUNCTIONS", default_value_t = DEFAULT_MAX_LOADED_FUNCTIONS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_loaded_functions: u64,
+    #[command(flatten)]
+    pub load: LoadArgs,
 }
 
 /// `--cpu-isolation` values.
@@ -264,4 +270,57 @@ pub enum Compat {
     None,
     /// The reference prototype's: JSON {"parameter": ...} body, "WASM output: " prefix, its headers.
     Reference,
+}
+
+/// Loading functions: the compile budget and the AOT cache's size.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// How long a loaded function's file, once looked at, is served
+    /// without looking again: a replaced or deleted file is noticed within
+    /// this (0: every request looks; a new file is always seen at once).
+    #[arg(long, env = "WASMBOX_REVALIDATE_AFTER", default_value = DEFAULT_REVALIDATE_AFTER, value_parser = parse_duration_or_zero)]
+    pub revalidate_after: Duration,
+    /// Most MB (MiB) the --cache-dir keeps; past it the entries used least
+    /// recently are deleted.
+    #[arg(long, env = "WASMBOX_CACHE_MAX_MB", default_value_t = DEFAULT_CACHE_MAX_MB, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_max_mb: u64,
+    /// Largest module file compiled, in MB (MiB); larger ones are refused
+    /// (502 load-failed).
+    #[arg(long, env = "WASMBOX_MAX_MODULE_MB", default_value_t = DEFAULT_MAX_MODULE_MB, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_module_mb: u64,
+    /// Most functions defined in one module (more: refused, 502).
+    #[arg(long, env = "WASMBOX_MAX_MODULE_FUNCTIONS", default_value_t = DEFAULT_MAX_MODULE_FUNCTIONS)]
+    pub max_module_functions: u32,
+    /// Largest function body in bytes (larger: refused, 502).
+    #[arg(long, env = "WASMBOX_MAX_FUNCTION_BODY_BYTES", default_value_t = DEFAULT_MAX_FUNCTION_BODY_BYTES)]
+    pub max_function_body_bytes: u32,
+    /// Modules at least this large (KiB, as binary wasm) compile in a child
+    /// process on the heavy lane; smaller ones in process.
+    #[arg(long, env = "WASMBOX_HEAVY_MODULE_KB", default_value_t = DEFAULT_HEAVY_MODULE_KB)]
+    pub heavy_module_kb: u64,
+    /// Heavy compiles at once.
+    #[arg(long, env = "WASMBOX_COMPILE_CONCURRENCY", default_value_t = DEFAULT_COMPILE_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub compile_concurrency: u16,
+    /// A heavy compile still running after this is stopped and the module
+    /// refused (502).
+    #[arg(long, env = "WASMBOX_COMPILE_TIMEOUT", default_value = DEFAULT_COMPILE_TIMEOUT, value_parser = parse_duration)]
+    pub compile_timeout: Duration,
+    /// Address-space limit of a heavy compile, in MB (MiB); a compile that
+    /// needs more is refused (502).
+    #[arg(long, env = "WASMBOX_COMPILE_MEMORY_MB", default_value_t = DEFAULT_COMPILE_MEMORY_MB, value_parser = clap::value_parser!(u64).range(16..))]
+    pub compile_memory_mb: u64,
+    /// The executable run as the compile child [default: this one].
+    #[arg(long, env = "WASMBOX_COMPILE_CHILD_EXE", hide = true)]
+    pub compile_child_exe: Option<PathBuf>,
+}
+
+/// `wasmbox compile-child` (internal): a binary module on stdin, the
+/// compiled module on stdout.
+#[derive(Debug, Clone, Args)]
+pub struct CompileChildArgs {
+    /// Address-space limit set on this process first, in MiB.
+    #[arg(long)]
+    pub memory_limit_mb: u64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }

@@ -26,8 +26,8 @@ pub use env_audit::{
 };
 pub use flags::Compat;
 pub use flags::{
-    parse_duration, Cli, Command, CompileArgs, CpuIsolation, EngineArgs, LimitArgs, RunArgs,
-    ServeArgs,
+    parse_duration, Cli, Command, CompileArgs, CompileChildArgs, CpuIsolation, EngineArgs,
+    LimitArgs, LoadArgs, RunArgs, ServeArgs,
 };
 pub use front::{FrontArgs, FrontConfig};
 pub use resolve::{AdmissionSettings, ConfigError, RequestLimits, ServeConfig};

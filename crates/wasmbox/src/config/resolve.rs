@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use wasmbox_isolation::{IsolationConfig, Mode, Requested};
+use wasmbox_runtime::registry::CompileLimits;
 use wasmbox_runtime::{EngineConfig, ExecutorConfig, RegistryConfig};
 
 use super::admin::{resolve_admin, AdminConfig, AdminConfigError, ENV_ADMIN_TOKEN};
 use super::defaults::*;
-use super::flags::{Compat, CpuIsolation, EngineArgs, LimitArgs, ServeArgs};
+use super::flags::{Compat, CpuIsolation, EngineArgs, LimitArgs, LoadArgs, ServeArgs};
 use super::front::FrontConfig;
 
 /// Everything `serve` needs, resolved and checked.
@@ -123,11 +124,43 @@ impl EngineArgs {
 impl LimitArgs {
     pub fn registry_config(&self, dir: PathBuf) -> RegistryConfig {
         RegistryConfig {
-            dir,
             allow_precompiled: self.allow_precompiled,
             cache_dir: self.cache_dir.clone(),
             max_loaded: usize::try_from(self.max_loaded_functions).unwrap_or(usize::MAX),
+            ..self.load.registry_config(dir)
         }
+    }
+}
+
+impl LoadArgs {
+    /// The compile budget and cache bound. Heavy compiles run in a child
+    /// only where `registry_config_for_serve` sets one.
+    fn registry_config(&self, dir: PathBuf) -> RegistryConfig {
+        RegistryConfig {
+            revalidate_after: self.revalidate_after,
+            cache_max_bytes: self.cache_max_mb.saturating_mul(1 << 20),
+            compile: CompileLimits {
+                max_module_bytes: self.max_module_mb.saturating_mul(1 << 20),
+                max_functions: self.max_module_functions,
+                max_function_body_bytes: self.max_function_body_bytes,
+                heavy_threshold_bytes: self.heavy_module_kb.saturating_mul(1 << 10),
+                heavy_concurrency: usize::from(self.compile_concurrency),
+                timeout: self.compile_timeout,
+                memory_mb: self.compile_memory_mb,
+                child: None,
+                ..CompileLimits::default()
+            },
+            ..RegistryConfig::new(dir)
+        }
+    }
+
+    /// The compile child for `serve`: `--compile-child-exe`, else this
+    /// executable (none if it cannot be found: heavy compiles then run in
+    /// process).
+    fn compile_child(&self) -> Option<PathBuf> {
+        self.compile_child_exe
+            .clone()
+            .or_else(|| std::env::current_exe().ok())
     }
 }
 
@@ -183,7 +216,11 @@ impl ServeArgs {
             engine: self
                 .engine
                 .engine_config(self.workers + SPARE_INSTANCE_SLOTS),
-            registry: l.registry_config(self.functions.clone()),
+            registry: {
+                let mut registry = l.registry_config(self.functions.clone());
+                registry.compile.child = l.load.compile_child();
+                registry
+            },
             executor: ExecutorConfig {
                 max_workers: self.workers as usize,
                 ..ExecutorConfig::default()

@@ -29,11 +29,21 @@ use crate::metrics::GaugeValues;
 const REALM: &str = "wasmbox-admin";
 
 /// Entry point for every request on the admin listener.
-pub fn handle_admin(app: &App, admin: &AdminConfig, req: &Request<Incoming>) -> Response<Body> {
-    route(app, admin, req).unwrap_or_else(plain_error_response)
+pub async fn handle_admin(
+    app: &App,
+    admin: &AdminConfig,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    route(app, admin, req)
+        .await
+        .unwrap_or_else(plain_error_response)
 }
 
-fn route<B>(app: &App, admin: &AdminConfig, req: &Request<B>) -> Result<Response<Body>, HttpError> {
+async fn route<B>(
+    app: &App,
+    admin: &AdminConfig,
+    req: &Request<B>,
+) -> Result<Response<Body>, HttpError> {
     let path = req.uri().path();
     let endpoint = match path {
         "/-/live" | "/-/ready" | "/-/metrics" | "/-/functions" => path,
@@ -66,7 +76,7 @@ fn route<B>(app: &App, admin: &AdminConfig, req: &Request<B>) -> Result<Response
         }
         _ => {
             authorize(admin, req, endpoint)?;
-            functions(app)
+            functions(app).await
         }
     }
 }
@@ -145,6 +155,7 @@ fn metrics(app: &App) -> Response<Body> {
             app.body_budget.used(),
             app.body_budget.max(),
         ),
+        heavy_compiles: app.registry.heavy_compiles_running(),
     });
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
@@ -154,10 +165,10 @@ fn metrics(app: &App) -> Response<Body> {
     r
 }
 
-fn functions(app: &App) -> Result<Response<Body>, HttpError> {
-    let names = app.registry.list().map_err(|e| {
+async fn functions(app: &App) -> Result<Response<Body>, HttpError> {
+    let names = app.registry.list().await.map_err(|e| {
         HttpError::new(
-            ErrorKind::Internal,
+            ErrorKind::Unreadable,
             format!("cannot list the functions directory: {e}"),
         )
     })?;

@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Exit,
     Trap,
     LoadFailed,
+    /// The function file (or the functions directory) could not be read:
+    /// EIO, ESTALE, EACCES, a hung mount. Transient, unlike `NotFound`.
+    Unreadable,
     Unavailable,
     Timeout,
     OutputLimit,
@@ -66,7 +69,7 @@ impl ErrorKind {
             Exit => StatusCode::FAILED_DEPENDENCY,                                // 424
             Trap | Internal => StatusCode::INTERNAL_SERVER_ERROR,                 // 500
             LoadFailed => StatusCode::BAD_GATEWAY,                                // 502
-            Unavailable | QueueFull | QueueTimeout | Draining | Overloaded => {
+            Unreadable | Unavailable | QueueFull | QueueTimeout | Draining | Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             } // 503
             Timeout => StatusCode::GATEWAY_TIMEOUT,                               // 504
@@ -94,6 +97,7 @@ impl ErrorKind {
             Exit => "exit",
             Trap => "trap",
             LoadFailed => "load-failed",
+            Unreadable => "unreadable",
             Unavailable => "unavailable",
             Timeout => "timeout",
             OutputLimit => "output-limit",
@@ -145,9 +149,19 @@ impl From<LoadError> for HttpError {
         let kind = match &e {
             LoadError::NotFound(_) => ErrorKind::NotFound,
             LoadError::PrecompiledNotAllowed(_) => ErrorKind::PrecompiledNotAllowed,
-            _ => ErrorKind::LoadFailed,
+            LoadError::Io { .. } => ErrorKind::Unreadable,
+            LoadError::Incompatible { .. }
+            | LoadError::Invalid { .. }
+            | LoadError::NotACommand { .. }
+            | LoadError::Link { .. }
+            | LoadError::OverBudget { .. } => ErrorKind::LoadFailed,
         };
-        HttpError::new(kind, e.to_string())
+        let error = HttpError::new(kind, e.to_string());
+        if kind == ErrorKind::Unreadable {
+            error.header("retry-after", 1)
+        } else {
+            error
+        }
     }
 }
 

@@ -53,6 +53,8 @@ pub struct GaugeValues {
     pub functions: (usize, usize, usize, usize),
     /// The serving port: (open connections, body bytes held, body budget).
     pub front: (usize, usize, usize),
+    /// Heavy compiles running now (in compile children).
+    pub heavy_compiles: usize,
 }
 
 /// Registers a gauge named `wasmbox_{name}`.

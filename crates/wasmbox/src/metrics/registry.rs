@@ -1,5 +1,5 @@
 //! The function registry: what is held now, and loads, cache hits and
-//! unloads since start (counters).
+//! unloads since start (counters), and heavy compiles running.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,6 +15,7 @@ pub(super) struct Functions {
     cache_hits: Counter,
     /// `wasmbox_function_unloads_total`.
     unloads: Counter,
+    heavy_compiles: Gauge,
 }
 
 impl Functions {
@@ -40,6 +41,11 @@ impl Functions {
                 "function_unloads",
                 "Functions unloaded (least recently used)",
             ),
+            heavy_compiles: gauge(
+                r,
+                "function_heavy_compiles",
+                "Heavy compiles running now (modules of --heavy-module-kb or more, each in a compile child)",
+            ),
         }
     }
 
@@ -49,5 +55,6 @@ impl Functions {
         raise_to(&self.loads, loads);
         raise_to(&self.cache_hits, hits);
         raise_to(&self.unloads, unloads);
+        self.heavy_compiles.set(v.heavy_compiles as i64);
     }
 }

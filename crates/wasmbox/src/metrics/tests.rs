@@ -38,6 +38,7 @@ fn values(functions: (usize, usize, usize, usize), slot_failures: usize) -> Gaug
         pool: None,
         functions,
         front: (7, 4096, 1 << 20),
+        heavy_compiles: 1,
     }
 }
 
@@ -63,6 +64,8 @@ fn running_totals_are_counters_named_total() {
         "wasmbox_open_connections 7",
         "wasmbox_body_bytes_held 4096",
         "wasmbox_body_budget_bytes 1048576",
+        "# TYPE wasmbox_function_heavy_compiles gauge",
+        "wasmbox_function_heavy_compiles 1",
     ] {
         assert!(has_line(&text, line), "no `{line}` in:\n{text}");
     }

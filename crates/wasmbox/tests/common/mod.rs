@@ -132,6 +132,11 @@ impl TestServer {
             std::fs::write(&token_file, format!("{t}\n")).unwrap();
             argv.extend(["--admin-token-file", &token_path]);
         }
+        // Heavy compiles run in a child: the wasmbox binary, not this test
+        // binary (which `current_exe` would name).
+        if !extra.contains(&"--compile-child-exe") {
+            argv.extend(["--compile-child-exe", env!("CARGO_BIN_EXE_wasmbox")]);
+        }
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(&argv).unwrap();
         let Command::Serve(args) = cli.command else {

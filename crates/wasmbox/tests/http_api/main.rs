@@ -17,5 +17,6 @@ const ALL: &[&str] = &[
     "wc.wasm",
 ];
 
+mod loading;
 mod serving;
 mod statuses;

@@ -41,7 +41,9 @@ async fn concurrent_first_requests_compile_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_added_replaced_and_deleted_while_serving() {
-    let s = TestServer::start(&[], &[]).await;
+    // Every request looks at the file (by default a loaded function's file
+    // is looked at again only after a second).
+    let s = TestServer::start(&[], &["--revalidate-after", "0"]).await;
     s.get("/f").await.expect(404, &[]);
     // Deploy the seed's way: write elsewhere, move into the directory.
     let staged = s.dir.path().join(".staged");

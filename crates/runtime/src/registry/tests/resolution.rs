@@ -79,7 +79,7 @@ async fn other_extensions_and_non_files_are_never_served() {
     }
     assert_eq!(reg.loads(), 0, "nothing was read");
     std::fs::write(dir.path().join("h.wat"), guest("h")).unwrap();
-    assert_eq!(reg.list().unwrap(), vec!["h.wat".to_string()]);
+    assert_eq!(reg.list().await.unwrap(), vec!["h.wat".to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,38 +1,7 @@
 //! The in-memory table: versions, single-flight, least-recently-used
 //! eviction.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
-
 use super::*;
-
-/// Polls `fut` once, from inside the runtime (it may spawn), without
-/// registering interest in a wake-up: enough to run it up to its first
-/// `await` that is not ready.
-fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
-    fut.poll(&mut Context::from_waker(Waker::noop()))
-}
-
-/// Should an assertion fail while a loader is blocked opening the FIFO, the
-/// runtime's shutdown would wait for it forever. On drop, if the FIFO is
-/// still there, this opens it read-write (which never blocks on Linux) and
-/// leaks the descriptor: a writer then always exists, so every loader's
-/// `open` returns and the failure is reported instead of hanging.
-struct Unblock(std::path::PathBuf);
-
-impl Drop for Unblock {
-    fn drop(&mut self) {
-        use std::os::unix::fs::FileTypeExt;
-        if std::fs::metadata(&self.0).is_ok_and(|m| m.file_type().is_fifo()) {
-            let rw = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&self.0);
-            std::mem::forget(rw);
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_file_is_recompiled_and_the_old_function_keeps_working() {
@@ -71,30 +40,37 @@ async fn a_replaced_file_is_recompiled_and_the_old_function_keeps_working() {
     assert_eq!(run(&e, &newer).await, "NEW VERSION");
 }
 
-/// The load of `a.wat` is held up on its AOT cache entry, which the test
-/// makes a FIFO: the loader's `open` blocks until the test opens the other
-/// end. Meanwhile `b.wat` is loaded with `max_loaded` 1, and a second request
-/// for `a` arrives.
+/// The load of `a.wat` is held up in its compile, which goes to a
+/// stand-in compiler that waits until the test lets it finish (see
+/// `SlowCompiler`). Meanwhile `b.wat` is loaded with `max_loaded` 1, and a
+/// second request for `a` arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_still_loading_is_not_evicted_and_its_waiters_share_one_load() {
     let dir = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let e = engine();
-    let a_src = guest("a");
+    let a_src = big_guest("a", 4000);
     std::fs::write(dir.path().join("a.wat"), &a_src).unwrap();
     std::fs::write(dir.path().join("b.wat"), guest("b")).unwrap();
-    let reg = registry(&e, dir.path(), false, Some(cache.path()), 1);
-    let fifo = super::super::aot_cache::entry_path(cache.path(), &e.engine, a_src.as_bytes());
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let _unblock = Unblock(fifo.clone());
+    let slow = SlowCompiler::new(&e.engine.precompile_module(a_src.as_bytes()).unwrap());
+    let reg = with_config(
+        &e,
+        RegistryConfig {
+            cache_dir: Some(cache.path().to_path_buf()),
+            max_loaded: 1,
+            compile: slow.limits(2000),
+            ..config(dir.path())
+        },
+    );
 
-    let (na1, na2) = (name("a"), name("a"));
-    let mut a1 = std::pin::pin!(reg.get(&na1));
-    assert!(poll_once(a1.as_mut()).is_pending(), "blocked on the FIFO");
+    let a1 = tokio::spawn({
+        let reg = reg.clone();
+        async move { reg.get(&name("a")).await }
+    });
+    until("a's compile has started", || {
+        reg.heavy_compiles_running() == 1
+    })
+    .await;
     assert_eq!(reg.held(), 1);
 
     let b = reg.get(&name("b")).await.unwrap();
@@ -102,25 +78,22 @@ async fn an_entry_still_loading_is_not_evicted_and_its_waiters_share_one_load() 
     assert_eq!(reg.held(), 2, "a is loading: not evicted");
     assert_eq!(reg.evictions(), 0);
 
-    let mut a2 = std::pin::pin!(reg.get(&na2));
-    assert!(
-        poll_once(a2.as_mut()).is_pending(),
-        "waits for the same load"
-    );
+    let a2 = tokio::spawn({
+        let reg = reg.clone();
+        async move { reg.get(&name("a")).await }
+    });
+    assert_eq!(reg.heavy_compiles_running(), 1);
 
-    // Let a's loader through: it finds an empty FIFO where the entry should
-    // be, ignores it, compiles, and writes a real entry in its place.
-    let fifo2 = fifo.clone();
-    tokio::task::spawn_blocking(move || drop(std::fs::File::create(fifo2).unwrap()))
-        .await
-        .unwrap();
-    let (a1, a2) = tokio::join!(a1, a2);
-    let (a1, a2) = (a1.unwrap(), a2.unwrap());
+    // Let a's compile finish: both waiters get its one result, and a real
+    // cache entry is written.
+    slow.release().await;
+    let (a1, a2) = (a1.await.unwrap().unwrap(), a2.await.unwrap().unwrap());
     assert!(Arc::ptr_eq(&a1, &a2), "one result for both waiters");
     assert_eq!(reg.loads(), 2, "a compiled once, b once");
     assert_eq!(reg.cache_hits(), 0);
     assert_eq!(run(&e, &a1).await, "a");
-    assert!(std::fs::metadata(&fifo).unwrap().is_file());
+    let entry = super::super::aot_cache::entry_path(cache.path(), &e.engine, a_src.as_bytes());
+    assert!(std::fs::metadata(&entry).unwrap().is_file());
 
     // The next insertion brings the table back to one entry.
     std::fs::write(dir.path().join("c.wat"), guest("c")).unwrap();
