@@ -151,7 +151,7 @@ async fn a_heavy_compile_outlives_its_client_and_a_cheap_one_is_answered_meanwhi
         1,
         "answered while the heavy compile is still running"
     );
-    s.get("/-/metrics")
+    s.admin_get("/-/metrics")
         .await
         .expect(200, &["wasmbox_function_heavy_compiles 1"]);
 
