@@ -195,6 +195,48 @@ async fn bodies_past_the_budget_wait_then_get_503() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn unread_responses_past_the_budget_hold_back_new_requests() {
+    let s = TestServer::start(
+        &["echo.wasm", "hello.wat"],
+        &[
+            "--max-buffered-mb",
+            "1",
+            "--max-body-bytes",
+            "1048576",
+            "--queue-timeout",
+            "300ms",
+            "--write-timeout",
+            "60s",
+        ],
+    )
+    .await;
+    // 4 MB of output nobody reads: charged, and over the 1 MiB budget.
+    let mut unread = connect(&s).await;
+    unread
+        .write_all(
+            b"GET /echo?arg=--bytes&arg=4000000 HTTP/1.1\r\nHost: x\r\nMemory-Request: 8\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    until("the unread response is charged", || {
+        s.app.body_budget.used() > 1 << 20
+    })
+    .await;
+    // A request without a body waits too, and gives up at --queue-timeout.
+    let r = s.get("/hello").await;
+    r.expect(503, &["--max-buffered-mb"]);
+    assert_eq!(r.header("wasmbox-error"), Some("overloaded"));
+    // The reader goes away: the response is dropped, requests run again.
+    drop(unread);
+    until("the dropped response is released", || {
+        s.app.body_budget.used() == 0
+    })
+    .await;
+    s.get("/hello").await.expect(200, &[]);
+    s.stop().await;
+}
+
 /// Reads one response's head (status line and headers) from a keep-alive
 /// connection.
 async fn read_until_closed_after_response(stream: &mut TcpStream) -> String {

@@ -56,10 +56,12 @@ pub(super) async fn read_body(
     let mut hold = budget.none();
     let mut deadline = Instant::now() + rules.timeout;
     let mut buf = BytesMut::new();
-    if let Some(len) = declared.filter(|&l| l > 0) {
-        deadline += reserve(&mut hold, len as usize, rules, budget).await?;
-        buf.reserve(len as usize);
-    }
+    // Even a request without a body waits while responses hold more than
+    // the budget (they may: their bytes exist), since its own response will
+    // need memory too; this bounds what clients that do not read can pin.
+    let len = declared.unwrap_or(0) as usize;
+    deadline += reserve(&mut hold, len, rules, budget).await?;
+    buf.reserve(len);
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => {

@@ -7,7 +7,7 @@
 //! the last copy of them is dropped: once written to the client, or when a
 //! client that does not read is disconnected. A response never waits (its
 //! bytes already exist); it can take the budget past its limit, and then
-//! new request bodies wait until responses drain.
+//! new requests, with a body or without, wait until responses drain.
 
 use std::sync::{Arc, Mutex};
 
@@ -55,7 +55,8 @@ impl BodyBudget {
     }
 
     /// Takes `bytes` once they fit (or once nothing else is held, so one body
-    /// larger than the whole budget still gets through alone).
+    /// larger than the whole budget still gets through alone). Zero bytes
+    /// wait while more than the budget is held.
     pub async fn reserve(self: &Arc<Self>, bytes: usize) -> Hold {
         let mut hold = self.none();
         hold.grow(bytes).await;
@@ -156,6 +157,17 @@ mod tests {
         assert_eq!(b.used(), 30);
         drop(held);
         assert_eq!(b.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_bodyless_request_waits_while_responses_overdraw_the_budget() {
+        let b = BodyBudget::new(100);
+        let response = b.charge(Bytes::from(vec![0u8; 150]));
+        let waiter = b.reserve(0);
+        tokio::pin!(waiter);
+        assert!(futures_util::poll!(waiter.as_mut()).is_pending());
+        drop(response);
+        assert_eq!(waiter.await.bytes(), 0);
     }
 
     #[tokio::test]
