@@ -5,12 +5,12 @@
 //! the native and wasi:http builds (functions/build.sh); without them it
 //! says why it skips, and fails instead when WASMBOX_REQUIRE_PEERS=1 (CI).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use std::path::{Path, PathBuf};
+
+use common::repo;
+use std::process::Command;
 
 fn skip_or_fail(why: &str) {
     if std::env::var("WASMBOX_REQUIRE_PEERS").as_deref() == Ok("1") {
@@ -65,27 +65,12 @@ fn smoke_run_fills_every_table() {
             ));
         }
     }
-    // The harness drives the release binaries; build them (a no-op when
-    // they are current).
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .current_dir(repo())
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "wasmbox",
-            "-p",
-            "wasmbox-bench",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success(), "release build failed");
+    // The harness drives the release binaries.
+    let harness = common::release_harness();
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results/compare.md");
-    let run = Command::new(repo().join("target/release/wasmbox-bench"))
+    let run = Command::new(&harness)
         .current_dir(repo())
         .args(["compare", "--smoke", "--out"])
         .arg(&out)

@@ -4,12 +4,10 @@
 //! slot cgroups and RSS back within their bounds, the server still serving.
 //! The bounds are the report's own; no timing is asserted.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::repo;
+use std::process::Command;
 
 #[test]
 fn a_short_soak_passes_every_verdict() {
@@ -23,26 +21,11 @@ fn a_short_soak_passes_every_verdict() {
             "{needed} is missing: run functions/build.sh (scripts/test.sh does)"
         );
     }
-    // The harness drives the release binaries; build them (a no-op when
-    // they are current).
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .current_dir(repo())
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "wasmbox",
-            "-p",
-            "wasmbox-bench",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success(), "release build failed");
+    // The harness drives the release binaries.
+    let harness = common::release_harness();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("soak.md");
-    let run = Command::new(repo().join("target/release/wasmbox-bench"))
+    let run = Command::new(&harness)
         .current_dir(repo())
         .args(["soak", "--seconds", "10", "--out"])
         .arg(&out)

@@ -29,22 +29,23 @@ pub(super) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body>
 /// For the admin listener, whose clients are operators' tools, not the
 /// reference's.
 pub(super) fn plain_error_response(e: HttpError) -> Response<Body> {
-    let mut r = text(e.kind.status(), format!("{}\n", e.message));
-    let h = r.headers_mut();
-    h.insert(
-        HeaderName::from_static("wasmbox-error"),
-        HeaderValue::from_static(e.kind.as_str()),
-    );
-    for (k, v) in e.headers {
-        h.insert(k, v);
-    }
-    r
+    let body = format!("{}\n", e.message);
+    with_error_headers(e, body)
 }
 
 /// The response for `e`: its status, its message as the body (as the wire
 /// format words failures), `Wasmbox-Error`, and its extra headers.
 pub(super) fn error_response(app: &App, e: HttpError) -> Response<Body> {
-    let mut r = text(e.kind.status(), app.compat.failure_body(&e.message));
+    let body = app.compat.failure_body(&e.message);
+    let mut r = with_error_headers(e, body);
+    app.compat
+        .add_headers(r.headers_mut(), app, Phases::default());
+    r
+}
+
+/// `body` with `e`'s status, `Wasmbox-Error` and extra headers.
+fn with_error_headers(e: HttpError, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = text(e.kind.status(), body);
     let h = r.headers_mut();
     h.insert(
         HeaderName::from_static("wasmbox-error"),
@@ -53,6 +54,5 @@ pub(super) fn error_response(app: &App, e: HttpError) -> Response<Body> {
     for (k, v) in e.headers {
         h.insert(k, v);
     }
-    app.compat.add_headers(h, app, Phases::default());
     r
 }
