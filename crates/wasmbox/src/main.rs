@@ -86,6 +86,9 @@ fn serve(args: wasmbox::config::ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("{p}");
     }
     let config = args.resolve()?;
+    // The token has been read; no child process or /proc/self/environ
+    // reader needs to see it. (Still one thread here.)
+    std::env::remove_var(wasmbox::config::ENV_ADMIN_TOKEN);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

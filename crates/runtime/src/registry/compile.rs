@@ -28,6 +28,18 @@ use crate::engine::EngineConfig;
 /// stderr holds wasmtime's error). Any other failure is a crash or a kill.
 pub const CHILD_EXIT_INVALID: i32 = 3;
 
+/// A text-format parse error without the lines of source it quotes
+/// (` 12 | ...`), keeping the message and its `--> file:line:col`: the
+/// error goes into the response, and a file in the functions directory can
+/// be a symlink to anything this process may read.
+fn without_source(error: &str) -> String {
+    error
+        .lines()
+        .filter(|l| !l.contains('|'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Checks `bytes` (a `.wasm` or `.wat` file's contents) against the
 /// limits, and returns the binary module to compile.
 pub(super) fn check(
@@ -50,7 +62,7 @@ pub(super) fn check(
     let wasm = wat::parse_bytes(bytes)
         .map_err(|e| LoadError::Invalid {
             file: file.to_string(),
-            reason: e.to_string(),
+            reason: without_source(&e.to_string()),
         })?
         .into_owned();
     if wasm.len() as u64 > limits.max_module_bytes {
@@ -165,7 +177,11 @@ impl Compiler {
             file: file.to_string(),
             reason: format!("compile child: {what}: {e}"),
         };
+        // No environment: the child needs none, and the server's may hold
+        // secrets (the admin token) or a stale LIMITED_ENV that would skip
+        // the memory limit.
         let mut child = tokio::process::Command::new(exe)
+            .env_clear()
             .arg("compile-child")
             .arg("--memory-limit-mb")
             .arg(self.limits.memory_mb.to_string())

@@ -48,7 +48,20 @@ pub(super) struct Loader {
     pub(super) cache_hits: AtomicUsize,
 }
 
-fn read_error(file: &str, e: std::io::Error) -> LoadError {
+fn read_error(file: &str, e: ReadError, limit: u64) -> LoadError {
+    let e = match e {
+        ReadError::Io(e) => e,
+        ReadError::TooLarge(size) => {
+            return LoadError::OverBudget {
+                file: file.to_string(),
+                reason: format!(
+                    "the file is {:.1} MiB, over the {:.1} MiB a function file may have ({READ_LIMIT_FACTOR} x --max-module-mb)",
+                    size as f64 / f64::from(1 << 20),
+                    limit as f64 / f64::from(1 << 20)
+                ),
+            }
+        }
+    };
     if resolve::is_absent(&e) {
         LoadError::NotFound(file.to_string())
     } else {
@@ -59,20 +72,46 @@ fn read_error(file: &str, e: std::io::Error) -> LoadError {
     }
 }
 
-/// Reads `path` and returns its bytes with the version of the file they
-/// were read from (fstat of the open file, not an earlier stat). Opened
-/// non-blocking, so a FIFO swapped in does not hang the thread.
-fn read(path: &Path) -> std::io::Result<(Vec<u8>, Version)> {
+/// Compiled code (`.cwasm`) is larger than the module it came from: a file
+/// is read only if it is at most this many times `--max-module-mb`.
+const READ_LIMIT_FACTOR: u64 = 8;
+
+/// Why a file was not read.
+enum ReadError {
+    Io(std::io::Error),
+    /// Its size, above the read limit.
+    TooLarge(u64),
+}
+
+/// Reads `path` (at most `limit` bytes, checked by fstat before anything is
+/// allocated, so a huge or sparse file cannot exhaust memory) and returns
+/// its bytes with the version of the file they were read from (fstat of the
+/// open file, not an earlier stat). Opened non-blocking, so a FIFO swapped
+/// in does not hang the thread.
+fn read(path: &Path, limit: u64) -> Result<(Vec<u8>, Version), ReadError> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = f.metadata()?;
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = f.metadata().map_err(ReadError::Io)?;
     if !meta.is_file() {
-        return Err(std::io::ErrorKind::NotFound.into());
+        return Err(ReadError::Io(std::io::ErrorKind::NotFound.into()));
+    }
+    if meta.len() > limit {
+        return Err(ReadError::TooLarge(meta.len()));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.read_to_end(&mut bytes)?;
+    // A file that grew since the fstat is read only up to the limit (+1,
+    // to notice), and its version differs from `meta`'s: the caller reads
+    // it again.
+    (&mut f)
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge(bytes.len() as u64));
+    }
     Ok((bytes, Version::of(&meta)))
 }
 
@@ -110,9 +149,10 @@ impl Loader {
     ) -> (Result<Arc<Function>, LoadError>, Option<Version>) {
         self.loads.fetch_add(1, Ordering::Relaxed);
         let (this, f, p) = (self.clone(), file.clone(), path.clone());
+        let limit = self.read_limit();
         let prepared = fs
             .run(move || {
-                let (bytes, version) = read(&p).map_err(|e| read_error(&f, e))?;
+                let (bytes, version) = read(&p, limit).map_err(|e| read_error(&f, e, limit))?;
                 Ok::<_, LoadError>((this.prepare(&f, &p, &bytes), version))
             })
             .await;
@@ -146,6 +186,14 @@ impl Loader {
         (result, Some(version))
     }
 
+    /// The most bytes a function file may have to be read at all.
+    fn read_limit(&self) -> u64 {
+        self.compiler
+            .limits()
+            .max_module_bytes
+            .saturating_mul(READ_LIMIT_FACTOR)
+    }
+
     /// Reads and compiles one file, all on this thread (`wasmbox run`):
     /// the budget is checked, compiles run in process.
     pub(super) fn load_blocking(
@@ -154,7 +202,8 @@ impl Loader {
         path: &Path,
     ) -> Result<Arc<Function>, LoadError> {
         self.loads.fetch_add(1, Ordering::Relaxed);
-        let (bytes, _) = read(path).map_err(|e| read_error(file, e))?;
+        let limit = self.read_limit();
+        let (bytes, _) = read(path, limit).map_err(|e| read_error(file, e, limit))?;
         let module = match self.prepare(file, path, &bytes)? {
             Prepared::Ready(module) => module,
             Prepared::Compile { wasm, entry } => {

@@ -133,3 +133,35 @@ async fn a_compile_past_its_timeout_is_stopped_and_refused_with_the_reason() {
     let small = reg.get(&name("small")).await.unwrap();
     assert_eq!(run(&e, &small).await, "small");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_sparse_file_is_refused_by_its_size_before_any_byte_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 TiB of holes: reading it whole would abort the process.
+    let f = std::fs::File::create(dir.path().join("huge.wasm")).unwrap();
+    f.set_len(1 << 40).unwrap();
+    let reg = registry(&engine(), dir.path(), false, None, 8);
+    match reg.get(&name("huge")).await {
+        Err(LoadError::OverBudget { file, reason }) => {
+            assert_eq!(file, "huge.wasm");
+            assert!(reason.contains("--max-module-mb"), "{reason}");
+        }
+        other => panic!("expected over budget, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_parse_error_does_not_quote_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // What a symlink to a secret would show: its first line.
+    std::fs::write(dir.path().join("leak.wat"), "SECRET=hunter2\n").unwrap();
+    let reg = registry(&engine(), dir.path(), false, None, 8);
+    match reg.get(&name("leak")).await {
+        Err(e @ LoadError::Invalid { .. }) => {
+            let text = e.to_string();
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains(":1:"), "the position is kept: {text}");
+        }
+        other => panic!("expected invalid, got {:?}", other.map(|_| ())),
+    }
+}
