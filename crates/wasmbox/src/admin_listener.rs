@@ -3,29 +3,22 @@
 //! of invocations, a full admission queue or the serving port's connection
 //! limits do not stop Prometheus from scraping or an operator from listing.
 //!
-//! Its own limits: at most [`MAX_CONNECTIONS`] connections at once (past
-//! that, new ones wait in the kernel's backlog), HTTP/1.1 only, and
-//! [`HEADER_READ_TIMEOUT`] to send a request's headers. It serves until the
+//! Its own limits, those of every side port (`listener::serve_side`): at
+//! most 64 connections at once (past that, new ones wait in the kernel's
+//! backlog), HTTP/1.1 only, 10 s to send a request's headers, 30 s idle,
+//! 10 s of waiting for a client to read. It serves until the
 //! server has stopped its workers (like the health port), so metrics can be
 //! scraped while draining.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::AdminConfig;
 use crate::http::{self, App};
 use crate::listener::{self, Backoff};
-
-/// Most admin connections served at once.
-pub const MAX_CONNECTIONS: usize = 64;
-/// How long a client has to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A bound admin listener, not yet serving.
 pub struct AdminListener {
@@ -61,7 +54,7 @@ impl AdminListener {
 
     /// Serves until `stop` changes.
     pub async fn serve(self, app: Arc<App>, mut stop: watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let slots = Arc::new(Semaphore::new(listener::SIDE_MAX_CONNECTIONS));
         let mut backoff = Backoff::default();
         loop {
             let permit = tokio::select! {
@@ -74,19 +67,11 @@ impl AdminListener {
             };
             let (app, config) = (app.clone(), self.config.clone());
             tokio::spawn(async move {
-                let service = service_fn(move |req| {
+                listener::serve_side(stream, move |req| {
                     let (app, config) = (app.clone(), config.clone());
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            http::handle_admin(&app, &config, &req).await,
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    async move { http::handle_admin(&app, &config, &req).await }
+                })
+                .await;
                 drop(permit);
             });
         }

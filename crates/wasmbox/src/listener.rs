@@ -10,8 +10,9 @@
 //!   closed (hyper);
 //! - no request in progress and nothing read or written for `idle_timeout`:
 //!   closed;
-//! - a response write that makes no progress for `write_timeout` (a client
-//!   that does not read): closed, and the response's memory freed.
+//! - a response whose writes have waited `write_timeout` in all for the
+//!   client to read (one that does not read, or reads a little now and
+//!   then): closed, and the response's memory freed.
 
 use std::io;
 use std::pin::Pin;
@@ -46,7 +47,8 @@ impl Front {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout);
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(MAX_READ_BUFFER);
         if let Some(streams) = config.http2_max_streams {
             builder
                 .http2()
@@ -112,6 +114,50 @@ impl Front {
     }
 }
 
+/// The timeouts of a side port (the probe port, the admin listener): few
+/// connections, small requests, so short limits.
+pub const SIDE_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// See [`SIDE_HEADER_TIMEOUT`].
+pub const SIDE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// See [`SIDE_HEADER_TIMEOUT`].
+pub const SIDE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections a side port serves at once.
+pub const SIDE_MAX_CONNECTIONS: usize = 64;
+
+/// Serves one connection of a side port with `handler` until it ends or
+/// one of the side timeouts (header read, idle, write) closes it: HTTP/1.1,
+/// the same watchdog as the serving port, so a client that sends nothing or
+/// reads nothing cannot hold a side port's connection slot.
+pub async fn serve_side<F, Fut>(stream: TcpStream, handler: F)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = hyper::Response<crate::http::Body>> + Send + 'static,
+{
+    let watch = Arc::new(Watch::new());
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        watch: watch.clone(),
+    });
+    let handler = Arc::new(handler);
+    let active = watch.clone();
+    let service = service_fn(move |req| {
+        let (handler, active) = (handler.clone(), active.clone());
+        async move {
+            let _request = active.request();
+            Ok::<_, std::convert::Infallible>(handler(req).await)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(SIDE_HEADER_TIMEOUT)
+        .max_buf_size(MAX_READ_BUFFER)
+        .serve_connection(io, service);
+    tokio::select! {
+        _ = conn => {}
+        _ = watch.expired(SIDE_IDLE_TIMEOUT, SIDE_WRITE_TIMEOUT) => {}
+    }
+}
+
 /// Counts a connection as open while it lives.
 struct Open(Arc<AtomicUsize>);
 impl Open {
@@ -125,6 +171,11 @@ impl Drop for Open {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// hyper's per-connection read buffer, and so the largest request head
+/// (431 past it): 64 KiB instead of hyper's default of about 400 KiB, which
+/// times 16,384 connections would be 6.5 GiB outside any budget.
+const MAX_READ_BUFFER: usize = 64 << 10;
 
 /// A connection and the slot it holds until it closes.
 pub struct Accepted {
@@ -169,6 +220,10 @@ struct Watch {
     /// Milliseconds since `start` + 1 at which a write started waiting for
     /// the client to read; 0 when no write waits.
     write_blocked: AtomicU64,
+    /// Milliseconds writes have waited for the client since the current
+    /// request began (earlier waits, not counting one in progress): a
+    /// client that reads a little now and then cannot reset the clock.
+    write_waited: AtomicU64,
     /// Requests being handled.
     requests: AtomicUsize,
 }
@@ -187,6 +242,7 @@ impl Watch {
             start: Instant::now(),
             last_io: AtomicU64::new(0),
             write_blocked: AtomicU64::new(0),
+            write_waited: AtomicU64::new(0),
             requests: AtomicUsize::new(0),
         }
     }
@@ -197,6 +253,8 @@ impl Watch {
 
     fn request(&self) -> Request<'_> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        // Each response gets the whole write timeout.
+        self.write_waited.store(0, Ordering::Relaxed);
         Request(self)
     }
 
@@ -212,7 +270,11 @@ impl Watch {
     }
 
     fn write_done(&self) {
-        self.write_blocked.store(0, Ordering::Relaxed);
+        let since = self.write_blocked.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            let waited = (self.now_ms() + 1).saturating_sub(since);
+            self.write_waited.fetch_add(waited, Ordering::Relaxed);
+        }
         self.progressed();
     }
 
@@ -225,7 +287,12 @@ impl Watch {
             tokio::time::sleep(tick).await;
             let now = self.now_ms();
             let blocked = self.write_blocked.load(Ordering::Relaxed);
-            if blocked != 0 && (now + 1).saturating_sub(blocked) >= write {
+            let waiting = if blocked == 0 {
+                0
+            } else {
+                (now + 1).saturating_sub(blocked)
+            };
+            if self.write_waited.load(Ordering::Relaxed) + waiting >= write {
                 return "write timeout: the client is not reading its response";
             }
             if self.requests.load(Ordering::Relaxed) == 0

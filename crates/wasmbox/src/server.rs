@@ -4,8 +4,6 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -271,31 +269,28 @@ async fn sample(app: Arc<App>, cpu_tx: watch::Sender<f64>, mut stop: watch::Rece
 
 /// The reference-compatible probe port: `/live` and `/ready`.
 async fn serve_health(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(listener::SIDE_MAX_CONNECTIONS));
     let mut backoff = Backoff::default();
     loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = stop.changed() => return,
+        };
         let stream = tokio::select! {
             s = listener::accept(&listener, &mut backoff) => s,
             _ = stop.changed() => return,
         };
         let app = app.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            listener::serve_side(stream, move |req| {
                 let app = app.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(http::health_probe(&app, req.uri().path()))
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(PROBE_HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                async move { http::health_probe(&app, req.uri().path()) }
+            })
+            .await;
+            drop(permit);
         });
     }
 }
-
-/// The probe port's header-read timeout.
-const PROBE_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// After the drain timeout has stopped every invocation, how long their
 /// responses get to be written before the connections are dropped.

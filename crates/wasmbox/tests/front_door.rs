@@ -118,6 +118,78 @@ async fn a_response_nobody_reads_is_dropped_at_the_write_timeout() {
 }
 
 #[tokio::test]
+async fn a_reader_that_reads_a_little_now_and_then_is_cut_off_too() {
+    let s = TestServer::start(&["echo.wasm"], &["--write-timeout", "1s"]).await;
+    let mut c = connect(&s).await;
+    c.write_all(b"GET /echo?arg=--bytes&arg=16000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    until("the response is built", || {
+        s.app.body_budget.used() >= 16_000_000
+    })
+    .await;
+    // 4 KiB every 200 ms: each read lets a write through, so no single wait
+    // reaches the timeout; together they do.
+    let trickle = tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    until("the trickled response is dropped", || {
+        s.app.body_budget.used() == 0
+    })
+    .await;
+    // (What the kernel had already buffered for the client is still there
+    // to read; the server's side is gone.)
+    trickle.abort();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_that_does_not_fit_is_refused_at_once_not_queued() {
+    let s = TestServer::start(
+        &["echo.wasm"],
+        &[
+            "--max-buffered-mb",
+            "1",
+            "--max-body-bytes",
+            "1048576",
+            "--queue-timeout",
+            "60s",
+        ],
+    )
+    .await;
+    let chunked = |n: usize| {
+        let mut b =
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        b.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        b.extend(std::iter::repeat_n(b'c', n));
+        b.extend_from_slice(b"\r\n");
+        b
+    };
+    // A holds 700 KB of the 1 MiB and stalls before its last chunk.
+    let mut a = connect(&s).await;
+    a.write_all(&chunked(700_000)).await.unwrap();
+    until("A holds its part", || s.app.body_budget.used() >= 700_000).await;
+    // B needs 700 KB more: it cannot wait while holding (they would wait
+    // for each other), so it is refused now, not at --queue-timeout.
+    let mut b = connect(&s).await;
+    b.write_all(&chunked(700_000)).await.unwrap();
+    let text = read_until_closed_after_response(&mut b).await;
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("overloaded"), "{text}");
+    // A finishes.
+    a.write_all(b"0\r\n\r\n").await.unwrap();
+    let text = read_until_closed_after_response(&mut a).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn connections_past_the_limit_wait_for_a_free_one() {
     let s = TestServer::start(&["hello.wat"], &["--max-connections", "3"]).await;
     let mut held = Vec::new();
@@ -323,5 +395,20 @@ async fn an_upgrade_request_is_served_as_a_plain_request() {
     .unwrap();
     let text = read_until_closed(&mut c, "upgrade").await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_port_cuts_off_half_sent_headers_too() {
+    let s = TestServer::start(&["hello.wat"], &[]).await;
+    let mut c = TcpStream::connect(s.admin.strip_prefix("http://").unwrap())
+        .await
+        .unwrap();
+    c.write_all(b"GET /-/metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // The side ports' header timeout (10 s) closes it.
+    read_until_closed(&mut c, "half-sent headers on the admin port").await;
+    s.admin_get("/-/metrics").await.expect(200, &[]);
     s.stop().await;
 }

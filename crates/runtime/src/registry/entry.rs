@@ -56,7 +56,8 @@ impl Entry {
     /// See [`Verdict`]. A changed file is loaded at once; a load that read
     /// other bytes than `version` (the file changed between the stat and
     /// the read) is done again; a failed load is answered from memory until
-    /// its backoff has passed, then retried.
+    /// its backoff has passed, then retried, except one over its compile
+    /// budget, which stands until the file changes.
     pub(super) fn verdict(&self, version: &Version, now: Instant, backoff: &Backoff) -> Verdict {
         if &self.version != version {
             return Verdict::Replace { failures: 0 };
@@ -69,6 +70,10 @@ impl Entry {
         }
         match &loaded.result {
             Ok(_) => Verdict::Use,
+            // Over its budget: trying the same bytes again would spend the
+            // budget again (a heavy lane held for --compile-timeout a
+            // minute, for good). Refused until the file changes.
+            Err(LoadError::OverBudget { .. }) => Verdict::Use,
             Err(_) if now < loaded.at + backoff.after(self.failures + 1) => Verdict::Use,
             Err(_) => Verdict::Replace {
                 failures: self.failures + 1,

@@ -156,7 +156,7 @@ impl FrontConfig {
         let mb = self.max_buffered_mb.unwrap_or_else(|| {
             ((capacity_memory_mb as f64 * BODY_BUDGET_SHARE) as u64).min(MAX_DERIVED_BODY_BUDGET_MB)
         });
-        usize::try_from(mb << 20)
+        usize::try_from(mb.saturating_mul(1 << 20))
             .unwrap_or(usize::MAX)
             .max(max_body_bytes)
     }

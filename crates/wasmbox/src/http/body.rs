@@ -91,10 +91,15 @@ pub(super) async fn read_body(
             return Err(too_large());
         }
         if total > hold.bytes() {
+            // A body without a length grows its hold as it arrives, and does
+            // not wait while holding: bodies that each hold part of the
+            // budget and wait for more would wait for each other.
             let step = (total - hold.bytes())
                 .max(RESERVE_STEP)
                 .min(max - hold.bytes());
-            deadline += reserve(&mut hold, step, rules, budget).await?;
+            if !hold.try_grow(step) {
+                return Err(overloaded(budget, rules, step));
+            }
         }
         buf.extend_from_slice(&data);
     }
@@ -112,15 +117,19 @@ async fn reserve(
     let start = Instant::now();
     match tokio::time::timeout(rules.budget_wait, hold.grow(bytes)).await {
         Ok(()) => Ok(start.elapsed()),
-        Err(_) => Err(HttpError::new(
-            ErrorKind::Overloaded,
-            format!(
-                "request bodies and responses already hold this server's body budget of {} MiB (--max-buffered-mb); waited {:?} for {} bytes",
-                budget.max() >> 20,
-                rules.budget_wait,
-                bytes
-            ),
-        )
-        .header("retry-after", 1)),
+        Err(_) => Err(overloaded(budget, rules, bytes)),
     }
+}
+
+/// 503: the budget had no room for `bytes`.
+fn overloaded(budget: &BodyBudget, rules: &BodyRules, bytes: usize) -> HttpError {
+    HttpError::new(
+        ErrorKind::Overloaded,
+        format!(
+            "request bodies and responses already hold this server's body budget of {} MiB (--max-buffered-mb); no room for {bytes} more bytes within {:?}",
+            budget.max() >> 20,
+            rules.budget_wait,
+        ),
+    )
+    .header("retry-after", 1)
 }

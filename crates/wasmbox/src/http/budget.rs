@@ -101,8 +101,20 @@ impl Hold {
         self.bytes
     }
 
+    /// Holds `more` bytes besides these if they fit now.
+    pub fn try_grow(&mut self, more: usize) -> bool {
+        let ok = self.budget.try_take(self.bytes, more);
+        if ok {
+            self.bytes += more;
+        }
+        ok
+    }
+
     /// Holds `more` bytes besides these, waiting until they fit.
     pub async fn grow(&mut self, more: usize) {
+        if self.try_grow(more) {
+            return;
+        }
         loop {
             let freed = self.budget.freed.notified();
             tokio::pin!(freed);

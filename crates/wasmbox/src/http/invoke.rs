@@ -93,9 +93,11 @@ pub(super) async fn invoke(
     let resources = parse_resources(req.headers(), &app.limits)?;
     let argv = parse_args(&name, req.uri().query());
     let method = req.method().clone();
+    // The function first: its body is not held in memory while it is looked
+    // up or compiled, and a request for a missing one is not read at all.
+    let function = app.registry.get(&name).await?;
     let (body, body_hold) = read_body(req, &app.body_rules, &app.body_budget).await?;
     let stdin = app.compat.stdin(&method, body)?;
-    let function = app.registry.get(&name).await?;
     let outcome = Outcome {
         app,
         function: &function.file_name,
@@ -174,11 +176,7 @@ async fn run(
         .execution
         .observe((outcome.timings.instantiate + outcome.timings.execute).as_secs_f64());
     match outcome.result {
-        Ok(()) => Ok(success(
-            app,
-            app.body_budget.charge(outcome.stdout),
-            &timing,
-        )),
+        Ok(()) => Ok(success(app, outcome.stdout, &timing)),
         Err(failure) => Err(failure_error(failure, &resources, &outcome.stderr, &timing)),
     }
 }
@@ -215,7 +213,8 @@ impl PhaseTimes {
 
 fn success(app: &App, stdout: Bytes, timing: &PhaseTimes) -> Response<Body> {
     let (body, content_type) = app.compat.success_body(stdout);
-    let mut r = Response::new(Full::new(body));
+    // Charged until the last copy of the bytes hyper writes is dropped.
+    let mut r = Response::new(Full::new(app.body_budget.charge(body)));
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Some((k, v)) = timing.header() {

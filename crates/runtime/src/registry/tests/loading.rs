@@ -190,6 +190,25 @@ fn a_load_that_read_another_version_than_its_stat_saw_is_done_again() {
         read_as_seen.verdict(&v1, now + Duration::from_secs(2), &backoff),
         Verdict::Replace { failures: 1 }
     );
+    // Over its compile budget: not retried for the same bytes, whatever
+    // the time; a changed file is tried at once.
+    let over = Entry::new(v1.clone(), 0, 0);
+    let _ = over.cell.set(Loaded {
+        result: Err(LoadError::OverBudget {
+            file: "f".into(),
+            reason: "too slow".into(),
+        }),
+        read: Some(v1.clone()),
+        at: now,
+    });
+    assert_eq!(
+        over.verdict(&v1, now + Duration::from_secs(3600), &backoff),
+        Verdict::Use
+    );
+    assert_eq!(
+        over.verdict(&v2, now, &backoff),
+        Verdict::Replace { failures: 0 }
+    );
 }
 
 /// Stand-in for a hung NFS mount: the pool's only slot is taken by a call
