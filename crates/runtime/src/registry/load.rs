@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use wasmtime::{Linker, Module};
 
 use super::aot_cache::AotCache;
@@ -42,6 +44,14 @@ pub(super) struct Loader {
     allow_precompiled: bool,
     cache: Option<AotCache>,
     pub(super) compiler: Compiler,
+    /// Loads of large files (at least the heavy-compile threshold) that may
+    /// hold their bytes at once: taken before a file is read, so that loads
+    /// queued for the heavy lane cannot pile up holding up to
+    /// `--max-module-mb` each.
+    large_reads: Arc<Semaphore>,
+    /// The same for small files (their own gate: a small file's load never
+    /// waits behind a large one's).
+    small_reads: Arc<Semaphore>,
     /// Loads (compilations or deserializations) started so far.
     pub(super) loads: AtomicUsize,
     /// Loads served from the disk cache.
@@ -55,7 +65,7 @@ fn read_error(file: &str, e: ReadError, limit: u64) -> LoadError {
             return LoadError::OverBudget {
                 file: file.to_string(),
                 reason: format!(
-                    "the file is {:.1} MiB, over the {:.1} MiB a function file may have ({READ_LIMIT_FACTOR} x --max-module-mb)",
+                    "the file is {:.1} MiB, over the {:.1} MiB a function file of its kind may have (--max-module-mb; {READ_LIMIT_FACTOR} x that for .cwasm)",
                     size as f64 / f64::from(1 << 20),
                     limit as f64 / f64::from(1 << 20)
                 ),
@@ -75,6 +85,15 @@ fn read_error(file: &str, e: ReadError, limit: u64) -> LoadError {
 /// Compiled code (`.cwasm`) is larger than the module it came from: a file
 /// is read only if it is at most this many times `--max-module-mb`.
 const READ_LIMIT_FACTOR: u64 = 8;
+
+/// Large files' loads holding their bytes at once beyond those compiling on
+/// the heavy lane (so a cache hit or a `.cwasm` need not wait for a heavy
+/// compile to finish): with the defaults at most 4 x 64 MiB read and held.
+const LARGE_READS_BEYOND_LANE: usize = 3;
+
+/// Small files' loads holding their bytes at once (each under the heavy
+/// threshold, 1 MiB by default).
+const SMALL_READS: usize = 16;
 
 /// Why a file was not read.
 enum ReadError {
@@ -127,7 +146,12 @@ impl Loader {
             ),
             None => None,
         };
+        let limits = &config.compile;
         Ok(Loader {
+            large_reads: Arc::new(Semaphore::new(
+                limits.heavy_concurrency + LARGE_READS_BEYOND_LANE,
+            )),
+            small_reads: Arc::new(Semaphore::new(SMALL_READS)),
             compiler: Compiler::new(config.compile.clone(), engine.config.clone()),
             engine,
             linker,
@@ -146,10 +170,22 @@ impl Loader {
         fs: &FsPool,
         file: String,
         path: PathBuf,
+        size: u64,
     ) -> (Result<Arc<Function>, LoadError>, Option<Version>) {
+        // Held until the load is done: its bytes live that long.
+        let gate = if size >= self.compiler.limits().heavy_threshold_bytes {
+            &self.large_reads
+        } else {
+            &self.small_reads
+        };
+        let _reading = gate
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the read gates are never closed");
         self.loads.fetch_add(1, Ordering::Relaxed);
         let (this, f, p) = (self.clone(), file.clone(), path.clone());
-        let limit = self.read_limit();
+        let limit = self.read_limit(&path);
         let prepared = fs
             .run(move || {
                 let (bytes, version) = read(&p, limit).map_err(|e| read_error(&f, e, limit))?;
@@ -186,12 +222,16 @@ impl Loader {
         (result, Some(version))
     }
 
-    /// The most bytes a function file may have to be read at all.
-    fn read_limit(&self) -> u64 {
-        self.compiler
-            .limits()
-            .max_module_bytes
-            .saturating_mul(READ_LIMIT_FACTOR)
+    /// The most bytes a function file may have to be read at all:
+    /// `--max-module-mb`, or for precompiled code (larger than the module it
+    /// came from) [`READ_LIMIT_FACTOR`] times that.
+    fn read_limit(&self, path: &Path) -> u64 {
+        let max = self.compiler.limits().max_module_bytes;
+        if path.extension().is_some_and(|e| e == "cwasm") {
+            max.saturating_mul(READ_LIMIT_FACTOR)
+        } else {
+            max
+        }
     }
 
     /// Reads and compiles one file, all on this thread (`wasmbox run`):
@@ -202,7 +242,7 @@ impl Loader {
         path: &Path,
     ) -> Result<Arc<Function>, LoadError> {
         self.loads.fetch_add(1, Ordering::Relaxed);
-        let limit = self.read_limit();
+        let limit = self.read_limit(path);
         let (bytes, _) = read(path, limit).map_err(|e| read_error(file, e, limit))?;
         let module = match self.prepare(file, path, &bytes)? {
             Prepared::Ready(module) => module,

@@ -234,7 +234,8 @@ impl Registry {
             entry
                 .cell
                 .get_or_init(|| async {
-                    let (result, read) = this.loader.load(&this.fs, file_name, path).await;
+                    let size = entry.version.len();
+                    let (result, read) = this.loader.load(&this.fs, file_name, path, size).await;
                     Loaded {
                         result,
                         read,

@@ -19,6 +19,11 @@ pub(super) struct Version {
 }
 
 impl Version {
+    /// The file's size when it was looked at.
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// The version `meta` (of a path, or of an open file) describes.
     pub(super) fn of(meta: &Metadata) -> Self {
         Version {
