@@ -3,7 +3,7 @@
 //! of invocations, a full admission queue or the serving port's connection
 //! limits do not stop Prometheus from scraping or an operator from listing.
 //!
-//! Its own limits, those of every side port (`listener::serve_side`): at
+//! Its own limits, those of every side port (`listener::serve_side_port`): at
 //! most 64 connections at once (past that, new ones wait in the kernel's
 //! backlog), HTTP/1.1 only, 10 s to send a request's headers, 30 s idle,
 //! 10 s of waiting for a client to read. It serves until the
@@ -14,11 +14,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::config::AdminConfig;
 use crate::http::{self, App};
-use crate::listener::{self, Backoff};
+use crate::listener;
 
 /// A bound admin listener, not yet serving.
 pub struct AdminListener {
@@ -53,27 +53,12 @@ impl AdminListener {
     }
 
     /// Serves until `stop` changes.
-    pub async fn serve(self, app: Arc<App>, mut stop: watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(listener::SIDE_MAX_CONNECTIONS));
-        let mut backoff = Backoff::default();
-        loop {
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-                _ = stop.changed() => return,
-            };
-            let stream = tokio::select! {
-                s = listener::accept(&self.listener, &mut backoff) => s,
-                _ = stop.changed() => return,
-            };
-            let (app, config) = (app.clone(), self.config.clone());
-            tokio::spawn(async move {
-                listener::serve_side(stream, move |req| {
-                    let (app, config) = (app.clone(), config.clone());
-                    async move { http::handle_admin(&app, &config, &req).await }
-                })
-                .await;
-                drop(permit);
-            });
-        }
+    pub async fn serve(self, app: Arc<App>, stop: watch::Receiver<bool>) {
+        let config = self.config.clone();
+        listener::serve_side_port(&self.listener, stop, move |req| {
+            let (app, config) = (app.clone(), config.clone());
+            async move { http::handle_admin(&app, &config, &req).await }
+        })
+        .await;
     }
 }

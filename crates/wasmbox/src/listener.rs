@@ -124,12 +124,42 @@ pub const SIDE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections a side port serves at once.
 pub const SIDE_MAX_CONNECTIONS: usize = 64;
 
-/// Serves one connection of a side port with `handler` until it ends or
-/// one of the side timeouts (header read, idle, write) closes it: HTTP/1.1,
-/// the same watchdog as the serving port, so a client that sends nothing or
-/// reads nothing cannot hold a side port's connection slot.
-pub async fn serve_side<F, Fut>(stream: TcpStream, handler: F)
-where
+/// Serves a side port (the probe port, the admin listener) with `handler`
+/// until `stop` changes: at most [`SIDE_MAX_CONNECTIONS`] at once (past
+/// that, new ones wait in the backlog), accept errors backed off.
+pub async fn serve_side_port<F, Fut>(
+    listener: &TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    handler: F,
+) where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = hyper::Response<crate::http::Body>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let slots = Arc::new(Semaphore::new(SIDE_MAX_CONNECTIONS));
+    let mut backoff = Backoff::default();
+    loop {
+        let slot = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = stop.changed() => return,
+        };
+        let stream = tokio::select! {
+            s = accept(listener, &mut backoff) => s,
+            _ = stop.changed() => return,
+        };
+        tokio::spawn(serve_side_connection(stream, handler.clone(), slot));
+    }
+}
+
+/// Serves one connection of a side port until it ends or one of the side
+/// timeouts (header read, idle, write) closes it: HTTP/1.1, the same
+/// watchdog as the serving port, so a client that sends nothing or reads
+/// nothing cannot hold a side port's connection slot.
+async fn serve_side_connection<F, Fut>(
+    stream: TcpStream,
+    handler: Arc<F>,
+    _slot: OwnedSemaphorePermit,
+) where
     F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = hyper::Response<crate::http::Body>> + Send + 'static,
 {
@@ -138,7 +168,6 @@ where
         inner: stream,
         watch: watch.clone(),
     });
-    let handler = Arc::new(handler);
     let active = watch.clone();
     let service = service_fn(move |req| {
         let (handler, active) = (handler.clone(), active.clone());

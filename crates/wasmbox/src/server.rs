@@ -268,28 +268,12 @@ async fn sample(app: Arc<App>, cpu_tx: watch::Sender<f64>, mut stop: watch::Rece
 }
 
 /// The reference-compatible probe port: `/live` and `/ready`.
-async fn serve_health(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(listener::SIDE_MAX_CONNECTIONS));
-    let mut backoff = Backoff::default();
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = stop.changed() => return,
-        };
-        let stream = tokio::select! {
-            s = listener::accept(&listener, &mut backoff) => s,
-            _ = stop.changed() => return,
-        };
+async fn serve_health(listener: TcpListener, app: Arc<App>, stop: watch::Receiver<bool>) {
+    listener::serve_side_port(&listener, stop, move |req| {
         let app = app.clone();
-        tokio::spawn(async move {
-            listener::serve_side(stream, move |req| {
-                let app = app.clone();
-                async move { http::health_probe(&app, req.uri().path()) }
-            })
-            .await;
-            drop(permit);
-        });
-    }
+        async move { http::health_probe(&app, req.uri().path()) }
+    })
+    .await;
 }
 
 /// After the drain timeout has stopped every invocation, how long their
