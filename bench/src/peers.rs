@@ -34,7 +34,7 @@ pub(crate) fn wasmtime_cli() -> anyhow::Result<(PathBuf, String)> {
     }
     bail!(
         "the wasmtime CLI was not found (set $WASMTIME, or install it: \
-         cargo install wasmtime-cli@48.0.8 --locked; scripts/setup-bench.sh does)"
+         cargo install wasmtime-cli@50.0.1 --locked; scripts/setup-bench.sh does)"
     )
 }
 
