@@ -151,6 +151,10 @@ pub fn remove_tree(tree: &Path, dirs: &Dirs, patience: Duration) -> Result<(), I
     first
 }
 
+/// A slot refills its budget before an invocation once earlier ones have
+/// spent this fraction (1/100) of it since the last refill.
+pub const REFILL_AFTER_DIVISOR: u64 = 100;
+
 /// Formats "<quota µs>, <period µs>" as one mode's quota file wants it.
 pub type QuotaText = fn(u64, u64) -> String;
 
@@ -166,6 +170,8 @@ pub struct CgroupSlot {
     quota: Option<(File, PathBuf, QuotaText)>,
     period_us: u64,
     current: Option<u64>,
+    /// CPU used by invocations since the quota file was last written.
+    spent: Duration,
     dirs: Dirs,
 }
 
@@ -223,6 +229,7 @@ impl CgroupSlot {
                 quota,
                 period_us: spec.period_us,
                 current: None,
+                spent: Duration::ZERO,
                 dirs: spec.dirs,
             })),
             Err(e) => {
@@ -237,12 +244,22 @@ impl Slot for CgroupSlot {
     fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError> {
         let q = quota_us(millicores, self.period_us);
         if let Some((file, path, format)) = &self.quota {
-            if self.current != Some(q) {
+            // Writing the quota refills the group's budget for the current
+            // period (the kernel's tg_set_cfs_bandwidth), so the invocation
+            // starts with all of it, whatever its predecessors spent. Cheap
+            // calls skip the write until they have spent 1 % of a budget.
+            let stale = self.spent.as_micros() as u64 >= q / REFILL_AFTER_DIVISOR;
+            if self.current != Some(q) || stale {
                 fs::rewrite(file, path, &format(q, self.period_us))?;
                 self.current = Some(q);
+                self.spent = Duration::ZERO;
             }
         }
         Ok(None)
+    }
+
+    fn used(&mut self, cpu: Duration) {
+        self.spent += cpu;
     }
 }
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::cgroup::{self, CgroupSlot, SlotSpec, ANCHOR, KERNEL, SLOT};
 use crate::{fs, sweep, IsolationError};
@@ -179,6 +180,9 @@ impl Isolation for CgroupV1 {
             join_file: "tasks",
             dirs: KERNEL,
         })
+    }
+    fn period(&self) -> Option<Duration> {
+        Some(Duration::from_micros(self.period_us))
     }
     /// Removes the whole tree: what slots are left, the anchor (its thread
     /// moves out and exits), the tree itself. Idempotent.

@@ -216,6 +216,10 @@ impl Isolation for CgroupV2 {
             dirs: self.dirs,
         })
     }
+    fn period(&self) -> Option<std::time::Duration> {
+        self.cpu
+            .then(|| std::time::Duration::from_micros(self.period_us))
+    }
     fn shutdown(&self) {
         self.undo();
     }

@@ -15,6 +15,10 @@
 //! - [`throttle`]: no privileges; the guest's own thread sleeps at epoch ticks
 //!   when its thread CPU time runs ahead of its budget;
 //! - [`none`]: no limit.
+//!
+//! Each invocation starts with its own budget (what an earlier call spent on
+//! the same worker does not throttle it); the [`ledger`] keeps a function
+//! from beating its quota by splitting work into many short calls.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -23,6 +27,7 @@ pub mod cgroup_v1;
 pub mod cgroup_v2;
 pub mod error;
 pub mod fs;
+pub mod ledger;
 pub mod none;
 #[cfg(test)]
 mod standin;
@@ -35,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::IsolationError;
+pub use ledger::Ledger;
 pub use throttle::{thread_cpu_time, Throttle};
 
 /// Which mechanism holds threads to their quota.
@@ -104,6 +110,11 @@ pub trait Isolation: Send + Sync {
     /// Creates the calling worker thread's slot and puts the thread in it.
     /// Called once, on the worker thread itself.
     fn slot(&self, worker: usize, tid: i32) -> Result<Box<dyn Slot>, IsolationError>;
+    /// The period over which quotas are enforced, `None` when this mode
+    /// enforces none (then no [`Ledger`] is kept either).
+    fn period(&self) -> Option<Duration> {
+        None
+    }
     /// Removes whatever this instance made (after the workers have exited):
     /// its whole cgroup tree. Idempotent; cgroup modes also do it on drop.
     fn shutdown(&self) {}
@@ -115,6 +126,11 @@ pub trait Slot: Send {
     /// [`Throttle`] when the limit must be enforced from inside the
     /// invocation (throttle mode), `None` when the kernel enforces it.
     fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError>;
+    /// The invocation run after the last `apply` used `cpu` of this
+    /// thread's time. A kernel slot refills its period's budget at the next
+    /// `apply` once what was used would otherwise eat into the next
+    /// invocation's budget.
+    fn used(&mut self, _cpu: Duration) {}
 }
 
 /// Opens the requested mode. `auto` tries cgroup v2, then cgroup v1, then

@@ -63,19 +63,23 @@ impl Throttle {
 }
 
 /// The `throttle` mode: every [`Slot::apply`] starts a new [`Throttle`].
-pub struct ThrottleMode;
+pub struct ThrottleMode {
+    period: Duration,
+}
 
 impl ThrottleMode {
     /// [`IsolationError::Unusable`] only when CLOCK_THREAD_CPUTIME_ID
-    /// cannot be read; nothing in `config` is used.
-    pub fn open(_config: &IsolationConfig) -> Result<Self, IsolationError> {
+    /// cannot be read; only `config.period` is used (the ledger's burst).
+    pub fn open(config: &IsolationConfig) -> Result<Self, IsolationError> {
         clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_err(|e| {
             IsolationError::unusable(
                 Mode::Throttle,
                 format!("CLOCK_THREAD_CPUTIME_ID is not available: {e}"),
             )
         })?;
-        Ok(ThrottleMode)
+        Ok(ThrottleMode {
+            period: config.period,
+        })
     }
 }
 
@@ -88,6 +92,11 @@ impl Isolation for ThrottleMode {
     }
     fn slot(&self, _worker: usize, _tid: i32) -> Result<Box<dyn Slot>, IsolationError> {
         Ok(Box::new(ThrottleSlot))
+    }
+    /// Each invocation's [`Throttle`] is continuous, not periodic; the
+    /// period sizes the [`crate::Ledger`]'s burst, as for the cgroup modes.
+    fn period(&self) -> Option<Duration> {
+        Some(self.period)
     }
 }
 

@@ -303,3 +303,63 @@ fn a_tree_swept_before_use_is_made_again_under_a_new_id() {
     assert_eq!((swept.removed.len(), swept.live), (0, vec![tree.clone()]));
     wasmbox_isolation::fs::write(&Path::new(V1).join("tasks"), &tid).unwrap();
 }
+
+/// `nr_throttled` from a cgroup's `cpu.stat`: how many periods it was held
+/// back in.
+fn nr_throttled(cgroup: &Path) -> u64 {
+    std::fs::read_to_string(cgroup.join("cpu.stat"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled ")?.parse().ok())
+        .unwrap()
+}
+
+/// Burns `cpu` of the calling thread's CPU time.
+fn burn(cpu: std::time::Duration) {
+    let start = wasmbox_isolation::thread_cpu_time();
+    while wasmbox_isolation::thread_cpu_time() - start < cpu {}
+}
+
+/// What one invocation spent on a worker does not throttle the next: once
+/// the slot is told what was used, its next `apply` refills the period's
+/// budget (and without that report a burn past what is left is throttled).
+/// A 1 s period keeps each step inside one period.
+#[test]
+fn an_invocation_starts_with_a_fresh_budget_after_a_costly_one() {
+    use std::time::Duration;
+    let Some(root) = TestRoot::new("fresh-budget") else {
+        return;
+    };
+    let iso = CgroupV1::open(&IsolationConfig {
+        requested: Requested::Exactly(Mode::CgroupV1),
+        cgroup_root: Some(root.0.clone()),
+        period: Duration::from_secs(1),
+    })
+    .unwrap();
+    let dir = iso.slot_dir(0);
+    let ms = Duration::from_millis(1);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut slot = iso.slot(0, wasmbox_isolation::current_tid()).unwrap();
+            // 100 millicores of a 1 s period: 100 ms of CPU per period.
+            slot.apply(100).unwrap();
+            burn(80 * ms);
+            // Not reported: the budget is left as it is, 20 ms.
+            slot.apply(100).unwrap();
+            let before = nr_throttled(&dir);
+            burn(50 * ms);
+            let control = nr_throttled(&dir);
+            assert!(
+                control > before,
+                "the control burn was not throttled: the period did not run out"
+            );
+            // The throttle ended the period; the new one has 70 ms left.
+            // Reported, the next apply refills the budget to 100 ms.
+            slot.used(130 * ms);
+            slot.apply(100).unwrap();
+            burn(80 * ms);
+            assert_eq!(nr_throttled(&dir), control, "throttled after a refill");
+            drop(slot);
+        });
+    });
+}

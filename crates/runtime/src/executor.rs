@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use wasmbox_isolation::Isolation;
+use wasmbox_isolation::{Isolation, Ledger};
 
 use crate::cancel::CancelToken;
 use crate::engine::WasmEngine;
@@ -63,6 +63,7 @@ impl Executor {
     pub fn new(config: ExecutorConfig, engine: WasmEngine, isolation: Arc<dyn Isolation>) -> Self {
         warm_ambient_runtime();
         let (tx, rx) = crossbeam_channel::bounded(config.max_queued.max(1));
+        let ledger = isolation.period().map(Ledger::new);
         Executor {
             config,
             engine,
@@ -70,7 +71,10 @@ impl Executor {
             tx: Arc::new(Mutex::new(Some(tx))),
             rx,
             kill: CancelToken::default(),
-            shared: Arc::new(Shared::default()),
+            shared: Arc::new(Shared {
+                ledger,
+                ..Shared::default()
+            }),
             handles: Mutex::new(Vec::new()),
         }
     }

@@ -75,6 +75,9 @@ pub struct Timings {
     pub execute: Duration,
     /// CPU time the worker thread used for instantiate + execute.
     pub cpu: Duration,
+    /// Waiting before the start for the function's CPU debt to be repaid
+    /// (`wasmbox_isolation::ledger`).
+    pub held: Duration,
 }
 
 /// The result of one invocation: what came out, and how it ended.
@@ -152,28 +155,43 @@ pub fn invoke(
     inv: Invocation,
     cancel: &CancelToken,
 ) -> Outcome {
-    invoke_until(engine, function, inv, cancel, &CancelToken::default())
+    let signals = Signals {
+        cancel,
+        shutdown: &CancelToken::default(),
+    };
+    invoke_until(engine, function, inv, signals, Duration::ZERO)
 }
 
-/// [`invoke`], also stopped (as [`Failure::Shutdown`]) when `shutdown` is
-/// raised.
+/// What stops an invocation besides its deadline.
+#[derive(Clone, Copy)]
+pub struct Signals<'a> {
+    /// Raised when the caller goes away ([`Failure::Cancelled`]).
+    pub cancel: &'a CancelToken,
+    /// Raised when the server shuts down ([`Failure::Shutdown`]).
+    pub shutdown: &'a CancelToken,
+}
+
+/// [`invoke`], also stopped by `signals.shutdown`, and held back `hold_off`
+/// before it starts (a function's CPU debt; the wait counts against the
+/// deadline and ends early on a stop signal).
 pub fn invoke_until(
     engine: &WasmEngine,
     function: &Function,
     inv: Invocation,
-    cancel: &CancelToken,
-    shutdown: &CancelToken,
+    signals: Signals<'_>,
+    hold_off: Duration,
 ) -> Outcome {
-    DRIVER.with(|rt| rt.block_on(run(engine, function, inv, cancel, shutdown)))
+    DRIVER.with(|rt| rt.block_on(run(engine, function, inv, signals, hold_off)))
 }
 
 async fn run(
     engine: &WasmEngine,
     function: &Function,
     inv: Invocation,
-    cancel: &CancelToken,
-    shutdown: &CancelToken,
+    signals: Signals<'_>,
+    hold_off: Duration,
 ) -> Outcome {
+    let Signals { cancel, shutdown } = signals;
     let mut builder = WasiCtxBuilder::new();
     builder.args(&inv.argv);
     let (stdout, stderr) = match inv.stdio {
@@ -240,6 +258,25 @@ async fn run(
     });
     store.set_epoch_deadline(1);
 
+    let mut timings = Timings::default();
+    if !hold_off.is_zero() {
+        let held = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Err(Stop::Shutdown),
+            _ = cancel.cancelled() => Err(Stop::Cancelled),
+            _ = tokio::time::sleep_until(deadline.into()) => Err(Stop::Timeout),
+            _ = tokio::time::sleep(hold_off) => Ok(()),
+        };
+        timings.held = start.elapsed();
+        if let Err(stop) = held {
+            return Outcome {
+                timings,
+                ..Outcome::not_run(stop_failure(stop, inv.timeout))
+            };
+        }
+    }
+    let begun = Instant::now();
+
     // When instantiation finished; the rest is execution.
     let instantiated: Cell<Option<Instant>> = Cell::new(None);
     let ran = {
@@ -257,9 +294,8 @@ async fn run(
         // `guest` is dropped here: a suspended guest is unwound.
     };
     let end = Instant::now();
-    let mut timings = Timings::default();
     if let Some(at) = instantiated.get() {
-        timings.instantiate = at - start;
+        timings.instantiate = at - begun;
         timings.execute = end - at;
     }
     let result = match ran {

@@ -144,6 +144,55 @@ async fn throttle_quota_change_between_invocations() {
     a_quota_change_on_the_same_worker_takes_effect("throttle").await;
 }
 
+/// A tenant that splits its work into many short calls, one after another,
+/// each of which a fresh budget lets run at full speed, is still held to
+/// its quota over the whole run (the executor's CPU ledger): 8 ms spins at
+/// 100 millicores on 4 workers, for 2 s.
+async fn short_calls_are_held_to_the_quota(mode: &str) {
+    let s = TestServer::start(&["spin.wasm"], &["--cpu-isolation", mode, "--workers", "4"]).await;
+    // Loaded (compiled) before the clock starts.
+    s.get("/spin?arg=1").await.expect(200, &["spun"]);
+    let start = std::time::Instant::now();
+    let (mut cpu_ms, mut calls) = (0.0, 0);
+    while start.elapsed() < std::time::Duration::from_secs(2) {
+        let r = s
+            .request(
+                Method::GET,
+                "/spin?arg=8",
+                &[("cpu_quota", "100")],
+                Bytes::new(),
+            )
+            .await;
+        r.expect(200, &["spun"]);
+        cpu_ms += phase(r.header("server-timing").unwrap(), "cpu");
+        calls += 1;
+    }
+    let share = cpu_ms / start.elapsed().as_secs_f64() / 1e3;
+    eprintln!(
+        "{mode}: {calls} calls of 8 ms at 100 m: {:.1} % of a core",
+        share * 100.0
+    );
+    // Not more than the quota (nor much less): 10 % of a core, give or
+    // take one period's burst (10 ms over 2 s) and measurement slack.
+    assert_near(share, 0.10, 0.04, &format!("{mode}: short calls at 100"));
+    assert!(calls >= 10, "{mode}: only {calls} calls in 2 s");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroup_v1_holds_short_calls_to_the_quota() {
+    let _g = SERIAL.lock().await;
+    if v1_usable() {
+        short_calls_are_held_to_the_quota("cgroup-v1").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_holds_short_calls_to_the_quota() {
+    let _g = SERIAL.lock().await;
+    short_calls_are_held_to_the_quota("throttle").await;
+}
+
 /// Slot cgroups ("wasmbox-<id>/slot-<n>") of the instance trees in V1_ROOT
 /// anchored by a thread of this process.
 fn our_v1_dirs() -> Vec<String> {

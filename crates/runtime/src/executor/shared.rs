@@ -5,6 +5,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
+use wasmbox_isolation::Ledger;
+
 /// Counters shared with the worker threads.
 #[derive(Default)]
 pub(super) struct Shared {
@@ -21,6 +23,9 @@ pub(super) struct Shared {
     pub(super) state: Mutex<PoolState>,
     /// Wakes workers backing off when the pool shuts down.
     pub(super) wake: Condvar,
+    /// Functions' CPU credit across invocations; `None` when the isolation
+    /// mode enforces no quota.
+    pub(super) ledger: Option<Ledger>,
 }
 
 #[derive(Default)]

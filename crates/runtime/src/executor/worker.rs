@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use wasmbox_isolation::{Isolation, Slot};
+use wasmbox_isolation::{Isolation, Ledger, Slot};
 
 use super::config::ExecutorConfig;
 use super::shared::Shared;
 use super::task::{ExecError, Ran, Task, ISOLATION_ATTEMPTS};
 use crate::cancel::CancelToken;
 use crate::engine::WasmEngine;
-use crate::sandbox::{self, Failure, Invocation, Outcome};
+use crate::sandbox::{self, Failure, Invocation, Outcome, Signals};
 
 /// A job runs on a worker and returns how to deliver its result; the worker
 /// counts itself idle *before* delivering, so a caller that submits again as
@@ -36,6 +36,7 @@ pub struct Worker {
     /// OS thread id (what cgroup `tasks`/`cgroup.threads` files take).
     pub tid: i32,
     slot: Box<dyn Slot>,
+    shared: Arc<Shared>,
     requeue: Arc<Mutex<Option<Sender<Job>>>>,
     kill: CancelToken,
 }
@@ -86,6 +87,7 @@ fn serve(cx: &Context, slot: Box<dyn Slot>, tid: i32, backoff: &mut Duration) ->
         id: cx.id,
         tid,
         slot,
+        shared: cx.shared.clone(),
         requeue: cx.requeue.clone(),
         kill: cx.kill.clone(),
     };
@@ -194,13 +196,37 @@ impl Pending {
             invocation,
             cancel,
             hold,
-            ..
+            cpu_millis,
         } = task;
         let invocation = Invocation {
             throttle,
             ..invocation
         };
-        let outcome = sandbox::invoke_until(&engine, &function, invocation, &cancel, &w.kill);
+        // A function in CPU debt from its earlier calls waits before it
+        // starts (its slot budget is fresh, so the debt is settled here).
+        let ledger = w
+            .shared
+            .ledger
+            .as_ref()
+            .filter(|_| Ledger::applies(cpu_millis));
+        let hold_off = ledger.map_or(Duration::ZERO, |l| {
+            l.begin(&function.id, cpu_millis, Instant::now())
+        });
+        let signals = Signals {
+            cancel: &cancel,
+            shutdown: &w.kill,
+        };
+        let outcome = sandbox::invoke_until(&engine, &function, invocation, signals, hold_off);
+        w.slot.used(outcome.timings.cpu);
+        if let Some(l) = ledger {
+            let t = &outcome.timings;
+            l.end(
+                &function.id,
+                t.cpu,
+                t.instantiate + t.execute,
+                Instant::now(),
+            );
+        }
         Done {
             // The guest has stopped; the worker counts itself idle before
             // this runs, so a released reservation never outlives a busy

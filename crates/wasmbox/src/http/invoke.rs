@@ -168,7 +168,8 @@ async fn run(
     }
     let timing = PhaseTimes {
         queue: waited + queued,
-        isolation,
+        // Applying the quota, and any wait for the function's CPU debt.
+        isolation: isolation + outcome.timings.held,
         t: outcome.timings,
         total: received.elapsed(),
     };

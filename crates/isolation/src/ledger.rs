@@ -1,0 +1,303 @@
+//! A function's CPU credit across its invocations.
+//!
+//! The kernel (or the throttle) holds one invocation to its `cpu_quota`
+//! while it runs, and each invocation starts with a fresh budget: the worker
+//! refills its slot's period before a call, so what an earlier call (of any
+//! function) spent on that worker never throttles the next one. A fresh
+//! budget alone would let a tenant beat its quota by splitting work into
+//! many short calls, each spending a period's budget at full speed. The
+//! ledger closes that. Per function it keeps a credit of CPU time, at most
+//! one period of the quota (what a fresh CFS budget allows at once):
+//! - a finished invocation is charged what it used beyond its quota over
+//!   its own run (`cpu - quota * wall`; a call that stayed under its quota
+//!   earns the difference back, up to the cap);
+//! - while none of the function's invocations runs, the credit refills at
+//!   the quota's rate;
+//! - an invocation that finds the credit below zero first waits until the
+//!   debt is repaid at its quota's rate ([`Ledger::begin`] says how long),
+//!   and starts from zero.
+//!
+//! So a function that runs its calls one after another uses at most
+//! `quota * T + quota * period` CPU over any interval T, however it splits
+//! its work; concurrent invocations are each held to their quota by the
+//! kernel and each charged their own excess.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Functions remembered before idle ones (full credit, nothing running) are
+/// forgotten: a forgotten function comes back with full credit, as it would
+/// have anyway.
+const PRUNE_AT: usize = 4096;
+
+/// Per-function CPU credit. Cheap to share; one lock held for a few
+/// arithmetic operations per invocation start and end.
+#[derive(Debug)]
+pub struct Ledger {
+    period: Duration,
+    accounts: Mutex<HashMap<Arc<str>, Account>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Account {
+    /// CPU nanoseconds the function may use beyond its quota; negative is
+    /// debt.
+    credit: f64,
+    /// When the last invocation ended (idle refill runs from here).
+    idle_since: Instant,
+    /// The latest quota, millicores.
+    millicores: u64,
+    /// Invocations begun and not ended.
+    running: u32,
+}
+
+impl Account {
+    fn cap(&self, period: Duration) -> f64 {
+        rate(self.millicores) * period.as_nanos() as f64
+    }
+
+    /// Refills the credit for the idle time up to `now` (nothing while an
+    /// invocation runs: those are charged per invocation).
+    fn refill(&mut self, now: Instant, period: Duration) {
+        if self.running == 0 {
+            let idle = now.saturating_duration_since(self.idle_since).as_nanos() as f64;
+            self.credit = (self.credit + rate(self.millicores) * idle).min(self.cap(period));
+            self.idle_since = now;
+        }
+    }
+}
+
+/// CPU seconds per wall second.
+fn rate(millicores: u64) -> f64 {
+    millicores as f64 / 1000.0
+}
+
+impl Ledger {
+    /// A ledger whose credits hold at most one `period` of each quota (the
+    /// CFS period the slots use).
+    pub fn new(period: Duration) -> Self {
+        Ledger {
+            period,
+            accounts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the ledger has anything to do at `millicores`: a thread
+    /// cannot use more than a core, so a quota of a core or more needs no
+    /// accounting.
+    pub fn applies(millicores: u64) -> bool {
+        millicores > 0 && millicores < 1000
+    }
+
+    /// An invocation of `function` at `millicores` is about to start:
+    /// returns how long it must wait first (zero unless its function is in
+    /// debt; the wait repays the debt). Every `begin` must be followed by
+    /// one [`Ledger::end`].
+    pub fn begin(&self, function: &Arc<str>, millicores: u64, now: Instant) -> Duration {
+        let period = self.period;
+        let mut accounts = self.accounts.lock().unwrap();
+        if accounts.len() >= PRUNE_AT && !accounts.contains_key(function) {
+            accounts.retain(|_, a| {
+                a.refill(now, period);
+                a.running > 0 || a.credit < a.cap(period)
+            });
+        }
+        let account = accounts.entry(function.clone()).or_insert_with(|| Account {
+            credit: rate(millicores) * period.as_nanos() as f64,
+            idle_since: now,
+            millicores,
+            running: 0,
+        });
+        account.refill(now, period);
+        account.millicores = millicores;
+        account.running += 1;
+        if account.credit >= 0.0 {
+            return Duration::ZERO;
+        }
+        let debt = -account.credit;
+        account.credit = 0.0;
+        Duration::from_nanos((debt / rate(millicores)) as u64)
+    }
+
+    /// The invocation begun with [`Ledger::begin`] stopped, having used
+    /// `cpu` (its thread's CPU time) in `wall` (from the end of its wait to
+    /// its end).
+    pub fn end(&self, function: &Arc<str>, cpu: Duration, wall: Duration, now: Instant) {
+        let mut accounts = self.accounts.lock().unwrap();
+        if let Some(account) = accounts.get_mut(function) {
+            let excess = cpu.as_nanos() as f64 - rate(account.millicores) * wall.as_nanos() as f64;
+            account.credit = (account.credit - excess).min(account.cap(self.period));
+            account.running = account.running.saturating_sub(1);
+            if account.running == 0 {
+                account.idle_since = now;
+            }
+        }
+    }
+
+    /// Functions with an account (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.accounts.lock().unwrap().len()
+    }
+
+    /// Whether no function has an account.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PERIOD: Duration = Duration::from_millis(100);
+    const MS: Duration = Duration::from_millis(1);
+
+    fn name(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    /// Runs `calls` back-to-back calls that each burn `cpu` at full speed
+    /// (a fresh kernel budget lets them), at `millicores`, with `gap` of
+    /// client time between them. Returns (CPU used, wall time until the
+    /// function may run again, waited).
+    fn run_calls(
+        l: &Ledger,
+        f: &Arc<str>,
+        millicores: u64,
+        calls: usize,
+        cpu: Duration,
+        gap: Duration,
+    ) -> (Duration, Duration, Duration) {
+        let start = Instant::now();
+        let mut now = start;
+        let (mut used, mut waited) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..calls {
+            let wait = l.begin(f, millicores, now);
+            waited += wait;
+            now += wait + cpu;
+            used += cpu;
+            l.end(f, cpu, cpu, now);
+            now += gap;
+        }
+        // The last call's debt is repaid by whatever call comes next.
+        let owed = l.begin(f, millicores, now);
+        l.end(f, Duration::ZERO, Duration::ZERO, now + owed);
+        (used, now + owed - start, waited)
+    }
+
+    #[test]
+    fn a_new_function_may_spend_one_period_of_its_quota_at_full_speed() {
+        let l = Ledger::new(PERIOD);
+        let f = name("f");
+        let t0 = Instant::now();
+        assert_eq!(l.begin(&f, 100, t0), Duration::ZERO);
+        // 10 ms at 100 m would take 100 ms; done in 10 ms, it used 9 ms of
+        // the 10 ms credit.
+        l.end(&f, 10 * MS, 10 * MS, t0 + 10 * MS);
+        assert_eq!(l.begin(&f, 100, t0 + 10 * MS), Duration::ZERO);
+        l.end(&f, 10 * MS, 10 * MS, t0 + 20 * MS);
+        // Now 8 ms in debt: 80 ms to repay at 100 m.
+        let wait = l.begin(&f, 100, t0 + 20 * MS);
+        assert!((79 * MS..=81 * MS).contains(&wait), "{wait:?}");
+    }
+
+    /// Back-to-back short calls that each burn most of a period's budget
+    /// cannot together beat the quota.
+    #[test]
+    fn splitting_work_into_short_calls_does_not_beat_the_quota() {
+        let l = Ledger::new(PERIOD);
+        let (used, wall, waited) = run_calls(&l, &name("f"), 100, 50, 9 * MS, Duration::ZERO);
+        let share = used.as_secs_f64() / wall.as_secs_f64();
+        // The quota plus one period's burst over the whole run.
+        let bound = (0.1 * wall.as_secs_f64() + 0.010) / wall.as_secs_f64();
+        assert!(share <= bound + 1e-9, "share {share} > bound {bound}");
+        assert!(
+            share > 0.095,
+            "share {share}: the ledger is stricter than the quota"
+        );
+        assert!(waited > Duration::from_secs(3), "waited {waited:?}");
+    }
+
+    /// Cheap calls separated by a client's round trips never wait.
+    #[test]
+    fn cheap_calls_with_gaps_never_wait() {
+        let l = Ledger::new(PERIOD);
+        let f = name("hello");
+        let (_, _, waited) = run_calls(
+            &l,
+            &f,
+            100,
+            100_000,
+            Duration::from_micros(5),
+            Duration::from_micros(50),
+        );
+        assert_eq!(waited, Duration::ZERO);
+    }
+
+    /// A call that stays under its quota (it waited in host calls) is not
+    /// charged, however long it is.
+    #[test]
+    fn a_call_under_its_quota_is_not_charged() {
+        let l = Ledger::new(PERIOD);
+        let f = name("f");
+        let t0 = Instant::now();
+        l.begin(&f, 100, t0);
+        l.end(
+            &f,
+            90 * MS,
+            Duration::from_secs(1),
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(
+            l.begin(&f, 100, t0 + Duration::from_secs(1)),
+            Duration::ZERO
+        );
+    }
+
+    /// What one function spent does not affect another.
+    #[test]
+    fn functions_have_separate_accounts() {
+        let l = Ledger::new(PERIOD);
+        let (f, g) = (name("f"), name("g"));
+        let t0 = Instant::now();
+        l.begin(&f, 100, t0);
+        l.end(&f, 500 * MS, 500 * MS, t0 + 500 * MS);
+        assert!(l.begin(&f, 100, t0 + 500 * MS) > Duration::from_secs(3));
+        assert_eq!(l.begin(&g, 100, t0 + 500 * MS), Duration::ZERO);
+    }
+
+    /// Concurrent invocations each held to their quota owe nothing.
+    #[test]
+    fn concurrent_invocations_each_within_their_quota_owe_nothing() {
+        let l = Ledger::new(PERIOD);
+        let f = name("f");
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            assert_eq!(l.begin(&f, 250, t0), Duration::ZERO);
+        }
+        let t1 = t0 + Duration::from_secs(1);
+        for _ in 0..4 {
+            l.end(&f, 250 * MS, Duration::from_secs(1), t1);
+        }
+        assert_eq!(l.begin(&f, 250, t1), Duration::ZERO);
+    }
+
+    #[test]
+    fn idle_functions_are_forgotten_when_many() {
+        let l = Ledger::new(PERIOD);
+        let t0 = Instant::now();
+        for i in 0..PRUNE_AT {
+            let f = name(&format!("f{i}"));
+            l.begin(&f, 100, t0);
+            l.end(&f, Duration::ZERO, Duration::ZERO, t0);
+        }
+        assert_eq!(l.len(), PRUNE_AT);
+        // One in debt is kept.
+        let owing = name("f0");
+        l.begin(&owing, 100, t0);
+        l.end(&owing, Duration::from_secs(1), Duration::ZERO, t0);
+        l.begin(&name("new"), 100, t0 + Duration::from_secs(1));
+        assert_eq!(l.len(), 2);
+    }
+}
