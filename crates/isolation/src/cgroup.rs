@@ -155,8 +155,9 @@ pub fn remove_tree(tree: &Path, dirs: &Dirs, patience: Duration) -> Result<(), I
 /// spent this fraction (1/100) of it since the last refill.
 pub const REFILL_AFTER_DIVISOR: u64 = 100;
 
-/// Formats "<quota µs>, <period µs>" as one mode's quota file wants it.
-pub type QuotaText = fn(u64, u64) -> String;
+/// Formats "<quota µs or unlimited (`None`)>, <period µs>" as one mode's
+/// quota file wants it.
+pub type QuotaText = fn(Option<u64>, u64) -> String;
 
 /// One worker thread's cgroup.
 pub struct CgroupSlot {
@@ -169,7 +170,8 @@ pub struct CgroupSlot {
     /// `None` when nothing is enforced (cgroup2 placement only).
     quota: Option<(File, PathBuf, QuotaText)>,
     period_us: u64,
-    current: Option<u64>,
+    /// The quota last written (`Some(None)`: unlimited).
+    current: Option<Option<u64>>,
     /// CPU used by invocations since the quota file was last written.
     spent: Duration,
     dirs: Dirs,
@@ -242,13 +244,19 @@ impl CgroupSlot {
 
 impl Slot for CgroupSlot {
     fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError> {
-        let q = quota_us(millicores, self.period_us);
+        // A slot holds one thread, which cannot use more than a core: a
+        // quota of a whole period or more is no limit, and is written as
+        // none. Bandwidth control costs even when it never throttles: each
+        // sleep returns the thread's unused runtime to the group's pool and
+        // each wake-up takes some back, under the group's lock.
+        let q = Some(quota_us(millicores, self.period_us)).filter(|&q| q < self.period_us);
         if let Some((file, path, format)) = &self.quota {
             // Writing the quota refills the group's budget for the current
             // period (the kernel's tg_set_cfs_bandwidth), so the invocation
             // starts with all of it, whatever its predecessors spent. Cheap
             // calls skip the write until they have spent 1 % of a budget.
-            let stale = self.spent.as_micros() as u64 >= q / REFILL_AFTER_DIVISOR;
+            let stale =
+                q.is_some_and(|q| self.spent.as_micros() as u64 >= q / REFILL_AFTER_DIVISOR);
             if self.current != Some(q) || stale {
                 fs::rewrite(file, path, &format(q, self.period_us))?;
                 self.current = Some(q);

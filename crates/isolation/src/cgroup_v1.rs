@@ -176,7 +176,9 @@ impl Isolation for CgroupV1 {
             tid,
             period_us: self.period_us,
             setup: &|dir| fs::write(&dir.join("cpu.cfs_period_us"), &period),
-            quota_file: Some(("cpu.cfs_quota_us", |q, _| q.to_string())),
+            quota_file: Some(("cpu.cfs_quota_us", |q, _| {
+                q.map_or("-1".into(), |q| q.to_string())
+            })),
             join_file: "tasks",
             dirs: KERNEL,
         })

@@ -209,9 +209,10 @@ impl Isolation for CgroupV2 {
             tid,
             period_us: self.period_us,
             setup: &|dir| fs::write(&dir.join("cgroup.type"), "threaded"),
-            quota_file: self
-                .cpu
-                .then_some(("cpu.max", |q, period| format!("{q} {period}"))),
+            quota_file: self.cpu.then_some(("cpu.max", |q, period| match q {
+                Some(q) => format!("{q} {period}"),
+                None => format!("max {period}"),
+            })),
             join_file: "cgroup.threads",
             dirs: self.dirs,
         })

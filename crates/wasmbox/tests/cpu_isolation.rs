@@ -234,7 +234,9 @@ async fn cgroup_v1_leaves_no_cgroup_after_traps_timeouts_and_shutdown() {
         r#"(module (func (export "_start") unreachable))"#,
     )
     .unwrap();
-    let (a, b, c) = tokio::join!(s.get("/boom"), s.get("/spin"), s.get("/hello"));
+    let half =
+        |path: &'static str| s.request(Method::GET, path, &[("cpu_quota", "500")], Bytes::new());
+    let (a, b, c) = tokio::join!(half("/boom"), half("/spin"), half("/hello"));
     assert_eq!(
         (a.status.as_u16(), b.status.as_u16(), c.status.as_u16()),
         (500, 504, 200)
@@ -250,10 +252,11 @@ async fn cgroup_v1_leaves_no_cgroup_after_traps_timeouts_and_shutdown() {
         assert_eq!(tasks.lines().count(), 1, "{d}: {tasks}");
         let quota =
             std::fs::read_to_string(Path::new(V1_ROOT).join(d).join("cpu.cfs_quota_us")).unwrap();
-        // Default cpu_quota 1000 -> a full period; "-1" only for a worker
-        // that was started but has not run anything yet.
+        // cpu_quota 500 -> half a period; "-1" only for a worker that was
+        // started but has not run anything yet (a whole core is written as
+        // "-1" too: one thread cannot use more).
         match quota.trim() {
-            "100000" => applied += 1,
+            "50000" => applied += 1,
             "-1" => {}
             q => panic!("{d}: quota {q}"),
         }
