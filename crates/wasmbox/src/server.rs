@@ -40,6 +40,9 @@ impl Server {
             Registry::new(engine.clone(), config.registry.clone())
                 .map_err(|e| anyhow::anyhow!("cannot set up the registry: {e}"))?,
         );
+        if !config.registry.prewarm_poll.is_zero() {
+            registry.start_prewarm();
+        }
         // Capacity first: the cgroup-v2 mode moves this process into its
         // own subtree, whose limits are not the container's.
         let detected = host::detect_capacity();

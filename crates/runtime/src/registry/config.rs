@@ -28,6 +28,9 @@ pub struct RegistryConfig {
     pub retry: Backoff,
     /// What a compile may cost.
     pub compile: CompileLimits,
+    /// How often [`super::Registry::start_prewarm`] scans the directory for
+    /// new and changed files besides what inotify reports.
+    pub prewarm_poll: Duration,
 }
 
 impl RegistryConfig {
@@ -42,6 +45,7 @@ impl RegistryConfig {
             revalidate_after: Duration::from_secs(1),
             retry: Backoff::default(),
             compile: CompileLimits::default(),
+            prewarm_poll: Duration::from_secs(10),
         }
     }
 }

@@ -25,6 +25,10 @@
 //! cache when there is one. This bounds memory however many tenants'
 //! functions the directory holds.
 //!
+//! New and changed files are compiled as they arrive (`prewarm`, when the
+//! server starts it), so a file that has been in the directory a moment is
+//! compiled before its first request.
+//!
 //! The parts: `resolve` maps a name to a file and its version, `load`
 //! reads, gates and links one file, `compile` checks the budget and runs
 //! compiles on their lanes (heavy ones in a child process), `aot_cache`
@@ -49,6 +53,7 @@ mod entry;
 mod error;
 mod fs_pool;
 mod load;
+mod prewarm;
 mod private_tmp;
 mod resolve;
 mod trusted;
@@ -77,6 +82,11 @@ pub struct Registry {
     evictions: AtomicUsize,
     /// Ticks once per lookup; orders entries by last use.
     clock: AtomicU64,
+    /// Files loaded or cached ahead of their first request (`prewarm`).
+    prewarmed: AtomicUsize,
+    /// Files the prewarm compiled into the AOT cache only, at the version
+    /// it compiled (so later scans leave them alone).
+    precached: Mutex<HashMap<String, resolve::Version>>,
 }
 
 impl Registry {
@@ -94,7 +104,16 @@ impl Registry {
             seen: Mutex::new(HashMap::new()),
             evictions: AtomicUsize::new(0),
             clock: AtomicU64::new(0),
+            prewarmed: AtomicUsize::new(0),
+            precached: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Starts compiling new and changed files as they arrive, so their
+    /// first request finds them compiled (see `prewarm`). Call once, on a
+    /// tokio runtime; the watcher ends when the registry is dropped.
+    pub fn start_prewarm(self: &Arc<Self>) {
+        prewarm::start(self);
     }
 
     /// The settings it was built with.

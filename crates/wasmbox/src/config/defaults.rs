@@ -36,6 +36,8 @@ pub const SPARE_INSTANCE_SLOTS: u32 = 8;
 
 // Loading functions: the compile budget and the AOT cache bound.
 pub const DEFAULT_REVALIDATE_AFTER: &str = "1s";
+/// `--prewarm-poll`.
+pub const DEFAULT_PREWARM_POLL: &str = "10s";
 pub const DEFAULT_CACHE_MAX_MB: u64 = 768;
 pub const DEFAULT_MAX_MODULE_MB: u64 = 64;
 pub const DEFAULT_MAX_MODULE_FUNCTIONS: u32 = 100_000;

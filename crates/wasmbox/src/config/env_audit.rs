@@ -213,6 +213,7 @@ impl ServeConfig {
                 "revalidate-after",
                 format!("{:?}", self.registry.revalidate_after),
             ),
+            ("prewarm-poll", format!("{:?}", self.registry.prewarm_poll)),
             (
                 "cache-max-mb",
                 (self.registry.cache_max_bytes >> 20).to_string(),

@@ -280,6 +280,12 @@ pub struct LoadArgs {
     /// this (0: every request looks; a new file is always seen at once).
     #[arg(long, env = "WASMBOX_REVALIDATE_AFTER", default_value = DEFAULT_REVALIDATE_AFTER, value_parser = parse_duration_or_zero)]
     pub revalidate_after: Duration,
+    /// New and changed function files are compiled as they arrive (inotify)
+    /// and on a scan of the directory this often, so their first request
+    /// finds them compiled (0: no prewarming; each file compiles on its
+    /// first request).
+    #[arg(long, env = "WASMBOX_PREWARM_POLL", default_value = DEFAULT_PREWARM_POLL, value_parser = parse_duration_or_zero)]
+    pub prewarm_poll: Duration,
     /// Most MB (MiB) the --cache-dir keeps; past it the entries used least
     /// recently are deleted.
     #[arg(long, env = "WASMBOX_CACHE_MAX_MB", default_value_t = DEFAULT_CACHE_MAX_MB, value_parser = clap::value_parser!(u64).range(1..))]

@@ -138,6 +138,7 @@ impl LoadArgs {
     fn registry_config(&self, dir: PathBuf) -> RegistryConfig {
         RegistryConfig {
             revalidate_after: self.revalidate_after,
+            prewarm_poll: self.prewarm_poll,
             cache_max_bytes: self.cache_max_mb.saturating_mul(1 << 20),
             compile: CompileLimits {
                 max_module_bytes: self.max_module_mb.saturating_mul(1 << 20),

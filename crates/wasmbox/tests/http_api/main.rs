@@ -18,5 +18,6 @@ const ALL: &[&str] = &[
 ];
 
 mod loading;
+mod prewarm;
 mod serving;
 mod statuses;

@@ -1,0 +1,227 @@
+//! Compiling new and changed function files before their first request.
+//!
+//! A task watches the functions directory (inotify, so a file is seen as it
+//! is closed or moved in; and a scan every `RegistryConfig::prewarm_poll`
+//! as well, for file systems where inotify says nothing, such as a
+//! Kubernetes ConfigMap volume that swaps a symlink, or a network mount).
+//! Each scan lists the directory and stats every function file in one call
+//! on the file-system pool, then loads what the table does not hold at its
+//! current version, a few at a time (`PREWARM_CONCURRENCY`; compiles still
+//! go through the compile lanes and their budget):
+//! - while the table has room (below `max_loaded`), the file is loaded into
+//!   it, exactly as a request would have loaded it;
+//! - past that, with an AOT cache, it is compiled into the cache only, so
+//!   its first request deserializes instead of compiling, and nothing
+//!   loaded is pushed out to make room;
+//! - past that without a cache, it is left for its first request.
+//!
+//! Failed loads are not retried by the scan sooner than a request would
+//! retry them (the entry's backoff decides).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::fd::OwnedFd;
+use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::entry::Verdict;
+use super::resolve::{self, Resolved};
+use super::Registry;
+use crate::names::FunctionName;
+
+/// Loads a scan runs at once.
+const PREWARM_CONCURRENCY: usize = 2;
+
+/// Most files remembered as compiled into the cache (forgetting them all
+/// costs one cache lookup each at the next scan).
+const PRECACHED_MAX: usize = 100_000;
+
+/// How long a burst of directory events is gathered before one scan.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// What one scan decided for a file.
+enum Plan {
+    /// Load it into the table.
+    Load(FunctionName),
+    /// Compile it into the AOT cache only.
+    Cache(Resolved),
+}
+
+/// Starts the watcher for `registry` on the current tokio runtime; it ends
+/// when the registry is dropped.
+pub(super) fn start(registry: &Arc<Registry>) {
+    let every = registry.config.prewarm_poll;
+    let changed = Arc::new(Notify::new());
+    match inotify(&registry.config.dir) {
+        Ok(fd) => {
+            let (weak, changed) = (Arc::downgrade(registry), changed.clone());
+            let spawned = std::thread::Builder::new()
+                .name("wasmbox-prewarm-watch".into())
+                .spawn(move || watch(fd, &changed, &weak));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the directory watcher: new files are found by scanning");
+            }
+        }
+        Err(e) => {
+            tracing::info!(dir = %registry.config.dir.display(), error = %e, every = ?every, "no inotify on the functions directory: new files are found by scanning");
+        }
+    }
+    tokio::spawn(run(Arc::downgrade(registry), changed, every));
+}
+
+/// An inotify descriptor on `dir` for files written, moved in, created or
+/// removed (the last two for directories and symlinks swapped in).
+fn inotify(dir: &std::path::Path) -> std::io::Result<OwnedFd> {
+    let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+    inotify::add_watch(
+        &fd,
+        dir,
+        WatchFlags::CLOSE_WRITE | WatchFlags::MOVED_TO | WatchFlags::CREATE | WatchFlags::DELETE,
+    )?;
+    Ok(fd)
+}
+
+/// The watcher thread: waits for events on `fd` (looking once a second
+/// whether the registry is gone), discards them (the scan that follows
+/// looks at the whole directory) and wakes the scanner.
+fn watch(fd: OwnedFd, changed: &Notify, registry: &Weak<Registry>) {
+    let mut buf = [0u8; 4096];
+    let second = Timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    while registry.strong_count() > 0 {
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&second)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                return tracing::warn!(error = %e, "the directory watcher stopped: new files are found by scanning");
+            }
+        }
+        while rustix::io::read(&fd, &mut buf).is_ok_and(|n| n > 0) {}
+        changed.notify_one();
+    }
+}
+
+async fn run(registry: Weak<Registry>, changed: Arc<Notify>, every: Duration) {
+    loop {
+        {
+            let Some(r) = registry.upgrade() else { return };
+            r.scan().await;
+        }
+        tokio::select! {
+            _ = changed.notified() => {
+                // Gather the rest of a burst (a deploy of many files).
+                tokio::time::sleep(SETTLE).await;
+            }
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+impl Registry {
+    /// Files loaded (or compiled into the cache) ahead of their first
+    /// request.
+    pub fn prewarmed(&self) -> usize {
+        self.prewarmed.load(Ordering::Relaxed)
+    }
+
+    /// One pass: find files the table does not hold at their current
+    /// version and load them (see the module docs).
+    async fn scan(self: &Arc<Self>) {
+        let (dir, allow) = (self.config.dir.clone(), self.config.allow_precompiled);
+        let listed = self
+            .fs
+            .run(move || {
+                let names = resolve::list(&dir, |n| FunctionName::validate(n.to_string()).is_ok())?;
+                Ok::<_, std::io::Error>(
+                    names
+                        .into_iter()
+                        .filter_map(|n| Some((n.clone(), resolve::resolve(&dir, allow, &n).ok()??)))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await;
+        let found = match listed {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => return tracing::warn!(error = %e, "cannot scan the functions directory"),
+            Err(e) => return tracing::warn!(error = %e, "cannot scan the functions directory"),
+        };
+        let plans = self.plan(found);
+        if plans.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let count = plans.len();
+        let mut running = JoinSet::new();
+        for plan in plans {
+            while running.len() >= PREWARM_CONCURRENCY {
+                running.join_next().await;
+            }
+            let this = self.clone();
+            running.spawn(async move {
+                match plan {
+                    Plan::Load(name) => {
+                        // Not `get`: its fast path would answer with the
+                        // version held.
+                        let _ = this.look_and_get(&name).await;
+                    }
+                    Plan::Cache(r) => {
+                        let size = r.version.len();
+                        let file = r.file_name.clone();
+                        let (_, read) = this.loader.load(&this.fs, file, r.path, size).await;
+                        // Dropped at once: compiled into the cache, not
+                        // held. A file changed while it was read is
+                        // looked at again by the next scan.
+                        if let Some(v) = read {
+                            let mut precached = this.precached.lock().unwrap();
+                            if precached.len() >= PRECACHED_MAX {
+                                precached.clear();
+                            }
+                            precached.insert(r.file_name, v);
+                        }
+                    }
+                }
+                this.prewarmed.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        while running.join_next().await.is_some() {}
+        tracing::info!(files = count, took = ?started.elapsed(), "prewarmed new and changed function files");
+    }
+
+    /// What to do with each file found: nothing for those held at their
+    /// version (or failed and not due for a retry).
+    fn plan(&self, found: Vec<(String, Resolved)>) -> Vec<Plan> {
+        let entries = self.entries.lock().unwrap();
+        let precached = self.precached.lock().unwrap();
+        let mut room = self.config.max_loaded.saturating_sub(entries.len());
+        let cached = self.config.cache_dir.is_some();
+        let now = Instant::now();
+        let mut plans = Vec::new();
+        for (name, r) in found {
+            if let Some(e) = entries.get(&r.file_name) {
+                if matches!(e.verdict(&r.version, now, &self.config.retry), Verdict::Use) {
+                    continue;
+                }
+            }
+            if precached.get(&r.file_name) == Some(&r.version) {
+                continue;
+            }
+            if room > 0 {
+                room -= 1;
+                if let Ok(name) = FunctionName::validate(name) {
+                    plans.push(Plan::Load(name));
+                }
+            } else if cached {
+                plans.push(Plan::Cache(r));
+            }
+        }
+        plans
+    }
+}
