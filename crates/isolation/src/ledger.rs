@@ -68,6 +68,18 @@ impl Account {
     }
 }
 
+/// What an invocation did, for [`Ledger::end`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spent {
+    /// Its thread's CPU time, from instantiation to its end.
+    pub cpu: Duration,
+    /// Wall time from the end of its wait to its end.
+    pub wall: Duration,
+    /// The part of the wait [`Ledger::begin`] asked for that it did not
+    /// wait (stopped early).
+    pub unpaid: Duration,
+}
+
 /// CPU seconds per wall second.
 fn rate(millicores: u64) -> f64 {
     millicores as f64 / 1000.0
@@ -120,13 +132,17 @@ impl Ledger {
         Duration::from_nanos((debt / rate(millicores)) as u64)
     }
 
-    /// The invocation begun with [`Ledger::begin`] stopped, having used
-    /// `cpu` (its thread's CPU time) in `wall` (from the end of its wait to
-    /// its end).
-    pub fn end(&self, function: &Arc<str>, cpu: Duration, wall: Duration, now: Instant) {
+    /// The invocation begun with [`Ledger::begin`] stopped (see [`Spent`]).
+    pub fn end(&self, function: &Arc<str>, spent: Spent, now: Instant) {
+        let Spent { cpu, wall, unpaid } = spent;
         let mut accounts = self.accounts.lock().unwrap();
         if let Some(account) = accounts.get_mut(function) {
-            let excess = cpu.as_nanos() as f64 - rate(account.millicores) * wall.as_nanos() as f64;
+            let rate = rate(account.millicores);
+            // A wait cut short (the client went away) repaid only part of
+            // the debt `begin` cleared: the rest is owed again, so hanging
+            // up cannot wipe a debt.
+            let excess = cpu.as_nanos() as f64 - rate * wall.as_nanos() as f64
+                + rate * unpaid.as_nanos() as f64;
             account.credit = (account.credit - excess).min(account.cap(self.period));
             account.running = account.running.saturating_sub(1);
             if account.running == 0 {
@@ -157,6 +173,14 @@ mod tests {
         Arc::from(s)
     }
 
+    fn spent(cpu: Duration, wall: Duration) -> Spent {
+        Spent {
+            cpu,
+            wall,
+            unpaid: Duration::ZERO,
+        }
+    }
+
     /// Runs `calls` back-to-back calls that each burn `cpu` at full speed
     /// (a fresh kernel budget lets them), at `millicores`, with `gap` of
     /// client time between them. Returns (CPU used, wall time until the
@@ -177,12 +201,12 @@ mod tests {
             waited += wait;
             now += wait + cpu;
             used += cpu;
-            l.end(f, cpu, cpu, now);
+            l.end(f, spent(cpu, cpu), now);
             now += gap;
         }
         // The last call's debt is repaid by whatever call comes next.
         let owed = l.begin(f, millicores, now);
-        l.end(f, Duration::ZERO, Duration::ZERO, now + owed);
+        l.end(f, spent(Duration::ZERO, Duration::ZERO), now + owed);
         (used, now + owed - start, waited)
     }
 
@@ -194,9 +218,9 @@ mod tests {
         assert_eq!(l.begin(&f, 100, t0), Duration::ZERO);
         // 10 ms at 100 m would take 100 ms; done in 10 ms, it used 9 ms of
         // the 10 ms credit.
-        l.end(&f, 10 * MS, 10 * MS, t0 + 10 * MS);
+        l.end(&f, spent(10 * MS, 10 * MS), t0 + 10 * MS);
         assert_eq!(l.begin(&f, 100, t0 + 10 * MS), Duration::ZERO);
-        l.end(&f, 10 * MS, 10 * MS, t0 + 20 * MS);
+        l.end(&f, spent(10 * MS, 10 * MS), t0 + 20 * MS);
         // Now 8 ms in debt: 80 ms to repay at 100 m.
         let wait = l.begin(&f, 100, t0 + 20 * MS);
         assert!((79 * MS..=81 * MS).contains(&wait), "{wait:?}");
@@ -243,12 +267,8 @@ mod tests {
         let f = name("f");
         let t0 = Instant::now();
         l.begin(&f, 100, t0);
-        l.end(
-            &f,
-            90 * MS,
-            Duration::from_secs(1),
-            t0 + Duration::from_secs(1),
-        );
+        let t1 = t0 + Duration::from_secs(1);
+        l.end(&f, spent(90 * MS, Duration::from_secs(1)), t1);
         assert_eq!(
             l.begin(&f, 100, t0 + Duration::from_secs(1)),
             Duration::ZERO
@@ -262,7 +282,7 @@ mod tests {
         let (f, g) = (name("f"), name("g"));
         let t0 = Instant::now();
         l.begin(&f, 100, t0);
-        l.end(&f, 500 * MS, 500 * MS, t0 + 500 * MS);
+        l.end(&f, spent(500 * MS, 500 * MS), t0 + 500 * MS);
         assert!(l.begin(&f, 100, t0 + 500 * MS) > Duration::from_secs(3));
         assert_eq!(l.begin(&g, 100, t0 + 500 * MS), Duration::ZERO);
     }
@@ -278,9 +298,38 @@ mod tests {
         }
         let t1 = t0 + Duration::from_secs(1);
         for _ in 0..4 {
-            l.end(&f, 250 * MS, Duration::from_secs(1), t1);
+            l.end(&f, spent(250 * MS, Duration::from_secs(1)), t1);
         }
         assert_eq!(l.begin(&f, 250, t1), Duration::ZERO);
+    }
+
+    /// Hanging up during the wait does not wipe the debt.
+    #[test]
+    fn a_wait_cut_short_leaves_the_rest_of_the_debt_owed() {
+        let l = Ledger::new(PERIOD);
+        let f = name("f");
+        let t0 = Instant::now();
+        l.begin(&f, 100, t0);
+        l.end(&f, spent(510 * MS, 10 * MS), t0 + 10 * MS);
+        // 509 ms of excess, minus the 10 ms credit: 499 ms owed, 4.99 s.
+        let wait = l.begin(&f, 100, t0 + 10 * MS);
+        assert!(wait > Duration::from_secs(4), "{wait:?}");
+        // Stopped after 1 s of it.
+        let unpaid = wait - Duration::from_secs(1);
+        let t1 = t0 + 10 * MS + Duration::from_secs(1);
+        l.end(
+            &f,
+            Spent {
+                unpaid,
+                ..Spent::default()
+            },
+            t1,
+        );
+        let again = l.begin(&f, 100, t1);
+        assert!(
+            again + 2 * MS >= unpaid && again <= unpaid,
+            "{again:?} vs {unpaid:?}"
+        );
     }
 
     #[test]
@@ -290,13 +339,13 @@ mod tests {
         for i in 0..PRUNE_AT {
             let f = name(&format!("f{i}"));
             l.begin(&f, 100, t0);
-            l.end(&f, Duration::ZERO, Duration::ZERO, t0);
+            l.end(&f, spent(Duration::ZERO, Duration::ZERO), t0);
         }
         assert_eq!(l.len(), PRUNE_AT);
         // One in debt is kept.
         let owing = name("f0");
         l.begin(&owing, 100, t0);
-        l.end(&owing, Duration::from_secs(1), Duration::ZERO, t0);
+        l.end(&owing, spent(Duration::from_secs(1), Duration::ZERO), t0);
         l.begin(&name("new"), 100, t0 + Duration::from_secs(1));
         assert_eq!(l.len(), 2);
     }

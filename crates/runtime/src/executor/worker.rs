@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use wasmbox_isolation::ledger::Spent;
 use wasmbox_isolation::{Isolation, Ledger, Slot};
 
 use super::config::ExecutorConfig;
@@ -220,12 +221,12 @@ impl Pending {
         w.slot.used(outcome.timings.cpu);
         if let Some(l) = ledger {
             let t = &outcome.timings;
-            l.end(
-                &function.id,
-                t.cpu,
-                t.instantiate + t.execute,
-                Instant::now(),
-            );
+            let spent = Spent {
+                cpu: t.cpu,
+                wall: t.instantiate + t.execute,
+                unpaid: hold_off.saturating_sub(t.held),
+            };
+            l.end(&function.id, spent, Instant::now());
         }
         Done {
             // The guest has stopped; the worker counts itself idle before
