@@ -2,6 +2,7 @@
 //! `run`/`compile` subcommands. The Wasm side lives in `wasmbox-runtime`.
 #![forbid(unsafe_code)]
 
+pub mod accounting;
 pub mod admin_listener;
 pub mod commands;
 pub mod config;

@@ -202,6 +202,10 @@ pub struct ServeArgs {
     /// `authorization: {credentials_file: ...}` in its scrape config).
     #[arg(long, env = "WASMBOX_ADMIN_METRICS_AUTH")]
     pub admin_metrics_auth: bool,
+    /// Write one JSON line per request (usage and outcome) to this file
+    /// (appended to), or to stdout with `-` [default: off].
+    #[arg(long, env = "WASMBOX_ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
     /// Memory-utilisation samples (one a second) averaged for readiness.
     #[arg(long, env = "READINESS_WINDOW", default_value_t = DEFAULT_READINESS_WINDOW)]
     pub readiness_window: usize,

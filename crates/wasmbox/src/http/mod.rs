@@ -28,6 +28,7 @@ mod body;
 mod budget;
 mod compat;
 mod error;
+mod function_config;
 mod invoke;
 mod management;
 mod request;
