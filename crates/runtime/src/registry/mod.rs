@@ -313,6 +313,17 @@ impl Registry {
         self.loader.load_blocking(&file_name, path)
     }
 
+    /// Makes the next request for `name` look at the directory again (the
+    /// deploy API calls it after it publishes or deletes a file, so the
+    /// change is seen at once rather than within `revalidate_after`).
+    pub fn forget(&self, name: &str) {
+        self.seen.lock().unwrap().remove(name);
+        let mut entries = self.entries.lock().unwrap();
+        for ext in EXTENSIONS {
+            entries.remove(&format!("{name}.{ext}"));
+        }
+    }
+
     /// Whether `file_name` is compiled and held in memory now.
     pub fn is_loaded(&self, file_name: &str) -> bool {
         self.entries

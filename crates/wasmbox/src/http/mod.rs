@@ -27,6 +27,8 @@ mod app;
 mod body;
 mod budget;
 mod compat;
+mod deploy;
+mod deploy_fs;
 mod error;
 mod function_config;
 mod invoke;
