@@ -4,6 +4,7 @@
 
 pub mod accounting;
 pub mod admin_listener;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod health;

@@ -38,6 +38,11 @@ pub enum Command {
     Run(RunArgs),
     /// Compile a module ahead of time for this engine (.wasm/.wat -> .cwasm).
     Compile(CompileArgs),
+    /// Deploy a module (and optionally its manifest) through a server's
+    /// admin listener (token from WASMBOX_ADMIN_TOKEN).
+    Deploy(crate::cli::DeployArgs),
+    /// List or remove functions through a server's admin listener.
+    Functions(crate::cli::FunctionsArgs),
     /// Internal: the server's compile child (one module, under a memory
     /// limit, output for the parent to load).
     #[command(name = "compile-child", hide = true)]
