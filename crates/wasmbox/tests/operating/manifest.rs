@@ -56,7 +56,11 @@ async fn a_manifests_ceilings_and_defaults_are_enforced() {
     .await
     .expect(201, &[]);
     let hog = |mb: &'static str, headers: &'static [(&'static str, &'static str)]| {
-        s.request(Method::GET, &format!("/memhog?arg={mb}"), headers, Bytes::new())
+        let s = &s;
+        async move {
+            s.request(Method::GET, &format!("/memhog?arg={mb}"), headers, Bytes::new())
+                .await
+        }
     };
     // Above the function's ceilings: the server's 400 row, naming the manifest.
     let r = hog("1", &[("memory-request", "64")]).await;

@@ -96,13 +96,12 @@ async fn a_request_abandoned_by_its_client_is_counted_with_its_figures() {
     let logs = tempfile::tempdir().unwrap();
     let (log, flag) = log_flag(&logs);
     let s = TestServer::start(&["spin.wasm"], &["--access-log", &flag]).await;
+    // Compiled and a worker started: the next call runs at once.
+    s.get("/spin?arg=1").await.expect(200, &[]);
     let conn = send_get(&s.base, "/spin", "x-request-id: gone-1\r\n").await;
-    until("the spin guest runs", || {
-        s.app.admission.functions().iter().any(|f| f.running > 0)
-    })
-    .await;
+    until("the spin guest runs on a worker", || s.app.executor.stats().busy > 0).await;
     drop(conn);
-    let l = &log_lines(&log, 1).await[0];
+    let l = &log_lines(&log, 2).await[1];
     assert_eq!(l["request_id"], "gone-1");
     assert_eq!(l["error"], "client-gone");
     assert_eq!(l["status"], 499);
@@ -114,7 +113,7 @@ async fn a_request_abandoned_by_its_client_is_counted_with_its_figures() {
     .await;
     assert_eq!(n, Some(1.0));
     s.stop().await;
-    assert_eq!(log_lines(&log, 1).await.len(), 1, "counted twice");
+    assert_eq!(log_lines(&log, 2).await.len(), 2, "counted twice");
 }
 
 /// Every request is counted, refused ones included; the request id comes
