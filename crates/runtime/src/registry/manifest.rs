@@ -360,7 +360,10 @@ cpu_quota = 250
     #[test]
     fn values_are_range_checked_against_the_server() {
         let e = Manifest::parse("[limits]\nmax_memory_mb = 5000\n", &server()).unwrap_err();
-        assert!(e.contains("limits.max_memory_mb = 5000") && e.contains("4096"), "{e}");
+        assert!(
+            e.contains("limits.max_memory_mb = 5000") && e.contains("4096"),
+            "{e}"
+        );
         let e = Manifest::parse("[limits]\nmax_cpu_quota = 0\n", &server()).unwrap_err();
         assert!(e.contains("at least 1"), "{e}");
         let e = Manifest::parse(

@@ -61,9 +61,9 @@ use entry::{Entry, Loaded, Verdict};
 pub use error::LoadError;
 use fs_pool::FsPool;
 pub use fs_pool::{FS_DEADLINE, MAX_FS_CALLS};
+use load::Loader;
 pub use manifest::{Manifest, ServerBounds};
 pub use manifests::{read_manifest, stem_of, ManifestError, Manifests};
-use load::Loader;
 use resolve::Resolved;
 pub use resolve::EXTENSIONS;
 

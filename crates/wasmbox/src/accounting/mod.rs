@@ -137,9 +137,7 @@ impl Accounting {
         }
         f.wall_hist.get_or_create(&l).observe(wall);
         let mut stats = self.stats.lock().unwrap();
-        let s = stats
-            .entry(name.clone())
-            .or_insert_with(FunctionStats::new);
+        let s = stats.entry(name.clone()).or_insert_with(FunctionStats::new);
         s.invocations += 1;
         *s.outcomes.entry(u.outcome).or_default() += 1;
         s.last_invoked_unix = Some(unix_now());

@@ -55,7 +55,10 @@ fn a_client_gone_while_the_worker_runs_is_recorded_once_with_the_workers_figures
     p.update(|u| u.function = Some("f.wasm".into()));
     p.worker_started();
     drop(p.guard());
-    assert!(a.stats("f.wasm").is_none(), "recorded before the worker was done");
+    assert!(
+        a.stats("f.wasm").is_none(),
+        "recorded before the worker was done"
+    );
     p.worker_done(|u| {
         u.ran = true;
         u.cpu = Duration::from_millis(250);
@@ -75,7 +78,10 @@ fn a_handler_dropped_before_any_worker_is_recorded_at_once() {
     let p = Pending::new(a.clone(), "id".into(), Instant::now());
     p.update(|u| u.function = Some("g.wasm".into()));
     drop(p.guard());
-    assert_eq!(a.stats("g.wasm").unwrap().outcomes.get("client-gone"), Some(&1));
+    assert_eq!(
+        a.stats("g.wasm").unwrap().outcomes.get("client-gone"),
+        Some(&1)
+    );
 }
 
 #[test]
@@ -96,8 +102,18 @@ fn the_access_log_line_has_every_field() {
     };
     let v: serde_json::Value = serde_json::from_str(&u.json_line()).unwrap();
     for k in [
-        "time", "request_id", "function", "status", "error", "cpu_ms", "wall_ms", "queue_ms",
-        "peak_mb", "mb_seconds", "bytes_in", "bytes_out",
+        "time",
+        "request_id",
+        "function",
+        "status",
+        "error",
+        "cpu_ms",
+        "wall_ms",
+        "queue_ms",
+        "peak_mb",
+        "mb_seconds",
+        "bytes_in",
+        "bytes_out",
     ] {
         assert!(v.get(k).is_some(), "{k} missing from {v}");
     }

@@ -117,7 +117,15 @@ pub fn deploy(a: DeployArgs) -> ExitCode {
             }
         }
         let headers = if_match_header(&a.if_match);
-        match send(&t.url, Method::PUT, &path_of(&name), &headers, Bytes::from(wasm)).await {
+        match send(
+            &t.url,
+            Method::PUT,
+            &path_of(&name),
+            &headers,
+            Bytes::from(wasm),
+        )
+        .await
+        {
             Err(e) => fail(e),
             Ok(ans) if !ans.status.is_success() => refused("the deploy", &ans),
             Ok(ans) => {
@@ -159,7 +167,15 @@ fn summary(a: &Answer) -> String {
 pub fn functions(a: FunctionsArgs) -> ExitCode {
     match a.command {
         FunctionsCommand::List { target } => runtime().block_on(async {
-            match send(&target.url, Method::GET, "/-/admin/functions", &[], Bytes::new()).await {
+            match send(
+                &target.url,
+                Method::GET,
+                "/-/admin/functions",
+                &[],
+                Bytes::new(),
+            )
+            .await
+            {
                 Err(e) => fail(e),
                 Ok(ans) if !ans.status.is_success() => refused("the listing", &ans),
                 Ok(ans) if target.json => {
@@ -178,7 +194,15 @@ pub fn functions(a: FunctionsArgs) -> ExitCode {
             target,
         } => runtime().block_on(async {
             let headers = if_match_header(&if_match);
-            match send(&target.url, Method::DELETE, &path_of(&name), &headers, Bytes::new()).await {
+            match send(
+                &target.url,
+                Method::DELETE,
+                &path_of(&name),
+                &headers,
+                Bytes::new(),
+            )
+            .await
+            {
                 Err(e) => fail(e),
                 Ok(ans) if !ans.status.is_success() => refused("the delete", &ans),
                 Ok(ans) if target.json => {
@@ -229,7 +253,11 @@ fn table(a: &Answer) -> String {
             f["kind"].as_str().unwrap_or("?"),
             f["size"].as_u64().unwrap_or(0),
             &sha[..sha.len().min(12)],
-            if f["loaded"].as_bool() == Some(true) { "yes" } else { "no" },
+            if f["loaded"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
             f["invocations"].as_u64().unwrap_or(0),
             last,
             manifest

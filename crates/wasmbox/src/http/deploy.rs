@@ -92,7 +92,9 @@ fn deploy_name(raw: &str) -> Result<String, HttpError> {
         if MODULE_EXTENSIONS.contains(&ext) || ext == "toml" {
             return Err(HttpError::new(
                 ErrorKind::BadName,
-                format!("give the function's bare name, without .{ext}: the deploy API picks the file"),
+                format!(
+                    "give the function's bare name, without .{ext}: the deploy API picks the file"
+                ),
             ));
         }
     }
@@ -221,7 +223,11 @@ async fn put_module(
     let _one_at_a_time = CHANGES.lock().await;
     let file = format!("{name}.wasm");
     let (d, f) = (dir(app), file.clone());
-    let current = blocking(move || dfs::file_sha256(&d.join(f)), "reading the current module").await?;
+    let current = blocking(
+        move || dfs::file_sha256(&d.join(f)),
+        "reading the current module",
+    )
+    .await?;
     preconditions(&req, current.as_deref())?;
     let wasm = read_upload(req, limit, "module (--max-module-mb)").await?;
     if !wasm.starts_with(b"\0asm") {
@@ -283,7 +289,9 @@ fn refused(e: LoadError) -> HttpError {
         }
         e => HttpError::new(
             ErrorKind::InvalidModule,
-            format!("{e}; the module was not deployed (the previous version, if any, still serves)"),
+            format!(
+                "{e}; the module was not deployed (the previous version, if any, still serves)"
+            ),
         ),
     }
 }
@@ -338,13 +346,15 @@ async fn put_manifest(
     let _one_at_a_time = CHANGES.lock().await;
     let file = format!("{name}.toml");
     let (d, f) = (dir(app), file.clone());
-    let current =
-        blocking(move || dfs::file_sha256(&d.join(f)), "reading the current manifest").await?;
+    let current = blocking(
+        move || dfs::file_sha256(&d.join(f)),
+        "reading the current manifest",
+    )
+    .await?;
     preconditions(&req, current.as_deref())?;
     let body = read_upload(req, MAX_MANIFEST_BYTES, "manifest").await?;
-    let text = std::str::from_utf8(&body).map_err(|_| {
-        HttpError::new(ErrorKind::InvalidManifest, "the manifest is not UTF-8")
-    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| HttpError::new(ErrorKind::InvalidManifest, "the manifest is not UTF-8"))?;
     Manifest::parse(text, app.manifests.bounds()).map_err(|reason| {
         HttpError::new(
             ErrorKind::InvalidManifest,
@@ -457,7 +467,11 @@ fn entry(app: &App, info: &FileInfo, manifest: serde_json::Value) -> serde_json:
 }
 
 /// The manifest state of `stem` in `dir` (blocking).
-fn manifest_state(dir: &Path, stem: &str, app_bounds: &wasmbox_runtime::registry::ServerBounds) -> serde_json::Value {
+fn manifest_state(
+    dir: &Path,
+    stem: &str,
+    app_bounds: &wasmbox_runtime::registry::ServerBounds,
+) -> serde_json::Value {
     let file = format!("{stem}.toml");
     match read_manifest(&dir.join(&file), &file, app_bounds) {
         Ok(None) => serde_json::Value::Null,
@@ -483,7 +497,10 @@ async fn list(app: &App) -> Result<Response<Body>, HttpError> {
         "listing the functions directory",
     )
     .await?;
-    let entries: Vec<_> = files.iter().map(|(f, m)| entry(app, f, m.clone())).collect();
+    let entries: Vec<_> = files
+        .iter()
+        .map(|(f, m)| entry(app, f, m.clone()))
+        .collect();
     Ok(json(
         StatusCode::OK,
         serde_json::json!({ "functions": entries }),
@@ -516,7 +533,10 @@ async fn one(app: &App, name: &str) -> Result<Response<Body>, HttpError> {
         ));
     };
     let sha = first.sha256.clone();
-    let entries: Vec<_> = files.iter().map(|f| entry(app, f, manifest.clone())).collect();
+    let entries: Vec<_> = files
+        .iter()
+        .map(|f| entry(app, f, manifest.clone()))
+        .collect();
     Ok(json(
         StatusCode::OK,
         serde_json::json!({ "name": name, "files": entries }),

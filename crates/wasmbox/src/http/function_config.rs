@@ -39,7 +39,10 @@ pub(super) async fn effective(
             ManifestError::Invalid { .. } => ErrorKind::BadManifest,
             ManifestError::Io { .. } => ErrorKind::Unreadable,
         };
-        HttpError::new(kind, format!("{e}; the function is not run until it is fixed"))
+        HttpError::new(
+            kind,
+            format!("{e}; the function is not run until it is fixed"),
+        )
     })?;
     let Some(m) = manifest else {
         return Ok(Effective {

@@ -16,15 +16,15 @@ use wasmbox_runtime::sandbox::{Stdio, Timings};
 use wasmbox_runtime::{CancelToken, Failure, Function, FunctionName, Invocation};
 
 use super::app::App;
-use super::function_config::{effective, Effective};
-use crate::accounting::request_id::request_id;
-use crate::accounting::Pending;
 use super::body::read_body;
 use super::budget::Hold;
 use super::compat::Phases;
 use super::error::{ErrorKind, HttpError};
+use super::function_config::{effective, Effective};
 use super::request::{parse_args, parse_resources};
 use super::response::Body;
+use crate::accounting::request_id::request_id;
+use crate::accounting::Pending;
 
 /// Counts a request in `in_flight` for as long as it lives.
 struct InFlight<'a>(&'a AtomicUsize);

@@ -25,9 +25,19 @@ async fn the_deploy_api_needs_the_admin_token_and_is_not_on_the_serving_port() {
     assert_eq!(none.header("wasmbox-error"), Some("unauthorized"));
     let wrong = put(vec![("authorization", "Bearer nope".into())]).await;
     wrong.expect(401, &[]);
-    assert!(wrong.header("www-authenticate").unwrap().contains("invalid_token"));
-    assert!(!s.path("f.wasm").exists(), "an unauthorized deploy wrote the file");
-    let right = put(vec![("authorization", format!("Bearer {TEST_ADMIN_TOKEN}"))]).await;
+    assert!(wrong
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+    assert!(
+        !s.path("f.wasm").exists(),
+        "an unauthorized deploy wrote the file"
+    );
+    let right = put(vec![(
+        "authorization",
+        format!("Bearer {TEST_ADMIN_TOKEN}"),
+    )])
+    .await;
     right.expect(201, &["\"f.wasm\""]);
     s.post("/f", "hi").await.expect(200, &["hi"]);
     // The serving port has no deploy API.
@@ -48,7 +58,10 @@ async fn the_deploy_api_needs_the_admin_token_and_is_not_on_the_serving_port() {
     for m in [Method::PUT, Method::GET, Method::DELETE] {
         let r = raw(&s.admin, m, "/-/admin/functions/f", &[], wasm.clone()).await;
         r.expect(403, &["no"]);
-        assert_eq!(r.header("wasmbox-error"), Some("admin-token-not-configured"));
+        assert_eq!(
+            r.header("wasmbox-error"),
+            Some("admin-token-not-configured")
+        );
     }
     assert!(!s.path("f.wasm").exists());
     s.stop().await;
@@ -81,9 +94,16 @@ async fn replacing_a_module_under_load_fails_no_request_and_no_request_sees_half
         }));
     }
     for i in 0..8 {
-        let file = if i % 2 == 0 { "probe.wasm" } else { "echo.wasm" };
+        let file = if i % 2 == 0 {
+            "probe.wasm"
+        } else {
+            "echo.wasm"
+        };
         let r = deploy(&s, "f", file).await;
-        assert_eq!(r.header("etag").unwrap(), format!("\"{}\"", sha256(&guest_bytes(file))));
+        assert_eq!(
+            r.header("etag").unwrap(),
+            format!("\"{}\"", sha256(&guest_bytes(file)))
+        );
     }
     // The last deploy (echo) is what the next call sees: at once.
     assert_eq!(s.get("/f?arg=y").await.text(), "y\n");
@@ -110,7 +130,13 @@ async fn a_module_that_does_not_compile_is_refused_and_the_old_one_keeps_serving
     let first = deploy(&s, "f", "echo.wasm").await;
     let etag = first.header("etag").unwrap().to_string();
     let put = |body: &'static [u8]| {
-        api(&s, Method::PUT, "/-/admin/functions/f", &[], Bytes::from_static(body))
+        api(
+            &s,
+            Method::PUT,
+            "/-/admin/functions/f",
+            &[],
+            Bytes::from_static(body),
+        )
     };
     // Truncated: the compiler's own message comes back.
     let r = put(b"\0asm\x01\0\0\0\x01\x05").await;
@@ -134,7 +160,14 @@ async fn uploads_over_the_module_limit_and_bad_names_are_refused() {
     let r = api(&s, Method::PUT, "/-/admin/functions/big", &[], big).await;
     r.expect(413, &["1048576"]);
     for bad in ["..%2fx", "f.wasm", "f.toml", ".hidden", "-x", "a%2Fb"] {
-        let r = api(&s, Method::PUT, &format!("/-/admin/functions/{bad}"), &[], guest_bytes("echo.wasm")).await;
+        let r = api(
+            &s,
+            Method::PUT,
+            &format!("/-/admin/functions/{bad}"),
+            &[],
+            guest_bytes("echo.wasm"),
+        )
+        .await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
         assert_eq!(r.header("wasmbox-error"), Some("bad-name"), "{bad}");
     }
@@ -147,19 +180,50 @@ async fn if_match_makes_concurrent_deploys_safe_and_delete_removes_the_function(
     let s = TestServer::start(&[], &["--revalidate-after", "0"]).await;
     let path = "/-/admin/functions/f";
     let echo = guest_bytes("echo.wasm");
-    let create = api(&s, Method::PUT, path, &[("if-none-match", "*")], echo.clone()).await;
+    let create = api(
+        &s,
+        Method::PUT,
+        path,
+        &[("if-none-match", "*")],
+        echo.clone(),
+    )
+    .await;
     create.expect(201, &[]);
     let etag = create.header("etag").unwrap().to_string();
     assert_eq!(etag, format!("\"{}\"", sha256(&echo)));
-    api(&s, Method::PUT, path, &[("if-none-match", "*")], echo.clone())
-        .await
-        .expect(412, &["exists"]);
+    api(
+        &s,
+        Method::PUT,
+        path,
+        &[("if-none-match", "*")],
+        echo.clone(),
+    )
+    .await
+    .expect(412, &["exists"]);
     let stale = format!("\"{}\"", "0".repeat(64));
-    let r = api(&s, Method::PUT, path, &[("if-match", &stale)], guest_bytes("probe.wasm")).await;
+    let r = api(
+        &s,
+        Method::PUT,
+        path,
+        &[("if-match", &stale)],
+        guest_bytes("probe.wasm"),
+    )
+    .await;
     r.expect(412, &[&etag]);
     assert_eq!(r.header("wasmbox-error"), Some("precondition-failed"));
-    assert_eq!(s.get("/f?arg=z").await.text(), "z\n", "a refused deploy changed the function");
-    let replaced = api(&s, Method::PUT, path, &[("if-match", &etag)], guest_bytes("probe.wasm")).await;
+    assert_eq!(
+        s.get("/f?arg=z").await.text(),
+        "z\n",
+        "a refused deploy changed the function"
+    );
+    let replaced = api(
+        &s,
+        Method::PUT,
+        path,
+        &[("if-match", &etag)],
+        guest_bytes("probe.wasm"),
+    )
+    .await;
     replaced.expect(200, &["\"replaced\":true"]);
     let etag2 = replaced.header("etag").unwrap().to_string();
     assert_ne!(etag, etag2);
@@ -168,15 +232,31 @@ async fn if_match_makes_concurrent_deploys_safe_and_delete_removes_the_function(
     let one = api(&s, Method::GET, path, &[], Bytes::new()).await;
     one.expect(200, &["\"name\":\"f\""]);
     assert_eq!(one.header("etag"), Some(etag2.as_str()));
-    api(&s, Method::DELETE, path, &[("if-match", &etag)], Bytes::new())
-        .await
-        .expect(412, &[]);
-    api(&s, Method::DELETE, path, &[("if-match", &etag2)], Bytes::new())
-        .await
-        .expect(200, &["f.wasm"]);
+    api(
+        &s,
+        Method::DELETE,
+        path,
+        &[("if-match", &etag)],
+        Bytes::new(),
+    )
+    .await
+    .expect(412, &[]);
+    api(
+        &s,
+        Method::DELETE,
+        path,
+        &[("if-match", &etag2)],
+        Bytes::new(),
+    )
+    .await
+    .expect(200, &["f.wasm"]);
     s.get("/f").await.expect(404, &[]);
-    api(&s, Method::DELETE, path, &[], Bytes::new()).await.expect(404, &["no function f"]);
-    api(&s, Method::GET, path, &[], Bytes::new()).await.expect(404, &[]);
+    api(&s, Method::DELETE, path, &[], Bytes::new())
+        .await
+        .expect(404, &["no function f"]);
+    api(&s, Method::GET, path, &[], Bytes::new())
+        .await
+        .expect(404, &[]);
     s.stop().await;
 }
 
@@ -208,11 +288,28 @@ async fn a_read_only_functions_directory_answers_409_with_the_reason() {
     let Some(immutable) = make_read_only(s.dir.path()) else {
         return;
     };
-    let r = api(&s, Method::PUT, "/-/admin/functions/f", &[], guest_bytes("echo.wasm")).await;
-    let d = api(&s, Method::DELETE, "/-/admin/functions/echo", &[], Bytes::new()).await;
+    let r = api(
+        &s,
+        Method::PUT,
+        "/-/admin/functions/f",
+        &[],
+        guest_bytes("echo.wasm"),
+    )
+    .await;
+    let d = api(
+        &s,
+        Method::DELETE,
+        "/-/admin/functions/echo",
+        &[],
+        Bytes::new(),
+    )
+    .await;
     let m = crate::helpers::put_manifest(&s, "echo", "args = []\n").await;
     if immutable {
-        let _ = std::process::Command::new("chattr").arg("-i").arg(s.dir.path()).status();
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(s.dir.path())
+            .status();
     } else {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

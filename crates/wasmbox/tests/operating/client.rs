@@ -55,16 +55,30 @@ async fn the_cli_deploys_lists_and_removes_functions_on_a_live_server() {
     )
     .await;
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("created shout (shout.wasm"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("created shout (shout.wasm"),
+        "{}",
+        stdout(&o)
+    );
     s.post("/shout", "loud").await.expect(200, &["LOUD"]);
 
     // Human-readable listing, then JSON.
-    let o = cli(args(&["functions", "list", "--url", &url]), Some(TEST_ADMIN_TOKEN)).await;
+    let o = cli(
+        args(&["functions", "list", "--url", &url]),
+        Some(TEST_ADMIN_TOKEN),
+    )
+    .await;
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.starts_with("NAME"), "{text}");
-    let row = text.lines().find(|l| l.starts_with("shout ")).expect("a row for shout");
-    assert!(row.contains(" wasm ") && row.contains(" yes ") && row.ends_with(" ok"), "{row}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("shout "))
+        .expect("a row for shout");
+    assert!(
+        row.contains(" wasm ") && row.contains(" yes ") && row.ends_with(" ok"),
+        "{row}"
+    );
     let o = cli(
         args(&["functions", "list", "--url", &url, "--json"]),
         Some(TEST_ADMIN_TOKEN),
@@ -82,24 +96,53 @@ async fn the_cli_deploys_lists_and_removes_functions_on_a_live_server() {
 
     // A stale --if-match is refused (exit 1, the server's words on stderr).
     let o = cli(
-        args(&["functions", "rm", "shout", "--if-match", &"0".repeat(64), "--url", &url]),
+        args(&[
+            "functions",
+            "rm",
+            "shout",
+            "--if-match",
+            &"0".repeat(64),
+            "--url",
+            &url,
+        ]),
         Some(TEST_ADMIN_TOKEN),
     )
     .await;
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("412 precondition-failed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("412 precondition-failed"),
+        "{}",
+        stderr(&o)
+    );
     let o = cli(
-        args(&["functions", "rm", "shout", "--if-match", &sha, "--url", &url]),
+        args(&[
+            "functions",
+            "rm",
+            "shout",
+            "--if-match",
+            &sha,
+            "--url",
+            &url,
+        ]),
         Some(TEST_ADMIN_TOKEN),
     )
     .await;
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("removed shout (shout.wasm, shout.toml)"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("removed shout (shout.wasm, shout.toml)"),
+        "{}",
+        stdout(&o)
+    );
     s.post("/shout", "x").await.expect(404, &[]);
 
     // A module that does not compile: exit 1 with the compiler's message.
     let o = cli(
-        args(&["deploy", guest("hello.wat").to_str().unwrap(), "--url", &url]),
+        args(&[
+            "deploy",
+            guest("hello.wat").to_str().unwrap(),
+            "--url",
+            &url,
+        ]),
         Some(TEST_ADMIN_TOKEN),
     )
     .await;
@@ -121,13 +164,21 @@ async fn the_cli_says_what_is_wrong_with_distinct_exit_codes() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("401 unauthorized"), "{}", stderr(&o));
     // A missing file: 2.
-    let o = cli(args(&["deploy", "/nonexistent.wasm", "--url", &url]), Some(TEST_ADMIN_TOKEN)).await;
+    let o = cli(
+        args(&["deploy", "/nonexistent.wasm", "--url", &url]),
+        Some(TEST_ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("/nonexistent.wasm"), "{}", stderr(&o));
     // Nobody listening: 3.
     let port = crate::common::free_port();
     let dead = format!("http://127.0.0.1:{port}");
-    let o = cli(args(&["functions", "list", "--url", &dead]), Some(TEST_ADMIN_TOKEN)).await;
+    let o = cli(
+        args(&["functions", "list", "--url", &dead]),
+        Some(TEST_ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("cannot reach"), "{}", stderr(&o));
     // Not http://: 2.

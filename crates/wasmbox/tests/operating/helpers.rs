@@ -39,7 +39,10 @@ pub async fn raw(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = client.request(b.body(Full::new(body)).unwrap()).await.unwrap();
+    let resp = client
+        .request(b.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();

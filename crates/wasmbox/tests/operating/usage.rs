@@ -23,12 +23,20 @@ async fn cpu_time_follows_the_work_a_guest_does_and_the_totals_add_up() {
     let (log, flag) = log_flag(&logs);
     let s = TestServer::start(&["probe.wasm"], &["--access-log", &flag]).await;
     s.get("/probe?arg=burn&arg=1").await.expect(200, &[]); // compile, warm up
-    s.get("/probe?arg=burn&arg=40").await.expect(200, &["burned 40M"]);
-    s.get("/probe?arg=burn&arg=120").await.expect(200, &["burned 120M"]);
+    s.get("/probe?arg=burn&arg=40")
+        .await
+        .expect(200, &["burned 40M"]);
+    s.get("/probe?arg=burn&arg=120")
+        .await
+        .expect(200, &["burned 120M"]);
     let lines = log_lines(&log, 3).await;
     let cpu = |i: usize| lines[i]["cpu_ms"].as_f64().unwrap();
     let ratio = cpu(2) / cpu(1);
-    eprintln!("cpu 40M: {:.1} ms, 120M: {:.1} ms, ratio {ratio:.2}", cpu(1), cpu(2));
+    eprintln!(
+        "cpu 40M: {:.1} ms, 120M: {:.1} ms, ratio {ratio:.2}",
+        cpu(1),
+        cpu(2)
+    );
     assert!((2.0..4.5).contains(&ratio), "ratio {ratio}: {lines:?}");
     for l in &lines {
         assert!(
@@ -41,13 +49,22 @@ async fn cpu_time_follows_the_work_a_guest_does_and_the_totals_add_up() {
     }
     // The counter is the sum of the requests' figures.
     let total: f64 = lines.iter().map(|l| l["cpu_ms"].as_f64().unwrap()).sum();
-    let counted = metric(&s, "wasmbox_function_cpu_seconds_total{function=\"probe.wasm\"}")
-        .await
-        .unwrap();
-    assert!((counted * 1e3 - total).abs() < 0.1, "{counted} s vs {total} ms");
-    let compiled = metric(&s, "wasmbox_function_compile_seconds_total{function=\"probe.wasm\"}")
-        .await
-        .unwrap();
+    let counted = metric(
+        &s,
+        "wasmbox_function_cpu_seconds_total{function=\"probe.wasm\"}",
+    )
+    .await
+    .unwrap();
+    assert!(
+        (counted * 1e3 - total).abs() < 0.1,
+        "{counted} s vs {total} ms"
+    );
+    let compiled = metric(
+        &s,
+        "wasmbox_function_compile_seconds_total{function=\"probe.wasm\"}",
+    )
+    .await
+    .unwrap();
     assert!(compiled > 0.0);
     s.stop().await;
 }
@@ -62,7 +79,12 @@ async fn peak_memory_and_reserved_memory_seconds_match_what_the_guest_did() {
     let (log, flag) = log_flag(&logs);
     let s = TestServer::start(&["memhog.wasm"], &["--access-log", &flag]).await;
     let r = s
-        .request(Method::GET, "/memhog?arg=40", &[("memory-request", "100")], Bytes::new())
+        .request(
+            Method::GET,
+            "/memhog?arg=40",
+            &[("memory-request", "100")],
+            Bytes::new(),
+        )
         .await;
     r.expect(200, &[]);
     let st = r.header("server-timing").unwrap().to_string();
@@ -82,9 +104,12 @@ async fn peak_memory_and_reserved_memory_seconds_match_what_the_guest_did() {
         "{mbs} MB-s; execute {execute} ms, wall {wall} ms"
     );
     assert!(l["queue_ms"].as_f64().unwrap() <= wall);
-    let sum = metric(&s, "wasmbox_function_peak_memory_mb_sum{function=\"memhog.wasm\"}")
-        .await
-        .unwrap();
+    let sum = metric(
+        &s,
+        "wasmbox_function_peak_memory_mb_sum{function=\"memhog.wasm\"}",
+    )
+    .await
+    .unwrap();
     assert!((sum - peak).abs() < 0.01, "{sum} vs {peak}");
     s.stop().await;
 }
@@ -99,7 +124,10 @@ async fn a_request_abandoned_by_its_client_is_counted_with_its_figures() {
     // Compiled and a worker started: the next call runs at once.
     s.get("/spin?arg=1").await.expect(200, &[]);
     let conn = send_get(&s.base, "/spin", "x-request-id: gone-1\r\n").await;
-    until("the spin guest runs on a worker", || s.app.executor.stats().busy > 0).await;
+    until("the spin guest runs on a worker", || {
+        s.app.executor.stats().busy > 0
+    })
+    .await;
     drop(conn);
     let l = &log_lines(&log, 2).await[1];
     assert_eq!(l["request_id"], "gone-1");
@@ -131,13 +159,26 @@ async fn refused_requests_are_counted_and_every_response_carries_its_request_id(
     let first_len = r.body.len();
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let r = s
-        .request(Method::GET, "/echo", &[("traceparent", tp), ("memory-request", "x")], Bytes::new())
+        .request(
+            Method::GET,
+            "/echo",
+            &[("traceparent", tp), ("memory-request", "x")],
+            Bytes::new(),
+        )
         .await;
     r.expect(400, &[]);
-    assert_eq!(r.header("x-request-id"), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_eq!(
+        r.header("x-request-id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
     let long = "a".repeat(200);
     let r = s
-        .request(Method::GET, "/nosuch", &[("x-request-id", long.as_str())], Bytes::new())
+        .request(
+            Method::GET,
+            "/nosuch",
+            &[("x-request-id", long.as_str())],
+            Bytes::new(),
+        )
         .await;
     r.expect(404, &[]);
     let generated = r.header("x-request-id").unwrap();
@@ -152,11 +193,19 @@ async fn refused_requests_are_counted_and_every_response_carries_its_request_id(
     assert!(lines[2]["function"].is_null());
     assert_eq!(lines[2]["request_id"], generated);
     assert_eq!(
-        metric(&s, "wasmbox_invocations_total{function=\"-\",outcome=\"not-found\"}").await,
+        metric(
+            &s,
+            "wasmbox_invocations_total{function=\"-\",outcome=\"not-found\"}"
+        )
+        .await,
         Some(1.0)
     );
     assert_eq!(
-        metric(&s, "wasmbox_invocations_total{function=\"-\",outcome=\"bad-header\"}").await,
+        metric(
+            &s,
+            "wasmbox_invocations_total{function=\"-\",outcome=\"bad-header\"}"
+        )
+        .await,
         Some(1.0)
     );
     s.stop().await;
