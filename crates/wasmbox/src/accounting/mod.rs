@@ -103,6 +103,12 @@ impl Accounting {
 
     /// Records one finished request.
     pub fn record(&self, u: &Usage) {
+        self.count(u);
+        self.record_usage(u);
+    }
+
+    /// Counts the request's outcome in `wasmbox_invocations_total` only.
+    pub fn count(&self, u: &Usage) {
         let function = u.function.as_deref().unwrap_or(NO_FUNCTION);
         self.invocations
             .get_or_create(&InvocationLabels {
@@ -110,6 +116,10 @@ impl Accounting {
                 outcome: u.outcome.into(),
             })
             .inc();
+    }
+
+    /// Records everything but the outcome count ([`Accounting::count`]).
+    pub fn record_usage(&self, u: &Usage) {
         if let Some(log) = &self.log {
             log.write(u.json_line());
         }

@@ -69,7 +69,10 @@ fn a_client_gone_while_the_worker_runs_is_recorded_once_with_the_workers_figures
     assert!((s.cpu_seconds - 0.25).abs() < 1e-9);
     p.finish(200, "ok", 0);
     assert_eq!(a.stats("f.wasm").unwrap().invocations, 1);
-    assert!(render(&r).contains("outcome=\"client-gone\""));
+    assert!(
+        render(&r).contains("outcome=\"client-gone\"} 1"),
+        "counted twice"
+    );
 }
 
 #[test]

@@ -69,13 +69,19 @@ struct State {
     handler_gone: bool,
     /// Recorded.
     done: bool,
+    /// The outcome is already counted (the client went away while the
+    /// worker ran: counted at once, figures later).
+    counted: bool,
 }
 
 impl State {
     fn record(&mut self) {
         self.done = true;
         self.usage.wall = self.received.elapsed();
-        self.accounting.record(&self.usage);
+        if !self.counted {
+            self.accounting.count(&self.usage);
+        }
+        self.accounting.record_usage(&self.usage);
     }
 
     fn record_client_gone(&mut self) {
@@ -111,6 +117,7 @@ impl Pending {
             worker_running: false,
             handler_gone: false,
             done: false,
+            counted: false,
         })))
     }
 
@@ -164,7 +171,13 @@ impl Drop for Abandon {
             return;
         }
         s.handler_gone = true;
-        if !s.worker_running {
+        if s.worker_running {
+            // Counted now, as the outcome is known; the figures (the CPU
+            // its guest burns until it stops) follow from the worker.
+            (s.usage.outcome, s.usage.status) = CLIENT_GONE;
+            s.accounting.count(&s.usage);
+            s.counted = true;
+        } else {
             s.record_client_gone();
         }
     }
