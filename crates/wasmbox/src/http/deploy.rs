@@ -15,7 +15,6 @@
 //! concurrent deploys safe (412 when they do not hold); responses carry the
 //! content's `ETag`. Changes are serialized within the process.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,11 +22,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG};
 use hyper::{Method, Request, Response, StatusCode};
-use wasmbox_runtime::registry::{manifest::MAX_MANIFEST_BYTES, read_manifest, Manifest};
+use wasmbox_runtime::registry::{manifest::MAX_MANIFEST_BYTES, Manifest};
 use wasmbox_runtime::{FunctionName, LoadError};
 
 use super::app::App;
-use super::deploy_fs::{self as dfs, FileInfo, MODULE_EXTENSIONS};
+use super::deploy_fs::{self as dfs, MODULE_EXTENSIONS};
+use super::deploy_list::{list, one};
+use super::deploy_util::{blocking, dir, etag, json};
 use super::error::{ErrorKind, HttpError};
 use super::response::Body;
 
@@ -101,36 +102,6 @@ fn deploy_name(raw: &str) -> Result<String, HttpError> {
     Ok(s.to_string())
 }
 
-fn dir(app: &App) -> PathBuf {
-    app.registry.config().dir.clone()
-}
-
-/// Runs blocking file-system work off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-    what: &'static str,
-) -> Result<T, HttpError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| HttpError::new(ErrorKind::Internal, format!("{what}: {e}")))?
-        .map_err(|e| io_error(what, &e))
-}
-
-fn io_error(what: &str, e: &std::io::Error) -> HttpError {
-    if dfs::is_read_only(e) {
-        HttpError::new(
-            ErrorKind::ReadOnly,
-            format!("{what}: the functions directory cannot be written ({e}); deploy through the volume instead, or mount it read-write"),
-        )
-    } else {
-        HttpError::new(ErrorKind::Unreadable, format!("{what}: {e}")).header("retry-after", 1)
-    }
-}
-
-fn etag(sha: &str) -> String {
-    format!("\"{sha}\"")
-}
-
 /// Checks `If-Match` / `If-None-Match` against the current content hash.
 fn preconditions<B>(req: &Request<B>, current: Option<&str>) -> Result<(), HttpError> {
     let header = |n: &str| {
@@ -200,17 +171,6 @@ async fn read_upload(req: Request<Incoming>, limit: u64, what: &str) -> Result<B
         )),
         Ok(Ok(c)) => Ok(c.to_bytes()),
     }
-}
-
-fn json(status: StatusCode, value: serde_json::Value, sha: Option<&str>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(value.to_string() + "\n")));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some(v) = sha.and_then(|s| HeaderValue::from_str(&etag(s)).ok()) {
-        r.headers_mut().insert(ETAG, v);
-    }
-    r
 }
 
 /// `PUT /-/admin/functions/{name}`.
@@ -442,104 +402,5 @@ async fn delete_manifest<B>(
         StatusCode::OK,
         serde_json::json!({ "name": name, "removed": [format!("{name}.toml")] }),
         None,
-    ))
-}
-
-/// A listing entry: the file, its manifest's state, whether it is loaded,
-/// and its usage totals.
-fn entry(app: &App, info: &FileInfo, manifest: serde_json::Value) -> serde_json::Value {
-    let stats = app.accounting.stats(&info.file);
-    serde_json::json!({
-        "name": info.name,
-        "file": info.file,
-        "kind": info.kind,
-        "size": info.size,
-        "sha256": info.sha256,
-        "modified_unix": info.modified_unix,
-        "manifest": manifest,
-        "loaded": app.registry.is_loaded(&info.file),
-        "invocations": stats.as_ref().map_or(0, |s| s.invocations),
-        "outcomes": stats.as_ref().map(|s| &s.outcomes),
-        "last_invoked_unix": stats.as_ref().and_then(|s| s.last_invoked_unix),
-        "cpu_seconds": stats.as_ref().map_or(0.0, |s| s.cpu_seconds),
-        "compile_seconds": stats.as_ref().map_or(0.0, |s| s.compile_seconds),
-    })
-}
-
-/// The manifest state of `stem` in `dir` (blocking).
-fn manifest_state(
-    dir: &Path,
-    stem: &str,
-    app_bounds: &wasmbox_runtime::registry::ServerBounds,
-) -> serde_json::Value {
-    let file = format!("{stem}.toml");
-    match read_manifest(&dir.join(&file), &file, app_bounds) {
-        Ok(None) => serde_json::Value::Null,
-        Ok(Some(_)) => serde_json::json!({ "file": file, "valid": true }),
-        Err(e) => serde_json::json!({ "file": file, "valid": false, "error": e.to_string() }),
-    }
-}
-
-/// `GET /-/admin/functions`.
-async fn list(app: &App) -> Result<Response<Body>, HttpError> {
-    let (d, bounds) = (dir(app), *app.manifests.bounds());
-    let files = blocking(
-        move || {
-            let files = dfs::list(&d, |f| FunctionName::validate(f.to_string()).is_ok())?;
-            Ok(files
-                .into_iter()
-                .map(|f| {
-                    let m = manifest_state(&d, &f.name, &bounds);
-                    (f, m)
-                })
-                .collect::<Vec<_>>())
-        },
-        "listing the functions directory",
-    )
-    .await?;
-    let entries: Vec<_> = files
-        .iter()
-        .map(|(f, m)| entry(app, f, m.clone()))
-        .collect();
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({ "functions": entries }),
-        None,
-    ))
-}
-
-/// `GET /-/admin/functions/{name}`: its module files' entries.
-async fn one(app: &App, name: &str) -> Result<Response<Body>, HttpError> {
-    let (d, n, bounds) = (dir(app), name.to_string(), *app.manifests.bounds());
-    let files = blocking(
-        move || {
-            let mut out = Vec::new();
-            for ext in MODULE_EXTENSIONS {
-                if let Some(f) = dfs::info(&d, &n, ext)? {
-                    out.push(f);
-                }
-            }
-            let m = manifest_state(&d, &n, &bounds);
-            Ok((out, m))
-        },
-        "reading the function",
-    )
-    .await?;
-    let (files, manifest) = files;
-    let Some(first) = files.iter().find(|f| f.kind == "wasm").or(files.first()) else {
-        return Err(HttpError::new(
-            ErrorKind::NotFound,
-            format!("no function {name} in the functions directory"),
-        ));
-    };
-    let sha = first.sha256.clone();
-    let entries: Vec<_> = files
-        .iter()
-        .map(|f| entry(app, f, manifest.clone()))
-        .collect();
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({ "name": name, "files": entries }),
-        Some(&sha),
     ))
 }

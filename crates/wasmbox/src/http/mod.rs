@@ -29,6 +29,8 @@ mod budget;
 mod compat;
 mod deploy;
 mod deploy_fs;
+mod deploy_list;
+mod deploy_util;
 mod error;
 mod function_config;
 mod invoke;
