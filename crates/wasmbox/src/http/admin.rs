@@ -1,11 +1,13 @@
 //! The admin listener's routes (`--admin-listen`): `/-/metrics`,
-//! `/-/functions`, `/-/live`, `/-/ready`, nothing else (no invocations).
+//! `/-/functions`, the deploy API under `/-/admin/functions` (`deploy`),
+//! `/-/live`, `/-/ready`, nothing else (no invocations).
 //!
 //! Access:
 //! - `/-/live`, `/-/ready`: open (probes);
 //! - `/-/metrics`: open, so that Prometheus can scrape it from its pod
 //!   annotations; with `--admin-metrics-auth`, like `/-/functions`;
-//! - `/-/functions`: `Authorization: Bearer <admin token>`. No header, another
+//! - `/-/functions` and `/-/admin/functions...`: `Authorization: Bearer
+//!   <admin token>`. No header, another
 //!   scheme or a wrong token: 401 with `WWW-Authenticate: Bearer` (RFC 6750);
 //!   no token configured: 403 `admin-token-not-configured`, whatever is sent.
 //!
