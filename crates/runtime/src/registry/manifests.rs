@@ -72,6 +72,12 @@ impl Manifests {
         &self.bounds
     }
 
+    /// Makes the next request for `stem` look at its manifest again (the
+    /// deploy API calls it after a change).
+    pub fn forget(&self, stem: &str) {
+        self.cache.lock().unwrap().remove(stem);
+    }
+
     /// The file name of `stem`'s manifest.
     pub fn file_name(stem: &str) -> String {
         format!("{stem}.toml")

@@ -283,6 +283,7 @@ async fn delete_function<B>(
     )
     .await?;
     app.registry.forget(name);
+    app.manifests.forget(name);
     if removed.is_empty() {
         return Err(HttpError::new(
             ErrorKind::NotFound,
@@ -331,6 +332,7 @@ async fn put_manifest(
         "publishing the manifest",
     )
     .await?;
+    app.manifests.forget(name);
     tracing::info!(manifest = %file, sha256 = %sha, "deployed");
     let status = if current.is_some() {
         StatusCode::OK
@@ -392,6 +394,7 @@ async fn delete_manifest<B>(
         "deleting the manifest",
     )
     .await?;
+    app.manifests.forget(name);
     if !removed {
         return Err(HttpError::new(
             ErrorKind::NotFound,

@@ -181,3 +181,30 @@ async fn a_broken_manifest_is_an_error_naming_the_problem_never_ignored() {
     assert!(e["manifest"]["error"].as_str().unwrap().contains("nope"));
     s.stop().await;
 }
+
+/// With the default `--revalidate-after` (1 s), a manifest changed through
+/// the API applies to the very next request (the API drops the cached one).
+#[tokio::test]
+async fn a_manifest_changed_through_the_api_applies_to_the_very_next_request() {
+    let s = TestServer::start(&["probe.wasm"], &[]).await;
+    assert_eq!(s.get("/probe").await.text(), "arg[0]=probe\n");
+    put_manifest(&s, "probe", "[env]\nV = \"a\"\n")
+        .await
+        .expect(201, &[]);
+    assert_eq!(s.get("/probe").await.text(), "arg[0]=probe\nenv:V=a\n");
+    put_manifest(&s, "probe", "[env]\nV = \"b\"\n")
+        .await
+        .expect(200, &[]);
+    assert_eq!(s.get("/probe").await.text(), "arg[0]=probe\nenv:V=b\n");
+    api(
+        &s,
+        Method::DELETE,
+        "/-/admin/functions/probe/manifest",
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .expect(200, &[]);
+    assert_eq!(s.get("/probe").await.text(), "arg[0]=probe\n");
+    s.stop().await;
+}
