@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --release --target wasm32-wasip1 --quiet
-for g in echo memhog spin sleep exitcode jsoncompress scryptwork rsakeygen imageblur genpdf; do
+for g in echo memhog spin sleep exitcode probe jsoncompress scryptwork rsakeygen imageblur genpdf; do
   cp "target/wasm32-wasip1/release/$g.wasm" "$g.wasm"
 done
 clang --target=wasm32-wasi -O2 -fuse-ld=lld c/wc.c -o wc.wasm

@@ -200,6 +200,8 @@ fn invocation() -> Invocation {
         memory_cap: 64 << 20,
         timeout: Duration::from_secs(10),
         throttle: None,
+        env: Vec::new(),
+        cpu_budget: None,
     }
 }
 

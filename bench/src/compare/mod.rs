@@ -311,6 +311,8 @@ fn wasm_vs_native(w: &Workload, src: &Path, runs: usize) -> anyhow::Result<(f64,
                 memory_cap: (w.memory_mb as usize) << 20,
                 timeout: Duration::from_secs(120),
                 throttle: None,
+                env: Vec::new(),
+                cpu_budget: None,
             },
             &CancelToken::default(),
         );

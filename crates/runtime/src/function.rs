@@ -2,7 +2,9 @@
 //! and the sandbox runs.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::InstancePre;
 
@@ -18,4 +20,24 @@ pub struct Function {
     pub path: PathBuf,
     /// The module linked against WASI p1, ready to instantiate.
     pub pre: InstancePre<Host>,
+    /// Nanoseconds its load (read, compile or cache hit, link) took, until
+    /// taken by [`Function::take_load_time`].
+    pub load_nanos: AtomicU64,
+}
+
+impl Function {
+    /// Records how long loading it took.
+    pub fn set_load_time(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.load_nanos.store(nanos.max(1), Ordering::Relaxed);
+    }
+
+    /// Its load time, once: later calls get `None` (so usage accounting
+    /// counts each load once, however many requests share it).
+    pub fn take_load_time(&self) -> Option<Duration> {
+        match self.load_nanos.swap(0, Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
 }

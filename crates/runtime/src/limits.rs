@@ -15,6 +15,8 @@ pub struct MemoryCap {
     /// Set when a memory growth (or the initial allocation) was refused:
     /// the size in bytes the guest asked for.
     pub refused: Option<usize>,
+    /// The largest linear memory granted so far, in bytes.
+    pub peak: usize,
 }
 
 impl MemoryCap {
@@ -24,6 +26,7 @@ impl MemoryCap {
             cap_bytes,
             max_table_elements: 1 << 20,
             refused: None,
+            peak: 0,
         }
     }
 }
@@ -40,6 +43,7 @@ impl ResourceLimiter for MemoryCap {
             self.refused = Some(self.refused.map_or(desired, |r| r.max(desired)));
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 

@@ -54,12 +54,18 @@ pub enum Stdio {
 pub struct Invocation {
     /// argv, including `argv[0]` (the function name).
     pub argv: Vec<String>,
+    /// Environment variables the guest sees (none by default).
+    pub env: Vec<(String, String)>,
     /// Where stdio goes.
     pub stdio: Stdio,
     /// Linear-memory cap in bytes.
     pub memory_cap: usize,
     /// Wall-clock limit for instantiate + run.
     pub timeout: Duration,
+    /// CPU time the invocation's thread may use (instantiate + run); past
+    /// it the guest is stopped at its next epoch tick
+    /// ([`Failure::CpuBudget`]). `None`: no budget.
+    pub cpu_budget: Option<Duration>,
     /// CPU budget enforced from inside the invocation (throttle mode); cgroup
     /// modes enforce the quota in the kernel and pass `None`.
     pub throttle: Option<Throttle>,
@@ -91,6 +97,8 @@ pub struct Outcome {
     pub stderr: Bytes,
     /// How long each phase took.
     pub timings: Timings,
+    /// The largest size the guest's linear memory reached, in bytes.
+    pub peak_memory: usize,
 }
 
 impl Outcome {
@@ -101,6 +109,7 @@ impl Outcome {
             stdout: Bytes::new(),
             stderr: Bytes::new(),
             timings: Timings::default(),
+            peak_memory: 0,
         }
     }
 }
@@ -121,6 +130,8 @@ pub enum Failure {
     },
     /// The wall-clock deadline passed.
     Timeout(Duration),
+    /// The invocation used up its CPU-time budget.
+    CpuBudget(Duration),
     /// stdout went past its cap.
     OutputLimit {
         /// The stdout cap in bytes.
@@ -194,6 +205,7 @@ async fn run(
     let Signals { cancel, shutdown } = signals;
     let mut builder = WasiCtxBuilder::new();
     builder.args(&inv.argv);
+    builder.envs(&inv.env);
     let (stdout, stderr) = match inv.stdio {
         Stdio::Captured {
             stdin,
@@ -226,7 +238,11 @@ async fn run(
     let cpu_start = thread_cpu_time();
     let deadline = start + inv.timeout;
     let (cancel2, shutdown2) = (cancel.clone(), shutdown.clone());
-    // Checked at every epoch tick while the guest executes Wasm.
+    let cpu_budget = inv.cpu_budget;
+    let limits = (inv.timeout, inv.cpu_budget);
+    // Checked at every epoch tick while the guest executes Wasm (a guest
+    // waiting in a host call burns no CPU, so the budget needs no check
+    // there).
     let stop_now = move || {
         if shutdown2.is_cancelled() {
             Some(Stop::Shutdown)
@@ -234,6 +250,8 @@ async fn run(
             Some(Stop::Cancelled)
         } else if Instant::now() >= deadline {
             Some(Stop::Timeout)
+        } else if cpu_budget.is_some_and(|b| thread_cpu_time().saturating_sub(cpu_start) >= b) {
+            Some(Stop::CpuBudget)
         } else {
             None
         }
@@ -271,7 +289,7 @@ async fn run(
         if let Err(stop) = held {
             return Outcome {
                 timings,
-                ..Outcome::not_run(stop_failure(stop, inv.timeout))
+                ..Outcome::not_run(stop_failure(stop, limits))
             };
         }
     }
@@ -300,10 +318,10 @@ async fn run(
     }
     let result = match ran {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(classify(&store, e, stdout.as_ref(), inv.timeout)),
+        Ok(Err(e)) => Err(classify(&store, e, stdout.as_ref(), limits)),
         Err(stop) => {
             store.data_mut().stopped = Some(stop);
-            Err(stop_failure(stop, inv.timeout))
+            Err(stop_failure(stop, limits))
         }
     };
     timings.cpu = thread_cpu_time().saturating_sub(cpu_start);
@@ -312,6 +330,7 @@ async fn run(
         stdout: stdout.map(|c| c.take()).unwrap_or_default(),
         stderr: stderr.map(|c| c.take()).unwrap_or_default(),
         timings,
+        peak_memory: store.data().limits.peak,
     }
 }
 
@@ -330,9 +349,10 @@ async fn call_start(
     }
 }
 
-fn stop_failure(stop: Stop, timeout: Duration) -> Failure {
+fn stop_failure(stop: Stop, (timeout, cpu_budget): (Duration, Option<Duration>)) -> Failure {
     match stop {
         Stop::Timeout => Failure::Timeout(timeout),
+        Stop::CpuBudget => Failure::CpuBudget(cpu_budget.unwrap_or_default()),
         Stop::Cancelled => Failure::Cancelled,
         Stop::Shutdown => Failure::Shutdown,
     }
@@ -346,11 +366,11 @@ fn classify(
     store: &Store<Host>,
     e: wasmtime::Error,
     stdout: Option<&Capture>,
-    timeout: Duration,
+    limits: (Duration, Option<Duration>),
 ) -> Failure {
     let host = store.data();
     if let Some(stop) = host.stopped {
-        return stop_failure(stop, timeout);
+        return stop_failure(stop, limits);
     }
     if let Some(out) = stdout.filter(|o| o.overflowed()) {
         return Failure::OutputLimit { cap: out.cap() };

@@ -31,6 +31,8 @@ pub struct Host {
 pub enum Stop {
     /// Its wall-clock deadline passed.
     Timeout,
+    /// It used up its CPU-time budget.
+    CpuBudget,
     /// Its caller went away.
     Cancelled,
     /// The server is shutting down and stopped what still ran.

@@ -57,7 +57,7 @@ impl AdminListener {
         let config = self.config.clone();
         listener::serve_side_port(&self.listener, stop, move |req| {
             let (app, config) = (app.clone(), config.clone());
-            async move { http::handle_admin(&app, &config, &req).await }
+            async move { http::handle_admin(&app, &config, req).await }
         })
         .await;
     }

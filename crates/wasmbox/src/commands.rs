@@ -47,6 +47,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         memory_cap: (memory_mb << 20) as usize,
         timeout: args.limits.timeout,
         throttle: None,
+        env: Vec::new(),
+        cpu_budget: None,
     };
     let outcome = sandbox::invoke(&engine, &function, inv, &CancelToken::default());
     let _ = std::io::stdout().flush();

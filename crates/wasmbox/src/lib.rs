@@ -2,7 +2,9 @@
 //! `run`/`compile` subcommands. The Wasm side lives in `wasmbox-runtime`.
 #![forbid(unsafe_code)]
 
+pub mod accounting;
 pub mod admin_listener;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod health;

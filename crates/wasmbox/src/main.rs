@@ -64,6 +64,8 @@ fn main() -> ExitCode {
         Command::Run(args) => wasmbox::commands::run(args),
         Command::Compile(args) => wasmbox::commands::compile(args),
         Command::CompileChild(args) => Ok(wasmbox::commands::compile_child(args)),
+        Command::Deploy(args) => Ok(wasmbox::cli::deploy(args)),
+        Command::Functions(args) => Ok(wasmbox::cli::functions(args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("wasmbox: {e:#}");

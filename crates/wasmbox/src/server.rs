@@ -103,6 +103,29 @@ impl Server {
             timeout: config.front.body_timeout,
             budget_wait: a.queue_timeout,
         };
+        let metrics = Metrics::new();
+        let access_log = match &config.access_log {
+            Some(target) => Some(crate::accounting::AccessLog::open(target).map_err(|e| {
+                anyhow::anyhow!("cannot open the access log {}: {e}", target.display())
+            })?),
+            None => None,
+        };
+        let accounting = Arc::new(crate::accounting::Accounting::new(
+            metrics.usage.clone(),
+            metrics.invocations.clone(),
+            access_log,
+        ));
+        let manifests = Arc::new(wasmbox_runtime::registry::Manifests::new(
+            config.registry.dir.clone(),
+            wasmbox_runtime::registry::ServerBounds {
+                max_memory_mb: config.limits.max_memory_mb,
+                max_cpu_quota: config.limits.max_cpu_quota,
+                timeout: config.limits.timeout,
+                max_output_bytes: config.limits.max_output_bytes,
+                max_stderr_bytes: config.limits.max_stderr_bytes,
+            },
+            config.registry.revalidate_after,
+        ));
         let app = Arc::new(App {
             engine,
             registry,
@@ -113,11 +136,13 @@ impl Server {
             in_flight: AtomicUsize::new(0),
             admission,
             readiness: Readiness::new(config.readiness_window, config.readiness_threshold),
-            metrics: Metrics::new(),
+            metrics,
             capacity,
             body_rules,
             body_budget,
             connections: Arc::default(),
+            manifests,
+            accounting,
         });
         // Bind everything before announcing that we serve.
         let health =

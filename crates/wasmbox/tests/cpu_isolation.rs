@@ -261,7 +261,11 @@ async fn cgroup_v1_leaves_no_cgroup_after_traps_timeouts_and_shutdown() {
             q => panic!("{d}: quota {q}"),
         }
     }
-    assert!(applied >= 1, "no slot holds quota 50000: {dirs:?} workers {}", s.app.executor.workers());
+    assert!(
+        applied >= 1,
+        "no slot holds quota 50000: {dirs:?} workers {}",
+        s.app.executor.workers()
+    );
     s.stop().await;
     for d in &dirs {
         let tree = Path::new(V1_ROOT).join(d).parent().unwrap().to_path_buf();

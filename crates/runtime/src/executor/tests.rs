@@ -65,6 +65,7 @@ fn sleeper(engine: &WasmEngine, ms: u64) -> Arc<Function> {
         file_name: "sleeper.wat".into(),
         path: "sleeper.wat".into(),
         pre,
+        load_nanos: Default::default(),
     })
 }
 
@@ -79,6 +80,8 @@ fn invocation(timeout: Duration) -> Invocation {
         memory_cap: 1 << 20,
         timeout,
         throttle: None,
+        env: Vec::new(),
+        cpu_budget: None,
     }
 }
 

@@ -318,6 +318,7 @@ impl Loader {
             file_name: file,
             path: path.to_path_buf(),
             pre,
+            load_nanos: Default::default(),
         }))
     }
 }

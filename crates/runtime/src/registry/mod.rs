@@ -53,6 +53,8 @@ mod entry;
 mod error;
 mod fs_pool;
 mod load;
+pub mod manifest;
+mod manifests;
 mod prewarm;
 mod private_tmp;
 mod resolve;
@@ -65,6 +67,8 @@ pub use error::LoadError;
 use fs_pool::FsPool;
 pub use fs_pool::{FS_DEADLINE, MAX_FS_CALLS};
 use load::Loader;
+pub use manifest::{Manifest, ServerBounds};
+pub use manifests::{read_manifest, stem_of, ManifestError, Manifests};
 use resolve::Resolved;
 pub use resolve::EXTENSIONS;
 
@@ -254,7 +258,11 @@ impl Registry {
                 .cell
                 .get_or_init(|| async {
                     let size = entry.version.len();
+                    let began = Instant::now();
                     let (result, read) = this.loader.load(&this.fs, file_name, path, size).await;
+                    if let Ok(f) = &result {
+                        f.set_load_time(began.elapsed());
+                    }
                     Loaded {
                         result,
                         read,
@@ -322,6 +330,44 @@ impl Registry {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         self.loader.load_blocking(&file_name, path)
+    }
+
+    /// Makes the next request for `name` look at the directory again (the
+    /// deploy API calls it after it publishes or deletes a file, so the
+    /// change is seen at once rather than within `revalidate_after`).
+    pub fn forget(&self, name: &str) {
+        self.seen.lock().unwrap().remove(name);
+        let mut entries = self.entries.lock().unwrap();
+        for ext in EXTENSIONS {
+            entries.remove(&format!("{name}.{ext}"));
+        }
+    }
+
+    /// Whether `file_name` is compiled and held in memory now.
+    pub fn is_loaded(&self, file_name: &str) -> bool {
+        self.entries
+            .lock()
+            .unwrap()
+            .get(file_name)
+            .is_some_and(|e| e.cell.get().is_some_and(|l| l.result.is_ok()))
+    }
+
+    /// Loads the file at `path` as `file_name` would be (budget checks,
+    /// compile lanes and child, AOT cache, WASI command and linking checks)
+    /// without making it visible: the deploy API's check before it
+    /// publishes a module. With a cache dir the compiled code stays there,
+    /// so the published file's first load is a cache hit.
+    pub async fn check_file(
+        self: &Arc<Self>,
+        file_name: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<(), LoadError> {
+        let (result, _) = self
+            .loader
+            .load(&self.fs, file_name.to_string(), path.to_path_buf(), size)
+            .await;
+        result.map(|_| ())
     }
 
     /// Names of all invocable files currently in the directory (sorted),

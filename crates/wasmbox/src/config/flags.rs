@@ -38,6 +38,11 @@ pub enum Command {
     Run(RunArgs),
     /// Compile a module ahead of time for this engine (.wasm/.wat -> .cwasm).
     Compile(CompileArgs),
+    /// Deploy a module (and optionally its manifest) through a server's
+    /// admin listener (token from WASMBOX_ADMIN_TOKEN).
+    Deploy(crate::cli::DeployArgs),
+    /// List or remove functions through a server's admin listener.
+    Functions(crate::cli::FunctionsArgs),
     /// Internal: the server's compile child (one module, under a memory
     /// limit, output for the parent to load).
     #[command(name = "compile-child", hide = true)]
@@ -202,6 +207,10 @@ pub struct ServeArgs {
     /// `authorization: {credentials_file: ...}` in its scrape config).
     #[arg(long, env = "WASMBOX_ADMIN_METRICS_AUTH")]
     pub admin_metrics_auth: bool,
+    /// Write one JSON line per request (usage and outcome) to this file
+    /// (appended to), or to stdout with `-` [default: off].
+    #[arg(long, env = "WASMBOX_ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
     /// Memory-utilisation samples (one a second) averaged for readiness.
     #[arg(long, env = "READINESS_WINDOW", default_value_t = DEFAULT_READINESS_WINDOW)]
     pub readiness_window: usize,

@@ -36,6 +36,8 @@ pub struct ServeConfig {
     pub qp_report: Option<String>,
     pub reporting_period: Duration,
     pub front: FrontConfig,
+    /// `--access-log`: a file, or `-` for stdout.
+    pub access_log: Option<PathBuf>,
 }
 
 /// Admission settings before capacity detection (which happens at startup).
@@ -252,6 +254,7 @@ impl ServeArgs {
                 max_overtaken_wait: self.max_overtaken_wait,
             },
             health_listen,
+            access_log: self.access_log.clone(),
             admin,
             readiness_window: self.readiness_window,
             readiness_threshold: self.readiness_threshold,

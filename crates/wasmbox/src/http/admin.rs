@@ -1,11 +1,13 @@
 //! The admin listener's routes (`--admin-listen`): `/-/metrics`,
-//! `/-/functions`, `/-/live`, `/-/ready`, nothing else (no invocations).
+//! `/-/functions`, the deploy API under `/-/admin/functions` (`deploy`),
+//! `/-/live`, `/-/ready`, nothing else (no invocations).
 //!
 //! Access:
 //! - `/-/live`, `/-/ready`: open (probes);
 //! - `/-/metrics`: open, so that Prometheus can scrape it from its pod
 //!   annotations; with `--admin-metrics-auth`, like `/-/functions`;
-//! - `/-/functions`: `Authorization: Bearer <admin token>`. No header, another
+//! - `/-/functions` and `/-/admin/functions...`: `Authorization: Bearer
+//!   <admin token>`. No header, another
 //!   scheme or a wrong token: 401 with `WWW-Authenticate: Bearer` (RFC 6750);
 //!   no token configured: 403 `admin-token-not-configured`, whatever is sent.
 //!
@@ -32,12 +34,23 @@ const REALM: &str = "wasmbox-admin";
 pub async fn handle_admin(
     app: &App,
     admin: &AdminConfig,
-    req: &Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<Body> {
-    route(app, admin, req)
-        .await
-        .unwrap_or_else(plain_error_response)
+    let result = match req.uri().path().strip_prefix(DEPLOY_PREFIX) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            let rest = rest.to_string();
+            match authorize(admin, &req, DEPLOY_PREFIX) {
+                Ok(()) => super::deploy::handle(app, req, &rest).await,
+                Err(e) => Err(e),
+            }
+        }
+        _ => route(app, admin, &req).await,
+    };
+    result.unwrap_or_else(plain_error_response)
 }
+
+/// Where the deploy API (`deploy`) lives.
+const DEPLOY_PREFIX: &str = "/-/admin/functions";
 
 async fn route<B>(
     app: &App,
@@ -51,8 +64,8 @@ async fn route<B>(
             return Err(HttpError::new(
                 ErrorKind::NoRoute,
                 format!(
-                    "the admin listener serves /-/metrics, /-/functions, /-/live and /-/ready, \
-                     not {path}; functions are invoked on the serving port"
+                    "the admin listener serves /-/metrics, /-/functions, /-/admin/functions, \
+                     /-/live and /-/ready, not {path}; functions are invoked on the serving port"
                 ),
             ))
         }
@@ -137,6 +150,7 @@ fn authorize<B>(admin: &AdminConfig, req: &Request<B>, endpoint: &str) -> Result
 }
 
 fn metrics(app: &App) -> Response<Body> {
+    app.accounting.sweep();
     let body = app.metrics.render(&GaugeValues {
         admission: app.admission.snapshot(),
         capacity: app.capacity,

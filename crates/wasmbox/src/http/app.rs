@@ -5,10 +5,12 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use wasmbox_admission::{Admission, Resources};
+use wasmbox_runtime::registry::Manifests;
 use wasmbox_runtime::{Executor, Registry, WasmEngine};
 
 use super::body::BodyRules;
 use super::budget::BodyBudget;
+use crate::accounting::Accounting;
 use crate::config::{Compat, RequestLimits};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
@@ -34,4 +36,8 @@ pub struct App {
     pub body_budget: Arc<BodyBudget>,
     /// Open connections on the serving port.
     pub connections: Arc<AtomicUsize>,
+    /// Functions' manifests (`NAME.toml`).
+    pub manifests: Arc<Manifests>,
+    /// Per-function usage: metrics, totals, access log.
+    pub accounting: Arc<Accounting>,
 }

@@ -52,6 +52,18 @@ pub enum ErrorKind {
     /// The admin listener: an endpoint that needs the admin token, and none
     /// is configured.
     AdminTokenNotConfigured,
+    /// The function's manifest (`NAME.toml`) is invalid.
+    BadManifest,
+    /// The invocation used up its manifest's CPU-time budget.
+    CpuBudget,
+    /// Deploy API: the module was refused by the compiler or the checks.
+    InvalidModule,
+    /// Deploy API: the manifest sent is invalid.
+    InvalidManifest,
+    /// Deploy API: `If-Match` / `If-None-Match` did not hold.
+    PreconditionFailed,
+    /// Deploy API: the functions directory cannot be written.
+    ReadOnly,
 }
 
 impl ErrorKind {
@@ -60,6 +72,10 @@ impl ErrorKind {
         match self {
             BadName | BadHeader | BadBody | BadTarget => StatusCode::BAD_REQUEST, // 400
             Unauthorized => StatusCode::UNAUTHORIZED,                             // 401
+            ReadOnly => StatusCode::CONFLICT,                                     // 409
+            PreconditionFailed => StatusCode::PRECONDITION_FAILED,                // 412
+            InvalidModule | InvalidManifest => StatusCode::UNPROCESSABLE_ENTITY,  // 422
+            CpuBudget => StatusCode::LOOP_DETECTED,                               // 508
             PrecompiledNotAllowed | AdminTokenNotConfigured => StatusCode::FORBIDDEN, // 403
             NotFound | NoRoute | MovedToAdmin => StatusCode::NOT_FOUND,           // 404
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,                   // 405
@@ -68,7 +84,7 @@ impl ErrorKind {
             MemoryCap => StatusCode::UNPROCESSABLE_ENTITY,                        // 422
             Exit => StatusCode::FAILED_DEPENDENCY,                                // 424
             Trap | Internal => StatusCode::INTERNAL_SERVER_ERROR,                 // 500
-            LoadFailed => StatusCode::BAD_GATEWAY,                                // 502
+            LoadFailed | BadManifest => StatusCode::BAD_GATEWAY,                  // 502
             Unreadable | Unavailable | QueueFull | QueueTimeout | Draining | Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             } // 503
@@ -110,6 +126,12 @@ impl ErrorKind {
             MovedToAdmin => "moved-to-admin",
             Unauthorized => "unauthorized",
             AdminTokenNotConfigured => "admin-token-not-configured",
+            BadManifest => "bad-manifest",
+            CpuBudget => "cpu-budget",
+            InvalidModule => "invalid-module",
+            InvalidManifest => "invalid-manifest",
+            PreconditionFailed => "precondition-failed",
+            ReadOnly => "read-only",
         }
     }
 }
@@ -123,14 +145,14 @@ pub struct HttpError {
 }
 
 impl HttpError {
-    pub(super) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         HttpError {
             kind,
             message: message.into(),
             headers: Vec::new(),
         }
     }
-    pub(super) fn header(mut self, name: &'static str, value: impl ToString) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: impl ToString) -> Self {
         if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
             self.headers.push((HeaderName::from_static(name), v));
         }
@@ -221,6 +243,9 @@ mod tests {
             MethodNotAllowed,
             BadName,
             Unauthorized,
+            CpuBudget,
+            PreconditionFailed,
+            ReadOnly,
         ];
         let mut codes: Vec<u16> = outcomes.iter().map(|k| k.status().as_u16()).collect();
         codes.sort();

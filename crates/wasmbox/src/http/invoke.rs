@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response};
 use wasmbox_admission::Resources;
@@ -20,8 +20,11 @@ use super::body::read_body;
 use super::budget::Hold;
 use super::compat::Phases;
 use super::error::{ErrorKind, HttpError};
+use super::function_config::{effective, Effective};
 use super::request::{parse_args, parse_resources};
 use super::response::Body;
+use crate::accounting::request_id::request_id;
+use crate::accounting::Pending;
 
 /// Counts a request in `in_flight` for as long as it lives.
 struct InFlight<'a>(&'a AtomicUsize);
@@ -45,31 +48,9 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Counts the request's outcome in the metrics exactly once: as
-/// `client-gone` if the request future is dropped before it has one.
-struct Outcome<'a> {
-    app: &'a App,
-    function: &'a str,
-    counted: bool,
-}
-impl Outcome<'_> {
-    fn count(mut self, outcome: &str) {
-        self.app.metrics.count(self.function, outcome);
-        self.counted = true;
-    }
-}
-impl Drop for Outcome<'_> {
-    fn drop(&mut self) {
-        if !self.counted {
-            self.app
-                .metrics
-                .count(self.function, ErrorKind::ClientGone.as_str());
-        }
-    }
-}
-
 /// `GET|POST /{raw_name}`: checks the request, finds the function, runs it,
-/// and counts the outcome in the metrics.
+/// and records its usage (every request, whatever became of it: see
+/// `crate::accounting`). The response carries `X-Request-Id`.
 pub(super) async fn invoke(
     app: &Arc<App>,
     req: Request<Incoming>,
@@ -77,6 +58,36 @@ pub(super) async fn invoke(
 ) -> Result<Response<Body>, HttpError> {
     let received = Instant::now();
     let _in_flight = InFlight::enter(&app.in_flight);
+    let request_id = request_id(req.headers());
+    let usage = Pending::new(app.accounting.clone(), request_id.clone(), received);
+    // Dropped before `finish` (the client went away): recorded as
+    // client-gone, with the worker's figures once it has stopped.
+    let _abandon = usage.guard();
+    let (response, outcome) = match checked_run(app, req, raw_name, (received, &usage)).await {
+        Ok(r) => (r, "ok"),
+        Err(e) => {
+            let kind = e.kind.as_str();
+            (super::response::error_response(app, e), kind)
+        }
+    };
+    let status = response.status().as_u16();
+    let bytes_out = response.body().size_hint().exact().unwrap_or(0);
+    usage.finish(status, outcome, bytes_out);
+    let mut response = response;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
+    }
+    Ok(response)
+}
+
+async fn checked_run(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    raw_name: &str,
+    (received, usage): (Instant, &Pending),
+) -> Result<Response<Body>, HttpError> {
     if raw_name.is_empty() {
         return Err(HttpError::new(
             ErrorKind::NoRoute,
@@ -90,34 +101,43 @@ pub(super) async fn invoke(
         ));
     }
     let name = FunctionName::parse(raw_name)?;
-    let resources = parse_resources(req.headers(), &app.limits)?;
-    let argv = parse_args(&name, req.uri().query());
+    let server_resources = parse_resources(req.headers(), &app.limits)?;
+    let query_args = parse_args(&name, req.uri().query());
     let method = req.method().clone();
     // The function first: its body is not held in memory while it is looked
     // up or compiled, and a request for a missing one is not read at all.
     let function = app.registry.get(&name).await?;
+    usage.update(|u| u.function = Some(function.file_name.clone()));
+    if let Some(took) = function.take_load_time() {
+        app.accounting.record_compile(&function.file_name, took);
+    }
+    let config = effective(
+        &app.manifests,
+        &function,
+        req.headers(),
+        &app.limits,
+        server_resources,
+    )
+    .await?;
     let (body, body_hold) = read_body(req, &app.body_rules, &app.body_budget).await?;
+    usage.update(|u| u.bytes_in = body.len() as u64);
     let stdin = app.compat.stdin(&method, body)?;
-    let outcome = Outcome {
-        app,
-        function: &function.file_name,
-        counted: false,
-    };
-    let result = run(
+    // argv[0], the manifest's fixed args, then the query's.
+    let mut argv = Vec::with_capacity(query_args.len() + config.args.len());
+    let mut query_args = query_args.into_iter();
+    argv.extend(query_args.next());
+    argv.extend(config.args.iter().cloned());
+    argv.extend(query_args);
+    run(
         app,
         &name,
-        function.clone(),
-        resources,
+        function,
+        config,
         argv,
         (stdin, body_hold),
-        received,
+        (received, usage),
     )
-    .await;
-    outcome.count(match &result {
-        Ok(_) => "ok",
-        Err(e) => e.kind.as_str(),
-    });
-    result
+    .await
 }
 
 /// Admits, runs on a worker, and turns the outcome into a response.
@@ -125,33 +145,38 @@ async fn run(
     app: &Arc<App>,
     name: &FunctionName,
     function: Arc<Function>,
-    resources: Resources,
+    config: Effective,
     argv: Vec<String>,
     (stdin, body_hold): (Bytes, Hold),
-    received: Instant,
+    (received, usage): (Instant, &Pending),
 ) -> Result<Response<Body>, HttpError> {
+    let resources = config.resources;
     // Reserve the declared cpu_quota and Memory-Request, or wait in this
     // function's queue (served fairly across functions). The reservation
     // travels with the task and is released on the worker once the guest
     // has stopped, whatever becomes of this request.
+    let admitting = Instant::now();
     let permit = app.admission.admit(&function.id, resources).await?;
     let waited = permit.waited;
+    let admitted = Instant::now();
+    usage.update(|u| u.queue = admitting.elapsed());
     app.metrics.queue_wait.observe(waited.as_secs_f64());
 
-    let limits = &app.limits;
     let cancel = CancelToken::default();
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
     let task = Task {
         function,
         invocation: Invocation {
             argv,
+            env: config.env,
             stdio: Stdio::Captured {
                 stdin,
-                stdout_cap: output_cap(limits.max_output_bytes, &resources),
-                stderr_cap: limits.max_stderr_bytes,
+                stdout_cap: output_cap(config.max_output_bytes, &resources),
+                stderr_cap: config.max_stderr_bytes,
             },
             memory_cap: (resources.memory_mb << 20) as usize,
-            timeout: limits.timeout,
+            timeout: config.timeout,
+            cpu_budget: config.cpu_budget,
             throttle: None,
         },
         cpu_millis: resources.cpu_millis,
@@ -160,7 +185,31 @@ async fn run(
         // worker once the guest has stopped.
         hold: Box::new((permit, body_hold)),
     };
-    let ran = app.executor.run(task).await?;
+    // The worker's result is awaited by a task of its own, which fills in
+    // the usage figures even if this request is dropped meanwhile (client
+    // gone: the cancel above stops the guest, and its CPU is still counted).
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (executor, pending) = (app.executor.clone(), usage.clone());
+    pending.worker_started();
+    tokio::spawn(async move {
+        let ran = executor.run(task).await;
+        pending.worker_done(|u| {
+            u.memory_mb_seconds = resources.memory_mb as f64 * admitted.elapsed().as_secs_f64();
+            if let Ok(ran) = &ran {
+                u.ran = true;
+                u.cpu = ran.outcome.timings.cpu;
+                u.peak_memory = ran.outcome.peak_memory;
+                u.queue += ran.queued;
+            }
+        });
+        let _ = tx.send(ran);
+    });
+    let ran = rx.await.map_err(|_| {
+        HttpError::new(
+            ErrorKind::Internal,
+            "internal error: the invocation's result was lost",
+        )
+    })??;
     let (queued, isolation, outcome) = (ran.queued, ran.isolation, ran.outcome);
 
     if !outcome.stderr.is_empty() {
@@ -274,6 +323,7 @@ fn failure_error(f: Failure, res: &Resources, stderr: &[u8], timing: &PhaseTimes
             ),
         ),
         Failure::Timeout(after) => HttpError::new(ErrorKind::Timeout, format!("function did not finish within the {:.3} s time limit and was stopped", after.as_secs_f64())),
+        Failure::CpuBudget(budget) => HttpError::new(ErrorKind::CpuBudget, format!("function used up its CPU-time budget of {} ms (limits.cpu_budget_ms in its manifest) and was stopped{}", budget.as_millis(), stderr_tail(stderr))),
         Failure::OutputLimit { cap } => HttpError::new(ErrorKind::OutputLimit, format!("function wrote more than this request's output limit of {cap} bytes to stdout and was stopped (the limit is the smaller of --max-output-bytes and Memory-Request: {} MiB)", res.memory_mb)),
         Failure::Cancelled => HttpError::new(ErrorKind::ClientGone, "client went away; invocation stopped"),
         Failure::Shutdown => HttpError::new(ErrorKind::Draining, "the server is shutting down: its drain timeout passed and this invocation was stopped").header("retry-after", 1),

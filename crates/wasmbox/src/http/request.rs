@@ -14,10 +14,20 @@ pub fn parse_resources(
     headers: &HeaderMap,
     limits: &RequestLimits,
 ) -> Result<Resources, HttpError> {
+    parse_resources_for(headers, limits, "this server's")
+}
+
+/// [`parse_resources`] with `whose` maximum the message names ("this
+/// server's", or a function's manifest).
+pub(super) fn parse_resources_for(
+    headers: &HeaderMap,
+    limits: &RequestLimits,
+    whose: &str,
+) -> Result<Resources, HttpError> {
     let memory_mb = header_number(
         headers,
         &["memory-request"],
-        "Memory-Request",
+        ("Memory-Request", whose),
         "MB",
         limits.max_memory_mb,
     )?
@@ -25,7 +35,7 @@ pub fn parse_resources(
     let cpu_millis = header_number(
         headers,
         &["cpu_quota", "cpu-quota"],
-        "cpu_quota",
+        ("cpu_quota", whose),
         "millicores",
         limits.max_cpu_quota,
     )?
@@ -41,7 +51,7 @@ pub fn parse_resources(
 fn header_number(
     headers: &HeaderMap,
     names: &[&str],
-    display: &str,
+    (display, whose): (&str, &str),
     unit: &str,
     max: u64,
 ) -> Result<Option<u64>, HttpError> {
@@ -58,7 +68,7 @@ fn header_number(
             let n = parse_positive(s).map_err(bad)?;
             if n > max {
                 return Err(bad(format!(
-                    "{n} {unit} is above this server's maximum of {max} {unit}"
+                    "{n} {unit} is above {whose} maximum of {max} {unit}"
                 )));
             }
             match found {

@@ -38,6 +38,8 @@ pub struct Metrics {
     functions: registry::Functions,
     pool: pool::Pool,
     front: front::Front,
+    /// The per-function usage families (see [`crate::accounting`]).
+    pub usage: crate::accounting::UsageFamilies,
 }
 
 /// Everything the gauges show, gathered at scrape time.
@@ -85,7 +87,9 @@ impl Metrics {
         let pool = pool::Pool::register(&mut r);
         let functions = registry::Functions::register(&mut r);
         let front = front::Front::register(&mut r);
+        let usage = crate::accounting::UsageFamilies::register(&mut r);
         Metrics {
+            usage,
             registry: r,
             invocations: inv.invocations,
             queue_wait: inv.queue_wait,

@@ -94,6 +94,8 @@ async fn run(engine: &WasmEngine, f: &Arc<Function>) -> String {
             memory_cap: 1 << 20,
             timeout: Duration::from_secs(60),
             throttle: None,
+            env: Vec::new(),
+            cpu_budget: None,
         };
         sandbox::invoke(&engine, &f, inv, &CancelToken::default())
     })

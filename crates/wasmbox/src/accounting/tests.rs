@@ -1,0 +1,126 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::registry::Registry;
+
+use super::*;
+
+fn accounting(max: usize, idle: Duration) -> (Arc<Accounting>, Registry) {
+    let mut r = Registry::default();
+    let families = UsageFamilies::register(&mut r);
+    let invocations = Family::<InvocationLabels, Counter>::default();
+    r.register("invocations", "x", invocations.clone());
+    let a = Accounting::new(families, invocations, None).with_bound(max, idle);
+    (Arc::new(a), r)
+}
+
+fn render(r: &Registry) -> String {
+    let mut s = String::new();
+    prometheus_client::encoding::text::encode(&mut s, r).unwrap();
+    s
+}
+
+fn served(a: &Arc<Accounting>, function: &str) {
+    let p = Pending::new(a.clone(), "id".into(), Instant::now());
+    p.update(|u| u.function = Some(function.into()));
+    p.finish(200, "ok", 3);
+}
+
+#[test]
+fn past_the_bound_the_least_recently_seen_function_is_dropped() {
+    let (a, r) = accounting(2, Duration::from_secs(3600));
+    served(&a, "one.wasm");
+    served(&a, "two.wasm");
+    served(&a, "three.wasm");
+    let text = render(&r);
+    assert!(!text.contains("one.wasm"), "{text}");
+    assert!(text.contains("three.wasm") && text.contains("two.wasm"));
+    assert!(a.stats("one.wasm").is_none());
+    assert_eq!(a.stats("two.wasm").unwrap().invocations, 1);
+}
+
+#[test]
+fn idle_functions_are_dropped_at_the_sweep() {
+    let (a, r) = accounting(10, Duration::ZERO);
+    served(&a, "idle.wasm");
+    assert!(render(&r).contains("idle.wasm"));
+    a.sweep();
+    assert!(!render(&r).contains("idle.wasm"));
+}
+
+#[test]
+fn a_client_gone_while_the_worker_runs_is_recorded_once_with_the_workers_figures() {
+    let (a, r) = accounting(10, Duration::from_secs(3600));
+    let p = Pending::new(a.clone(), "id".into(), Instant::now());
+    p.update(|u| u.function = Some("f.wasm".into()));
+    p.worker_started();
+    drop(p.guard());
+    assert!(
+        a.stats("f.wasm").is_none(),
+        "recorded before the worker was done"
+    );
+    p.worker_done(|u| {
+        u.ran = true;
+        u.cpu = Duration::from_millis(250);
+    });
+    let s = a.stats("f.wasm").unwrap();
+    assert_eq!(s.invocations, 1);
+    assert_eq!(s.outcomes.get("client-gone"), Some(&1));
+    assert!((s.cpu_seconds - 0.25).abs() < 1e-9);
+    p.finish(200, "ok", 0);
+    assert_eq!(a.stats("f.wasm").unwrap().invocations, 1);
+    assert!(
+        render(&r).contains("outcome=\"client-gone\"} 1"),
+        "counted twice"
+    );
+}
+
+#[test]
+fn a_handler_dropped_before_any_worker_is_recorded_at_once() {
+    let (a, _r) = accounting(10, Duration::from_secs(3600));
+    let p = Pending::new(a.clone(), "id".into(), Instant::now());
+    p.update(|u| u.function = Some("g.wasm".into()));
+    drop(p.guard());
+    assert_eq!(
+        a.stats("g.wasm").unwrap().outcomes.get("client-gone"),
+        Some(&1)
+    );
+}
+
+#[test]
+fn the_access_log_line_has_every_field() {
+    let u = Usage {
+        request_id: "r1".into(),
+        function: Some("f.wasm".into()),
+        status: 508,
+        outcome: "cpu-budget",
+        ran: true,
+        cpu: Duration::from_micros(1500),
+        wall: Duration::from_millis(3),
+        queue: Duration::ZERO,
+        peak_memory: 3 << 20,
+        memory_mb_seconds: 0.5,
+        bytes_in: 1,
+        bytes_out: 2,
+    };
+    let v: serde_json::Value = serde_json::from_str(&u.json_line()).unwrap();
+    for k in [
+        "time",
+        "request_id",
+        "function",
+        "status",
+        "error",
+        "cpu_ms",
+        "wall_ms",
+        "queue_ms",
+        "peak_mb",
+        "mb_seconds",
+        "bytes_in",
+        "bytes_out",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing from {v}");
+    }
+    assert_eq!(v["cpu_ms"], 1.5);
+    assert_eq!(v["peak_mb"], 3.0);
+    assert_eq!(v["error"], "cpu-budget");
+}

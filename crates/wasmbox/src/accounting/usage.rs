@@ -1,0 +1,184 @@
+//! One request's usage record, and [`Pending`]: the record while the
+//! request is in progress, shared by its handler and the task waiting for
+//! its worker, so that it is recorded exactly once, with the worker's
+//! figures, even when the client goes away first.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::Accounting;
+
+/// The `Wasmbox-Error` kind and status of a request whose client went away.
+pub const CLIENT_GONE: (&str, u16) = ("client-gone", 499);
+
+/// What one request cost, and how it ended.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub request_id: String,
+    /// The function's file name; `None` if the request named none that
+    /// exists.
+    pub function: Option<String>,
+    pub status: u16,
+    /// `ok`, or the `Wasmbox-Error` kind.
+    pub outcome: &'static str,
+    /// Whether an invocation ran (its CPU and peak memory are figures).
+    pub ran: bool,
+    /// CPU time of the invocation's thread.
+    pub cpu: Duration,
+    /// From arrival to outcome (server side).
+    pub wall: Duration,
+    /// Waiting for admission and for a worker.
+    pub queue: Duration,
+    /// Peak linear memory, bytes.
+    pub peak_memory: usize,
+    /// Memory-Request MB x seconds the reservation was held.
+    pub memory_mb_seconds: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Usage {
+    /// The access-log line (without its newline).
+    pub fn json_line(&self) -> String {
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        serde_json::json!({
+            "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            "request_id": self.request_id,
+            "function": self.function,
+            "status": self.status,
+            "error": if self.outcome == "ok" { None } else { Some(self.outcome) },
+            "cpu_ms": ms(self.cpu),
+            "wall_ms": ms(self.wall),
+            "queue_ms": ms(self.queue),
+            "peak_mb": (self.peak_memory as f64 / f64::from(1 << 20) * 1000.0).round() / 1000.0,
+            "mb_seconds": (self.memory_mb_seconds * 1000.0).round() / 1000.0,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+        })
+        .to_string()
+    }
+}
+
+struct State {
+    usage: Usage,
+    accounting: Arc<Accounting>,
+    received: Instant,
+    /// A task waits for a worker's result and will fill in its figures.
+    worker_running: bool,
+    /// The handler was dropped (client gone) before it finished.
+    handler_gone: bool,
+    /// Recorded.
+    done: bool,
+    /// The outcome is already counted (the client went away while the
+    /// worker ran: counted at once, figures later).
+    counted: bool,
+}
+
+impl State {
+    fn record(&mut self) {
+        self.done = true;
+        self.usage.wall = self.received.elapsed();
+        if !self.counted {
+            self.accounting.count(&self.usage);
+        }
+        self.accounting.record_usage(&self.usage);
+    }
+
+    fn record_client_gone(&mut self) {
+        (self.usage.outcome, self.usage.status) = CLIENT_GONE;
+        self.record();
+    }
+}
+
+/// A request's record in progress (clones share it).
+#[derive(Clone)]
+pub struct Pending(Arc<Mutex<State>>);
+
+impl Pending {
+    /// A record for a request that arrived at `received`.
+    pub fn new(accounting: Arc<Accounting>, request_id: String, received: Instant) -> Self {
+        Pending(Arc::new(Mutex::new(State {
+            usage: Usage {
+                request_id,
+                function: None,
+                status: 0,
+                outcome: "ok",
+                ran: false,
+                cpu: Duration::ZERO,
+                wall: Duration::ZERO,
+                queue: Duration::ZERO,
+                peak_memory: 0,
+                memory_mb_seconds: 0.0,
+                bytes_in: 0,
+                bytes_out: 0,
+            },
+            accounting,
+            received,
+            worker_running: false,
+            handler_gone: false,
+            done: false,
+            counted: false,
+        })))
+    }
+
+    /// Changes the record (the function once known, bytes in, ...).
+    pub fn update(&self, f: impl FnOnce(&mut Usage)) {
+        f(&mut self.0.lock().unwrap().usage);
+    }
+
+    /// A task now waits for the worker; it calls [`Pending::worker_done`].
+    pub fn worker_started(&self) {
+        self.0.lock().unwrap().worker_running = true;
+    }
+
+    /// The worker's figures are in; if the handler has gone, this records
+    /// the request (as client-gone).
+    pub fn worker_done(&self, f: impl FnOnce(&mut Usage)) {
+        let mut s = self.0.lock().unwrap();
+        f(&mut s.usage);
+        s.worker_running = false;
+        if s.handler_gone && !s.done {
+            s.record_client_gone();
+        }
+    }
+
+    /// Records the request's outcome (the handler's normal end).
+    pub fn finish(&self, status: u16, outcome: &'static str, bytes_out: u64) {
+        let mut s = self.0.lock().unwrap();
+        if s.done {
+            return;
+        }
+        s.usage.status = status;
+        s.usage.outcome = outcome;
+        s.usage.bytes_out = bytes_out;
+        s.record();
+    }
+
+    /// A guard that, dropped before [`Pending::finish`], marks the client
+    /// gone (recorded now, or by the worker's task when it has figures).
+    pub fn guard(&self) -> Abandon {
+        Abandon(self.clone())
+    }
+}
+
+/// See [`Pending::guard`].
+pub struct Abandon(Pending);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        let mut s = (self.0).0.lock().unwrap();
+        if s.done {
+            return;
+        }
+        s.handler_gone = true;
+        if s.worker_running {
+            // Counted now, as the outcome is known; the figures (the CPU
+            // its guest burns until it stops) follow from the worker.
+            (s.usage.outcome, s.usage.status) = CLIENT_GONE;
+            s.accounting.count(&s.usage);
+            s.counted = true;
+        } else {
+            s.record_client_gone();
+        }
+    }
+}
