@@ -1,5 +1,6 @@
 //! Loading functions over HTTP: unreadable files, the compile budget, the
-//! compile child, and a compile that outlives its client.
+//! compile child, and a compile that outlives its client. Loads here happen
+//! on request (`--prewarm-poll 0`); prewarming is tested in prewarm.rs.
 
 use std::path::{Path, PathBuf};
 
@@ -31,7 +32,11 @@ fn many_functions(msg: &str, n: usize) -> String {
 async fn status_503_unreadable_when_a_file_cannot_be_looked_at_and_its_compiled_function_is_kept() {
     // Every request looks at the file (by default a loaded function's file
     // is looked at again only after a second).
-    let s = TestServer::start(&["hello.wat"], &["--revalidate-after", "0"]).await;
+    let s = TestServer::start(
+        &["hello.wat"],
+        &["--revalidate-after", "0", "--prewarm-poll", "0"],
+    )
+    .await;
     s.get("/hello").await.expect(200, &["Hello"]);
     let (file, aside) = (s.path("hello.wat"), s.path("aside"));
     std::fs::rename(&file, &aside).unwrap();
@@ -55,6 +60,8 @@ async fn status_502_over_the_compile_budget_names_the_limit_and_the_server_stays
     let s = TestServer::start(
         &["hello.wat"],
         &[
+            "--prewarm-poll",
+            "0",
             "--max-module-functions",
             "300",
             "--heavy-module-kb",
@@ -127,6 +134,8 @@ async fn a_heavy_compile_outlives_its_client_and_a_cheap_one_is_answered_meanwhi
     let s = TestServer::start(
         &[],
         &[
+            "--prewarm-poll",
+            "0",
             "--heavy-module-kb",
             "4",
             "--compile-child-exe",

@@ -162,7 +162,13 @@ async fn a_client_that_goes_away_stops_its_invocation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_disk_cache_skips_compilation_after_a_restart_and_survives_corruption() {
     let cache = tempfile::tempdir().unwrap();
-    let args = ["--cache-dir", cache.path().to_str().unwrap()];
+    // Loads happen on request here (prewarming is tested in prewarm.rs).
+    let args = [
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--prewarm-poll",
+        "0",
+    ];
     let s = TestServer::start(&["echo.wasm"], &args).await;
     s.get("/echo?arg=one").await.expect(200, &["one"]);
     assert_eq!(s.app.registry.cache_hits(), 0);
@@ -197,6 +203,8 @@ async fn least_recently_used_functions_are_unloaded_beyond_the_limit() {
         cache.path().to_str().unwrap(),
         "--max-loaded-functions",
         "2",
+        "--prewarm-poll",
+        "0",
     ];
     let s = TestServer::start(&["echo.wasm", "hello.wat", "wc.wasm"], &args).await;
     s.get("/echo?arg=a").await.expect(200, &["a"]);
