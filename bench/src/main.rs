@@ -111,6 +111,12 @@ enum Cmd {
         #[arg(long, default_value = "bench/results/soak.md")]
         out: PathBuf,
     },
+    /// The HTTP ceiling: a bare hyper server answering hello's bytes with no
+    /// Wasm, until killed (compare starts it as its own process).
+    BareHyper {
+        #[arg(long)]
+        port: u16,
+    },
     /// Every benchmark in turn: core, isolation, admission, compare.
     All {
         #[arg(long)]
@@ -119,10 +125,12 @@ enum Cmd {
 }
 
 mod admission;
+mod bare_hyper;
 mod client;
 mod compare;
 mod containment;
 mod density;
+mod hello_http;
 mod isolation;
 mod load;
 mod peers;
@@ -157,6 +165,7 @@ fn main() -> anyhow::Result<()> {
             functions,
             processes,
         } => density::print(functions, processes),
+        Cmd::BareHyper { port } => bare_hyper::serve(port),
         Cmd::All { quick } => {
             let results = repo_root().join("bench/results");
             core(quick, &results.join("core.md"))?;

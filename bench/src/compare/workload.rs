@@ -40,6 +40,10 @@ impl Scale {
 /// The concurrencies every system is measured at.
 pub(crate) const CONCURRENCY: [usize; 4] = [1, 2, 16, 64];
 
+/// The cpu_quota (millicores) of hello's requests, round robin: each
+/// invocation changes its worker's quota.
+pub(crate) const HELLO_QUOTAS: [u64; 3] = [250, 500, 750];
+
 /// One function as every system runs it.
 pub(crate) struct Workload {
     pub(crate) name: &'static str,
