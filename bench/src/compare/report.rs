@@ -157,7 +157,7 @@ impl Report<'_> {
             })
             .map(|(a, b)| (p50(&a.result.isolation), p50(&b.result.isolation)));
         let iso_ratio = iso.map(|(a, b)| b / a.max(0.001));
-        goal_row(&mut r, "isolation cost p50 (Server-Timing `isolation`, hello c=1), re-enacted reference / wasmbox", iso.map_or("-".into(), |(a, b)| format!("{:.0}x below ({} vs {})", b / a.max(0.001), fmt_us(a), fmt_us(b))), ">= 10x below", iso_ratio.map(|x| x >= 10.0), iso_ratio.map_or(String::new(), |x| format!("{x:.1}x")))?;
+        goal_row(&mut r, &format!("isolation cost p50 (Server-Timing `isolation`, hello c=1, cpu_quota {} round robin: a quota change per invocation), re-enacted reference / wasmbox", HELLO_QUOTAS.map(|q| q.to_string()).join("/")), iso.map_or("-".into(), |(a, b)| format!("{:.0}x below ({} vs {})", b / a.max(0.001), fmt_us(a), fmt_us(b))), ">= 10x below", iso_ratio.map(|x| x >= 10.0), iso_ratio.map_or(String::new(), |x| format!("{x:.1}x")))?;
         let d = self.density;
         for (name, _, (wasm, native)) in self.exec {
             let x = wasm / native;
