@@ -89,7 +89,10 @@ pub(crate) fn write(r: &mut String, prices: &[DeadlinePrice]) -> std::fmt::Resul
          possible); `{WASMTIME_RUN_EPOCH}` is compiled with `{}` and run with `{}`, the check wasmbox's deadline relies \
          on. Process floor: hello's p50 under the same build ({:.0} µs plain, {:.0} µs epoch), subtracted to get each \
          workload's execution alone. Engine's deadline cost = epoch / plain; wasmbox's own overhead = wasmbox \
-         (client-observed, HTTP round trip and all) / the epoch build's execution. Goal: own overhead <= {OWN_OVERHEAD_GOAL}x.\n",
+         (client-observed, HTTP round trip and all) / the epoch build's execution. Goal: own overhead <= {OWN_OVERHEAD_GOAL}x. \
+         A process also pays costs that grow with the workload and that a warm server does not (page faults on fresh \
+         memory: wasmbox's pool slots keep theirs resident), so the own-overhead ratios lean in wasmbox's favour; the \
+         engine's ratio has the same process on both sides.\n",
         crate::peers::EPOCH_COMPILE.join(" "),
         crate::peers::EPOCH_RUN.join(" "),
         f.floor_plain,

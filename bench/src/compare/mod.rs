@@ -145,6 +145,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
             }
         }
     }
+    eprintln!("[{:.0} s] reference...", started.elapsed().as_secs_f64());
     // 3. The re-enacted reference pipeline, over HTTP the same way.
     let reference = {
         let sources: Vec<(&str, PathBuf)> = all.iter().map(|w| (w.name, source(w))).collect();
@@ -165,6 +166,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
     }
     let reference_cgroups = reference.cgroups;
     drop(reference);
+    eprintln!("[{:.0} s] processes...", started.elapsed().as_secs_f64());
     // 2. Process per invocation.
     let mut skipped: Vec<String> = Vec::new();
     let mut wasmtime_version = String::from("not installed");
@@ -232,7 +234,10 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
 
     // hello against its ceilings (bare hyper, no isolation, one core), and
     // in-process scaling with workers.
-    eprintln!("hello over HTTP against its ceilings...");
+    eprintln!(
+        "[{:.0} s] hello over HTTP against its ceilings...",
+        started.elapsed().as_secs_f64()
+    );
     let hello = crate::hello_http::run(&rt, window)?;
     let scaling = in_process_scaling(window)?;
 
@@ -243,6 +248,10 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         Scale::Quick => (600, 4),
         Scale::Full => (goals::DENSITY_GOAL_N, 10),
     };
+    eprintln!(
+        "[{:.0} s] density of {n}...",
+        started.elapsed().as_secs_f64()
+    );
     let bar = progress(0, "density");
     let density = crate::density::run(
         &rt,
@@ -260,6 +269,10 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         Scale::Quick => 3,
         Scale::Full => 5,
     };
+    eprintln!(
+        "[{:.0} s] wasm vs native...",
+        started.elapsed().as_secs_f64()
+    );
     let bar = progress((all.len() - 1) as u64, "wasm vs native");
     let mut exec = Vec::new();
     for w in all.iter().filter(|w| w.name != "hello") {
