@@ -72,7 +72,7 @@ enum Cmd {
     },
     /// Only the density part of `compare`: N functions in one wasmbox.
     Density {
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 10_000)]
         functions: usize,
         /// `wasmtime serve` processes to measure one-process-per-function with.
         #[arg(long, default_value_t = 4)]

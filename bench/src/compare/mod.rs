@@ -190,7 +190,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
                         .args(&args);
                     c
                 });
-                for conc in CONCURRENCY {
+                for &conc in scale.process_concurrency() {
                     measure(system, w, conc, &mut || {
                         load::processes(cmd.clone(), &w.expect, conc, window)
                     })?;
@@ -209,7 +209,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
             c.args(&args);
             c
         });
-        for conc in CONCURRENCY {
+        for &conc in scale.process_concurrency() {
             measure(NATIVE, w, conc, &mut || {
                 load::processes(cmd.clone(), &w.expect, conc, window)
             })?;

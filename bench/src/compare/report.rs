@@ -86,6 +86,13 @@ impl Report<'_> {
         writeln!(r, "- **{WASMTIME_RUN_EPOCH}**: the same with the module compiled with `{}` and run with `{}`: the engine's deadline check, which wasmbox's deadline needs and the plain build has not.", crate::peers::EPOCH_COMPILE.join(" "), crate::peers::EPOCH_RUN.join(" "))?;
         writeln!(r, "- **{NATIVE}**: the workload built for x86_64 from the same source (functions/build.sh), a child process per request.")?;
         writeln!(r, "- **{WASMTIME_SERVE}**: `wasmtime serve` (defaults) of hello as a wasi:http component (functions/rust/hellohttp, wasm32-wasip2), answering the same {hello_len} bytes; hello only.\n")?;
+        if self.scale.process_concurrency().len() < CONCURRENCY.len() {
+            writeln!(
+                r,
+                "At this scale the process-per-request systems are measured at c={} only (`-` in the tables).\n",
+                self.scale.process_concurrency().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+            )?;
+        }
         for s in self.skipped {
             writeln!(r, "Skipped: {s}.\n")?;
         }

@@ -27,6 +27,15 @@ impl Scale {
             Scale::Full => Duration::from_secs(4),
         }
     }
+    /// The concurrencies a process-per-request system is measured at:
+    /// `--quick` leaves out the highest (a process each at once, for
+    /// seconds per cell on a small machine).
+    pub(crate) fn process_concurrency(self) -> &'static [usize] {
+        match self {
+            Scale::Quick => &CONCURRENCY[..CONCURRENCY.len() - 1],
+            _ => &CONCURRENCY,
+        }
+    }
     /// The command-line flag of this scale.
     pub(crate) fn name(self) -> &'static str {
         match self {
