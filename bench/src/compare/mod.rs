@@ -361,8 +361,9 @@ fn in_process_scaling(window: Duration) -> anyhow::Result<goals::Scaling> {
         },
         &repo_root().join("functions/hello.wat"),
     )?;
-    let [one, two] =
-        [1, 2].map(|t| crate::throughput(t, secs, crate::invoke_loop(&engine, &function)));
-    let cpu = [1, 2].map(|t| crate::throughput(t, secs, crate::cpu_loop()));
+    let [one, two] = [1, 2].map(|t| {
+        crate::core_bench::throughput(t, secs, crate::core_bench::invoke_loop(&engine, &function))
+    });
+    let cpu = [1, 2].map(|t| crate::core_bench::throughput(t, secs, crate::core_bench::cpu_loop()));
     Ok((one, two, cpu[1] / cpu[0]))
 }
