@@ -18,20 +18,55 @@ use crate::{repo_root, ServerProc};
 pub(crate) struct Density {
     pub(crate) functions: usize,
     pub(crate) module_bytes: usize,
+    /// wasmbox's default `--max-loaded-functions` (from `wasmbox serve --help`).
+    pub(crate) max_loaded_default: usize,
     /// wasmbox RSS right after start, nothing compiled yet.
     pub(crate) rss_start: u64,
-    /// First invocation of each function, compiling it (client latency, ns).
-    pub(crate) first_cold: Histogram<u64>,
-    /// wasmbox (RSS, PSS) once every function has run once and it is idle.
-    pub(crate) loaded: (u64, u64),
-    /// After a restart with the AOT cache filled by the first run: first
-    /// invocations load compiled code from disk.
-    pub(crate) first_cached: Histogram<u64>,
-    pub(crate) loaded_cached: (u64, u64),
+    /// First boot, defaults: every function compiled on its first request.
+    pub(crate) cold: Pass,
+    /// After a restart, defaults (LRU at `max_loaded_default`): compiled
+    /// code loaded from the AOT cache the first boot filled.
+    pub(crate) cached: Pass,
+    /// After a restart with `--max-loaded-functions N`: all stay loaded.
+    pub(crate) all_loaded: Pass,
     /// One `wasmtime serve` process per function: how many were measured,
     /// and their summed (RSS, PSS) once each has served a request.
     pub(crate) per_process: Option<(usize, u64, u64)>,
     pub(crate) per_process_skip: Option<String>,
+}
+
+/// One pass over every function, each invoked once in turn.
+pub(crate) struct Pass {
+    /// Each first invocation's client latency, ns.
+    pub(crate) first: Histogram<u64>,
+    /// The server's (RSS, PSS) once idle after the pass.
+    pub(crate) mem: (u64, u64),
+    /// The server's open file descriptors then.
+    pub(crate) fds: usize,
+}
+
+/// The server's open file descriptors.
+fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// `wasmbox serve`'s default `--max-loaded-functions`, read from its help.
+fn max_loaded_default() -> anyhow::Result<usize> {
+    let exe = std::env::current_exe()?.with_file_name("wasmbox");
+    let out = std::process::Command::new(exe)
+        .args(["serve", "--help"])
+        .output()?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    let after = help
+        .split("--max-loaded-functions")
+        .nth(1)
+        .context("no --max-loaded-functions in `wasmbox serve --help`")?;
+    let default = after
+        .split("[default: ")
+        .nth(1)
+        .and_then(|t| t.split(']').next())
+        .context("no default for --max-loaded-functions")?;
+    Ok(default.trim().parse()?)
 }
 
 /// Appends a custom section `name` holding `payload` to a wasm binary.
@@ -72,7 +107,7 @@ async fn first_invocations(
     tokio::spawn(conn);
     let mut h = Histogram::<u64>::new(3)?;
     for i in 0..n {
-        let req = hyper::Request::get(format!("/fn{i:04}?arg=tenant{i}"))
+        let req = hyper::Request::get(format!("/fn{i:05}?arg=tenant{i}"))
             .header("host", "bench")
             .header("cpu_quota", 1000)
             .header("Memory-Request", 64)
@@ -84,7 +119,7 @@ async fn first_invocations(
         let body = resp.into_body().collect().await?.to_bytes();
         h.record(t.elapsed().as_nanos().max(1) as u64)?;
         if status != 200 || body.as_ref() != format!("tenant{i}\n").as_bytes() {
-            bail!("fn{i:04}: {status} {}", String::from_utf8_lossy(&body));
+            bail!("fn{i:05}: {status} {}", String::from_utf8_lossy(&body));
         }
         bar.inc(1);
     }
@@ -104,22 +139,34 @@ pub(crate) fn run(
     let cache = tempfile::tempdir()?;
     for i in 0..n {
         let wasm = with_custom_section(&echo, "tenant", format!("tenant {i}").as_bytes());
-        std::fs::write(dir.path().join(format!("fn{i:04}.wasm")), wasm)?;
+        std::fs::write(dir.path().join(format!("fn{i:05}.wasm")), wasm)?;
     }
     let cache_arg = cache.path().to_string_lossy().to_string();
-    let args = ["--cache-dir", cache_arg.as_str()];
-    bar.set_length(2 * n as u64);
-
-    let server = ServerProc::start(dir.path(), &args, "/-/live")?;
-    let (rss_start, _) = memory(server.pid())?;
-    let first_cold = rt.block_on(first_invocations(server.port, n, bar))?;
-    let loaded = memory(server.pid())?;
-    drop(server);
-
-    let server = ServerProc::start(dir.path(), &args, "/-/live")?;
-    let first_cached = rt.block_on(first_invocations(server.port, n, bar))?;
-    let loaded_cached = memory(server.pid())?;
-    drop(server);
+    let n_arg = n.to_string();
+    let defaults = ["--cache-dir", cache_arg.as_str()];
+    let all = [
+        "--cache-dir",
+        cache_arg.as_str(),
+        "--max-loaded-functions",
+        n_arg.as_str(),
+    ];
+    bar.set_length(3 * n as u64);
+    let pass = |args: &[&str], rss_start: Option<&mut u64>| -> anyhow::Result<Pass> {
+        let server = ServerProc::start(dir.path(), args, "/-/live")?;
+        if let Some(r) = rss_start {
+            *r = memory(server.pid())?.0;
+        }
+        let first = rt.block_on(first_invocations(server.port, n, bar))?;
+        Ok(Pass {
+            first,
+            mem: memory(server.pid())?,
+            fds: open_fds(server.pid())?,
+        })
+    };
+    let mut rss_start = 0;
+    let cold = pass(&defaults, Some(&mut rss_start))?;
+    let cached = pass(&defaults, None)?;
+    let all_loaded = pass(&all, None)?;
 
     let (mut per_process, mut per_process_skip) = (None, None);
     match wasmtime {
@@ -141,11 +188,11 @@ pub(crate) fn run(
     Ok(Density {
         functions: n,
         module_bytes: echo.len(),
+        max_loaded_default: max_loaded_default()?,
         rss_start,
-        first_cold,
-        loaded,
-        first_cached,
-        loaded_cached,
+        cold,
+        cached,
+        all_loaded,
         per_process,
         per_process_skip,
     })
@@ -168,18 +215,19 @@ pub(crate) fn print(n: usize, processes: usize) -> anyhow::Result<()> {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1e3;
     println!("{n} functions: RSS at start {:.1} MiB", mib(d.rss_start));
-    println!(
-        "compiling: first invocation p50 {:.0} µs p99 {:.0} µs; idle RSS {:.1} MiB",
-        q(&d.first_cold, 0.5),
-        q(&d.first_cold, 0.99),
-        mib(d.loaded.0)
-    );
-    println!(
-        "from the AOT cache: first invocation p50 {:.0} µs p99 {:.0} µs; idle RSS {:.1} MiB",
-        q(&d.first_cached, 0.5),
-        q(&d.first_cached, 0.99),
-        mib(d.loaded_cached.0)
-    );
+    for (what, p) in [
+        ("compiling, defaults", &d.cold),
+        ("from the AOT cache, defaults (LRU)", &d.cached),
+        ("from the AOT cache, all loaded", &d.all_loaded),
+    ] {
+        println!(
+            "{what}: first invocation p50 {:.0} µs p99 {:.0} µs; idle RSS {:.1} MiB; {} fds",
+            q(&p.first, 0.5),
+            q(&p.first, 0.99),
+            mib(p.mem.0),
+            p.fds
+        );
+    }
     if let Some((k, rss, pss)) = d.per_process {
         println!(
             "wasmtime serve per function: RSS {:.1} MiB, PSS {:.1} MiB",

@@ -38,12 +38,25 @@ pub(crate) fn wasmtime_cli() -> anyhow::Result<(PathBuf, String)> {
     )
 }
 
-/// `wasmtime compile src -o dir/name.cwasm`.
-pub(crate) fn compile_cwasm(wasmtime: &Path, src: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+/// The wasmtime CLI options of the epoch-interruption build: compiled with
+/// the epoch check in every loop and function entry, and run with a
+/// wall-clock timeout (what wasmbox's deadline needs).
+pub(crate) const EPOCH_COMPILE: &[&str] = &["-W", "epoch-interruption=y"];
+pub(crate) const EPOCH_RUN: &[&str] = &["-W", "epoch-interruption=y", "-W", "timeout=100s"];
+
+/// `wasmtime compile [flags] src -o dir/name[-tag].cwasm`.
+pub(crate) fn compile_cwasm(
+    wasmtime: &Path,
+    src: &Path,
+    dir: &Path,
+    flags: &[&str],
+) -> anyhow::Result<PathBuf> {
     let stem = src.file_stem().unwrap_or_default().to_string_lossy();
-    let out = dir.join(format!("{stem}.cwasm"));
+    let tag = if flags.is_empty() { "" } else { "-flags" };
+    let out = dir.join(format!("{stem}{tag}.cwasm"));
     let st = Command::new(wasmtime)
         .arg("compile")
+        .args(flags)
         .arg(src)
         .arg("-o")
         .arg(&out)

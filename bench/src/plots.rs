@@ -5,14 +5,17 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::compare::systems::{Cell, NATIVE, REFERENCE, WASMBOX, WASMTIME_RUN, WASMTIME_SERVE};
+use crate::compare::systems::{
+    Cell, NATIVE, REFERENCE, WASMBOX, WASMTIME_RUN, WASMTIME_RUN_EPOCH, WASMTIME_SERVE,
+};
 use crate::density::Density;
 
-const SYSTEMS: [(&str, RGBColor); 5] = [
+const SYSTEMS: [(&str, RGBColor); 6] = [
     (WASMBOX, RGBColor(0x1f, 0x77, 0xb4)),
     (WASMTIME_SERVE, RGBColor(0x2c, 0xa0, 0x2c)),
     (REFERENCE, RGBColor(0xd6, 0x27, 0x28)),
     (WASMTIME_RUN, RGBColor(0xff, 0x7f, 0x0e)),
+    (WASMTIME_RUN_EPOCH, RGBColor(0x8c, 0x56, 0x4b)),
     (NATIVE, RGBColor(0x94, 0x67, 0xbd)),
 ];
 
@@ -154,9 +157,9 @@ fn memory(dir: &Path, d: &Density) -> anyhow::Result<Plot> {
     let title = "memory per function (MiB)".to_string();
     let path = dir.join("memory-per-function.svg");
     let mib = |b: f64| b / (1u64 << 20) as f64;
-    let wasmbox = mib(d.loaded_cached.0 as f64 / d.functions as f64);
+    let wasmbox = mib(d.all_loaded.mem.0 as f64 / d.functions as f64);
     let mut bars = vec![(
-        format!("wasmbox, {} functions (RSS / N, cached)", d.functions),
+        format!("wasmbox, {} functions all loaded (RSS / N)", d.functions),
         wasmbox,
     )];
     if let Some((k, rss, pss)) = d.per_process {

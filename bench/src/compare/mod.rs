@@ -10,6 +10,11 @@
 //!
 //! Writes bench/results/compare.md and three SVG plots next to it.
 
+mod deadline;
+mod density_section;
+mod exec;
+mod goals;
+mod hello_section;
 mod limits;
 mod report;
 pub(crate) mod systems;
@@ -21,15 +26,16 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use wasmbox_runtime::sandbox::{self, CancelToken, Stdio as GuestStdio};
-use wasmbox_runtime::{EngineConfig, Invocation};
+use wasmbox_runtime::EngineConfig;
 
 use self::report::Report;
-use self::systems::{Cell, NATIVE, REFERENCE, WASMBOX, WASMTIME_RUN, WASMTIME_SERVE};
+use self::systems::{
+    Cell, NATIVE, REFERENCE, WASMBOX, WASMTIME_RUN, WASMTIME_RUN_EPOCH, WASMTIME_SERVE,
+};
 pub(crate) use self::workload::Scale;
-use self::workload::{expected_digest, workloads, Workload, CONCURRENCY};
+use self::workload::{expected_digest, workloads, Workload, CONCURRENCY, HELLO_QUOTAS};
 use crate::load::{self, Expect, HttpTarget, LoadResult};
 use crate::peers::{self, WasmtimeServe};
 use crate::reference::RefServer;
@@ -59,7 +65,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         name: "hello",
         args: vec![],
         memory_mb: 64,
-        expect: Expect::Len(20),
+        expect: Expect::Len(crate::bare_hyper::HELLO.len()),
     }];
     for (name, args, memory_mb) in workloads(scale) {
         let args: Vec<String> = args.into_iter().map(String::from).collect();
@@ -79,7 +85,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         }
     };
 
-    let cells_total = all.len() * CONCURRENCY.len() * 4;
+    let cells_total = all.len() * CONCURRENCY.len() * 5;
     let bar = progress(cells_total as u64, "side by side");
     let mut cells: Vec<Cell> = Vec::new();
     let mut measure = |system: &'static str,
@@ -107,9 +113,16 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
             format!("/{}?{}", w.name, q.join("&"))
         }
     };
-    // Every request of a function carries the same resources.
-    let resources_for = |memory_mb: u64| -> Arc<dyn Fn(usize) -> (u64, u64) + Send + Sync> {
-        Arc::new(move |_| (1000, memory_mb))
+    // A workload's requests carry cpu_quota 1000; hello's go round robin
+    // through HELLO_QUOTAS, so every invocation changes its worker's quota
+    // (the isolation row measures a real quota write).
+    let resources_for = |w: &Workload| -> Arc<dyn Fn(usize) -> (u64, u64) + Send + Sync> {
+        let memory_mb = w.memory_mb;
+        if w.name == "hello" {
+            Arc::new(move |i| (HELLO_QUOTAS[i % HELLO_QUOTAS.len()], memory_mb))
+        } else {
+            Arc::new(move |_| (1000, memory_mb))
+        }
     };
 
     // 1. wasmbox, CPU isolation auto (cgroup-v1 on this machine).
@@ -119,7 +132,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
             let target = HttpTarget {
                 port: server.port,
                 path: query(w),
-                resources: resources_for(w.memory_mb),
+                resources: resources_for(w),
                 expect: w.expect.clone(),
             };
             // Compile before measuring (as a warm server has).
@@ -132,6 +145,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
             }
         }
     }
+    eprintln!("[{:.0} s] reference...", started.elapsed().as_secs_f64());
     // 3. The re-enacted reference pipeline, over HTTP the same way.
     let reference = {
         let sources: Vec<(&str, PathBuf)> = all.iter().map(|w| (w.name, source(w))).collect();
@@ -141,7 +155,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         let target = HttpTarget {
             port: reference.port,
             path: query(w),
-            resources: resources_for(w.memory_mb),
+            resources: resources_for(w),
             expect: w.expect.clone(),
         };
         for conc in CONCURRENCY {
@@ -152,25 +166,35 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
     }
     let reference_cgroups = reference.cgroups;
     drop(reference);
+    eprintln!("[{:.0} s] processes...", started.elapsed().as_secs_f64());
     // 2. Process per invocation.
     let mut skipped: Vec<String> = Vec::new();
     let mut wasmtime_version = String::from("not installed");
     if let Some((cli, version)) = &wasmtime {
         wasmtime_version = version.clone();
+        // The plain build, and the epoch-interruption build run with a
+        // timeout: the engine's deadline cost is the second over the first.
+        let builds: [(&'static str, &[&str], &'static [&'static str]); 2] = [
+            (WASMTIME_RUN, &[], &[]),
+            (WASMTIME_RUN_EPOCH, peers::EPOCH_COMPILE, peers::EPOCH_RUN),
+        ];
         for w in &all {
-            let cwasm = peers::compile_cwasm(cli, &source(w), peer_dir.path())?;
-            let (cli, args) = (cli.clone(), w.args.clone());
-            let cmd: Arc<dyn Fn() -> Command + Send + Sync> = Arc::new(move || {
-                let mut c = Command::new(&cli);
-                c.args(["run", "--allow-precompiled"])
-                    .arg(&cwasm)
-                    .args(&args);
-                c
-            });
-            for conc in CONCURRENCY {
-                measure(WASMTIME_RUN, w, conc, &mut || {
-                    load::processes(cmd.clone(), &w.expect, conc, window)
-                })?;
+            for (system, compile_flags, run_flags) in builds {
+                let cwasm = peers::compile_cwasm(cli, &source(w), peer_dir.path(), compile_flags)?;
+                let (cli, args) = (cli.clone(), w.args.clone());
+                let cmd: Arc<dyn Fn() -> Command + Send + Sync> = Arc::new(move || {
+                    let mut c = Command::new(&cli);
+                    c.args(["run", "--allow-precompiled"])
+                        .args(run_flags)
+                        .arg(&cwasm)
+                        .args(&args);
+                    c
+                });
+                for &conc in scale.process_concurrency() {
+                    measure(system, w, conc, &mut || {
+                        load::processes(cmd.clone(), &w.expect, conc, window)
+                    })?;
+                }
             }
         }
     } else {
@@ -185,7 +209,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
             c.args(&args);
             c
         });
-        for conc in CONCURRENCY {
+        for &conc in scale.process_concurrency() {
             measure(NATIVE, w, conc, &mut || {
                 load::processes(cmd.clone(), &w.expect, conc, window)
             })?;
@@ -197,8 +221,8 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         let target = HttpTarget {
             port: serve.port,
             path: "/".into(),
-            resources: resources_for(64),
-            expect: Expect::Len(20),
+            resources: resources_for(&all[0]),
+            expect: all[0].expect.clone(),
         };
         for conc in CONCURRENCY {
             measure(WASMTIME_SERVE, &all[0], conc, &mut || {
@@ -208,12 +232,26 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
 
-    // 5. Density.
+    // hello against its ceilings (bare hyper, no isolation, one core), and
+    // in-process scaling with workers.
+    eprintln!(
+        "[{:.0} s] hello over HTTP against its ceilings...",
+        started.elapsed().as_secs_f64()
+    );
+    let hello = crate::hello_http::run(&rt, window)?;
+    let scaling = in_process_scaling(window)?;
+
+    // 5. Density: at the goal's size in the full run; under --quick just
+    // past the LRU default, so both server runs differ.
     let (n, procs) = match scale {
         Scale::Smoke => (10, 2),
-        Scale::Quick => (200, 4),
-        Scale::Full => (1000, 10),
+        Scale::Quick => (600, 4),
+        Scale::Full => (goals::DENSITY_GOAL_N, 10),
     };
+    eprintln!(
+        "[{:.0} s] density of {n}...",
+        started.elapsed().as_secs_f64()
+    );
     let bar = progress(0, "density");
     let density = crate::density::run(
         &rt,
@@ -231,15 +269,32 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         Scale::Quick => 3,
         Scale::Full => 5,
     };
+    eprintln!(
+        "[{:.0} s] wasm vs native...",
+        started.elapsed().as_secs_f64()
+    );
     let bar = progress((all.len() - 1) as u64, "wasm vs native");
     let mut exec = Vec::new();
     for w in all.iter().filter(|w| w.name != "hello") {
         bar.set_message(w.name);
-        exec.push((w.name, w.args.clone(), wasm_vs_native(w, &source(w), runs)?));
+        exec.push((
+            w.name,
+            w.args.clone(),
+            exec::wasm_vs_native(w, &source(w), runs)?,
+        ));
         bar.inc(1);
     }
     bar.finish_and_clear();
 
+    let names: Vec<&'static str> = all.iter().map(|w| w.name).collect();
+    let prices = deadline::prices(&cells, &names);
+    let goals = goals::goals(&goals::Inputs {
+        cells: &cells,
+        prices: &prices,
+        hello: &hello,
+        scaling,
+        density: &density,
+    });
     let report = Report {
         scale,
         window,
@@ -251,6 +306,10 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         exec: &exec,
         all: &all,
         elapsed: started.elapsed(),
+        prices: &prices,
+        goals: &goals,
+        hello: &hello,
+        scaling,
     };
     let plots_dir = out.with_file_name("plots");
     std::fs::create_dir_all(&plots_dir)?;
@@ -260,6 +319,16 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(out, text)?;
+    let goals_md = out.with_file_name("goals.md");
+    let mut g = format!(
+        "# Issue 13's goals, measured\n\n{}\n\nCommand: `target/release/wasmbox-bench compare {}` (written with compare.md, \
+         which has every table these figures come from). This run took {:.0} s.\n\n",
+        crate::machine(),
+        scale.name(),
+        started.elapsed().as_secs_f64()
+    );
+    goals::write(&mut g, &goals)?;
+    std::fs::write(&goals_md, g)?;
     println!(
         "wrote {} and {} plots in {}",
         out.display(),
@@ -279,69 +348,22 @@ fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Median execution time (ms) of a workload: in wasmbox's sandbox
-/// (instantiate + run, compiled beforehand) and as a native process (wall
-/// time of fork/exec + run; the process start is < 1 ms of it).
-fn wasm_vs_native(w: &Workload, src: &Path, runs: usize) -> anyhow::Result<(f64, f64)> {
+/// hello in process on 1 and 2 worker threads, and a pure CPU loop the
+/// same way: (1 worker/s, 2 workers/s, CPU loop 2/1).
+fn in_process_scaling(window: Duration) -> anyhow::Result<goals::Scaling> {
+    let secs = (window.as_secs_f64() * 2.0).max(0.5);
     let InProcess {
-        engine,
-        function: f,
-        ..
+        engine, function, ..
     } = InProcess::load(
         EngineConfig {
-            max_instances: 4,
+            max_instances: 16,
             ..Default::default()
         },
-        src,
+        &repo_root().join("functions/hello.wat"),
     )?;
-    let mut argv = vec![w.name.to_string()];
-    argv.extend(w.args.iter().cloned());
-    let (mut wasm, mut native) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let o = sandbox::invoke(
-            &engine,
-            &f,
-            Invocation {
-                argv: argv.clone(),
-                stdio: GuestStdio::Captured {
-                    stdin: bytes::Bytes::new(),
-                    stdout_cap: 1 << 20,
-                    stderr_cap: 1 << 16,
-                },
-                memory_cap: (w.memory_mb as usize) << 20,
-                timeout: Duration::from_secs(120),
-                throttle: None,
-                env: Vec::new(),
-                cpu_budget: None,
-            },
-            &CancelToken::default(),
-        );
-        if o.result.is_err() || !w.expect.accepts(&o.stdout) {
-            bail!(
-                "{} in wasm: {:?} {}",
-                w.name,
-                o.result,
-                String::from_utf8_lossy(&o.stdout)
-            );
-        }
-        wasm.push((o.timings.instantiate + o.timings.execute).as_secs_f64() * 1e3);
-        let t = Instant::now();
-        let out = Command::new(peers::native(w.name)?)
-            .args(&w.args)
-            .output()?;
-        native.push(t.elapsed().as_secs_f64() * 1e3);
-        if !out.status.success() || !w.expect.accepts(&out.stdout) {
-            bail!(
-                "{} natively: {}",
-                w.name,
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-    }
-    Ok((median(&mut wasm), median(&mut native)))
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let [one, two] = [1, 2].map(|t| {
+        crate::core_bench::throughput(t, secs, crate::core_bench::invoke_loop(&engine, &function))
+    });
+    let cpu = [1, 2].map(|t| crate::core_bench::throughput(t, secs, crate::core_bench::cpu_loop()));
+    Ok((one, two, cpu[1] / cpu[0]))
 }

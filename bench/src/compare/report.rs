@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::systems::{self, Cell, ALL, NATIVE, REFERENCE, WASMBOX, WASMTIME_RUN, WASMTIME_SERVE};
+use super::systems::{
+    self, Cell, ALL, NATIVE, REFERENCE, WASMBOX, WASMTIME_RUN, WASMTIME_RUN_EPOCH, WASMTIME_SERVE,
+};
 use super::units::{fmt_us, us};
-use super::workload::{ExecTime, Scale, Workload, CONCURRENCY};
+use super::workload::{ExecTime, Scale, Workload, CONCURRENCY, HELLO_QUOTAS};
 use crate::machine;
 
 /// Everything one run measured, to render.
@@ -24,6 +26,10 @@ pub(crate) struct Report<'a> {
     pub(crate) exec: &'a [ExecTime],
     pub(crate) all: &'a [Workload],
     pub(crate) elapsed: Duration,
+    pub(crate) prices: &'a [super::deadline::DeadlinePrice],
+    pub(crate) goals: &'a [super::goals::Goal],
+    pub(crate) hello: &'a crate::hello_http::HelloHttp,
+    pub(crate) scaling: super::goals::Scaling,
 }
 
 fn goal_row(
@@ -63,24 +69,38 @@ impl Report<'_> {
             "Command: `./bench/run.sh` (builds everything, then `target/release/wasmbox-bench compare {}`). \
              This run took {:.0} s. Load: closed loop, hyper HTTP/1.1 clients with one keep-alive connection each \
              (or one OS thread each spawning processes), {} ms per cell and at least one request per client, \
-             latencies in hdrhistogram. Peers: {}. All requests carry `cpu_quota: 1000`.\n",
+             latencies in hdrhistogram. Peers: {}. The workloads' requests carry `cpu_quota: 1000`; hello's carry \
+             `cpu_quota` {} round robin, so every invocation changes its worker's quota.\n",
             self.scale.name(),
             self.elapsed.as_secs_f64(),
             self.window.as_millis(),
-            self.wasmtime_version
+            self.wasmtime_version,
+            HELLO_QUOTAS.map(|q| q.to_string()).join("/")
         )?;
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let hello_len = crate::bare_hyper::HELLO.len();
         writeln!(r, "Systems:\n")?;
-        writeln!(r, "- **{WASMBOX}**: `wasmbox serve` (release), defaults: CPU isolation `auto` (cgroup-v1 here: one cgroup per worker thread, quota rewritten per invocation), admission at the detected capacity (2 cores: 2 invocations of `cpu_quota: 1000` run at once, the rest queue FIFO).")?;
-        writeln!(r, "- **{REFERENCE}**: the Go prototype's per-request steps re-enacted in Rust with wasmtime 48 (bench/src/reference.rs), not the prototype itself: a new OS thread, mkdir a cgroup + quota + move the thread in{}, a new Engine, the precompiled module loaded from disk, WASI p1 with stdin/stdout in temp files, `_start`, move back + rmdir.", if self.reference_cgroups { "" } else { " (SKIPPED here: cgroup v1 cpu is not writable)" })?;
+        writeln!(r, "- **{WASMBOX}**: `wasmbox serve` (release), defaults: CPU isolation `auto` (one cgroup per worker thread where cgroups are writable, quota rewritten when it changes), admission at the detected capacity ({cores} cores here: at most {cores} invocations of `cpu_quota: 1000` run at once, the rest queue FIFO).")?;
+        writeln!(r, "- **{REFERENCE}**: the Go prototype's per-request steps re-enacted in Rust with the wasmtime crate wasmbox uses (bench/src/reference.rs), not the prototype itself: a new OS thread, mkdir a cgroup + quota + move the thread in{}, a new Engine, the precompiled module loaded from disk, WASI p1 with stdin/stdout in temp files, `_start`, move back + rmdir.", if self.reference_cgroups { "" } else { " (SKIPPED here: cgroup v1 cpu is not writable)" })?;
         writeln!(r, "- **{WASMTIME_RUN}**: `wasmtime run --allow-precompiled X.cwasm ARGS` as a child process per request (the `.cwasm` from `wasmtime compile`): the container-style process-per-invocation baseline without a container runtime.")?;
+        writeln!(r, "- **{WASMTIME_RUN_EPOCH}**: the same with the module compiled with `{}` and run with `{}`: the engine's deadline check, which wasmbox's deadline needs and the plain build has not.", crate::peers::EPOCH_COMPILE.join(" "), crate::peers::EPOCH_RUN.join(" "))?;
         writeln!(r, "- **{NATIVE}**: the workload built for x86_64 from the same source (functions/build.sh), a child process per request.")?;
-        writeln!(r, "- **{WASMTIME_SERVE}**: `wasmtime serve` (defaults) of hello as a wasi:http component (functions/rust/hellohttp, wasm32-wasip2), answering the same 20 bytes; hello only.\n")?;
+        writeln!(r, "- **{WASMTIME_SERVE}**: `wasmtime serve` (defaults) of hello as a wasi:http component (functions/rust/hellohttp, wasm32-wasip2), answering the same {hello_len} bytes; hello only.\n")?;
+        if self.scale.process_concurrency().len() < CONCURRENCY.len() {
+            writeln!(
+                r,
+                "At this scale the process-per-request systems are measured at c={} only (`-` in the tables).\n",
+                self.scale.process_concurrency().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+            )?;
+        }
         for s in self.skipped {
             writeln!(r, "Skipped: {s}.\n")?;
         }
 
         // Goals.
         writeln!(r, "## Goals\n")?;
+        super::goals::write(&mut r, self.goals)?;
+        writeln!(r, "### Earlier goals (issue 5)\n")?;
         writeln!(
             r,
             "| goal | achieved | target | verdict |\n|---|---|---|---|"
@@ -144,49 +164,8 @@ impl Report<'_> {
             })
             .map(|(a, b)| (p50(&a.result.isolation), p50(&b.result.isolation)));
         let iso_ratio = iso.map(|(a, b)| b / a.max(0.001));
-        goal_row(&mut r, "isolation cost p50 (Server-Timing `isolation`, hello c=1), re-enacted reference / wasmbox", iso.map_or("-".into(), |(a, b)| format!("{:.0}x below ({} vs {})", b / a.max(0.001), fmt_us(a), fmt_us(b))), ">= 10x below", iso_ratio.map(|x| x >= 10.0), iso_ratio.map_or(String::new(), |x| format!("{x:.1}x")))?;
+        goal_row(&mut r, &format!("isolation cost p50 (Server-Timing `isolation`, hello c=1, cpu_quota {} round robin: a quota change per invocation), re-enacted reference / wasmbox", HELLO_QUOTAS.map(|q| q.to_string()).join("/")), iso.map_or("-".into(), |(a, b)| format!("{:.0}x below ({} vs {})", b / a.max(0.001), fmt_us(a), fmt_us(b))), ">= 10x below", iso_ratio.map(|x| x >= 10.0), iso_ratio.map_or(String::new(), |x| format!("{x:.1}x")))?;
         let d = self.density;
-        let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        let target = if d.functions == 1000 {
-            "<= 256 MiB"
-        } else {
-            "<= 256 MiB (at 1,000; this run has fewer)"
-        };
-        for (when, rss) in [
-            (
-                "after a restart, each loaded once from the AOT cache",
-                d.loaded_cached.0,
-            ),
-            ("on first boot, each compiled once", d.loaded.0),
-        ] {
-            let idle = mib(rss);
-            goal_row(
-                &mut r,
-                &format!("{} functions: idle RSS of the server, {when}", d.functions),
-                format!("{idle:.0} MiB"),
-                target,
-                Some(idle <= 256.0),
-                format!("{:.0} MiB over", idle - 256.0),
-            )?;
-        }
-        let p99_cached = us(d.first_cached.value_at_quantile(0.99));
-        let p99_cold = us(d.first_cold.value_at_quantile(0.99));
-        goal_row(
-            &mut r,
-            "first invocation p99 across them (compiled code in the AOT cache, after a restart)",
-            fmt_us(p99_cached),
-            "<= 2 ms",
-            Some(p99_cached <= 2000.0),
-            format!("{:.1}x over", p99_cached / 2000.0),
-        )?;
-        goal_row(
-            &mut r,
-            "first invocation p99 across them (nothing cached: compiles on first use)",
-            fmt_us(p99_cold),
-            "<= 2 ms",
-            Some(p99_cold <= 2000.0),
-            format!("{:.1}x over", p99_cold / 2000.0),
-        )?;
         for (name, _, (wasm, native)) in self.exec {
             let x = wasm / native;
             goal_row(
@@ -259,77 +238,13 @@ impl Report<'_> {
             )?;
         }
 
-        // Density.
-        writeln!(
-            r,
-            "## Density: {} functions in one wasmbox vs one process per function\n",
-            d.functions
-        )?;
-        writeln!(r, "The functions are copies of `echo` ({} KiB of Wasm, Rust std), each made distinct by a custom section, invoked once each in turn on one connection. \
-             wasmbox runs with its defaults plus `--cache-dir`: it keeps at most 512 functions compiled in memory (`--max-loaded-functions`), \
-             unloading the least recently used, which reload on their next request (from the AOT cache here: the cached first-invocation row is that cost).\n", d.module_bytes / 1024)?;
-        writeln!(r, "| measure | result |\n|---|---|")?;
-        writeln!(
-            r,
-            "| wasmbox RSS after start, nothing compiled | {:.1} MiB |",
-            mib(d.rss_start)
-        )?;
-        writeln!(
-            r,
-            "| first invocation, compiling: p50 / p99 | {} / {} |",
-            fmt_us(us(d.first_cold.value_at_quantile(0.5))),
-            fmt_us(p99_cold)
-        )?;
-        writeln!(
-            r,
-            "| idle after all ran once: RSS / PSS | {:.1} / {:.1} MiB |",
-            mib(d.loaded.0),
-            mib(d.loaded.1)
-        )?;
-        writeln!(
-            r,
-            "| after a restart, first invocation from the AOT cache: p50 / p99 | {} / {} |",
-            fmt_us(us(d.first_cached.value_at_quantile(0.5))),
-            fmt_us(p99_cached)
-        )?;
-        writeln!(
-            r,
-            "| idle after all ran once from the cache: RSS / PSS | {:.1} / {:.1} MiB |",
-            mib(d.loaded_cached.0),
-            mib(d.loaded_cached.1)
-        )?;
-        writeln!(
-            r,
-            "| wasmbox per function, from the cache (idle RSS / N) | {:.0} KiB |",
-            d.loaded_cached.0 as f64 / 1024.0 / d.functions as f64
-        )?;
-        match d.per_process {
-            Some((k, rss, pss)) => {
-                writeln!(r, "| one `wasmtime serve` process per function: {k} processes, summed RSS / PSS | {:.1} / {:.1} MiB |", mib(rss), mib(pss))?;
-                writeln!(
-                    r,
-                    "| per function, process each (RSS / PSS) | {:.1} / {:.1} MiB |",
-                    mib(rss) / k as f64,
-                    mib(pss) / k as f64
-                )?;
-                writeln!(
-                    r,
-                    "| ratio, per function: process (PSS) / wasmbox (RSS, from the cache) | {:.0}x |",
-                    (pss as f64 / k as f64)
-                        / (d.loaded_cached.0 as f64 / d.functions as f64)
-                )?;
-            }
-            None => writeln!(
-                r,
-                "| one process per function | skipped: {} |",
-                d.per_process_skip.as_deref().unwrap_or("?")
-            )?,
-        }
-        writeln!(r, "\nA process per function here is only the Wasm host; a container adds its runtime's shim and, under Knative, a queue-proxy sidecar per pod, so the real per-function cost is higher.\n")?;
+        super::density_section::write(&mut r, d)?;
+        super::deadline::write(&mut r, self.prices)?;
+        super::hello_section::write(&mut r, self.hello)?;
 
         // Wasm vs native.
         writeln!(r, "## Wasm vs native execution time\n")?;
-        writeln!(r, "Median of runs; Wasm: instantiate + run in wasmbox's sandbox (code compiled beforehand, no CPU quota); native: wall time of the process. Both print the same digest.\n")?;
+        writeln!(r, "Median of runs, like for like: both are whole processes timed from spawn to exit. Wasm: `wasmbox run` (wasmbox's sandbox with the server's engine settings and deadline, no CPU quota) with the compiled code already in its AOT cache dir; native: the x86_64 build of the same source. Both print the same digest.\n")?;
         writeln!(
             r,
             "| workload | args | Wasm | native | Wasm / native |\n|---|---|---|---|---|"
@@ -344,7 +259,7 @@ impl Report<'_> {
         }
         writeln!(r)?;
 
-        super::limits::write(&mut r, self.cells, self.density, self.exec)?;
+        super::limits::write(&mut r, self.cells, self.density, self.exec, self.scaling.0)?;
 
         writeln!(r, "## Plots\n")?;
         for (title, path) in plots {

@@ -27,6 +27,15 @@ impl Scale {
             Scale::Full => Duration::from_secs(4),
         }
     }
+    /// The concurrencies a process-per-request system is measured at:
+    /// `--quick` leaves out the highest (a process each at once, for
+    /// seconds per cell on a small machine).
+    pub(crate) fn process_concurrency(self) -> &'static [usize] {
+        match self {
+            Scale::Quick => &CONCURRENCY[..CONCURRENCY.len() - 1],
+            _ => &CONCURRENCY,
+        }
+    }
     /// The command-line flag of this scale.
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -39,6 +48,10 @@ impl Scale {
 
 /// The concurrencies every system is measured at.
 pub(crate) const CONCURRENCY: [usize; 4] = [1, 2, 16, 64];
+
+/// The cpu_quota (millicores) of hello's requests, round robin: each
+/// invocation changes its worker's quota.
+pub(crate) const HELLO_QUOTAS: [u64; 3] = [250, 500, 750];
 
 /// One function as every system runs it.
 pub(crate) struct Workload {

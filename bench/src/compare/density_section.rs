@@ -1,0 +1,90 @@
+//! The report's density section: N tenants' functions in one wasmbox, with
+//! the LRU default and with all loaded, against one process per function.
+
+use std::fmt::Write as _;
+
+use super::units::{fmt_us, us};
+use crate::density::{Density, Pass};
+
+pub(crate) fn write(r: &mut String, d: &Density) -> std::fmt::Result {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    writeln!(
+        r,
+        "## Density: {} functions in one wasmbox vs one process per function\n",
+        d.functions
+    )?;
+    writeln!(
+        r,
+        "The functions are copies of `echo` ({} KiB of Wasm, Rust std), each made distinct by a custom section, \
+         invoked once each in turn on one connection. Three server runs over the same directory, all with \
+         `--cache-dir`: first boot with the defaults (each compiled on its first request, filling the AOT cache); \
+         a restart with the defaults, where at most {} functions stay compiled in memory (`--max-loaded-functions` \
+         default: the least recently used are unloaded and reload from the cache on their next request); a restart \
+         with `--max-loaded-functions {}`, all loaded.\n",
+        d.module_bytes / 1024,
+        d.max_loaded_default,
+        d.functions
+    )?;
+    writeln!(
+        r,
+        "| server run | first invocation p50 / p99 | idle RSS / PSS after | RSS per function | open fds |\n|---|---|---|---|---|"
+    )?;
+    let row = |r: &mut String, what: String, p: &Pass| {
+        writeln!(
+            r,
+            "| {what} | {} / {} | {:.1} / {:.1} MiB | {:.0} KiB | {} |",
+            fmt_us(us(p.first.value_at_quantile(0.5))),
+            fmt_us(us(p.first.value_at_quantile(0.99))),
+            mib(p.mem.0),
+            mib(p.mem.1),
+            p.mem.0.saturating_sub(d.rss_start) as f64 / 1024.0 / d.functions as f64,
+            p.fds
+        )
+    };
+    row(
+        r,
+        format!(
+            "first boot, defaults (LRU at {}), compiling",
+            d.max_loaded_default
+        ),
+        &d.cold,
+    )?;
+    row(
+        r,
+        format!(
+            "restart, defaults (LRU at {}), from the AOT cache",
+            d.max_loaded_default
+        ),
+        &d.cached,
+    )?;
+    row(
+        r,
+        format!("restart, all {} loaded, from the AOT cache", d.functions),
+        &d.all_loaded,
+    )?;
+    writeln!(
+        r,
+        "\nRSS right after start, nothing compiled: {:.1} MiB (RSS per function is above it).\n",
+        mib(d.rss_start)
+    )?;
+    match d.per_process {
+        Some((k, rss, pss)) => {
+            let per_wasmbox = d.all_loaded.mem.0 as f64 / d.functions as f64;
+            writeln!(
+                r,
+                "One `wasmtime serve` process per function ({k} measured): {:.1} / {:.1} MiB RSS / PSS each; \
+                 per function, a process (PSS) takes {:.0}x wasmbox with all loaded (RSS / N). A process per function \
+                 is only the Wasm host here; a container adds its runtime's shim and, under Knative, a queue-proxy \
+                 sidecar per pod.\n",
+                mib(rss) / k as f64,
+                mib(pss) / k as f64,
+                (pss as f64 / k as f64) / per_wasmbox
+            )
+        }
+        None => writeln!(
+            r,
+            "One process per function: skipped: {}.\n",
+            d.per_process_skip.as_deref().unwrap_or("?")
+        ),
+    }
+}

@@ -1,0 +1,204 @@
+//! Issue 13's goals, each with the value this run measured and its verdict
+//! (PASS/MISS), as one markdown table: in compare.md and, alone, in
+//! bench/results/goals.md.
+
+use std::fmt::Write as _;
+
+use super::deadline::{DeadlinePrice, OWN_OVERHEAD_GOAL};
+use super::systems::{best_rate, Cell, WASMBOX, WASMTIME_SERVE};
+use super::units::{fmt_us, us};
+use crate::density::Density;
+use crate::hello_http::{self as hh, HelloHttp};
+
+/// Functions the density goal is set at.
+pub(crate) const DENSITY_GOAL_N: usize = 10_000;
+/// The shipped container's open-descriptor limit.
+pub(crate) const FD_LIMIT: usize = 1024;
+
+/// One goal: what, measured, target, verdict (None: not measured).
+pub(crate) struct Goal {
+    pub(crate) what: String,
+    pub(crate) measured: String,
+    pub(crate) target: String,
+    pub(crate) pass: Option<bool>,
+}
+
+fn goal(what: impl Into<String>, measured: String, target: &str, pass: Option<bool>) -> Goal {
+    Goal {
+        what: what.into(),
+        measured,
+        target: target.to_string(),
+        pass,
+    }
+}
+
+/// In-process scaling of hello: (1 worker/s, 2 workers/s, pure CPU loop 2/1).
+pub(crate) type Scaling = (f64, f64, f64);
+
+pub(crate) struct Inputs<'a> {
+    pub(crate) cells: &'a [Cell],
+    pub(crate) prices: &'a [DeadlinePrice],
+    pub(crate) hello: &'a HelloHttp,
+    pub(crate) scaling: Scaling,
+    pub(crate) density: &'a Density,
+}
+
+pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
+    let mut g = Vec::new();
+    for p in i.prices {
+        g.push(goal(
+            format!("{}: wasmbox's own overhead over `wasmtime run` of the same epoch build (c=1 p50, execution)", p.function),
+            format!("{:.2}x ({:.2} ms vs {:.2} ms; engine's epoch / plain {:.2}x)", p.own_exec(), p.wasmbox / 1e3, (p.epoch - p.floor_epoch) / 1e3, p.engine_exec()),
+            &format!("<= {OWN_OVERHEAD_GOAL}x"),
+            Some(p.met()),
+        ));
+    }
+    if i.prices.is_empty() {
+        g.push(goal(
+            "own overhead over the epoch build",
+            "-".into(),
+            &format!("<= {OWN_OVERHEAD_GOAL}x"),
+            None,
+        ));
+    }
+    let (wb, ws) = (
+        best_rate(i.cells, WASMBOX, "hello"),
+        best_rate(i.cells, WASMTIME_SERVE, "hello"),
+    );
+    g.push(goal(
+        "hello req/s, wasmbox / `wasmtime serve` (best concurrency of each)",
+        wb.zip(ws).map_or("-".into(), |(a, b)| {
+            format!(
+                "{:.2}x ({:.0}/s at c={} vs {:.0}/s at c={})",
+                a.0 / b.0,
+                a.0,
+                a.1,
+                b.0,
+                b.1
+            )
+        }),
+        ">= 3x",
+        wb.zip(ws).map(|(a, b)| a.0 / b.0 >= 3.0),
+    ));
+    let h = i.hello;
+    let on_label = format!("isolation {}", h.mode);
+    let rate = |label: &str, c: usize, q: u64| h.get(label, c, q).map(|r| r.rate);
+    let nb = rate(hh::ON_NOT_BINDING, 16, 1000).zip(rate(hh::NONE_NOT_BINDING, 16, 1000));
+    g.push(goal(
+        format!(
+            "hello c=16, admission not binding (`--capacity-cpu {}`): {on_label} / none",
+            hh::NOT_BINDING
+        ),
+        nb.map_or("-".into(), |(a, b)| {
+            format!("{:.2}x ({a:.0}/s vs {b:.0}/s)", a / b)
+        }),
+        ">= 0.9x",
+        nb.map(|(a, b)| a / b >= 0.9),
+    ));
+    let (one, two, cpu) = i.scaling;
+    g.push(goal(
+        "2 workers / 1, in process (hello)",
+        format!(
+            "{:.2}x ({one:.0}/s -> {two:.0}/s; a pure CPU loop: {cpu:.2}x)",
+            two / one
+        ),
+        ">= 1.8x",
+        Some(two / one >= 1.8),
+    ));
+    let server = h
+        .get(hh::ISO_ON, 1, 1000)
+        .filter(|r| !r.server_total.is_empty())
+        .map(|r| us(r.server_total.value_at_quantile(0.5)));
+    g.push(goal(
+        format!("hello server-side p50 (Server-Timing `total`, c=1, {on_label})"),
+        server.map_or("-".into(), fmt_us),
+        "<= 35 µs",
+        server.map(|v| v <= 35.0),
+    ));
+    let p99 = |q| {
+        h.get(hh::B2B, 1, q)
+            .map(|r| us(r.latency.value_at_quantile(0.99)))
+    };
+    let b2b = p99(100).zip(p99(1000));
+    g.push(goal(
+        format!(
+            "back-to-back hello, one connection, {on_label}: p99 at `cpu_quota: 100` / at 1000"
+        ),
+        b2b.map_or("-".into(), |(a, b)| {
+            format!("{:.2}x ({} vs {})", a / b, fmt_us(a), fmt_us(b))
+        }),
+        "<= 2x",
+        b2b.map(|(a, b)| a / b <= 2.0),
+    ));
+    let bare = rate(hh::ISO_ON, 16, 1000).zip(rate(hh::BARE, 16, 1000));
+    g.push(goal(
+        format!("hello req/s c=16, wasmbox ({on_label}, defaults) / bare hyper"),
+        bare.map_or("-".into(), |(a, b)| {
+            format!("{:.2}x ({a:.0}/s vs {b:.0}/s)", a / b)
+        }),
+        ">= 0.5x",
+        bare.map(|(a, b)| a / b >= 0.5),
+    ));
+    let d = i.density;
+    let scaled = if d.functions < DENSITY_GOAL_N {
+        format!(
+            " (scaled down to {} in this run; the goal is at {DENSITY_GOAL_N})",
+            d.functions
+        )
+    } else {
+        String::new()
+    };
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    g.push(goal(
+        format!("density: distinct functions registered{scaled}"),
+        d.functions.to_string(),
+        &format!(">= {DENSITY_GOAL_N}"),
+        Some(d.functions >= DENSITY_GOAL_N),
+    ));
+    let rss = mib(d.cached.mem.0);
+    g.push(goal(
+        format!(
+            "density: idle RSS after each ran once, defaults (LRU at {}), after a restart",
+            d.max_loaded_default
+        ),
+        format!("{rss:.0} MiB"),
+        "<= 300 MiB",
+        Some(rss <= 300.0),
+    ));
+    let p99 = us(d.cached.first.value_at_quantile(0.99));
+    g.push(goal(
+        "density: first invocation p99, defaults, after a restart (code in the AOT cache)",
+        fmt_us(p99),
+        "<= 2 ms",
+        Some(p99 <= 2000.0),
+    ));
+    let fds = d.cached.fds.max(d.all_loaded.fds).max(d.cold.fds);
+    g.push(goal(
+        "density: open descriptors of the server, most over the passes (defaults, all loaded)",
+        fds.to_string(),
+        &format!("<= {FD_LIMIT}"),
+        Some(fds <= FD_LIMIT),
+    ));
+    g
+}
+
+/// The goals as a markdown table.
+pub(crate) fn write(r: &mut String, goals: &[Goal]) -> std::fmt::Result {
+    writeln!(
+        r,
+        "| goal | measured | target | verdict |\n|---|---|---|---|"
+    )?;
+    for g in goals {
+        let v = match g.pass {
+            Some(true) => "PASS",
+            Some(false) => "**MISS**",
+            None => "not measured",
+        };
+        writeln!(r, "| {} | {} | {} | {v} |", g.what, g.measured, g.target)?;
+    }
+    let (pass, all) = (
+        goals.iter().filter(|g| g.pass == Some(true)).count(),
+        goals.len(),
+    );
+    writeln!(r, "\n{pass} of {all} goals met in this run.\n")
+}

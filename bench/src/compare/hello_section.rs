@@ -1,0 +1,58 @@
+//! The report's section on hello over HTTP against its ceilings
+//! (hello_http.rs measures it): every row, then the ratios read off them.
+
+use std::fmt::Write as _;
+
+use super::units::{fmt_us, us};
+use crate::hello_http::{self as hh, HelloHttp};
+
+pub(crate) fn write(r: &mut String, h: &HelloHttp) -> std::fmt::Result {
+    let on = format!("isolation {}", h.mode);
+    writeln!(r, "## hello over HTTP against its ceilings\n")?;
+    writeln!(
+        r,
+        "Each row is one server process and closed-loop hyper clients (one keep-alive connection each) from this \
+         harness on the same machine. \"isolation on\" is `--cpu-isolation {}` here. The bare hyper server \
+         (`wasmbox-bench bare-hyper`, its own process) answers the same status, headers and body with no Wasm. \
+         Requests carry the `cpu_quota` in the table.\n",
+        h.mode
+    )?;
+    writeln!(
+        r,
+        "| server | c | cpu_quota | p50 / p99 | server p50 | req/s |\n|---|---|---|---|---|---|"
+    )?;
+    for row in &h.rows {
+        let res = &row.result;
+        let server = if res.server_total.is_empty() {
+            "-".to_string()
+        } else {
+            fmt_us(us(res.server_total.value_at_quantile(0.5)))
+        };
+        writeln!(
+            r,
+            "| {} | {} | {} | {} / {} | {server} | {:.0} |",
+            row.label.replace("isolation on", &on),
+            row.concurrency,
+            row.cpu_quota,
+            fmt_us(us(res.latency.value_at_quantile(0.5))),
+            fmt_us(us(res.latency.value_at_quantile(0.99))),
+            res.rate
+        )?;
+    }
+    let rate = |label: &str, c: usize| h.get(label, c, 1000).map(|x| x.rate);
+    let mut ratios = Vec::new();
+    for c in [1, 16] {
+        for (what, label) in [(on.as_str(), hh::ISO_ON), ("none", hh::ISO_NONE)] {
+            if let Some((a, b)) = rate(label, c).zip(rate(hh::BARE, c)) {
+                ratios.push(format!("c={c}, wasmbox {what} / bare hyper: {:.2}x", a / b));
+            }
+        }
+        if let Some((two, one)) = rate(hh::ISO_ON, c).zip(rate(hh::ONE_CORE, c)) {
+            ratios.push(format!(
+                "c={c}, wasmbox {on} server on 2 cores / on 1 core: {:.2}x",
+                two / one
+            ));
+        }
+    }
+    writeln!(r, "\nRatios (req/s, this run): {}.\n", ratios.join("; "))
+}
