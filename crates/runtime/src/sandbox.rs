@@ -47,6 +47,9 @@ pub enum Stdio {
     },
     /// The process's own stdio (`wasmbox run`).
     Inherit,
+    /// An HTTP request for a wasi:http handler component (its stdout and
+    /// stderr are kept for the log only).
+    Http(crate::component::http::HttpExchange),
 }
 
 /// Everything one invocation needs besides the function itself.
@@ -164,7 +167,25 @@ pub fn invoke_until(
     cancel: &CancelToken,
     shutdown: &CancelToken,
 ) -> Outcome {
-    DRIVER.with(|rt| rt.block_on(run(engine, function, inv, cancel, shutdown)))
+    use crate::component::{command, guard::Signals, http};
+    use crate::function::Code;
+    let timeout = inv.timeout;
+    let signals = || Signals {
+        deadline: Instant::now() + timeout,
+        cancel: cancel.clone(),
+        shutdown: shutdown.clone(),
+    };
+    DRIVER.with(|rt| match &function.code {
+        Code::Module(_) => rt.block_on(run(engine, function, inv, cancel, shutdown)),
+        Code::Command(pre) => {
+            let s = signals();
+            rt.block_on(command::run(engine, function, pre, inv, s))
+        }
+        Code::Http(pre) => {
+            let s = signals();
+            rt.block_on(http::run(engine, function, pre, inv, s))
+        }
+    })
 }
 
 async fn run(
@@ -193,6 +214,11 @@ async fn run(
         Stdio::Inherit => {
             builder.inherit_stdio();
             (None, None)
+        }
+        Stdio::Http(_) => {
+            return Outcome::not_run(Failure::Trap(
+                "a preview-1 module takes no HTTP request".into(),
+            ))
         }
     };
     let host = Host {
@@ -285,7 +311,10 @@ async fn call_start(
     function: &Function,
     instantiated: &Cell<Option<Instant>>,
 ) -> wasmtime::Result<()> {
-    let instance = function.pre.instantiate_async(&mut *store).await?;
+    let crate::function::Code::Module(pre) = &function.code else {
+        unreachable!("invoke_until runs only modules here");
+    };
+    let instance = pre.instantiate_async(&mut *store).await?;
     instantiated.set(Some(Instant::now()));
     let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
     match start.call_async(&mut *store, ()).await {

@@ -44,6 +44,7 @@ use crate::names::FunctionName;
 
 mod aot_cache;
 mod compile;
+mod compiled;
 mod config;
 mod entry;
 mod error;
