@@ -41,3 +41,14 @@ pub(crate) fn is_component(wasm: &[u8]) -> bool {
 pub(crate) fn precompiled_kind(bytes: &[u8]) -> Option<Precompiled> {
     Engine::detect_precompiled(bytes)
 }
+
+/// Precompiles `bytes` (binary or text; a module or a component, by its
+/// header) for `engine` (`wasmbox compile`).
+pub fn precompile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Vec<u8>> {
+    let wasm = wat::parse_bytes(bytes)?;
+    if is_component(&wasm) {
+        engine.precompile_component(&wasm)
+    } else {
+        engine.precompile_module(&wasm)
+    }
+}

@@ -55,6 +55,7 @@ mod resolve;
 mod trusted;
 
 pub use compile::{compile_child_main, CHILD_EXIT_INVALID};
+pub use compiled::precompile;
 pub use config::{Backoff, CompileLimits, RegistryConfig, WASMTIME_MAX_FUNCTION_BODY};
 use entry::{Entry, Loaded, Verdict};
 pub use error::LoadError;

@@ -157,7 +157,7 @@ fn metrics(app: &App) -> Response<Body> {
         ),
         heavy_compiles: app.registry.heavy_compiles_running(),
     });
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Full::new(Bytes::from(body)).into());
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -173,7 +173,7 @@ async fn functions(app: &App) -> Result<Response<Body>, HttpError> {
         )
     })?;
     let body = serde_json::json!({ "functions": names }).to_string();
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Full::new(Bytes::from(body)).into());
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(r)

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response};
 use wasmbox_admission::Resources;
 use wasmbox_runtime::executor::Task;
 use wasmbox_runtime::sandbox::{Stdio, Timings};
@@ -20,6 +20,7 @@ use super::body::read_body;
 use super::budget::Hold;
 use super::compat::Phases;
 use super::error::{ErrorKind, HttpError};
+use super::handler;
 use super::request::{parse_args, parse_resources};
 use super::response::Body;
 
@@ -68,51 +69,62 @@ impl Drop for Outcome<'_> {
     }
 }
 
-/// `GET|POST /{raw_name}`: checks the request, finds the function, runs it,
+/// `GET|POST /{target}` (any method and `/{function}/sub/path` for a
+/// wasi:http handler): checks the request, finds the function, runs it,
 /// and counts the outcome in the metrics.
 pub(super) async fn invoke(
     app: &Arc<App>,
     req: Request<Incoming>,
-    raw_name: &str,
+    target: &str,
 ) -> Result<Response<Body>, HttpError> {
     let received = Instant::now();
     let _in_flight = InFlight::enter(&app.in_flight);
-    if raw_name.is_empty() {
+    let get_or_post = matches!(*req.method(), Method::GET | Method::POST);
+    if target.is_empty() && get_or_post {
         return Err(HttpError::new(
             ErrorKind::NoRoute,
             "no function in the path; /-/functions on the admin listener lists them",
         ));
     }
-    if raw_name.contains('/') {
-        return Err(HttpError::new(
-            ErrorKind::BadName,
-            "invalid function name: it must be a single path segment (it contains '/')",
-        ));
-    }
-    let name = FunctionName::parse(raw_name)?;
+    // Only a wasi:http handler takes other methods and sub-paths: the
+    // function is looked up first, and anything else gets what it gets
+    // without handlers (405, or 400 for a path of several segments).
+    let (name, function, sub_path) = if get_or_post && !target.contains('/') {
+        let name = FunctionName::parse(target)?;
+        parse_resources(req.headers(), &app.limits)?;
+        // The function first: its body is not held in memory while it is
+        // looked up or compiled, and a request for a missing one is not
+        // read at all.
+        let function = app.registry.get(&name).await?;
+        (name, function, "")
+    } else {
+        let (name, function, sub_path) = handler::route(app, req.method(), target).await?;
+        (name, function, sub_path)
+    };
     let resources = parse_resources(req.headers(), &app.limits)?;
-    let argv = parse_args(&name, req.uri().query());
-    let method = req.method().clone();
-    // The function first: its body is not held in memory while it is looked
-    // up or compiled, and a request for a missing one is not read at all.
-    let function = app.registry.get(&name).await?;
-    let (body, body_hold) = read_body(req, &app.body_rules, &app.body_budget).await?;
-    let stdin = app.compat.stdin(&method, body)?;
     let outcome = Outcome {
         app,
         function: &function.file_name,
         counted: false,
     };
-    let result = run(
-        app,
-        &name,
-        function.clone(),
-        resources,
-        argv,
-        (stdin, body_hold),
-        received,
-    )
-    .await;
+    let result = if function.is_http_handler() {
+        handler::run(app, req, &name, function.clone(), sub_path, resources, received).await
+    } else {
+        let argv = parse_args(&name, req.uri().query());
+        let method = req.method().clone();
+        let (body, body_hold) = read_body(req, &app.body_rules, &app.body_budget).await?;
+        let stdin = app.compat.stdin(&method, body)?;
+        run(
+            app,
+            &name,
+            function.clone(),
+            resources,
+            argv,
+            (stdin, body_hold),
+            received,
+        )
+        .await
+    };
     outcome.count(match &result {
         Ok(_) => "ok",
         Err(e) => e.kind.as_str(),
@@ -181,13 +193,13 @@ async fn run(
     }
 }
 
-struct PhaseTimes {
-    queue: Duration,
-    isolation: Duration,
-    t: Timings,
+pub(super) struct PhaseTimes {
+    pub(super) queue: Duration,
+    pub(super) isolation: Duration,
+    pub(super) t: Timings,
     /// From the request's arrival in the handler to its outcome: the
     /// server-side time of the invocation, body read and lookup included.
-    total: Duration,
+    pub(super) total: Duration,
 }
 
 impl PhaseTimes {
@@ -205,7 +217,7 @@ impl PhaseTimes {
     }
 
     /// The `Server-Timing` header, as (name, value).
-    fn header(&self) -> Option<(HeaderName, HeaderValue)> {
+    pub(super) fn header(&self) -> Option<(HeaderName, HeaderValue)> {
         let v = HeaderValue::from_str(&self.server_timing()).ok()?;
         Some((HeaderName::from_static("server-timing"), v))
     }
@@ -214,7 +226,7 @@ impl PhaseTimes {
 fn success(app: &App, stdout: Bytes, timing: &PhaseTimes) -> Response<Body> {
     let (body, content_type) = app.compat.success_body(stdout);
     // Charged until the last copy of the bytes hyper writes is dropped.
-    let mut r = Response::new(Full::new(app.body_budget.charge(body)));
+    let mut r = Response::new(Full::new(app.body_budget.charge(body)).into());
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Some((k, v)) = timing.header() {
@@ -231,7 +243,7 @@ fn success(app: &App, stdout: Bytes, timing: &PhaseTimes) -> Response<Body> {
 /// The most stdout an invocation may write: `--max-output-bytes`, and no
 /// more than its `Memory-Request`, so that the output held for responses
 /// is bounded by what admission reserved.
-fn output_cap(max_output_bytes: usize, resources: &Resources) -> usize {
+pub(super) fn output_cap(max_output_bytes: usize, resources: &Resources) -> usize {
     max_output_bytes.min(usize::try_from(resources.memory_mb << 20).unwrap_or(usize::MAX))
 }
 
@@ -246,7 +258,7 @@ fn stderr_tail(stderr: &[u8]) -> String {
     }
 }
 
-fn failure_error(f: Failure, res: &Resources, stderr: &[u8], timing: &PhaseTimes) -> HttpError {
+pub(super) fn failure_error(f: Failure, res: &Resources, stderr: &[u8], timing: &PhaseTimes) -> HttpError {
     let mib = |b: usize| b.div_ceil(1 << 20);
     let e = match f {
         Failure::Exit(code) => {
