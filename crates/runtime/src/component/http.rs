@@ -115,7 +115,9 @@ pub(crate) async fn run(
         .new_incoming_request(Scheme::Http, request)
     {
         Ok(r) => r,
-        Err(e) => return Outcome::not_run(Failure::Trap(format!("bad request for the guest: {e:#}"))),
+        Err(e) => {
+            return Outcome::not_run(Failure::Trap(format!("bad request for the guest: {e:#}")))
+        }
     };
     let (respond, at) = (call.respond, instantiated.clone());
     let out = store

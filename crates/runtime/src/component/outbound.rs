@@ -65,7 +65,9 @@ impl HostPattern {
         }
         let wildcard_ok = host == "*" || host.strip_prefix("*.").is_some_and(|d| !d.contains('*'));
         if host.contains('*') && !wildcard_ok {
-            return Err(bad("'*' may only be the whole host or its first label (*.example.com)"));
+            return Err(bad(
+                "'*' may only be the whole host or its first label (*.example.com)",
+            ));
         }
         Ok(HostPattern {
             host: host.to_ascii_lowercase(),
@@ -228,7 +230,10 @@ mod tests {
 
     fn policy(list: &[&str]) -> OutboundPolicy {
         OutboundPolicy {
-            allow: list.iter().map(|p| HostPattern::parse(p).unwrap()).collect(),
+            allow: list
+                .iter()
+                .map(|p| HostPattern::parse(p).unwrap())
+                .collect(),
             ..OutboundPolicy::default()
         }
     }

@@ -99,7 +99,12 @@ impl AotCache {
     /// `component` says which kind its source is.
     /// A symlink or other non-regular file there is ignored; an entry that
     /// fails to load is deleted.
-    pub(super) fn lookup(&self, engine: &Engine, entry: &Path, component: bool) -> Option<Compiled> {
+    pub(super) fn lookup(
+        &self,
+        engine: &Engine,
+        entry: &Path,
+        component: bool,
+    ) -> Option<Compiled> {
         let file = match std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)

@@ -14,15 +14,15 @@ use tokio::sync::Semaphore;
 use wasmtime::Linker;
 
 use super::aot_cache::AotCache;
-use super::compiled::{is_component, Compiled};
 use super::compile::{self, Compiler};
+use super::compiled::{is_component, Compiled};
 use super::config::RegistryConfig;
 use super::error::LoadError;
 use super::fs_pool::FsPool;
 use super::resolve::{self, Version};
 use super::trusted;
-use crate::engine::WasmEngine;
 use crate::component::{self, host::ComponentHost};
+use crate::engine::WasmEngine;
 use crate::function::{Code, Function};
 use crate::store::{self, Host};
 

@@ -208,10 +208,7 @@ impl ServeConfig {
                 ),
             ),
             ("max-loaded-functions", self.registry.max_loaded.to_string()),
-            (
-                "allow-outbound",
-                super::outbound::describe(&self.outbound),
-            ),
+            ("allow-outbound", super::outbound::describe(&self.outbound)),
             (
                 "max-outbound-requests",
                 self.outbound.max_requests.to_string(),

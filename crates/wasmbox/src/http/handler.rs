@@ -89,7 +89,10 @@ pub(super) async fn run(
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = target.parse().map_err(|e| {
-        HttpError::new(ErrorKind::BadTarget, format!("request target '{target}': {e}"))
+        HttpError::new(
+            ErrorKind::BadTarget,
+            format!("request target '{target}': {e}"),
+        )
     })?;
     *request.headers_mut() = headers;
 

@@ -108,7 +108,16 @@ pub(super) async fn invoke(
         counted: false,
     };
     let result = if function.is_http_handler() {
-        handler::run(app, req, &name, function.clone(), sub_path, resources, received).await
+        handler::run(
+            app,
+            req,
+            &name,
+            function.clone(),
+            sub_path,
+            resources,
+            received,
+        )
+        .await
     } else {
         let argv = parse_args(&name, req.uri().query());
         let method = req.method().clone();
@@ -258,7 +267,12 @@ fn stderr_tail(stderr: &[u8]) -> String {
     }
 }
 
-pub(super) fn failure_error(f: Failure, res: &Resources, stderr: &[u8], timing: &PhaseTimes) -> HttpError {
+pub(super) fn failure_error(
+    f: Failure,
+    res: &Resources,
+    stderr: &[u8],
+    timing: &PhaseTimes,
+) -> HttpError {
     let mib = |b: usize| b.div_ceil(1 << 20);
     let e = match f {
         Failure::Exit(code) => {
