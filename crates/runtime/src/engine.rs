@@ -97,6 +97,7 @@ impl WasmEngine {
 
     /// The same engine, letting components reach what `policy` allows.
     pub fn with_outbound(mut self, policy: OutboundPolicy) -> Self {
+        crate::component::outbound::ambient();
         self.outbound = Arc::new(policy);
         self
     }

@@ -199,20 +199,71 @@ impl WasiHttpHooks for Outbound {
             // Every wait is bounded by what is left of the invocation's time.
             let left = deadline.saturating_duration_since(Instant::now());
             let options = clamp(options.unwrap_or_default(), left);
-            let sending = wasmtime_wasi_http::default_send_request(request, Some(options));
-            let (response, io) = tokio::time::timeout_at(deadline.into(), sending)
-                .await
-                .map_err(|_| Error::ConnectionTimeout)??;
-            // The connection stays open (and counted) until its driver ends.
-            let io = async move {
-                let _permit = permit;
-                io.await
-            };
+            // The connection lives on wasmtime-wasi's shared runtime (the
+            // worker's own runtime has timers only), outside the worker's
+            // CPU slot, and is dropped with the invocation.
+            let ambient = ambient();
+            let on_ambient = ambient.clone();
+            let sent = Ambient(ambient.spawn(async move {
+                let sending = wasmtime_wasi_http::default_send_request(request, Some(options));
+                let (response, io) = tokio::time::timeout_at(deadline.into(), sending)
+                    .await
+                    .map_err(|_| Error::ConnectionTimeout)??;
+                // The connection stays open (and counted) until its driver
+                // ends.
+                let io = Ambient(on_ambient.spawn(async move {
+                    let _permit = permit;
+                    io.await
+                }));
+                Ok::<_, Error>((response.map(BodyExt::boxed_unsync), io))
+            }));
+            let (response, io) = sent.await??;
+            let io = async move { io.await? };
             Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                response,
+                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
             ))
         })
+    }
+}
+
+/// wasmtime-wasi's shared runtime (IO and timers on threads of its own).
+/// Asked for from a fresh thread: on a worker, the worker's own runtime
+/// would be the "current" one. Called first at startup
+/// ([`crate::WasmEngine::with_outbound`]), so the runtime's threads are
+/// not born inside a worker's CPU slot.
+pub fn ambient() -> tokio::runtime::Handle {
+    static AMBIENT: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    AMBIENT
+        .get_or_init(|| {
+            std::thread::spawn(|| {
+                wasmtime_wasi::runtime::with_ambient_tokio_runtime(tokio::runtime::Handle::current)
+            })
+            .join()
+            .expect("cannot reach wasmtime-wasi's runtime")
+        })
+        .clone()
+}
+
+/// A task on the shared runtime, aborted when dropped.
+struct Ambient<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for Ambient<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(|_| Error::ConnectionTerminated))
+    }
+}
+
+impl<T> Drop for Ambient<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -131,12 +131,19 @@ pub(super) async fn run(
     let Some(Head { answer, timings }) = head else {
         return answer_without_head(name, ran.await, &resources, waited, received);
     };
-    // The guest goes on writing its body: its outcome is only logged.
+    // The guest goes on writing its body: its outcome decides whether the
+    // body ends cleanly, and is logged.
     let (function_name, late) = (name.to_string(), ran);
+    let (ended_tx, ended_well) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        if let Ok(ran) = late.await {
-            log_outcome(&function_name, &ran);
-        }
+        let ok = match late.await {
+            Ok(ran) => {
+                log_outcome(&function_name, &ran);
+                ran.outcome.result.is_ok()
+            }
+            Err(_) => false,
+        };
+        let _ = ended_tx.send(ok);
     });
     let at_head = submitted.elapsed();
     let timing = PhaseTimes {
@@ -165,7 +172,7 @@ pub(super) async fn run(
     if let Some((k, v)) = timing.header() {
         parts.headers.insert(k, v);
     }
-    let body = Body::Stream(Box::new(Streamed::new(body, cap, cancel)));
+    let body = Body::Stream(Box::new(Streamed::new(body, cap, cancel, ended_well)));
     Ok(Response::from_parts(parts, body))
 }
 

@@ -3,6 +3,7 @@
 //! while it runs, cut off at the invocation's output cap and stopping the
 //! guest when the client goes away before the end.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -41,23 +42,35 @@ type GuestBody = wasmbox_runtime::component::http::HyperOutgoingBody;
 
 /// A handler's body: counts bytes against `cap`, and stops the guest
 /// (raises `cancel`) if dropped before its end: the client went away, or
-/// the cap was hit.
+/// the cap was hit. Its end is only sent once the guest has returned
+/// without failing (`ended_well`): a guest that traps (or is stopped)
+/// after its head leaves its body unfinished, and the client must see a
+/// broken body, not a short complete one.
 pub struct Streamed {
     inner: GuestBody,
     cap: usize,
     sent: usize,
     cancel: CancelToken,
+    ended_well: tokio::sync::oneshot::Receiver<bool>,
+    inner_done: bool,
     done: bool,
 }
 
 impl Streamed {
     /// Wraps the body of the handler's `answer`.
-    pub fn new(inner: GuestBody, cap: usize, cancel: CancelToken) -> Self {
+    pub fn new(
+        inner: GuestBody,
+        cap: usize,
+        cancel: CancelToken,
+        ended_well: tokio::sync::oneshot::Receiver<bool>,
+    ) -> Self {
         Streamed {
             inner,
             cap,
             sent: 0,
             cancel,
+            ended_well,
+            inner_done: false,
             done: false,
         }
     }
@@ -107,11 +120,25 @@ impl Streamed {
         if self.done {
             return Poll::Ready(None);
         }
+        if self.inner_done {
+            let ended_well = match Pin::new(&mut self.ended_well).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r.unwrap_or(false),
+            };
+            self.done = true;
+            return Poll::Ready(if ended_well {
+                None
+            } else {
+                Some(Err(StreamError::Guest(
+                    "the handler failed before it finished its body".into(),
+                )))
+            });
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(None)
+                self.inner_done = true;
+                self.poll(cx)
             }
             Poll::Ready(Some(Err(e))) => {
                 self.cancel.cancel();

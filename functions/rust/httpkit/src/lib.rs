@@ -12,6 +12,7 @@
 //! | `/late-trap` | sends the head and `partial`, then panics |
 //! | `/none` | returns without answering |
 //! | `/fetch/AUTHORITY/PATH` | GET http://AUTHORITY/PATH; its status and body, or 502 and `error: CODE` |
+//! | `/fetch2/AUTHORITY/PATH` | the same twice, one after the other; the second's answer |
 //! | anything else | 200: method, path with query, headers (sorted), then the body |
 
 use wasip2::clocks::monotonic_clock;
@@ -131,9 +132,12 @@ impl Guest for Kit {
                 panic!("httpkit trapped after its response head");
             }
             "none" => {}
-            "fetch" => {
+            "fetch" | "fetch2" => {
                 let authority = route.get(1).copied().unwrap_or_default();
                 let rest = route.get(2).copied().unwrap_or_default();
+                if route[0] == "fetch2" {
+                    let _ = fetch(authority, rest);
+                }
                 match fetch(authority, rest) {
                     Ok((status, body)) => respond(out, status, &[], &body),
                     Err(e) => respond(out, 502, &[], format!("error: {e:?}\n").as_bytes()),
