@@ -268,8 +268,9 @@ async fn outbound_http_is_denied_by_default_and_allowed_by_pattern_within_bounds
     s.get(&fetch).await.expect(200, &["upstream says hi"]);
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     // Another port of the same host is not on the list.
-    let other = format!("/httpkit/fetch/127.0.0.1:1/x");
-    s.get(&other).await.expect(502, &["HttpRequestDenied"]);
+    s.get("/httpkit/fetch/127.0.0.1:1/x")
+        .await
+        .expect(502, &["HttpRequestDenied"]);
     // The second request of one invocation is over --max-outbound-requests.
     s.get(&format!("/httpkit/fetch2/{addr}/x"))
         .await
