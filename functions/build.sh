@@ -22,6 +22,25 @@ for g in "${cli[@]}"; do
 done
 cp target/wasm32-wasip2/release/httpkit.wasm httpkit.wasm
 cp target/wasm32-wasip2/release/hellohttp.wasm hellohttp.wasm
+
+# wasi:http handlers in Python and JavaScript, with the tools
+# scripts/setup-components.sh installs (rebuilt when their source, the WIT
+# or the tool is newer than the output; each takes about a minute).
+stale() { local out=$1; shift; [ ! -e "$out" ] || [ -n "$(find "$@" -newer "$out" -print -quit)" ]; }
+if [ -x .tools/venv/bin/componentize-py ]; then
+  if stale pyhello.wasm python wit .tools/venv/bin/componentize-py; then
+    .tools/venv/bin/componentize-py -d wit -w http-handler componentize -p python app -o pyhello.wasm
+  fi
+else
+  echo "build.sh: componentize-py not installed (scripts/setup-components.sh): pyhello.wasm not built" >&2
+fi
+if [ -x js/node_modules/.bin/componentize-js ]; then
+  if stale jshello.wasm js/hello.js wit js/package-lock.json; then
+    (cd js && ./node_modules/.bin/componentize-js hello.js -w ../wit -n http-handler -o ../jshello.wasm)
+  fi
+else
+  echo "build.sh: componentize-js not installed (scripts/setup-components.sh): jshello.wasm not built" >&2
+fi
 echo "built: $(ls *.wasm | tr '\n' ' ')"
 
 # For the benchmark harness (bench/): the five workloads as native programs

@@ -18,7 +18,7 @@ use wasmbox_admission::Resources;
 use wasmbox_runtime::component::http::{Head, HttpCall, HttpExchange};
 use wasmbox_runtime::executor::{ExecError, Ran, Task};
 use wasmbox_runtime::sandbox::Stdio;
-use wasmbox_runtime::{CancelToken, Function, FunctionName, Invocation};
+use wasmbox_runtime::{CancelToken, Function, FunctionName, Invocation, LoadError};
 
 use super::app::App;
 use super::body::read_body;
@@ -255,6 +255,8 @@ pub(super) async fn route<'t>(
     let handler = match FunctionName::parse(raw) {
         Ok(name) => match app.registry.get(&name).await {
             Ok(f) if f.is_http_handler() => Some((name, f)),
+            // A file that is there but does not load says why.
+            Err(e) if !matches!(e, LoadError::NotFound(_)) => return Err(e.into()),
             _ => None,
         },
         Err(_) => None,
