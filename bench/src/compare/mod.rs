@@ -10,6 +10,7 @@
 //!
 //! Writes bench/results/compare.md and three SVG plots next to it.
 
+mod component;
 mod limits;
 mod report;
 pub(crate) mod systems;
@@ -27,7 +28,9 @@ use wasmbox_runtime::sandbox::{self, CancelToken, Stdio as GuestStdio};
 use wasmbox_runtime::{EngineConfig, Invocation};
 
 use self::report::Report;
-use self::systems::{Cell, NATIVE, REFERENCE, WASMBOX, WASMTIME_RUN, WASMTIME_SERVE};
+use self::systems::{
+    Cell, NATIVE, REFERENCE, WASMBOX, WASMBOX_COMPONENT, WASMTIME_RUN, WASMTIME_SERVE,
+};
 pub(crate) use self::workload::Scale;
 use self::workload::{expected_digest, workloads, Workload, CONCURRENCY};
 use crate::load::{self, Expect, HttpTarget, LoadResult};
@@ -130,6 +133,15 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
                     rt.block_on(load::http(&target, conc, window))
                 })?;
             }
+        }
+        // The wasi:http hello component, the file `wasmtime serve` runs.
+        let target = component::target(server.port);
+        rt.block_on(load::http(&target, 1, Duration::ZERO))?
+            .all_ok(component::PATH)?;
+        for conc in CONCURRENCY {
+            measure(WASMBOX_COMPONENT, &all[0], conc, &mut || {
+                rt.block_on(load::http(&target, conc, window))
+            })?;
         }
     }
     // 3. The re-enacted reference pipeline, over HTTP the same way.
