@@ -89,19 +89,19 @@ pub(super) async fn invoke(
     // Only a wasi:http handler takes other methods and sub-paths: the
     // function is looked up first, and anything else gets what it gets
     // without handlers (405, or 400 for a path of several segments).
-    let (name, function, sub_path) = if get_or_post && !target.contains('/') {
+    let (name, function, sub_path, resources) = if get_or_post && !target.contains('/') {
         let name = FunctionName::parse(target)?;
-        parse_resources(req.headers(), &app.limits)?;
+        let resources = parse_resources(req.headers(), &app.limits)?;
         // The function first: its body is not held in memory while it is
         // looked up or compiled, and a request for a missing one is not
         // read at all.
         let function = app.registry.get(&name).await?;
-        (name, function, "")
+        (name, function, "", resources)
     } else {
         let (name, function, sub_path) = handler::route(app, req.method(), target).await?;
-        (name, function, sub_path)
+        let resources = parse_resources(req.headers(), &app.limits)?;
+        (name, function, sub_path, resources)
     };
-    let resources = parse_resources(req.headers(), &app.limits)?;
     let outcome = Outcome {
         app,
         function: &function.file_name,
