@@ -241,3 +241,17 @@ async fn metrics_count_component_invocations_by_function() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_compile_in_the_compile_child_on_the_heavy_lane() {
+    // Everything from 1 KiB up is heavy: both components compile in the
+    // child process and come back over its pipe.
+    let s = TestServer::start(
+        &["cli-echo.wasm", "httpkit.wasm"],
+        &["--heavy-module-kb", "1"],
+    )
+    .await;
+    s.get("/cli-echo?arg=heavy").await.expect(200, &["heavy"]);
+    s.get("/httpkit/heavy").await.expect(200, &["path: /heavy"]);
+    s.stop().await;
+}
