@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the guest functions into this directory (functions/*.wasm), next to
 # hello.wat. Needs the wasm32-wasip1 Rust target and, for the C guest, clang,
-# lld and wasi-libc (scripts/setup.sh installs them), and, for hellohttp,
+# lld and wasi-libc (scripts/setup.sh installs them), and, for the
+# components (cli-*.wasm, httpkit, hellohttp),
 # the wasm32-wasip2 target.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,6 +11,36 @@ for g in echo memhog spin sleep exitcode probe jsoncompress scryptwork rsakeygen
   cp "target/wasm32-wasip1/release/$g.wasm" "$g.wasm"
 done
 clang --target=wasm32-wasi -O2 -fuse-ld=lld c/wc.c -o wc.wasm
+
+# WASI 0.2 components (wasm32-wasip2). wasi:cli commands: the same guests
+# built for wasip2 (Rust's std makes a command component of a binary), served
+# as cli-NAME. wasi:http handlers: httpkit (the tests' handler) and hellohttp.
+cli=(echo memhog spin sleep exitcode)
+cargo build --release --target wasm32-wasip2 --quiet $(printf -- '-p %s ' "${cli[@]}") -p httpkit -p hellohttp
+for g in "${cli[@]}"; do
+  cp "target/wasm32-wasip2/release/$g.wasm" "cli-$g.wasm"
+done
+cp target/wasm32-wasip2/release/httpkit.wasm httpkit.wasm
+cp target/wasm32-wasip2/release/hellohttp.wasm hellohttp.wasm
+
+# wasi:http handlers in Python and JavaScript, with the tools
+# scripts/setup-components.sh installs (rebuilt when their source, the WIT
+# or the tool is newer than the output; each takes about a minute).
+stale() { local out=$1; shift; [ ! -e "$out" ] || [ -n "$(find "$@" -newer "$out" -print -quit)" ]; }
+if [ -x .tools/venv/bin/componentize-py ]; then
+  if stale pyhello.wasm python wit .tools/venv/bin/componentize-py; then
+    .tools/venv/bin/componentize-py -d wit -w http-handler componentize -p python app -o pyhello.wasm
+  fi
+else
+  echo "build.sh: componentize-py not installed (scripts/setup-components.sh): pyhello.wasm not built" >&2
+fi
+if [ -x js/node_modules/.bin/componentize-js ]; then
+  if stale jshello.wasm js/hello.js wit js/package-lock.json; then
+    (cd js && ./node_modules/.bin/componentize-js hello.js -w ../wit -n http-handler -o ../jshello.wasm)
+  fi
+else
+  echo "build.sh: componentize-js not installed (scripts/setup-components.sh): jshello.wasm not built" >&2
+fi
 echo "built: $(ls *.wasm | tr '\n' ' ')"
 
 # For the benchmark harness (bench/): the five workloads as native programs
@@ -21,6 +52,5 @@ mkdir -p native peers
 for g in "${workloads[@]}"; do
   cp "target/release/$g" "native/$g"
 done
-cargo build --release --target wasm32-wasip2 --quiet -p hellohttp
-cp target/wasm32-wasip2/release/hellohttp.wasm peers/hellohttp.wasm
+cp hellohttp.wasm peers/hellohttp.wasm
 echo "built for the benchmark: native/{$(IFS=,; echo "${workloads[*]}")} peers/hellohttp.wasm"

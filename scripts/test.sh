@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./scripts/setup-components.sh
 ./functions/build.sh
 # The lint gate: formatting, and clippy with warnings as errors.
 cargo fmt --all --check

@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use crate::compare::systems::{
-    Cell, NATIVE, REFERENCE, WASMBOX, WASMTIME_RUN, WASMTIME_RUN_EPOCH, WASMTIME_SERVE,
+    Cell, NATIVE, REFERENCE, WASMBOX, WASMBOX_COMPONENT, WASMTIME_RUN, WASMTIME_RUN_EPOCH,
+    WASMTIME_SERVE,
 };
 use crate::density::Density;
 
-const SYSTEMS: [(&str, RGBColor); 6] = [
+const SYSTEMS: [(&str, RGBColor); 7] = [
     (WASMBOX, RGBColor(0x1f, 0x77, 0xb4)),
+    (WASMBOX_COMPONENT, RGBColor(0x17, 0xbe, 0xcf)),
     (WASMTIME_SERVE, RGBColor(0x2c, 0xa0, 0x2c)),
     (REFERENCE, RGBColor(0xd6, 0x27, 0x28)),
     (WASMTIME_RUN, RGBColor(0xff, 0x7f, 0x0e)),

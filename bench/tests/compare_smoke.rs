@@ -57,6 +57,7 @@ fn smoke_run_fills_every_table() {
     for needed in [
         "functions/native/genpdf",
         "functions/peers/hellohttp.wasm",
+        "functions/hellohttp.wasm",
         "functions/echo.wasm",
     ] {
         if !repo().join(needed).exists() {
@@ -119,6 +120,7 @@ fn smoke_run_fills_every_table() {
             "### hello",
             &[
                 "wasmbox",
+                "wasmbox, wasi:http component",
                 "wasmtime serve",
                 "reference pipeline (re-enacted)",
                 "wasmtime run per request",

@@ -10,6 +10,7 @@
 //!
 //! Writes bench/results/compare.md and three SVG plots next to it.
 
+mod component;
 mod deadline;
 mod density_section;
 mod exec;
@@ -32,7 +33,8 @@ use wasmbox_runtime::EngineConfig;
 
 use self::report::Report;
 use self::systems::{
-    Cell, NATIVE, REFERENCE, WASMBOX, WASMTIME_RUN, WASMTIME_RUN_EPOCH, WASMTIME_SERVE,
+    Cell, NATIVE, REFERENCE, WASMBOX, WASMBOX_COMPONENT, WASMTIME_RUN, WASMTIME_RUN_EPOCH,
+    WASMTIME_SERVE,
 };
 pub(crate) use self::workload::Scale;
 use self::workload::{expected_digest, workloads, Workload, CONCURRENCY, HELLO_QUOTAS};
@@ -143,6 +145,15 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
                     rt.block_on(load::http(&target, conc, window))
                 })?;
             }
+        }
+        // The wasi:http hello component, the file `wasmtime serve` runs.
+        let target = component::target(server.port);
+        rt.block_on(load::http(&target, 1, Duration::ZERO))?
+            .all_ok(component::PATH)?;
+        for conc in CONCURRENCY {
+            measure(WASMBOX_COMPONENT, &all[0], conc, &mut || {
+                rt.block_on(load::http(&target, conc, window))
+            })?;
         }
     }
     eprintln!("[{:.0} s] reference...", started.elapsed().as_secs_f64());

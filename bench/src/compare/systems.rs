@@ -6,14 +6,17 @@ use crate::load::LoadResult;
 
 pub(crate) const WASMBOX: &str = "wasmbox";
 pub(crate) const WASMTIME_SERVE: &str = "wasmtime serve";
+/// wasmbox serving the same wasi:http component `wasmtime serve` runs.
+pub(crate) const WASMBOX_COMPONENT: &str = "wasmbox, wasi:http component";
 pub(crate) const REFERENCE: &str = "reference pipeline (re-enacted)";
 pub(crate) const WASMTIME_RUN: &str = "wasmtime run per request";
 pub(crate) const WASMTIME_RUN_EPOCH: &str = "wasmtime run, epoch build + timeout";
 pub(crate) const NATIVE: &str = "native fork/exec per request";
 
 /// Every system, in the order the report's tables and the plots list them.
-pub(crate) const ALL: [&str; 6] = [
+pub(crate) const ALL: [&str; 7] = [
     WASMBOX,
+    WASMBOX_COMPONENT,
     WASMTIME_SERVE,
     REFERENCE,
     WASMTIME_RUN,

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::component::outbound::OutboundPolicy;
+
 /// Plain-data engine settings (no runtime handles).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -57,6 +59,8 @@ pub struct WasmEngine {
     pub engine: Engine,
     /// The settings it was built from.
     pub config: EngineConfig,
+    /// What components may reach over HTTP (nothing by default).
+    pub outbound: Arc<OutboundPolicy>,
 }
 
 impl WasmEngine {
@@ -65,11 +69,15 @@ impl WasmEngine {
     pub fn new(config: EngineConfig) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         let max_memory = usize::try_from(config.max_memory_mib << 20).unwrap_or(usize::MAX);
-        pool.total_core_instances(config.max_instances)
-            .total_memories(config.max_instances)
-            .total_tables(config.max_instances)
+        // A component instance holds several core instances (and often
+        // two or three memories and tables): room for them on top of the
+        // modules' one each.
+        let cores = config.max_instances.saturating_mul(CORE_PER_INSTANCE);
+        pool.total_core_instances(cores)
+            .total_memories(config.max_instances.saturating_mul(2))
+            .total_tables(cores)
             .total_stacks(config.max_instances)
-            .total_component_instances(0)
+            .total_component_instances(config.max_instances)
             .total_gc_heaps(0)
             .max_memory_size(max_memory)
             .linear_memory_keep_resident(config.memory_keep_resident)
@@ -80,7 +88,18 @@ impl WasmEngine {
         let mut cfg = code_config(&config);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&cfg)?;
-        Ok(WasmEngine { engine, config })
+        Ok(WasmEngine {
+            engine,
+            config,
+            outbound: Arc::default(),
+        })
+    }
+
+    /// The same engine, letting components reach what `policy` allows.
+    pub fn with_outbound(mut self, policy: OutboundPolicy) -> Self {
+        crate::component::outbound::ambient();
+        self.outbound = Arc::new(policy);
+        self
     }
 
     /// Number of epoch ticks covering `d`, rounded up, at least one.
@@ -89,6 +108,10 @@ impl WasmEngine {
         (d.as_nanos().div_ceil(tick)).max(1) as u64
     }
 }
+
+/// Core instances (and tables) in the pool per instance slot: a component
+/// instantiates several core modules at once.
+const CORE_PER_INSTANCE: u32 = 4;
 
 /// One thread that advances the engine's epoch every `epoch_tick`. Stops
 /// (and is joined) when dropped.

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::InstancePre;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::component::host::ComponentHost;
+use crate::component::World;
 use crate::store::Host;
 
 /// A compiled, linked function.
@@ -18,11 +22,21 @@ pub struct Function {
     pub id: Arc<str>,
     /// The file it was loaded from.
     pub path: PathBuf,
-    /// The module linked against WASI p1, ready to instantiate.
-    pub pre: InstancePre<Host>,
+    /// The linked code, ready to instantiate.
+    pub code: Code,
     /// Nanoseconds its load (read, compile or cache hit, link) took, until
     /// taken by [`Function::take_load_time`].
     pub load_nanos: AtomicU64,
+}
+
+/// Linked code of each kind wasmbox runs.
+pub enum Code {
+    /// A core module linked against WASI p1 (a command: `_start`).
+    Module(InstancePre<Host>),
+    /// A component exporting `wasi:cli/run`.
+    Command(CommandPre<ComponentHost>),
+    /// A component exporting `wasi:http/incoming-handler`.
+    Http(ProxyPre<ComponentHost>),
 }
 
 impl Function {
@@ -39,5 +53,27 @@ impl Function {
             0 => None,
             n => Some(Duration::from_nanos(n)),
         }
+    }
+
+    /// `module` or `component`.
+    pub fn kind(&self) -> &'static str {
+        match self.code {
+            Code::Module(_) => "module",
+            Code::Command(_) | Code::Http(_) => "component",
+        }
+    }
+
+    /// The world a component serves (`None` for a module).
+    pub fn world(&self) -> Option<World> {
+        match self.code {
+            Code::Module(_) => None,
+            Code::Command(_) => Some(World::Command),
+            Code::Http(_) => Some(World::HttpHandler),
+        }
+    }
+
+    /// Whether requests reach it as HTTP requests (a wasi:http handler).
+    pub fn is_http_handler(&self) -> bool {
+        matches!(self.code, Code::Http(_))
     }
 }

@@ -1,5 +1,6 @@
 //! `wasmbox-runtime`: a thin facade over wasmtime for running many tenants'
-//! WASI p1 command modules in one process.
+//! WASI p1 command modules and WASI 0.2 components (wasi:cli commands,
+//! wasi:http handlers; see [`component`]) in one process.
 //!
 //! One request, top to bottom:
 //! 1. [`names::FunctionName::parse`] validates the name from the URL.
@@ -24,6 +25,7 @@
 
 pub mod cancel;
 pub mod capture;
+pub mod component;
 pub mod engine;
 pub mod executor;
 pub mod function;

@@ -4,8 +4,8 @@
 
 use wasmtime::ResourceLimiter;
 
-/// Caps an instance's linear memory at `cap_bytes` and records the first
-/// growth it refused.
+/// Caps the linear memories of a store's instances, all together, at
+/// `cap_bytes` (a component has several) and records the growth it refused.
 #[derive(Debug)]
 pub struct MemoryCap {
     /// Linear-memory cap in bytes.
@@ -15,7 +15,9 @@ pub struct MemoryCap {
     /// Set when a memory growth (or the initial allocation) was refused:
     /// the size in bytes the guest asked for.
     pub refused: Option<usize>,
-    /// The largest linear memory granted so far, in bytes.
+    /// Bytes of linear memory granted so far, over all memories.
+    pub in_use: usize,
+    /// The most linear memory held at once so far (all memories), in bytes.
     pub peak: usize,
 }
 
@@ -26,6 +28,7 @@ impl MemoryCap {
             cap_bytes,
             max_table_elements: 1 << 20,
             refused: None,
+            in_use: 0,
             peak: 0,
         }
     }
@@ -34,16 +37,19 @@ impl MemoryCap {
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.cap_bytes || maximum.is_some_and(|m| desired > m) {
+        // What all memories would hold together after this growth.
+        let total = (self.in_use - current.min(self.in_use)).saturating_add(desired);
+        if total > self.cap_bytes || maximum.is_some_and(|m| desired > m) {
             // Remember the largest refused request for the error message.
-            self.refused = Some(self.refused.map_or(desired, |r| r.max(desired)));
+            self.refused = Some(self.refused.map_or(total, |r| r.max(total)));
             return Ok(false);
         }
-        self.peak = self.peak.max(desired);
+        self.in_use = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 
@@ -54,5 +60,23 @@ impl ResourceLimiter for MemoryCap {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= self.max_table_elements && maximum.is_none_or(|m| desired <= m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_holds_for_all_memories_together() {
+        let mut cap = MemoryCap::new(10);
+        assert!(cap.memory_growing(0, 6, None).unwrap());
+        // A second memory may only take what the first left.
+        assert!(!cap.memory_growing(0, 5, None).unwrap());
+        assert_eq!(cap.refused, Some(11));
+        assert!(cap.memory_growing(0, 4, None).unwrap());
+        // Growing the first memory counts only the growth.
+        assert!(!cap.memory_growing(6, 7, None).unwrap());
+        assert_eq!(cap.in_use, 10);
     }
 }

@@ -47,6 +47,9 @@ pub enum Stdio {
     },
     /// The process's own stdio (`wasmbox run`).
     Inherit,
+    /// An HTTP request for a wasi:http handler component (its stdout and
+    /// stderr are kept for the log only).
+    Http(crate::component::http::HttpExchange),
 }
 
 /// Everything one invocation needs besides the function itself.
@@ -183,8 +186,8 @@ pub struct Signals<'a> {
 }
 
 /// [`invoke`], also stopped by `signals.shutdown`, and held back `hold_off`
-/// before it starts (a function's CPU debt; the wait counts against the
-/// deadline and ends early on a stop signal).
+/// before it starts (a function's CPU debt): the wait is at most the
+/// timeout (then [`Failure::Timeout`]) and ends early on a stop signal.
 pub fn invoke_until(
     engine: &WasmEngine,
     function: &Function,
@@ -192,7 +195,66 @@ pub fn invoke_until(
     signals: Signals<'_>,
     hold_off: Duration,
 ) -> Outcome {
-    DRIVER.with(|rt| rt.block_on(run(engine, function, inv, signals, hold_off)))
+    DRIVER.with(|rt| {
+        rt.block_on(async {
+            let held = Instant::now();
+            if let Err(stop) = hold(hold_off, inv.timeout, signals).await {
+                return Outcome {
+                    timings: Timings {
+                        held: held.elapsed(),
+                        ..Timings::default()
+                    },
+                    ..Outcome::not_run(stop_failure(stop, (inv.timeout, inv.cpu_budget)))
+                };
+            }
+            let held = held.elapsed();
+            let mut outcome = dispatch(engine, function, inv, signals).await;
+            outcome.timings.held = held;
+            outcome
+        })
+    })
+}
+
+/// Waits `hold_off` (a function's CPU debt, [`invoke_until`]), at most
+/// `timeout`, ended early by a stop signal.
+async fn hold(hold_off: Duration, timeout: Duration, signals: Signals<'_>) -> Result<(), Stop> {
+    if hold_off.is_zero() {
+        return Ok(());
+    }
+    tokio::select! {
+        biased;
+        _ = signals.shutdown.cancelled() => Err(Stop::Shutdown),
+        _ = signals.cancel.cancelled() => Err(Stop::Cancelled),
+        _ = tokio::time::sleep(timeout) => Err(Stop::Timeout),
+        _ = tokio::time::sleep(hold_off) => Ok(()),
+    }
+}
+
+/// Runs the invocation by the kind of code it is.
+async fn dispatch(
+    engine: &WasmEngine,
+    function: &Function,
+    inv: Invocation,
+    signals: Signals<'_>,
+) -> Outcome {
+    use crate::component::{command, guard, http};
+    use crate::function::Code;
+    let guard_signals = || guard::Signals {
+        deadline: Instant::now() + inv.timeout,
+        cancel: signals.cancel.clone(),
+        shutdown: signals.shutdown.clone(),
+    };
+    match &function.code {
+        Code::Module(_) => run(engine, function, inv, signals).await,
+        Code::Command(pre) => {
+            let s = guard_signals();
+            command::run(engine, function, pre, inv, s).await
+        }
+        Code::Http(pre) => {
+            let s = guard_signals();
+            http::run(engine, function, pre, inv, s).await
+        }
+    }
 }
 
 async fn run(
@@ -200,7 +262,6 @@ async fn run(
     function: &Function,
     inv: Invocation,
     signals: Signals<'_>,
-    hold_off: Duration,
 ) -> Outcome {
     let Signals { cancel, shutdown } = signals;
     let mut builder = WasiCtxBuilder::new();
@@ -223,6 +284,11 @@ async fn run(
         Stdio::Inherit => {
             builder.inherit_stdio();
             (None, None)
+        }
+        Stdio::Http(_) => {
+            return Outcome::not_run(Failure::Trap(
+                "a preview-1 module takes no HTTP request".into(),
+            ))
         }
     };
     let host = Host {
@@ -277,23 +343,6 @@ async fn run(
     store.set_epoch_deadline(1);
 
     let mut timings = Timings::default();
-    if !hold_off.is_zero() {
-        let held = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => Err(Stop::Shutdown),
-            _ = cancel.cancelled() => Err(Stop::Cancelled),
-            _ = tokio::time::sleep_until(deadline.into()) => Err(Stop::Timeout),
-            _ = tokio::time::sleep(hold_off) => Ok(()),
-        };
-        timings.held = start.elapsed();
-        if let Err(stop) = held {
-            return Outcome {
-                timings,
-                ..Outcome::not_run(stop_failure(stop, limits))
-            };
-        }
-    }
-    let begun = Instant::now();
 
     // When instantiation finished; the rest is execution.
     let instantiated: Cell<Option<Instant>> = Cell::new(None);
@@ -313,7 +362,7 @@ async fn run(
     };
     let end = Instant::now();
     if let Some(at) = instantiated.get() {
-        timings.instantiate = at - begun;
+        timings.instantiate = at - start;
         timings.execute = end - at;
     }
     let result = match ran {
@@ -340,7 +389,10 @@ async fn call_start(
     function: &Function,
     instantiated: &Cell<Option<Instant>>,
 ) -> wasmtime::Result<()> {
-    let instance = function.pre.instantiate_async(&mut *store).await?;
+    let crate::function::Code::Module(pre) = &function.code else {
+        unreachable!("invoke_until runs only modules here");
+    };
+    let instance = pre.instantiate_async(&mut *store).await?;
     instantiated.set(Some(Instant::now()));
     let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
     match start.call_async(&mut *store, ()).await {

@@ -85,9 +85,7 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
         .output
         .clone()
         .unwrap_or_else(|| args.input.with_extension("cwasm"));
-    let compiled = engine
-        .engine
-        .precompile_module(&bytes)
+    let compiled = wasmbox_runtime::registry::precompile(&engine.engine, &bytes)
         .map_err(|e| anyhow::anyhow!("{} failed to compile: {e:#}", args.input.display()))?;
     std::fs::write(&out, compiled)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;

@@ -34,7 +34,8 @@ pub struct Server {
 impl Server {
     pub async fn bind(config: ServeConfig) -> anyhow::Result<Server> {
         let engine = WasmEngine::new(config.engine.clone())
-            .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?
+            .with_outbound(config.outbound.clone());
         let ticker = EpochTicker::start(&engine)?;
         let registry = Arc::new(
             Registry::new(engine.clone(), config.registry.clone())

@@ -64,7 +64,7 @@ fn sleeper(engine: &WasmEngine, ms: u64) -> Arc<Function> {
         id: Arc::from("sleeper.wat"),
         file_name: "sleeper.wat".into(),
         path: "sleeper.wat".into(),
-        pre,
+        code: crate::function::Code::Module(pre),
         load_nanos: Default::default(),
     })
 }

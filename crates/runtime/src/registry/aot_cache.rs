@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Engine, Module};
+use wasmtime::Engine;
+
+use super::compiled::Compiled;
 
 use super::private_tmp;
 use super::trusted;
@@ -93,10 +95,16 @@ impl AotCache {
         entry_path(&self.dir, engine, bytes)
     }
 
-    /// The cached module at `entry`, if there is a usable one (blocking).
+    /// The cached code at `entry`, if there is a usable one (blocking);
+    /// `component` says which kind its source is.
     /// A symlink or other non-regular file there is ignored; an entry that
     /// fails to load is deleted.
-    pub(super) fn lookup(&self, engine: &Engine, entry: &Path) -> Option<Module> {
+    pub(super) fn lookup(
+        &self,
+        engine: &Engine,
+        entry: &Path,
+        component: bool,
+    ) -> Option<Compiled> {
         let file = match std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -115,7 +123,7 @@ impl AotCache {
         }
         // Touch on use: eviction goes by mtime, least recent first.
         let _ = file.set_modified(SystemTime::now());
-        match trusted::deserialize_cache_entry(engine, file) {
+        match trusted::deserialize_cache_entry(engine, file, component) {
             Ok(m) => Some(m),
             Err(e) => {
                 tracing::warn!(path = %entry.display(), error = %e, "deleting unusable cache entry");
@@ -128,7 +136,7 @@ impl AotCache {
     /// Writes `module` to `entry` (blocking; best effort: a failure is
     /// logged, and the module is simply compiled again next time), then
     /// deletes the least recently used entries beyond the size bound.
-    pub(super) fn store(&self, entry: &Path, module: &Module) {
+    pub(super) fn store(&self, entry: &Path, module: &Compiled) {
         let data = match module.serialize() {
             Ok(data) => data,
             Err(e) => {

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, Module};
 
+use super::compiled::{is_component, Compiled};
+
 use super::config::CompileLimits;
 use super::error::LoadError;
 use super::trusted;
@@ -104,8 +106,12 @@ pub(super) fn check(
 }
 
 /// Compiles in process (blocking).
-pub(super) fn compile_here(engine: &Engine, file: &str, wasm: &[u8]) -> Result<Module, LoadError> {
-    Module::new(engine, wasm).map_err(|e| LoadError::Invalid {
+pub(super) fn compile_here(
+    engine: &Engine,
+    file: &str,
+    wasm: &[u8],
+) -> Result<Compiled, LoadError> {
+    Compiled::compile(engine, wasm).map_err(|e| LoadError::Invalid {
         file: file.to_string(),
         reason: format!("{e:#}"),
     })
@@ -142,7 +148,7 @@ impl Compiler {
         engine: &Engine,
         file: &str,
         wasm: Vec<u8>,
-    ) -> Result<Module, LoadError> {
+    ) -> Result<Compiled, LoadError> {
         let heavy = wasm.len() as u64 >= self.limits.heavy_threshold_bytes;
         let lane = if heavy { &self.heavy } else { &self.light };
         let _permit = lane.acquire().await.expect("never closed");
@@ -171,7 +177,7 @@ impl Compiler {
         engine: &Engine,
         file: &str,
         wasm: Vec<u8>,
-    ) -> Result<Module, LoadError> {
+    ) -> Result<Compiled, LoadError> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let io = |what: &str, e: std::io::Error| LoadError::Io {
             file: file.to_string(),
@@ -331,10 +337,19 @@ pub fn compile_child_main(
         crate::engine::compile_only_engine(&engine).map_err(|e| (false, format!("{e:#}")))?;
     // Validation failing means the module is invalid; a failure after it
     // (an allocation refused under the limit) is the budget's.
-    Module::validate(&engine, &wasm).map_err(|e| (true, format!("{e:#}")))?;
-    let compiled = engine
-        .precompile_module(&wasm)
-        .map_err(|e| (false, format!("{e:#}")))?;
+    let compiled = if is_component(&wasm) {
+        // wasmtime has no separate validation of a component: an error
+        // returned here is the component's (running out of the budget
+        // aborts the child instead of returning).
+        engine
+            .precompile_component(&wasm)
+            .map_err(|e| (true, format!("{e:#}")))?
+    } else {
+        Module::validate(&engine, &wasm).map_err(|e| (true, format!("{e:#}")))?;
+        engine
+            .precompile_module(&wasm)
+            .map_err(|e| (false, format!("{e:#}")))?
+    };
     let mut out = std::io::stdout().lock();
     out.write_all(&compiled)
         .and_then(|()| out.flush())

@@ -11,23 +11,25 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use wasmtime::{Linker, Module};
+use wasmtime::Linker;
 
 use super::aot_cache::AotCache;
 use super::compile::{self, Compiler};
+use super::compiled::{is_component, Compiled};
 use super::config::RegistryConfig;
 use super::error::LoadError;
 use super::fs_pool::FsPool;
 use super::resolve::{self, Version};
 use super::trusted;
+use crate::component::{self, host::ComponentHost};
 use crate::engine::WasmEngine;
-use crate::function::Function;
+use crate::function::{Code, Function};
 use crate::store::{self, Host};
 
 /// What is left to do after the cheap, blocking part of a load.
 enum Prepared {
     /// Loaded already (precompiled file, or a cache hit).
-    Ready(Module),
+    Ready(Compiled),
     /// Binary wasm within the budget, to compile, and its cache entry.
     Compile {
         wasm: Vec<u8>,
@@ -41,6 +43,8 @@ enum Prepared {
 pub(super) struct Loader {
     engine: WasmEngine,
     linker: Linker<Host>,
+    /// WASI 0.2 and wasi:http, for components.
+    component_linker: wasmtime::component::Linker<ComponentHost>,
     allow_precompiled: bool,
     cache: Option<AotCache>,
     pub(super) compiler: Compiler,
@@ -139,6 +143,7 @@ impl Loader {
     /// Fails if it is not to be trusted, or if WASI cannot be linked.
     pub(super) fn new(engine: WasmEngine, config: &RegistryConfig) -> wasmtime::Result<Self> {
         let linker = store::linker(&engine.engine)?;
+        let component_linker = component::host::linker(&engine.engine)?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(
                 AotCache::open(dir, config.cache_max_bytes)
@@ -155,6 +160,7 @@ impl Loader {
             compiler: Compiler::new(config.compile.clone(), engine.config.clone()),
             engine,
             linker,
+            component_linker,
             allow_precompiled: config.allow_precompiled,
             cache,
             loads: AtomicUsize::new(0),
@@ -282,7 +288,7 @@ impl Loader {
             .as_ref()
             .map(|c| c.entry(&self.engine.engine, bytes));
         if let (Some(cache), Some(entry)) = (&self.cache, &entry) {
-            if let Some(module) = cache.lookup(&self.engine.engine, entry) {
+            if let Some(module) = cache.lookup(&self.engine.engine, entry, is_component(&wasm)) {
                 self.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Prepared::Ready(module));
             }
@@ -290,15 +296,33 @@ impl Loader {
         Ok(Prepared::Compile { wasm, entry })
     }
 
-    fn store(&self, entry: Option<&Path>, module: &Module) {
+    fn store(&self, entry: Option<&Path>, module: &Compiled) {
         if let (Some(cache), Some(entry)) = (&self.cache, entry) {
             cache.store(entry, module);
         }
     }
 
-    /// Checks the module is a WASI command and links it.
-    fn finish(&self, file: &str, path: &Path, module: Module) -> Result<Arc<Function>, LoadError> {
+    /// Checks the module is a WASI command (or the component a command or
+    /// an HTTP handler) and links it.
+    fn finish(
+        &self,
+        file: &str,
+        path: &Path,
+        compiled: Compiled,
+    ) -> Result<Arc<Function>, LoadError> {
         let file = file.to_string();
+        let module = match compiled {
+            Compiled::Module(m) => m,
+            Compiled::Component(c) => {
+                let code = component::link(&self.component_linker, &c).map_err(|reason| {
+                    LoadError::Link {
+                        file: file.clone(),
+                        reason,
+                    }
+                })?;
+                return Ok(self.function(file, path, code));
+            }
+        };
         if !matches!(
             module.get_export("_start"),
             Some(wasmtime::ExternType::Func(_))
@@ -312,13 +336,18 @@ impl Loader {
                 file: file.clone(),
                 reason: format!("{e:#}"),
             })?;
-        tracing::info!(function = %file, "loaded");
-        Ok(Arc::new(Function {
+        Ok(self.function(file, path, Code::Module(pre)))
+    }
+
+    fn function(&self, file: String, path: &Path, code: Code) -> Arc<Function> {
+        let function = Function {
             id: Arc::from(file.as_str()),
             file_name: file,
             path: path.to_path_buf(),
-            pre,
+            code,
             load_nanos: Default::default(),
-        }))
+        };
+        tracing::info!(function = %function.file_name, kind = function.kind(), world = function.world().map(|w| w.as_str()), "loaded");
+        Arc::new(function)
     }
 }

@@ -48,7 +48,9 @@ use crate::names::FunctionName;
 
 mod aot_cache;
 mod compile;
+mod compiled;
 mod config;
+mod describe;
 mod entry;
 mod error;
 mod fs_pool;
@@ -61,7 +63,9 @@ mod resolve;
 mod trusted;
 
 pub use compile::{compile_child_main, CHILD_EXIT_INVALID};
+pub use compiled::precompile;
 pub use config::{Backoff, CompileLimits, RegistryConfig, WASMTIME_MAX_FUNCTION_BODY};
+pub use describe::Description;
 use entry::{Entry, Loaded, Verdict};
 pub use error::LoadError;
 use fs_pool::FsPool;

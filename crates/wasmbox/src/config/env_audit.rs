@@ -208,6 +208,15 @@ impl ServeConfig {
                 ),
             ),
             ("max-loaded-functions", self.registry.max_loaded.to_string()),
+            ("allow-outbound", super::outbound::describe(&self.outbound)),
+            (
+                "max-outbound-requests",
+                self.outbound.max_requests.to_string(),
+            ),
+            (
+                "max-outbound-connections",
+                self.outbound.max_connections.to_string(),
+            ),
             // Loading functions (LoadArgs).
             (
                 "revalidate-after",

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use super::defaults::*;
 pub use super::duration::{parse_duration, parse_duration_or_zero};
 use super::front::FrontArgs;
+use super::outbound::OutboundArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -243,6 +244,8 @@ pub struct ServeArgs {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub front: FrontArgs,
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
 }
 
 #[derive(Debug, Clone, Args)]

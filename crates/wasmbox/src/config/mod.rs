@@ -18,6 +18,7 @@ mod duration;
 mod env_audit;
 mod flags;
 mod front;
+mod outbound;
 mod resolve;
 
 pub use admin::{AdminConfig, AdminConfigError, AdminToken, TokenSource, ENV_ADMIN_TOKEN};

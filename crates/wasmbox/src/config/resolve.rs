@@ -10,6 +10,8 @@ use wasmbox_isolation::{IsolationConfig, Mode, Requested};
 use wasmbox_runtime::registry::CompileLimits;
 use wasmbox_runtime::{EngineConfig, ExecutorConfig, RegistryConfig};
 
+use wasmbox_runtime::component::outbound::OutboundPolicy;
+
 use super::admin::{resolve_admin, AdminConfig, AdminConfigError, ENV_ADMIN_TOKEN};
 use super::defaults::*;
 use super::flags::{Compat, CpuIsolation, EngineArgs, LimitArgs, LoadArgs, ServeArgs};
@@ -38,6 +40,8 @@ pub struct ServeConfig {
     pub front: FrontConfig,
     /// `--access-log`: a file, or `-` for stdout.
     pub access_log: Option<PathBuf>,
+    /// What components may reach over HTTP.
+    pub outbound: OutboundPolicy,
 }
 
 /// Admission settings before capacity detection (which happens at startup).
@@ -93,6 +97,8 @@ pub enum ConfigError {
     HealthcheckAddress(String),
     #[error(transparent)]
     Admin(#[from] AdminConfigError),
+    #[error("--allow-outbound: {0}")]
+    Outbound(String),
 }
 
 impl ConfigError {
@@ -109,6 +115,7 @@ impl ConfigError {
             ConfigError::ReadinessThreshold(_) => "--readiness-threshold",
             ConfigError::HealthcheckAddress(_) => ENV_HEALTHCHECK_PORT,
             ConfigError::Admin(e) => e.setting(),
+            ConfigError::Outbound(_) => "--allow-outbound",
         }
     }
 }
@@ -201,7 +208,9 @@ impl ServeArgs {
             self.admin_metrics_auth,
             &others,
         )?;
+        let outbound = self.outbound.policy().map_err(ConfigError::Outbound)?;
         Ok(ServeConfig {
+            outbound,
             listen,
             compat: self.compat,
             pod: self.pod.clone().unwrap_or_else(hostname),

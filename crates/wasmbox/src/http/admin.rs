@@ -171,7 +171,7 @@ fn metrics(app: &App) -> Response<Body> {
         ),
         heavy_compiles: app.registry.heavy_compiles_running(),
     });
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Full::new(Bytes::from(body)).into());
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -180,14 +180,19 @@ fn metrics(app: &App) -> Response<Body> {
 }
 
 async fn functions(app: &App) -> Result<Response<Body>, HttpError> {
-    let names = app.registry.list().await.map_err(|e| {
+    let described = app.registry.describe().await.map_err(|e| {
         HttpError::new(
             ErrorKind::Unreadable,
             format!("cannot list the functions directory: {e}"),
         )
     })?;
-    let body = serde_json::json!({ "functions": names }).to_string();
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let names: Vec<&str> = described.iter().map(|d| d.name.as_str()).collect();
+    let details: Vec<serde_json::Value> = described
+        .iter()
+        .map(|d| serde_json::json!({ "name": d.name, "kind": d.kind, "world": d.world }))
+        .collect();
+    let body = serde_json::json!({ "functions": names, "details": details }).to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)).into());
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(r)

@@ -365,7 +365,7 @@ async fn get_manifest(app: &App, name: &str) -> Result<Response<Body>, HttpError
         )
     })?;
     let sha = dfs::sha256_hex(&text);
-    let mut r = Response::new(Full::new(Bytes::from(text)));
+    let mut r = Response::new(Full::new(Bytes::from(text)).into());
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/toml"));
     if let Ok(v) = HeaderValue::from_str(&etag(&sha)) {

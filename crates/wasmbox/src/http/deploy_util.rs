@@ -52,7 +52,7 @@ pub(super) fn json(
     value: serde_json::Value,
     sha: Option<&str>,
 ) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(value.to_string() + "\n")));
+    let mut r = Response::new(Full::new(Bytes::from(value.to_string() + "\n")).into());
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response};
 use wasmbox_admission::Resources;
 use wasmbox_runtime::executor::Task;
 use wasmbox_runtime::sandbox::{Stdio, Timings};
@@ -21,6 +21,7 @@ use super::budget::Hold;
 use super::compat::Phases;
 use super::error::{ErrorKind, HttpError};
 use super::function_config::{effective, Effective};
+use super::handler;
 use super::request::{parse_args, parse_resources};
 use super::response::Body;
 use crate::accounting::request_id::request_id;
@@ -48,13 +49,14 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// `GET|POST /{raw_name}`: checks the request, finds the function, runs it,
+/// `GET|POST /{target}` (any method and `/{function}/sub/path` for a
+/// wasi:http handler): checks the request, finds the function, runs it,
 /// and records its usage (every request, whatever became of it: see
 /// `crate::accounting`). The response carries `X-Request-Id`.
 pub(super) async fn invoke(
     app: &Arc<App>,
     req: Request<Incoming>,
-    raw_name: &str,
+    target: &str,
 ) -> Result<Response<Body>, HttpError> {
     let received = Instant::now();
     let _in_flight = InFlight::enter(&app.in_flight);
@@ -63,7 +65,7 @@ pub(super) async fn invoke(
     // Dropped before `finish` (the client went away): recorded as
     // client-gone, with the worker's figures once it has stopped.
     let _abandon = usage.guard();
-    let (response, outcome) = match checked_run(app, req, raw_name, (received, &usage)).await {
+    let (response, outcome) = match checked_run(app, req, target, (received, &usage)).await {
         Ok(r) => (r, "ok"),
         Err(e) => {
             let kind = e.kind.as_str();
@@ -85,28 +87,32 @@ pub(super) async fn invoke(
 async fn checked_run(
     app: &Arc<App>,
     req: Request<Incoming>,
-    raw_name: &str,
+    target: &str,
     (received, usage): (Instant, &Pending),
 ) -> Result<Response<Body>, HttpError> {
-    if raw_name.is_empty() {
+    let get_or_post = matches!(*req.method(), Method::GET | Method::POST);
+    if target.is_empty() && get_or_post {
         return Err(HttpError::new(
             ErrorKind::NoRoute,
             "no function in the path; /-/functions on the admin listener lists them",
         ));
     }
-    if raw_name.contains('/') {
-        return Err(HttpError::new(
-            ErrorKind::BadName,
-            "invalid function name: it must be a single path segment (it contains '/')",
-        ));
-    }
-    let name = FunctionName::parse(raw_name)?;
-    let server_resources = parse_resources(req.headers(), &app.limits)?;
-    let query_args = parse_args(&name, req.uri().query());
-    let method = req.method().clone();
-    // The function first: its body is not held in memory while it is looked
-    // up or compiled, and a request for a missing one is not read at all.
-    let function = app.registry.get(&name).await?;
+    // Only a wasi:http handler takes other methods and sub-paths: the
+    // function is looked up first, and anything else gets what it gets
+    // without handlers (405, or 400 for a path of several segments).
+    let (name, function, sub_path, server_resources) = if get_or_post && !target.contains('/') {
+        let name = FunctionName::parse(target)?;
+        let resources = parse_resources(req.headers(), &app.limits)?;
+        // The function first: its body is not held in memory while it is
+        // looked up or compiled, and a request for a missing one is not
+        // read at all.
+        let function = app.registry.get(&name).await?;
+        (name, function, "", resources)
+    } else {
+        let (name, function, sub_path) = handler::route(app, req.method(), target).await?;
+        let resources = parse_resources(req.headers(), &app.limits)?;
+        (name, function, sub_path, resources)
+    };
     usage.update(|u| u.function = Some(function.file_name.clone()));
     if let Some(took) = function.take_load_time() {
         app.accounting.record_compile(&function.file_name, took);
@@ -119,6 +125,16 @@ async fn checked_run(
         server_resources,
     )
     .await?;
+    if function.is_http_handler() {
+        let route = handler::Route {
+            name: &name,
+            function,
+            sub_path,
+        };
+        return handler::run(app, req, route, config, received).await;
+    }
+    let query_args = parse_args(&name, req.uri().query());
+    let method = req.method().clone();
     let (body, body_hold) = read_body(req, &app.body_rules, &app.body_budget).await?;
     usage.update(|u| u.bytes_in = body.len() as u64);
     let stdin = app.compat.stdin(&method, body)?;
@@ -244,13 +260,13 @@ impl std::fmt::Display for Ms {
     }
 }
 
-struct PhaseTimes {
-    queue: Duration,
-    isolation: Duration,
-    t: Timings,
+pub(super) struct PhaseTimes {
+    pub(super) queue: Duration,
+    pub(super) isolation: Duration,
+    pub(super) t: Timings,
     /// From the request's arrival in the handler to its outcome: the
     /// server-side time of the invocation, body read and lookup included.
-    total: Duration,
+    pub(super) total: Duration,
 }
 
 impl PhaseTimes {
@@ -267,7 +283,7 @@ impl PhaseTimes {
     }
 
     /// The `Server-Timing` header, as (name, value).
-    fn header(&self) -> Option<(HeaderName, HeaderValue)> {
+    pub(super) fn header(&self) -> Option<(HeaderName, HeaderValue)> {
         let v = HeaderValue::from_str(&self.server_timing()).ok()?;
         Some((HeaderName::from_static("server-timing"), v))
     }
@@ -276,7 +292,7 @@ impl PhaseTimes {
 fn success(app: &App, stdout: Bytes, timing: &PhaseTimes) -> Response<Body> {
     let (body, content_type) = app.compat.success_body(stdout);
     // Charged until the last copy of the bytes hyper writes is dropped.
-    let mut r = Response::new(Full::new(app.body_budget.charge(body)));
+    let mut r = Response::new(Full::new(app.body_budget.charge(body)).into());
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Some((k, v)) = timing.header() {
@@ -293,7 +309,7 @@ fn success(app: &App, stdout: Bytes, timing: &PhaseTimes) -> Response<Body> {
 /// The most stdout an invocation may write: `--max-output-bytes`, and no
 /// more than its `Memory-Request`, so that the output held for responses
 /// is bounded by what admission reserved.
-fn output_cap(max_output_bytes: usize, resources: &Resources) -> usize {
+pub(super) fn output_cap(max_output_bytes: usize, resources: &Resources) -> usize {
     max_output_bytes.min(usize::try_from(resources.memory_mb << 20).unwrap_or(usize::MAX))
 }
 
@@ -308,7 +324,12 @@ fn stderr_tail(stderr: &[u8]) -> String {
     }
 }
 
-fn failure_error(f: Failure, res: &Resources, stderr: &[u8], timing: &PhaseTimes) -> HttpError {
+pub(super) fn failure_error(
+    f: Failure,
+    res: &Resources,
+    stderr: &[u8],
+    timing: &PhaseTimes,
+) -> HttpError {
     let mib = |b: usize| b.div_ceil(1 << 20);
     let e = match f {
         Failure::Exit(code) => {

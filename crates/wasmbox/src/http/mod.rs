@@ -3,6 +3,9 @@
 //! Routes:
 //! - `GET|POST /{function}`: invoke (query `arg=` -> argv, body -> stdin,
 //!   stdout -> response body);
+//! - any method, `/{function}` and `/{function}/any/sub/path`, when the
+//!   function is a wasi:http handler component (`handler`): the request
+//!   reaches it as an HTTP request;
 //! - `GET /-/live`, `GET /-/ready`: the probes (`management`). `/-/` can
 //!   never be a function, because names may not start with `-`.
 //!   `/-/metrics` and `/-/functions` answer 404 `moved-to-admin` here: they
@@ -33,10 +36,12 @@ mod deploy_list;
 mod deploy_util;
 mod error;
 mod function_config;
+mod handler;
 mod invoke;
 mod management;
 mod request;
 mod response;
+mod stream;
 
 use std::sync::Arc;
 
@@ -65,10 +70,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let result = if let Some(rest) = path.strip_prefix("/-/") {
         management::management(&app, req.method(), rest)
+    } else if let Some(target) = path.strip_prefix('/') {
+        invoke::invoke(&app, req, target).await
     } else if !matches!(*req.method(), Method::GET | Method::POST) {
         Err(method_not_allowed(req.method()))
-    } else if let Some(name) = path.strip_prefix('/') {
-        invoke::invoke(&app, req, name).await
     } else {
         Err(HttpError::new(
             ErrorKind::BadTarget,
@@ -82,7 +87,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// 405 for a method that no function route takes.
-fn method_not_allowed(method: &Method) -> HttpError {
+pub(super) fn method_not_allowed(method: &Method) -> HttpError {
     let message = if method == Method::CONNECT {
         "CONNECT is not allowed: wasmbox is not a proxy; use GET or POST /{function}".to_string()
     } else {

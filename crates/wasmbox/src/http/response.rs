@@ -10,12 +10,11 @@ use super::app::App;
 use super::compat::Phases;
 use super::error::HttpError;
 
-/// The body of every response wasmbox writes.
-pub type Body = Full<Bytes>;
+pub use super::stream::Body;
 
 /// A plain-text response.
 pub(super) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Full::new(body.into()).into());
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,

@@ -1,0 +1,85 @@
+//! The data every component invocation's `Store` carries, and the one
+//! component linker: WASI 0.2 (cli, filesystem, random, clocks, sockets,
+//! io; async host calls) plus wasi:http, so what the usual toolchains
+//! import links. The environment and preopens are empty and every socket
+//! address is denied (wasmtime-wasi's defaults, kept); outbound HTTP goes
+//! through [`Outbound`].
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use wasmbox_isolation::Throttle;
+
+use super::outbound::Outbound;
+use crate::limits::MemoryCap;
+use crate::store::Stop;
+
+/// A component store's data.
+pub struct ComponentHost {
+    /// WASI state: args, stdio, (no) environment, (no) preopens.
+    pub wasi: WasiCtx,
+    /// The component's resources (streams, requests, ...).
+    pub table: ResourceTable,
+    /// wasi:http state.
+    pub http: WasiHttpCtx,
+    /// Outbound HTTP policy and counters for this invocation.
+    pub outbound: Outbound,
+    /// The memory cap over all of the instance's memories, and the growth
+    /// it refused.
+    pub limits: MemoryCap,
+    /// Userspace CPU budget (throttle mode), checked at every epoch tick.
+    pub throttle: Option<Throttle>,
+    /// Set when the host stopped the guest: why.
+    pub stopped: Option<Stop>,
+}
+
+impl WasiView for ComponentHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ComponentHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// A linker with WASI 0.2 and wasi:http (async host calls).
+pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<ComponentHost>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}
+
+impl ComponentHost {
+    /// A store for one invocation of `function` (its name goes into the
+    /// outbound log lines), WASI state from `wasi`.
+    pub(crate) fn store(
+        engine: &crate::engine::WasmEngine,
+        function: &crate::function::Function,
+        wasi: WasiCtx,
+        inv: &crate::sandbox::Invocation,
+        deadline: std::time::Instant,
+    ) -> wasmtime::Store<ComponentHost> {
+        let host = ComponentHost {
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: Outbound::new(engine.outbound.clone(), function.id.clone(), deadline),
+            limits: MemoryCap::new(inv.memory_cap),
+            throttle: inv.throttle.clone(),
+            stopped: None,
+        };
+        wasmtime::Store::new(&engine.engine, host)
+    }
+}

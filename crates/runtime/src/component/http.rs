@@ -1,0 +1,184 @@
+//! Running a wasi:http handler component: the HTTP request goes in as a
+//! wasi:http `incoming-request`; the response head the guest sets comes
+//! back at once through [`HttpCall::respond`] (with the timings so far),
+//! and its body streams from the guest while it keeps running on its
+//! worker. The invocation's [`Outcome`] (delivered when the guest has
+//! stopped) says how it ended.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiHttpView;
+
+use wasmbox_isolation::thread_cpu_time;
+
+use super::guard::{classify, stop_failure, Signals};
+use super::host::ComponentHost;
+use crate::capture::{Capture, Overflow};
+use crate::engine::WasmEngine;
+use crate::function::Function;
+use crate::sandbox::{Failure, Invocation, Outcome, Stdio, Timings};
+
+/// What the guest answered: its response (head, and a body that streams),
+/// or the error code it set instead.
+pub type Answer = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
+
+/// The response head, when the guest set it.
+pub struct Head {
+    /// The guest's answer.
+    pub answer: Answer,
+    /// Instantiation, and execution until the head was set (with the CPU
+    /// time used until then).
+    pub timings: Timings,
+}
+
+/// One HTTP request for a handler, and where its response head goes.
+pub struct HttpCall {
+    /// The request as the guest sees it: method, path (after the function's
+    /// own segment) and query, headers (the host header gives the
+    /// authority), body.
+    pub request: http::Request<Bytes>,
+    /// Gets the head once the guest sets it; dropped unsent if it never
+    /// does (the outcome says why).
+    pub respond: tokio::sync::oneshot::Sender<Head>,
+    /// Most bytes of the guest's stdout and of its stderr kept for the log.
+    pub log_cap: usize,
+}
+
+/// An [`HttpCall`] travelling inside an [`Invocation`] (which is `Clone`;
+/// only one clone gets the call).
+#[derive(Clone)]
+pub struct HttpExchange(Arc<Mutex<Option<HttpCall>>>);
+
+impl HttpExchange {
+    /// Wraps `call`.
+    pub fn new(call: HttpCall) -> Self {
+        HttpExchange(Arc::new(Mutex::new(Some(call))))
+    }
+
+    fn take(&self) -> Option<HttpCall> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+impl std::fmt::Debug for HttpExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpExchange")
+    }
+}
+
+/// Runs the handler once with the request in `inv`'s [`Stdio::Http`].
+pub(crate) async fn run(
+    engine: &WasmEngine,
+    function: &Function,
+    pre: &ProxyPre<ComponentHost>,
+    inv: Invocation,
+    signals: Signals,
+) -> Outcome {
+    let call = match &inv.stdio {
+        Stdio::Http(exchange) => exchange.take(),
+        _ => None,
+    };
+    let Some(call) = call else {
+        return Outcome::not_run(Failure::Trap(
+            "a wasi:http handler runs only for an HTTP request (serve it with `wasmbox serve`)"
+                .into(),
+        ));
+    };
+    let stdout = Capture::new(call.log_cap, Overflow::KeepTail);
+    let stderr = Capture::new(call.log_cap, Overflow::KeepTail);
+    let wasi = WasiCtxBuilder::new()
+        .args(&inv.argv[..inv.argv.len().min(1)])
+        .stdin(MemoryInputPipe::new(Bytes::new()))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .build();
+    let mut store = ComponentHost::store(engine, function, wasi, &inv, signals.deadline);
+    signals.arm(&mut store);
+
+    let start = Instant::now();
+    let cpu_start = thread_cpu_time();
+    let instantiated: Arc<OnceLock<Instant>> = Arc::default();
+    let request = call
+        .request
+        .map(|b| Full::new(b).map_err(|never| -> wasmtime_wasi_http::Error { match never {} }));
+    let req = match store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::not_run(Failure::Trap(format!("bad request for the guest: {e:#}")))
+        }
+    };
+    let (respond, at) = (call.respond, instantiated.clone());
+    let out = store
+        .data_mut()
+        .http()
+        .new_response_outparam_from_callback(move |answer| {
+            let timings = timings(start, at.get().copied(), cpu_start);
+            let _ = respond.send(Head { answer, timings });
+        });
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return Outcome::not_run(Failure::Trap(format!("{e:#}"))),
+    };
+    let ran = {
+        let store = &mut store;
+        let at = instantiated.clone();
+        signals
+            .race(async move {
+                let proxy = pre.instantiate_async(&mut *store).await?;
+                let _ = at.set(Instant::now());
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut *store, req, out)
+                    .await
+            })
+            .await
+    };
+    let mut t = timings(start, instantiated.get().copied(), cpu_start);
+    t.cpu = thread_cpu_time().saturating_sub(cpu_start);
+    let result = match ran {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => match classify(store.data(), e, None, inv.timeout) {
+            None => Ok(()),
+            Some(f) => Err(f),
+        },
+        Err(stop) => {
+            store.data_mut().stopped = Some(stop);
+            Err(stop_failure(stop, inv.timeout))
+        }
+    };
+    // The store (and with it the response outparam, if the guest never set
+    // it) goes before the outcome is delivered.
+    let peak_memory = store.data().limits.peak;
+    drop(store);
+    Outcome {
+        result,
+        stdout: stdout.take(),
+        stderr: stderr.take(),
+        timings: t,
+        peak_memory,
+    }
+}
+
+fn timings(start: Instant, instantiated: Option<Instant>, cpu_start: Duration) -> Timings {
+    let mut t = Timings {
+        cpu: thread_cpu_time().saturating_sub(cpu_start),
+        ..Timings::default()
+    };
+    if let Some(at) = instantiated {
+        t.instantiate = at - start;
+        t.execute = at.elapsed();
+    }
+    t
+}

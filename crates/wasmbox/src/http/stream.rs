@@ -1,0 +1,161 @@
+//! The response body type: a buffered body (everything wasmbox writes
+//! itself, and a command's stdout), or the body a wasi:http handler streams
+//! while it runs, cut off at the invocation's output cap and stopping the
+//! guest when the client goes away before the end.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body as _, Frame, SizeHint};
+use wasmbox_runtime::CancelToken;
+
+/// The body of every response wasmbox writes.
+pub enum Body {
+    /// All of it at once.
+    Full(Full<Bytes>),
+    /// Streamed from a handler.
+    Stream(Box<Streamed>),
+}
+
+impl From<Full<Bytes>> for Body {
+    fn from(b: Full<Bytes>) -> Self {
+        Body::Full(b)
+    }
+}
+
+/// Why a streamed body ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The handler wrote more than the invocation's output cap.
+    #[error("the handler's response body went past its limit of {0} bytes; it was stopped")]
+    OverCap(usize),
+    /// The handler's body failed (it trapped, was stopped, or its stream
+    /// broke).
+    #[error("the handler's response body failed: {0}")]
+    Guest(String),
+}
+
+type GuestBody = wasmbox_runtime::component::http::HyperOutgoingBody;
+
+/// A handler's body: counts bytes against `cap`, and stops the guest
+/// (raises `cancel`) if dropped before its end: the client went away, or
+/// the cap was hit. Its end is only sent once the guest has returned
+/// without failing (`ended_well`): a guest that traps (or is stopped)
+/// after its head leaves its body unfinished, and the client must see a
+/// broken body, not a short complete one.
+pub struct Streamed {
+    inner: GuestBody,
+    cap: usize,
+    sent: usize,
+    cancel: CancelToken,
+    ended_well: tokio::sync::oneshot::Receiver<bool>,
+    inner_done: bool,
+    done: bool,
+}
+
+impl Streamed {
+    /// Wraps the body of the handler's `answer`.
+    pub fn new(
+        inner: GuestBody,
+        cap: usize,
+        cancel: CancelToken,
+        ended_well: tokio::sync::oneshot::Receiver<bool>,
+    ) -> Self {
+        Streamed {
+            inner,
+            cap,
+            sent: 0,
+            cancel,
+            ended_well,
+            inner_done: false,
+            done: false,
+        }
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cancel.cancel();
+        }
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = StreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        match self.get_mut() {
+            Body::Full(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|never| match never {}))),
+            Body::Stream(s) => s.poll(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(b) => b.is_end_stream(),
+            Body::Stream(s) => s.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(b) => b.size_hint(),
+            Body::Stream(s) => s.inner.size_hint(),
+        }
+    }
+}
+
+impl Streamed {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.inner_done {
+            let ended_well = match Pin::new(&mut self.ended_well).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r.unwrap_or(false),
+            };
+            self.done = true;
+            return Poll::Ready(if ended_well {
+                None
+            } else {
+                Some(Err(StreamError::Guest(
+                    "the handler failed before it finished its body".into(),
+                )))
+            });
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.inner_done = true;
+                self.poll(cx)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.cancel.cancel();
+                self.done = true;
+                Poll::Ready(Some(Err(StreamError::Guest(format!("{e:?}")))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len();
+                    if self.sent > self.cap {
+                        self.cancel.cancel();
+                        self.done = true;
+                        return Poll::Ready(Some(Err(StreamError::OverCap(self.cap))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+}
