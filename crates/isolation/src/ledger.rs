@@ -78,6 +78,9 @@ pub struct Spent {
     /// The part of the wait [`Ledger::begin`] asked for that it did not
     /// wait (stopped early).
     pub unpaid: Duration,
+    /// The call's own quota (what its `begin` was given): concurrent calls
+    /// of one function may carry different quotas.
+    pub millicores: u64,
 }
 
 /// CPU seconds per wall second.
@@ -134,10 +137,15 @@ impl Ledger {
 
     /// The invocation begun with [`Ledger::begin`] stopped (see [`Spent`]).
     pub fn end(&self, function: &Arc<str>, spent: Spent, now: Instant) {
-        let Spent { cpu, wall, unpaid } = spent;
+        let Spent {
+            cpu,
+            wall,
+            unpaid,
+            millicores,
+        } = spent;
         let mut accounts = self.accounts.lock().unwrap();
         if let Some(account) = accounts.get_mut(function) {
-            let rate = rate(account.millicores);
+            let rate = rate(millicores);
             // A wait cut short (the client went away) repaid only part of
             // the debt `begin` cleared: the rest is owed again, so hanging
             // up cannot wipe a debt.
@@ -178,6 +186,7 @@ mod tests {
             cpu,
             wall,
             unpaid: Duration::ZERO,
+            millicores: 100,
         }
     }
 
@@ -298,9 +307,32 @@ mod tests {
         }
         let t1 = t0 + Duration::from_secs(1);
         for _ in 0..4 {
-            l.end(&f, spent(250 * MS, Duration::from_secs(1)), t1);
+            let s = Spent {
+                millicores: 250,
+                ..spent(250 * MS, Duration::from_secs(1))
+            };
+            l.end(&f, s, t1);
         }
         assert_eq!(l.begin(&f, 250, t1), Duration::ZERO);
+    }
+
+    /// A call is charged at its own quota, not at the quota of a call that
+    /// began after it.
+    #[test]
+    fn each_call_is_charged_at_its_own_quota() {
+        let l = Ledger::new(PERIOD);
+        let f = name("f");
+        let t0 = Instant::now();
+        l.begin(&f, 900, t0);
+        l.begin(&f, 10, t0);
+        let t1 = t0 + Duration::from_secs(1);
+        let s = Spent {
+            millicores: 900,
+            ..spent(900 * MS, Duration::from_secs(1))
+        };
+        l.end(&f, s, t1);
+        l.end(&f, spent(Duration::ZERO, Duration::from_secs(1)), t1);
+        assert_eq!(l.begin(&f, 900, t1), Duration::ZERO);
     }
 
     /// Hanging up during the wait does not wipe the debt.
@@ -321,6 +353,7 @@ mod tests {
             &f,
             Spent {
                 unpaid,
+                millicores: 100,
                 ..Spent::default()
             },
             t1,

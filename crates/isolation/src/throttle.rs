@@ -44,6 +44,14 @@ impl Throttle {
         }
     }
 
+    /// Starts the budget again from now (after a wait before the guest
+    /// starts: time spent waiting is not CPU the guest may then use at
+    /// once).
+    pub fn restart(&mut self) {
+        self.start_wall = Instant::now();
+        self.start_cpu = thread_cpu_time();
+    }
+
     /// Called on the guest's thread: sleeps while the thread is over its
     /// budget, but never past `deadline`.
     pub fn check(&mut self, deadline: Instant) {

@@ -208,6 +208,10 @@ pub fn invoke_until(
                 };
             }
             let held = held.elapsed();
+            let mut inv = inv;
+            if let Some(t) = &mut inv.throttle {
+                t.restart();
+            }
             let mut outcome = dispatch(engine, function, inv, signals).await;
             outcome.timings.held = held;
             outcome

@@ -41,9 +41,6 @@ impl Server {
             Registry::new(engine.clone(), config.registry.clone())
                 .map_err(|e| anyhow::anyhow!("cannot set up the registry: {e}"))?,
         );
-        if !config.registry.prewarm_poll.is_zero() {
-            registry.start_prewarm();
-        }
         // Capacity first: the cgroup-v2 mode moves this process into its
         // own subtree, whose limits are not the container's.
         let detected = host::detect_capacity();
@@ -58,6 +55,12 @@ impl Server {
             engine.clone(),
             isolation,
         ));
+        // After isolation is set up: cgroup-v2 moves this process into its
+        // own subtree, and a compile child started before would be left
+        // behind in the parent, where it breaks the no-internal-process rule.
+        if !config.registry.prewarm_poll.is_zero() {
+            registry.start_prewarm();
+        }
 
         let a = &config.admission;
         let capacity = Resources {

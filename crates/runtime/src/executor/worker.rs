@@ -151,6 +151,19 @@ fn retry_after(cx: &Context, error: &str, backoff: &mut Duration) -> bool {
     open
 }
 
+/// Ends a call's account in the ledger when dropped.
+struct Settle<'a> {
+    ledger: &'a Ledger,
+    function: &'a std::sync::Arc<str>,
+    spent: Spent,
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        self.ledger.end(self.function, self.spent, Instant::now());
+    }
+}
+
 /// A task on its way to (or back to) the queue.
 pub(super) struct Pending {
     pub task: Task,
@@ -217,17 +230,29 @@ impl Pending {
             cancel: &cancel,
             shutdown: &w.kill,
         };
+        // Ends the ledger's account of this call even if the invocation
+        // panics (then with nothing spent), so the function's running count
+        // returns to zero.
+        let mut settle = ledger.map(|l| Settle {
+            ledger: l,
+            function: &function.id,
+            spent: Spent {
+                millicores: cpu_millis,
+                ..Spent::default()
+            },
+        });
+        let began = Instant::now();
         let outcome = sandbox::invoke_until(&engine, &function, invocation, signals, hold_off);
         w.slot.used(outcome.timings.cpu);
-        if let Some(l) = ledger {
+        if let Some(s) = &mut settle {
             let t = &outcome.timings;
-            let spent = Spent {
-                cpu: t.cpu,
-                wall: t.instantiate + t.execute,
-                unpaid: hold_off.saturating_sub(t.held),
-            };
-            l.end(&function.id, spent, Instant::now());
+            // Wall time from the end of the wait, whether or not
+            // instantiation finished (its CPU counts either way).
+            s.spent.cpu = t.cpu;
+            s.spent.wall = began.elapsed().saturating_sub(t.held);
+            s.spent.unpaid = hold_off.saturating_sub(t.held);
         }
+        drop(settle);
         Done {
             // The guest has stopped; the worker counts itself idle before
             // this runs, so a released reservation never outlives a busy
