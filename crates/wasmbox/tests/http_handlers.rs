@@ -312,3 +312,41 @@ async fn metrics_count_handler_invocations_by_function() {
     }
     s.stop().await;
 }
+
+/// A handler's request is billed like a module's: its CPU, peak memory and
+/// bytes in are in the access log once the guest has stopped (the answer
+/// goes out before that, while the body streams).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_usage_is_accounted_once_its_guest_has_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let s = TestServer::start(KIT, &["--access-log", log.to_str().unwrap()]).await;
+    let r = s
+        .request(
+            Method::POST,
+            "/httpkit/spin/30",
+            &[],
+            Bytes::from_static(b"abc"),
+        )
+        .await;
+    r.expect(200, &["spun"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("httpkit")) {
+            break serde_json::from_str::<serde_json::Value>(l).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access-log line for httpkit: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!(line["status"], 200, "{line}");
+    assert!(line["error"].is_null(), "{line}");
+    // 30 ms of spinning: at least 20 ms of CPU (the guest ran on its worker).
+    assert!(line["cpu_ms"].as_f64().unwrap() >= 20.0, "{line}");
+    assert!(line["peak_mb"].as_f64().unwrap() > 0.0, "{line}");
+    assert_eq!(line["bytes_in"], 3, "{line}");
+    s.stop().await;
+}

@@ -67,6 +67,8 @@ struct State {
     worker_running: bool,
     /// The handler was dropped (client gone) before it finished.
     handler_gone: bool,
+    /// Answered while the worker still ran: recorded by `worker_done`.
+    answered: bool,
     /// Recorded.
     done: bool,
     /// The outcome is already counted (the client went away while the
@@ -116,6 +118,7 @@ impl Pending {
             received,
             worker_running: false,
             handler_gone: false,
+            answered: false,
             done: false,
             counted: false,
         })))
@@ -137,7 +140,9 @@ impl Pending {
         let mut s = self.0.lock().unwrap();
         f(&mut s.usage);
         s.worker_running = false;
-        if s.handler_gone && !s.done {
+        if s.answered && !s.done {
+            s.record();
+        } else if s.handler_gone && !s.done {
             s.record_client_gone();
         }
     }
@@ -151,6 +156,12 @@ impl Pending {
         s.usage.status = status;
         s.usage.outcome = outcome;
         s.usage.bytes_out = bytes_out;
+        if s.worker_running {
+            // Answered while the guest still runs (a wasi:http handler
+            // streaming its body): recorded with its figures when it stops.
+            s.answered = true;
+            return;
+        }
         s.record();
     }
 
@@ -167,7 +178,7 @@ pub struct Abandon(Pending);
 impl Drop for Abandon {
     fn drop(&mut self) {
         let mut s = (self.0).0.lock().unwrap();
-        if s.done {
+        if s.done || s.answered {
             return;
         }
         s.handler_gone = true;

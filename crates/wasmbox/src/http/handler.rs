@@ -27,6 +27,7 @@ use super::function_config::Effective;
 use super::invoke::{failure_error, output_cap, PhaseTimes};
 use super::response::Body;
 use super::stream::Streamed;
+use crate::accounting::Pending;
 
 /// Headers never passed to a handler: hop-by-hop (RFC 9110 section 7.6.1)
 /// and wasmbox's own resource headers.
@@ -83,7 +84,7 @@ pub(super) async fn run(
     req: Request<Incoming>,
     route: Route<'_>,
     config: Effective,
-    received: Instant,
+    (received, usage): (Instant, &Pending),
 ) -> Result<Response<Body>, HttpError> {
     let Route {
         name,
@@ -99,6 +100,7 @@ pub(super) async fn run(
     let method = req.method().clone();
     let headers = guest_headers(req.headers());
     let (body, body_hold) = read_body(req, &app.body_rules, &app.body_budget).await?;
+    usage.update(|u| u.bytes_in = body.len() as u64);
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = target.parse().map_err(|e| {
@@ -109,8 +111,11 @@ pub(super) async fn run(
     })?;
     *request.headers_mut() = headers;
 
+    let admitting = Instant::now();
     let permit = app.admission.admit(&function.id, resources).await?;
     let waited = permit.waited;
+    let admitted = Instant::now();
+    usage.update(|u| u.queue = admitting.elapsed());
     app.metrics.queue_wait.observe(waited.as_secs_f64());
 
     let cancel = CancelToken::default();
@@ -136,7 +141,25 @@ pub(super) async fn run(
         hold: Box::new((permit, body_hold)),
     };
     let submitted = Instant::now();
-    let mut ran = Box::pin(app.executor.run(task));
+    // The worker's result fills in the usage figures from a task of its
+    // own, as for modules: a client gone mid-body is still billed.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (executor, pending) = (app.executor.clone(), usage.clone());
+    pending.worker_started();
+    tokio::spawn(async move {
+        let ran = executor.run(task).await;
+        pending.worker_done(|u| {
+            u.memory_mb_seconds = resources.memory_mb as f64 * admitted.elapsed().as_secs_f64();
+            if let Ok(ran) = &ran {
+                u.ran = true;
+                u.cpu = ran.outcome.timings.cpu;
+                u.peak_memory = ran.outcome.peak_memory;
+                u.queue += ran.queued;
+            }
+        });
+        let _ = tx.send(ran);
+    });
+    let mut ran = Box::pin(async move { rx.await.unwrap_or(Err(ExecError::Panicked)) });
     let head = tokio::select! {
         biased;
         head = head => head.ok(),

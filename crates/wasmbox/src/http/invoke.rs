@@ -131,7 +131,7 @@ async fn checked_run(
             function,
             sub_path,
         };
-        return handler::run(app, req, route, config, received).await;
+        return handler::run(app, req, route, config, (received, usage)).await;
     }
     let query_args = parse_args(&name, req.uri().query());
     let method = req.method().clone();
