@@ -206,24 +206,39 @@ impl CpuMeter {
     }
 }
 
-/// Memory in use by the container, in bytes: cgroup2 memory.current +
-/// memory.swap.current (as the reference), v1 memory.usage_in_bytes, else
-/// this process's RSS.
+/// Memory in use by the container, in bytes, as its working set (what the
+/// kubelet evicts on): cgroup2 memory.current + memory.swap.current, v1
+/// memory.usage_in_bytes, each less the inactive file cache (page cache the
+/// kernel reclaims first: counted whole, reading or writing files would
+/// make the server "not ready"), else this process's RSS.
 pub fn memory_used() -> u64 {
     if let Some(d) = own_dir(Hierarchy::V2) {
         if let Some(cur) = read_u64(d.join("memory.current")) {
-            return cur + read_u64(d.join("memory.swap.current")).unwrap_or(0);
+            let swap = read_u64(d.join("memory.swap.current")).unwrap_or(0);
+            let inactive = stat_field(&d.join("memory.stat"), "inactive_file");
+            return (cur + swap).saturating_sub(inactive);
         }
     }
     if let Some(d) = own_dir(Hierarchy::V1("memory")) {
         if let Some(b) = read_u64(d.join("memory.usage_in_bytes")) {
-            return b;
+            return b.saturating_sub(stat_field(&d.join("memory.stat"), "total_inactive_file"));
         }
     }
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+/// One `key value` line of a cgroup `memory.stat` file (0 if absent).
+fn stat_field(path: &std::path::Path, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -256,6 +271,21 @@ pub fn raise_open_file_limit() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_stat_fields_are_read_by_exact_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("memory.stat");
+        std::fs::write(
+            &p,
+            "inactive_file_x 7\ninactive_file 4096\ntotal_inactive_file 8192\n",
+        )
+        .unwrap();
+        assert_eq!(stat_field(&p, "inactive_file"), 4096);
+        assert_eq!(stat_field(&p, "total_inactive_file"), 8192);
+        assert_eq!(stat_field(&p, "active_file"), 0);
+        assert_eq!(stat_field(&dir.path().join("absent"), "inactive_file"), 0);
+    }
 
     #[test]
     fn capacity_and_usage_are_readable_here() {
