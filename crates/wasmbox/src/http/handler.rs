@@ -24,7 +24,7 @@ use super::app::App;
 use super::body::read_body;
 use super::error::{ErrorKind, HttpError};
 use super::function_config::Effective;
-use super::invoke::{failure_error, output_cap, PhaseTimes};
+use super::invoke::{failure_error, output_cap, run_billed, PhaseTimes};
 use super::response::Body;
 use super::stream::Streamed;
 use crate::accounting::Pending;
@@ -141,24 +141,8 @@ pub(super) async fn run(
         hold: Box::new((permit, body_hold)),
     };
     let submitted = Instant::now();
-    // The worker's result fills in the usage figures from a task of its
-    // own, as for modules: a client gone mid-body is still billed.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (executor, pending) = (app.executor.clone(), usage.clone());
-    pending.worker_started();
-    tokio::spawn(async move {
-        let ran = executor.run(task).await;
-        pending.worker_done(|u| {
-            u.memory_mb_seconds = resources.memory_mb as f64 * admitted.elapsed().as_secs_f64();
-            if let Ok(ran) = &ran {
-                u.ran = true;
-                u.cpu = ran.outcome.timings.cpu;
-                u.peak_memory = ran.outcome.peak_memory;
-                u.queue += ran.queued;
-            }
-        });
-        let _ = tx.send(ran);
-    });
+    // Billed when the guest stops, after the answer has gone out.
+    let rx = run_billed(app, task, usage, (resources, admitted));
     let mut ran = Box::pin(async move { rx.await.unwrap_or(Err(ExecError::Panicked)) });
     let head = tokio::select! {
         biased;

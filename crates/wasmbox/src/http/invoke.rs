@@ -11,7 +11,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response};
 use wasmbox_admission::Resources;
-use wasmbox_runtime::executor::Task;
+use wasmbox_runtime::executor::{ExecError, Ran, Task};
 use wasmbox_runtime::sandbox::{Stdio, Timings};
 use wasmbox_runtime::{CancelToken, Failure, Function, FunctionName, Invocation};
 
@@ -201,25 +201,7 @@ async fn run(
         // worker once the guest has stopped.
         hold: Box::new((permit, body_hold)),
     };
-    // The worker's result is awaited by a task of its own, which fills in
-    // the usage figures even if this request is dropped meanwhile (client
-    // gone: the cancel above stops the guest, and its CPU is still counted).
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (executor, pending) = (app.executor.clone(), usage.clone());
-    pending.worker_started();
-    tokio::spawn(async move {
-        let ran = executor.run(task).await;
-        pending.worker_done(|u| {
-            u.memory_mb_seconds = resources.memory_mb as f64 * admitted.elapsed().as_secs_f64();
-            if let Ok(ran) = &ran {
-                u.ran = true;
-                u.cpu = ran.outcome.timings.cpu;
-                u.peak_memory = ran.outcome.peak_memory;
-                u.queue += ran.queued;
-            }
-        });
-        let _ = tx.send(ran);
-    });
+    let rx = run_billed(app, task, usage, (resources, admitted));
     let ran = rx.await.map_err(|_| {
         HttpError::new(
             ErrorKind::Internal,
@@ -245,6 +227,36 @@ async fn run(
         Ok(()) => Ok(success(app, outcome.stdout, &timing)),
         Err(failure) => Err(failure_error(failure, &resources, &outcome.stderr, &timing)),
     }
+}
+
+/// Runs `task` on a worker from a task of its own, which fills in the
+/// request's usage figures when the guest stops, even if the request is
+/// dropped meanwhile (client gone: the guest is stopped by its cancel, and
+/// its CPU is still counted) or has answered already (a wasi:http handler
+/// streaming its body). `admitted` is when its reservation was granted.
+pub(super) fn run_billed(
+    app: &App,
+    task: Task,
+    usage: &Pending,
+    (resources, admitted): (Resources, Instant),
+) -> tokio::sync::oneshot::Receiver<Result<Ran, ExecError>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (executor, pending) = (app.executor.clone(), usage.clone());
+    pending.worker_started();
+    tokio::spawn(async move {
+        let ran = executor.run(task).await;
+        pending.worker_done(|u| {
+            u.memory_mb_seconds = resources.memory_mb as f64 * admitted.elapsed().as_secs_f64();
+            if let Ok(ran) = &ran {
+                u.ran = true;
+                u.cpu = ran.outcome.timings.cpu;
+                u.peak_memory = ran.outcome.peak_memory;
+                u.queue += ran.queued;
+            }
+        });
+        let _ = tx.send(ran);
+    });
+    rx
 }
 
 /// A duration written as milliseconds with four decimals, in integer
