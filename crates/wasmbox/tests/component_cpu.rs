@@ -11,36 +11,10 @@
 mod common;
 
 use bytes::Bytes;
-use common::TestServer;
+use common::{phase, v1_usable, TestServer};
 use hyper::Method;
-use wasmbox_isolation::{IsolationConfig, Mode, Requested};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn v1_usable() -> bool {
-    let cfg = IsolationConfig {
-        requested: Requested::Exactly(Mode::CgroupV1),
-        ..Default::default()
-    };
-    match wasmbox_isolation::open(&cfg) {
-        Ok(_) => true,
-        Err(e) if std::env::var("WASMBOX_REQUIRE_CGROUPS").as_deref() == Ok("1") => {
-            panic!("WASMBOX_REQUIRE_CGROUPS=1 but cgroup v1 is not usable: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: cgroup v1 cpu controller not usable here: {e}");
-            false
-        }
-    }
-}
-
-fn phase(timing: &str, name: &str) -> f64 {
-    timing
-        .split(", ")
-        .find_map(|p| p.strip_prefix(&format!("{name};dur=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {timing}"))
-}
 
 /// The share of a core `path` received at cpu_quota `quota`.
 async fn share(s: &TestServer, path: &str, quota: u64) -> f64 {

@@ -264,3 +264,31 @@ pub async fn send_get(base: &str, path: &str, headers: &str) -> tokio::net::TcpS
     s.write_all(req.as_bytes()).await.unwrap();
     s
 }
+
+/// Whether cgroup v1 CPU isolation can work here; prints the reason if not
+/// (a failure with WASMBOX_REQUIRE_CGROUPS=1, as .ci/run sets).
+pub fn v1_usable() -> bool {
+    let cfg = wasmbox_isolation::IsolationConfig {
+        requested: wasmbox_isolation::Requested::Exactly(wasmbox_isolation::Mode::CgroupV1),
+        ..Default::default()
+    };
+    match wasmbox_isolation::open(&cfg) {
+        Ok(_) => true,
+        Err(e) if std::env::var("WASMBOX_REQUIRE_CGROUPS").as_deref() == Ok("1") => {
+            panic!("WASMBOX_REQUIRE_CGROUPS=1 but cgroup v1 is not usable: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: cgroup v1 cpu controller not usable here: {e}");
+            false
+        }
+    }
+}
+
+/// One phase (ms) out of a Server-Timing header.
+pub fn phase(timing: &str, name: &str) -> f64 {
+    timing
+        .split(", ")
+        .find_map(|p| p.strip_prefix(&format!("{name};dur=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {timing}"))
+}
