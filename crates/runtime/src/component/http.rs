@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::UnsyncBoxBody;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+/// Why a request body failed, as the guest's input stream reports it.
+pub use wasmtime_wasi_http::Error as BodyError;
 use wasmtime_wasi_http::WasiHttpView;
 
 use wasmbox_isolation::thread_cpu_time;
@@ -39,12 +41,16 @@ pub struct Head {
     pub timings: Timings,
 }
 
+/// A request body as the guest reads it: frames that may still be
+/// arriving from the client while the guest runs.
+pub type RequestBody = UnsyncBoxBody<Bytes, BodyError>;
+
 /// One HTTP request for a handler, and where its response head goes.
 pub struct HttpCall {
     /// The request as the guest sees it: method, path (after the function's
     /// own segment) and query, headers (the host header gives the
     /// authority), body.
-    pub request: http::Request<Bytes>,
+    pub request: http::Request<RequestBody>,
     /// Gets the head once the guest sets it; dropped unsent if it never
     /// does (the outcome says why).
     pub respond: tokio::sync::oneshot::Sender<Head>,
@@ -106,13 +112,10 @@ pub(crate) async fn run(
     let start = Instant::now();
     let cpu_start = thread_cpu_time();
     let instantiated: Arc<OnceLock<Instant>> = Arc::default();
-    let request = call
-        .request
-        .map(|b| Full::new(b).map_err(|never| -> wasmtime_wasi_http::Error { match never {} }));
     let req = match store
         .data_mut()
         .http()
-        .new_incoming_request(Scheme::Http, request)
+        .new_incoming_request(Scheme::Http, call.request)
     {
         Ok(r) => r,
         Err(e) => {

@@ -38,19 +38,40 @@ pub(super) async fn read_body(
     rules: &BodyRules,
     budget: &Arc<BodyBudget>,
 ) -> Result<(Bytes, Hold), HttpError> {
+    let start = read_start(req, usize::MAX, rules, budget).await?;
+    debug_assert!(start.rest.is_none());
+    Ok((start.bytes, start.hold))
+}
+
+/// The start of a body ([`read_start`]).
+pub(super) struct BodyStart {
+    /// What was read.
+    pub bytes: Bytes,
+    /// Its hold on the budget.
+    pub hold: Hold,
+    /// The rest of the body, unread, if it did not end within the bytes
+    /// asked for.
+    pub rest: Option<Incoming>,
+    /// When the client's time to send the whole body runs out.
+    pub deadline: Instant,
+}
+
+/// The body up to its end or at least `upto` bytes (whichever comes
+/// first), under the rules of [`read_body`]: the whole body must arrive by
+/// the returned deadline.
+pub(super) async fn read_start(
+    req: Request<Incoming>,
+    upto: usize,
+    rules: &BodyRules,
+    budget: &Arc<BodyBudget>,
+) -> Result<BodyStart, HttpError> {
     let max = rules.max;
-    let too_large = || {
-        HttpError::new(
-            ErrorKind::BodyTooLarge,
-            format!("request body is larger than this server's limit of {max} bytes"),
-        )
-    };
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max as u64) {
-        return Err(too_large());
+        return Err(too_large(max));
     }
     let mut body = req.into_body();
     let mut hold = budget.none();
@@ -59,21 +80,20 @@ pub(super) async fn read_body(
     // Even a request without a body waits while responses hold more than
     // the budget (they may: their bytes exist), since its own response will
     // need memory too; this bounds what clients that do not read can pin.
-    let len = declared.unwrap_or(0) as usize;
+    let len = (declared.unwrap_or(0) as usize).min(upto);
     deadline += reserve(&mut hold, len, rules, budget).await?;
     buf.reserve(len);
     loop {
+        if buf.len() >= upto {
+            return Ok(BodyStart {
+                bytes: buf.freeze(),
+                hold,
+                rest: Some(body),
+                deadline,
+            });
+        }
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                return Err(HttpError::new(
-                    ErrorKind::BodyTimeout,
-                    format!(
-                        "the request body did not arrive within {:?} (--body-timeout); {} bytes received",
-                        rules.timeout,
-                        buf.len()
-                    ),
-                ))
-            }
+            Err(_) => return Err(timed_out(rules.timeout, buf.len())),
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 return Err(HttpError::new(
@@ -88,7 +108,7 @@ pub(super) async fn read_body(
         };
         let total = buf.len() + data.len();
         if total > max {
-            return Err(too_large());
+            return Err(too_large(max));
         }
         if total > hold.bytes() {
             // A body without a length grows its hold as it arrives, and does
@@ -103,7 +123,30 @@ pub(super) async fn read_body(
         }
         buf.extend_from_slice(&data);
     }
-    Ok((buf.freeze(), hold))
+    Ok(BodyStart {
+        bytes: buf.freeze(),
+        hold,
+        rest: None,
+        deadline,
+    })
+}
+
+/// 413: the body is above `max` bytes.
+pub(super) fn too_large(max: usize) -> HttpError {
+    HttpError::new(
+        ErrorKind::BodyTooLarge,
+        format!("request body is larger than this server's limit of {max} bytes"),
+    )
+}
+
+/// 408: the body did not arrive within `timeout`; `received` bytes did.
+pub(super) fn timed_out(timeout: Duration, received: usize) -> HttpError {
+    HttpError::new(
+        ErrorKind::BodyTimeout,
+        format!(
+            "the request body did not arrive within {timeout:?} (--body-timeout); {received} bytes received"
+        ),
+    )
 }
 
 /// Grows `hold` by `bytes` within `rules.budget_wait`; returns how long

@@ -5,8 +5,9 @@
 //! status, headers and body are the response, the body streamed while the
 //! guest runs.
 //!
-//! The request body is read whole first, under the same limits as a
-//! command's stdin (`--max-body-bytes`, `--body-timeout`, the body budget).
+//! The request body streams to the guest past its first 64 KiB
+//! (handler_body.rs), under the same limits as a command's stdin
+//! (`--max-body-bytes`, `--body-timeout`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,9 +22,9 @@ use wasmbox_runtime::sandbox::Stdio;
 use wasmbox_runtime::{CancelToken, Function, FunctionName, Invocation, LoadError};
 
 use super::app::App;
-use super::body::read_body;
 use super::error::{ErrorKind, HttpError};
 use super::function_config::Effective;
+use super::handler_body::{self, BodyFault};
 use super::invoke::{failure_error, output_cap, run_billed, PhaseTimes};
 use super::response::Body;
 use super::stream::Streamed;
@@ -99,8 +100,9 @@ pub(super) async fn run(
     }
     let method = req.method().clone();
     let headers = guest_headers(req.headers());
-    let (body, body_hold) = read_body(req, &app.body_rules, &app.body_budget).await?;
-    usage.update(|u| u.bytes_in = body.len() as u64);
+    let fault = BodyFault::default();
+    let rules = (&app.body_rules, &app.body_budget);
+    let body = handler_body::read(req, rules, usage, &fault).await?;
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = target.parse().map_err(|e| {
@@ -138,7 +140,7 @@ pub(super) async fn run(
         },
         cpu_millis: resources.cpu_millis,
         cancel: cancel.clone(),
-        hold: Box::new((permit, body_hold)),
+        hold: Box::new(permit),
     };
     let submitted = Instant::now();
     // Billed when the guest stops, after the answer has gone out.
@@ -147,10 +149,10 @@ pub(super) async fn run(
     let head = tokio::select! {
         biased;
         head = head => head.ok(),
-        ran = &mut ran => return answer_without_head(name, ran, &resources, waited, received),
+        ran = &mut ran => return answer_without_head(name, ran, &fault, &resources, (waited, received)),
     };
     let Some(Head { answer, timings }) = head else {
-        return answer_without_head(name, ran.await, &resources, waited, received);
+        return answer_without_head(name, ran.await, &fault, &resources, (waited, received));
     };
     // The guest goes on writing its body: its outcome decides whether the
     // body ends cleanly, and is logged.
@@ -197,14 +199,15 @@ pub(super) async fn run(
     Ok(Response::from_parts(parts, body))
 }
 
-/// The guest stopped without setting a response: its failure, or 500 if it
+/// The guest stopped without setting a response: what its request body
+/// failed on (the guest could not read it), else its failure, or 500 if it
 /// returned without answering.
 fn answer_without_head(
     name: &FunctionName,
     ran: Result<Ran, ExecError>,
+    fault: &BodyFault,
     resources: &Resources,
-    waited: Duration,
-    received: Instant,
+    (waited, received): (Duration, Instant),
 ) -> Result<Response<Body>, HttpError> {
     let ran = ran?;
     log_outcome(name.as_str(), &ran);
@@ -214,6 +217,10 @@ fn answer_without_head(
         t: ran.outcome.timings,
         total: received.elapsed(),
     };
+    if let Some(mut e) = fault.take() {
+        e.headers.extend(timing.header());
+        return Err(e);
+    }
     let failure = match ran.outcome.result {
         Err(f) => f,
         Ok(()) => {

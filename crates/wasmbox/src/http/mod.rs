@@ -37,6 +37,7 @@ mod deploy_util;
 mod error;
 mod function_config;
 mod handler;
+mod handler_body;
 mod invoke;
 mod management;
 mod request;

@@ -13,7 +13,11 @@
 //! | `/none` | returns without answering |
 //! | `/fetch/AUTHORITY/PATH` | GET http://AUTHORITY/PATH; its status and body, or 502 and `error: CODE` |
 //! | `/fetch2/AUTHORITY/PATH` | the same twice, one after the other; the second's answer |
+//! | `/pipe` | sends its head at once, then the request body back as each piece arrives |
 //! | anything else | 200: method, path with query, headers (sorted), then the body |
+//!
+//! A request body that fails while being read (the client broke it, or
+//! wasmbox cut it at a limit) makes httpkit panic (a trap).
 
 use wasip2::clocks::monotonic_clock;
 use wasip2::exports::http::incoming_handler::Guest;
@@ -22,6 +26,7 @@ use wasip2::http::types::{
     ErrorCode, Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest,
     OutgoingResponse, ResponseOutparam, Scheme,
 };
+use wasip2::io::streams::StreamError;
 
 struct Kit;
 
@@ -49,16 +54,47 @@ fn write_body(outgoing: OutgoingBody, body: &[u8]) {
     OutgoingBody::finish(outgoing, None).expect("finish body");
 }
 
+/// The next piece of `stream`, or `None` at its end; panics if it failed.
+fn next_piece(stream: &wasip2::io::streams::InputStream) -> Option<Vec<u8>> {
+    match stream.blocking_read(65536) {
+        Ok(piece) => Some(piece),
+        Err(StreamError::Closed) => None,
+        Err(StreamError::LastOperationFailed(e)) => {
+            panic!("the request body failed: {}", e.to_debug_string())
+        }
+    }
+}
+
 fn read_all(body: IncomingBody) -> Vec<u8> {
     let mut data = Vec::new();
     {
         let stream = body.stream().expect("stream taken once");
-        while let Ok(chunk) = stream.blocking_read(65536) {
-            data.extend_from_slice(&chunk);
+        while let Some(piece) = next_piece(&stream) {
+            data.extend_from_slice(&piece);
         }
     }
     drop(body);
     data
+}
+
+/// Answers at once, then writes each piece of the request body back as it
+/// arrives.
+fn pipe(request: IncomingRequest, out: ResponseOutparam) {
+    let response = OutgoingResponse::new(Fields::new());
+    let outgoing = response.body().expect("body taken once");
+    ResponseOutparam::set(out, Ok(response));
+    let body = request.consume().expect("body taken once");
+    {
+        let input = body.stream().expect("stream taken once");
+        let output = outgoing.write().expect("stream taken once");
+        while let Some(piece) = next_piece(&input) {
+            for chunk in piece.chunks(4096) {
+                output.blocking_write_and_flush(chunk).expect("write body");
+            }
+        }
+    }
+    drop(body);
+    OutgoingBody::finish(outgoing, None).expect("finish body");
 }
 
 fn method_name(m: &Method) -> String {
@@ -132,6 +168,7 @@ impl Guest for Kit {
                 panic!("httpkit trapped after its response head");
             }
             "none" => {}
+            "pipe" => pipe(request, out),
             "fetch" | "fetch2" => {
                 let authority = route.get(1).copied().unwrap_or_default();
                 let rest = route.get(2).copied().unwrap_or_default();
