@@ -27,6 +27,7 @@ use wasmbox_isolation::{thread_cpu_time, Throttle};
 
 pub use crate::cancel::CancelToken;
 use crate::capture::{Capture, Overflow};
+use crate::component::guard::stop_failure;
 use crate::engine::WasmEngine;
 use crate::function::Function;
 use crate::limits::MemoryCap;
@@ -247,6 +248,7 @@ async fn dispatch(
         deadline: Instant::now() + inv.timeout,
         cancel: signals.cancel.clone(),
         shutdown: signals.shutdown.clone(),
+        cpu_budget: inv.cpu_budget.map(|b| (b, thread_cpu_time())),
     };
     match &function.code {
         Code::Module(_) => run(engine, function, inv, signals).await,
@@ -402,15 +404,6 @@ async fn call_start(
     match start.call_async(&mut *store, ()).await {
         Err(e) if matches!(e.downcast_ref::<I32Exit>(), Some(I32Exit(0))) => Ok(()),
         r => r,
-    }
-}
-
-fn stop_failure(stop: Stop, (timeout, cpu_budget): (Duration, Option<Duration>)) -> Failure {
-    match stop {
-        Stop::Timeout => Failure::Timeout(timeout),
-        Stop::CpuBudget => Failure::CpuBudget(cpu_budget.unwrap_or_default()),
-        Stop::Cancelled => Failure::Cancelled,
-        Stop::Shutdown => Failure::Shutdown,
     }
 }
 

@@ -77,13 +77,18 @@ pub(crate) async fn run(
         // `run` returned its error result: exit status 1, as a preview-1
         // command's `main` returning an error.
         Ok(Ok(Err(()))) => Err(Failure::Exit(1)),
-        Ok(Err(e)) => match classify(store.data(), e, stdout.as_ref(), inv.timeout) {
+        Ok(Err(e)) => match classify(
+            store.data(),
+            e,
+            stdout.as_ref(),
+            (inv.timeout, inv.cpu_budget),
+        ) {
             None => Ok(()),
             Some(f) => Err(f),
         },
         Err(stop) => {
             store.data_mut().stopped = Some(stop);
-            Err(stop_failure(stop, inv.timeout))
+            Err(stop_failure(stop, (inv.timeout, inv.cpu_budget)))
         }
     };
     timings.cpu = thread_cpu_time().saturating_sub(cpu_start);

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 
+use wasmbox_isolation::thread_cpu_time;
+
 use super::host::ComponentHost;
 use crate::cancel::CancelToken;
 use crate::capture::Capture;
@@ -28,6 +30,9 @@ pub struct Signals {
     pub cancel: CancelToken,
     /// The server stops everything.
     pub shutdown: CancelToken,
+    /// CPU time the invocation may use (a manifest's `cpu_budget_ms`), and
+    /// its thread's CPU time when it started.
+    pub cpu_budget: Option<(Duration, Duration)>,
 }
 
 impl Signals {
@@ -38,6 +43,11 @@ impl Signals {
             Some(Stop::Cancelled)
         } else if Instant::now() >= self.deadline {
             Some(Stop::Timeout)
+        } else if self
+            .cpu_budget
+            .is_some_and(|(budget, start)| thread_cpu_time().saturating_sub(start) >= budget)
+        {
+            Some(Stop::CpuBudget)
         } else {
             None
         }
@@ -82,13 +92,12 @@ impl Signals {
     }
 }
 
-/// The failure for a stop of ours.
-pub fn stop_failure(stop: Stop, timeout: Duration) -> Failure {
+/// The failure for a stop of ours, given the invocation's timeout and CPU
+/// budget (modules and components alike).
+pub fn stop_failure(stop: Stop, (timeout, cpu_budget): (Duration, Option<Duration>)) -> Failure {
     match stop {
         Stop::Timeout => Failure::Timeout(timeout),
-        // Components are not given a CPU-time budget (a manifest's
-        // `cpu_budget_ms` applies to modules); nothing raises this here.
-        Stop::CpuBudget => Failure::CpuBudget(Duration::ZERO),
+        Stop::CpuBudget => Failure::CpuBudget(cpu_budget.unwrap_or_default()),
         Stop::Cancelled => Failure::Cancelled,
         Stop::Shutdown => Failure::Shutdown,
     }
@@ -101,10 +110,10 @@ pub fn classify(
     host: &ComponentHost,
     e: wasmtime::Error,
     stdout: Option<&Capture>,
-    timeout: Duration,
+    limits: (Duration, Option<Duration>),
 ) -> Option<Failure> {
     if let Some(stop) = host.stopped {
-        return Some(stop_failure(stop, timeout));
+        return Some(stop_failure(stop, limits));
     }
     if let Some(out) = stdout.filter(|o| o.overflowed()) {
         return Some(Failure::OutputLimit { cap: out.cap() });

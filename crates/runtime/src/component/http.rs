@@ -152,13 +152,13 @@ pub(crate) async fn run(
     t.cpu = thread_cpu_time().saturating_sub(cpu_start);
     let result = match ran {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => match classify(store.data(), e, None, inv.timeout) {
+        Ok(Err(e)) => match classify(store.data(), e, None, (inv.timeout, inv.cpu_budget)) {
             None => Ok(()),
             Some(f) => Err(f),
         },
         Err(stop) => {
             store.data_mut().stopped = Some(stop);
-            Err(stop_failure(stop, inv.timeout))
+            Err(stop_failure(stop, (inv.timeout, inv.cpu_budget)))
         }
     };
     // The store (and with it the response outparam, if the guest never set

@@ -147,6 +147,32 @@ async fn the_cpu_budget_stops_a_spinning_guest_with_its_own_status() {
 }
 
 #[tokio::test]
+async fn the_cpu_budget_stops_spinning_components_too() {
+    let s = TestServer::start(
+        &["cli-spin.wasm", "httpkit.wasm"],
+        &["--revalidate-after", "0"],
+    )
+    .await;
+    for name in ["cli-spin", "httpkit"] {
+        put_manifest(&s, name, "[limits]\ncpu_budget_ms = 150\n")
+            .await
+            .expect(201, &[]);
+    }
+    // A wasi:cli command, and a wasi:http handler stopped before its head.
+    for path in ["/cli-spin", "/httpkit/spin/5000"] {
+        let r = s.get(path).await;
+        r.expect(508, &["CPU-time budget of 150 ms", "cpu_budget_ms"]);
+        assert_eq!(r.header("wasmbox-error"), Some("cpu-budget"), "{path}");
+        let cpu = phase(&r, "cpu");
+        assert!((150.0..400.0).contains(&cpu), "{path}: cpu {cpu} ms");
+    }
+    // Under budget they run to the end.
+    s.get("/cli-spin?arg=20").await.expect(200, &[]);
+    s.get("/httpkit/spin/20").await.expect(200, &["spun 20 ms"]);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_broken_manifest_is_an_error_naming_the_problem_never_ignored() {
     let s = TestServer::start(&["echo.wasm"], &["--revalidate-after", "0"]).await;
     let cases = [
