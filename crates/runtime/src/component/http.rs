@@ -54,6 +54,10 @@ pub struct HttpCall {
     /// Gets the head once the guest sets it; dropped unsent if it never
     /// does (the outcome says why).
     pub respond: tokio::sync::oneshot::Sender<Head>,
+    /// Told whether the guest returned without failing, as soon as it has
+    /// stopped (before its store is torn down and its outcome delivered):
+    /// a body may end cleanly only then.
+    pub ended: tokio::sync::oneshot::Sender<bool>,
     /// Most bytes of the guest's stdout and of its stderr kept for the log.
     pub log_cap: usize,
 }
@@ -161,6 +165,7 @@ pub(crate) async fn run(
             Err(stop_failure(stop, (inv.timeout, inv.cpu_budget)))
         }
     };
+    let _ = call.ended.send(result.is_ok());
     // The store (and with it the response outparam, if the guest never set
     // it) goes before the outcome is delivered.
     let peak_memory = store.data().limits.peak;

@@ -123,6 +123,7 @@ pub(super) async fn run(
     let cancel = CancelToken::default();
     let armed = Armed(Some(cancel.clone()));
     let (respond, head) = tokio::sync::oneshot::channel();
+    let (ended, ended_well) = tokio::sync::oneshot::channel();
     let task = Task {
         function,
         invocation: Invocation {
@@ -130,6 +131,7 @@ pub(super) async fn run(
             stdio: Stdio::Http(HttpExchange::new(HttpCall {
                 request,
                 respond,
+                ended,
                 log_cap: config.max_stderr_bytes,
             })),
             memory_cap: (resources.memory_mb << 20) as usize,
@@ -154,19 +156,13 @@ pub(super) async fn run(
     let Some(Head { answer, timings }) = head else {
         return answer_without_head(name, ran.await, &fault, &resources, (waited, received));
     };
-    // The guest goes on writing its body: its outcome decides whether the
-    // body ends cleanly, and is logged.
-    let (function_name, late) = (name.to_string(), ran);
-    let (ended_tx, ended_well) = tokio::sync::oneshot::channel();
+    // The guest goes on writing its body; its outcome is logged when it
+    // comes (after its store is torn down).
+    let function_name = name.to_string();
     tokio::spawn(async move {
-        let ok = match late.await {
-            Ok(ran) => {
-                log_outcome(&function_name, &ran);
-                ran.outcome.result.is_ok()
-            }
-            Err(_) => false,
-        };
-        let _ = ended_tx.send(ok);
+        if let Ok(ran) = ran.await {
+            log_outcome(&function_name, &ran);
+        }
     });
     let at_head = submitted.elapsed();
     let timing = PhaseTimes {
