@@ -91,6 +91,8 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     // The machine's own ceiling: a pure CPU loop on 1 and 2 threads.
     let cpu = [1, 2].map(|t| throughput(t, secs, cpu_loop()));
     println!("pure CPU loop: 2 threads / 1 = {:.2}x", cpu[1] / cpu[0]);
+    let mem = [1, 2].map(|t| throughput(t, secs, memory_loop()));
+    println!("memory loop: 2 threads / 1 = {:.2}x", mem[1] / mem[0]);
     // Why keep_resident matters: the same with it switched off.
     let InProcess {
         engine: cold_engine,
@@ -134,6 +136,11 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
         report,
         "| machine ceiling: pure CPU loop, 2 threads / 1 thread | {:.2}x | |",
         cpu[1] / cpu[0]
+    )?;
+    writeln!(
+        report,
+        "| machine ceiling: memory-bound loop (fill and sum 256 KiB), 2 threads / 1 thread | {:.2}x | |",
+        mem[1] / mem[0]
     )?;
     writeln!(
         report,
@@ -233,6 +240,25 @@ pub(crate) fn invoke_loop(
     move || {
         let o = sandbox::invoke(&engine, &f, invocation(), &cancel);
         assert!(o.result.is_ok(), "{:?}", o.result);
+    }
+}
+
+/// Work bound by memory bandwidth rather than by the ALU: each call fills
+/// and sums a 256 KiB buffer of its thread's (much as resetting and
+/// touching a guest's memory does). Two cores that share caches or
+/// execution units (SMT siblings on the host) scale far less than 2x here
+/// even when the pure CPU loop scales.
+pub(crate) fn memory_loop() -> impl Fn() + Send + Sync + Clone + 'static {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 << 10]);
+    }
+    || {
+        BUF.with_borrow_mut(|b| {
+            let v = std::hint::black_box(b.len() as u8);
+            b.fill(v);
+            let sum: u64 = b.iter().step_by(64).map(|x| u64::from(*x)).sum();
+            std::hint::black_box(sum);
+        })
     }
 }
 
