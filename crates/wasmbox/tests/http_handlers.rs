@@ -153,7 +153,13 @@ async fn a_handler_that_traps_or_never_answers_gets_500() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_after_the_head_cuts_the_body_short() {
     let s = TestServer::start(KIT, &[]).await;
-    let raw = read_all(send_get(&s.base, "/httpkit/late-trap", "").await).await;
+    // Trapping before the head went out (it is held while the guest
+    // executes without waiting): the trap is the answer.
+    s.get("/httpkit/late-trap/0")
+        .await
+        .expect(500, &["unreachable"]);
+    // After it went out (the guest waited in a host call): a broken body.
+    let raw = read_all(send_get(&s.base, "/httpkit/late-trap/20", "").await).await;
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     assert!(raw.contains("partial"), "{raw}");
     // A chunked body that ends cleanly ends with the last-chunk marker.
@@ -188,8 +194,13 @@ async fn a_handler_is_stopped_at_its_deadline_running_or_asleep() {
         .await
         .expect(504, &["0.300 s time limit"]);
     s.get("/httpkit/sleep/1").await.expect(200, &["slept 1 ms"]);
-    assert_eq!(s.app.executor.busy(), 0);
-    assert_eq!(s.app.admission.snapshot().reserved.cpu_millis, 0);
+    // The response ends when the guest returns; its worker and reservation
+    // are freed once its store is torn down, a moment later.
+    let app = s.app.clone();
+    until("the worker and the reservation are free", || {
+        app.executor.busy() == 0 && app.admission.snapshot().reserved.cpu_millis == 0
+    })
+    .await;
     s.stop().await;
 }
 
@@ -206,6 +217,35 @@ async fn a_body_past_the_output_cap_is_cut_and_the_handler_stopped() {
         &raw[..raw.len().min(200)]
     );
     assert!(raw.len() < 100_000, "{} bytes came through", raw.len());
+    let app = s.app.clone();
+    until("the handler stopped", || app.executor.busy() == 0).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_set_before_a_long_computation_goes_out_while_it_runs() {
+    // The head is held while the guest executes without waiting; a guest
+    // that computes on after setting it must not hold it to the end.
+    let s = TestServer::start(KIT, &[]).await;
+    // At a tenth of a core, so it does not starve the tests beside it.
+    let mut c = send_get(&s.base, "/httpkit/head-spin/60000", "cpu_quota: 100\r\n").await;
+    let mut seen = Vec::new();
+    let started = async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("started") {
+            let n = c.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), started)
+        .await
+        .expect("the head and the first bytes within 30 s of a 60 s computation");
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.contains("done"), "{text}");
+    // Hanging up stops it.
+    drop(c);
     let app = s.app.clone();
     until("the handler stopped", || app.executor.busy() == 0).await;
     s.stop().await;

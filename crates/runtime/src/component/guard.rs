@@ -58,6 +58,9 @@ impl Signals {
         store.limiter(|h| &mut h.limits);
         let signals = self.clone();
         store.epoch_deadline_callback(move |mut cx| {
+            if let Some(tick) = &cx.data().on_tick {
+                tick();
+            }
             if let Some(t) = &mut cx.data_mut().throttle {
                 while signals.now().is_none() {
                     let before = t.slept;

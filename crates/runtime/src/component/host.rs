@@ -32,6 +32,8 @@ pub struct ComponentHost {
     pub throttle: Option<Throttle>,
     /// Set when the host stopped the guest: why.
     pub stopped: Option<Stop>,
+    /// Run at every epoch tick while the guest executes Wasm.
+    pub on_tick: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl WasiView for ComponentHost {
@@ -79,6 +81,7 @@ impl ComponentHost {
             limits: MemoryCap::new(inv.memory_cap),
             throttle: inv.throttle.clone(),
             stopped: None,
+            on_tick: None,
         };
         wasmtime::Store::new(&engine.engine, host)
     }

@@ -1,10 +1,20 @@
 //! Running a wasi:http handler component: the HTTP request goes in as a
 //! wasi:http `incoming-request`; the response head the guest sets comes
-//! back at once through [`HttpCall::respond`] (with the timings so far),
-//! and its body streams from the guest while it keeps running on its
-//! worker. The invocation's [`Outcome`] (delivered when the guest has
-//! stopped) says how it ended.
+//! back through [`HttpCall::respond`] (with the timings so far), and its
+//! body streams from the guest while it keeps running on its worker. The
+//! invocation's [`Outcome`] (delivered when the guest has stopped) says how
+//! it ended.
+//!
+//! The head is held back while the guest keeps executing without waiting:
+//! it goes out when the guest returns (after [`HttpCall::ended`], so a
+//! short answer reaches the client's connection in one wake-up of its
+//! task, with its body and its end), when the guest first waits in a host
+//! call (its body is full, it sleeps, it fetches), or at the next epoch
+//! tick (5 ms) of a guest that computes on. A guest that fails while its
+//! head is held gets its failure as the answer (a 500 with the trap, a
+//! 504, ...) instead of a head and a broken body.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -84,6 +94,48 @@ impl std::fmt::Debug for HttpExchange {
     }
 }
 
+/// The response head the guest set, held until [`HeadGate::release`].
+#[derive(Default)]
+struct HeadGate {
+    held: Mutex<(Option<Head>, Option<tokio::sync::oneshot::Sender<Head>>)>,
+}
+
+impl HeadGate {
+    fn new(respond: tokio::sync::oneshot::Sender<Head>) -> Arc<Self> {
+        Arc::new(HeadGate {
+            held: Mutex::new((None, Some(respond))),
+        })
+    }
+
+    fn hold(&self, head: Head) {
+        if let Ok(mut held) = self.held.lock() {
+            held.0 = Some(head);
+        }
+    }
+
+    /// Drops a head not sent yet: the guest failed before it went out, so
+    /// its failure is the answer.
+    fn discard(&self) {
+        if let Ok(mut held) = self.held.lock() {
+            if held.0.take().is_some() {
+                held.1 = None;
+            }
+        }
+    }
+
+    /// Sends the head if the guest has set it (once).
+    fn release(&self) {
+        let Ok(mut held) = self.held.lock() else {
+            return;
+        };
+        if held.0.is_some() {
+            if let (Some(head), Some(respond)) = (held.0.take(), held.1.take()) {
+                let _ = respond.send(head);
+            }
+        }
+    }
+}
+
 /// Runs the handler once with the request in `inv`'s [`Stdio::Http`].
 pub(crate) async fn run(
     engine: &WasmEngine,
@@ -126,14 +178,17 @@ pub(crate) async fn run(
             return Outcome::not_run(Failure::Trap(format!("bad request for the guest: {e:#}")))
         }
     };
-    let (respond, at) = (call.respond, instantiated.clone());
+    let gate = HeadGate::new(call.respond);
+    let (held, at) = (gate.clone(), instantiated.clone());
     let out = store
         .data_mut()
         .http()
         .new_response_outparam_from_callback(move |answer| {
             let timings = timings(start, at.get().copied(), cpu_start);
-            let _ = respond.send(Head { answer, timings });
+            held.hold(Head { answer, timings });
         });
+    let ticked = gate.clone();
+    store.data_mut().on_tick = Some(Box::new(move || ticked.release()));
     let out = match out {
         Ok(o) => o,
         Err(e) => return Outcome::not_run(Failure::Trap(format!("{e:#}"))),
@@ -141,16 +196,24 @@ pub(crate) async fn run(
     let ran = {
         let store = &mut store;
         let at = instantiated.clone();
-        signals
-            .race(async move {
-                let proxy = pre.instantiate_async(&mut *store).await?;
-                let _ = at.set(Instant::now());
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut *store, req, out)
-                    .await
-            })
-            .await
+        let guest = std::pin::pin!(async move {
+            let proxy = pre.instantiate_async(&mut *store).await?;
+            let _ = at.set(Instant::now());
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut *store, req, out)
+                .await
+        });
+        let mut guest = guest;
+        // The guest waits in a host call: the head goes out now.
+        let waiting = std::future::poll_fn(|cx| {
+            let polled = guest.as_mut().poll(cx);
+            if polled.is_pending() {
+                gate.release();
+            }
+            polled
+        });
+        signals.race(waiting).await
     };
     let mut t = timings(start, instantiated.get().copied(), cpu_start);
     t.cpu = thread_cpu_time().saturating_sub(cpu_start);
@@ -165,7 +228,12 @@ pub(crate) async fn run(
             Err(stop_failure(stop, (inv.timeout, inv.cpu_budget)))
         }
     };
+    // The end first: the head's wake-up finds the body complete.
     let _ = call.ended.send(result.is_ok());
+    match result {
+        Ok(()) => gate.release(),
+        Err(_) => gate.discard(),
+    }
     // The store (and with it the response outparam, if the guest never set
     // it) goes before the outcome is delivered.
     let peak_memory = store.data().limits.peak;

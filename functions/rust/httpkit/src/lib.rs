@@ -9,11 +9,12 @@
 //! | `/big/N` | N bytes of `x`, streamed in 4 KiB writes |
 //! | `/status/CODE` | status CODE, header `x-kit: status` |
 //! | `/trap` | panics before answering (a trap) |
-//! | `/late-trap` | sends the head and `partial`, then panics |
+//! | `/late-trap/MS` | sets the head and writes `partial`, then sleeps MS ms and panics; with MS 0, aborts at once (a trap with no host call) |
 //! | `/none` | returns without answering |
 //! | `/fetch/AUTHORITY/PATH` | GET http://AUTHORITY/PATH; its status and body, or 502 and `error: CODE` |
 //! | `/fetch2/AUTHORITY/PATH` | the same twice, one after the other; the second's answer |
 //! | `/pipe` | sends its head at once, then the request body back as each piece arrives |
+//! | `/head-spin/MS` | sets its head and writes `started`, burns MS ms of CPU without a host call, then writes `done` |
 //! | anything else | 200: method, path with query, headers (sorted), then the body |
 //!
 //! A request body that fails while being read (the client broke it, or
@@ -165,10 +166,34 @@ impl Guest for Kit {
                 ResponseOutparam::set(out, Ok(response));
                 let stream = outgoing.write().expect("stream taken once");
                 stream.blocking_write_and_flush(b"partial\n").expect("write");
+                if number() == 0 {
+                    std::process::abort();
+                }
+                monotonic_clock::subscribe_duration(number() * 1_000_000).block();
                 panic!("httpkit trapped after its response head");
             }
             "none" => {}
             "pipe" => pipe(request, out),
+            "head-spin" => {
+                let response = OutgoingResponse::new(Fields::new());
+                let outgoing = response.body().expect("body taken once");
+                ResponseOutparam::set(out, Ok(response));
+                {
+                    let stream = outgoing.write().expect("stream taken once");
+                    stream.blocking_write_and_flush(b"started\n").expect("write");
+                    let end = monotonic_clock::now() + number() * 1_000_000;
+                    let mut x: u64 = 1;
+                    while monotonic_clock::now() < end {
+                        for i in 0..10_000u64 {
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+                        }
+                    }
+                    stream
+                        .blocking_write_and_flush(format!("done ({})\n", x % 7).as_bytes())
+                        .expect("write");
+                }
+                OutgoingBody::finish(outgoing, None).expect("finish body");
+            }
             "fetch" | "fetch2" => {
                 let authority = route.get(1).copied().unwrap_or_default();
                 let rest = route.get(2).copied().unwrap_or_default();
