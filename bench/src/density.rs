@@ -1,7 +1,8 @@
 //! Density: N tenants' functions in one wasmbox versus one process per
 //! function. The N functions are copies of the bundled `echo` guest (Rust,
 //! std) made distinct by a custom section naming the tenant, so each is
-//! compiled on its own, as N different tenants' modules would be.
+//! compiled on its own, as N different tenants' modules would be. The same
+//! for wasi:http components: density_component.rs.
 
 use std::path::Path;
 use std::time::Instant;
@@ -20,7 +21,7 @@ pub(crate) struct Density {
     pub(crate) module_bytes: usize,
     /// wasmbox's default `--max-loaded-functions` (from `wasmbox serve --help`).
     pub(crate) max_loaded_default: usize,
-    /// wasmbox RSS right after start, nothing compiled yet.
+    /// wasmbox RSS right after start with nothing to load: [`rss_empty`].
     pub(crate) rss_start: u64,
     /// First boot, defaults: every function compiled on its first request.
     pub(crate) cold: Pass,
@@ -43,6 +44,61 @@ pub(crate) struct Pass {
     pub(crate) mem: (u64, u64),
     /// The server's open file descriptors then.
     pub(crate) fds: usize,
+}
+
+/// What a density run registers N distinct copies of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `functions/echo.wasm`, a preview-1 command module: `GET
+    /// /fnNNNNN?arg=tenantN` answers `tenantN\n`.
+    Module,
+    /// `functions/hellohttp.wasm`, a wasi:http handler component: `GET
+    /// /httpNNNNN` answers `Hello from wasmbox!\n`.
+    Component,
+}
+
+impl Kind {
+    /// The file copied, under the repository root.
+    pub(crate) fn source(self) -> &'static str {
+        match self {
+            Kind::Module => "functions/echo.wasm",
+            Kind::Component => "functions/hellohttp.wasm",
+        }
+    }
+
+    /// The `i`th copy's function name (its file is `<name>.wasm`).
+    fn name(self, i: usize) -> String {
+        match self {
+            Kind::Module => format!("fn{i:05}"),
+            Kind::Component => format!("http{i:05}"),
+        }
+    }
+
+    /// The `i`th copy's request path and the body it must answer.
+    fn request(self, i: usize) -> (String, Vec<u8>) {
+        match self {
+            Kind::Module => (
+                format!("/{}?arg=tenant{i}", self.name(i)),
+                format!("tenant{i}\n").into_bytes(),
+            ),
+            Kind::Component => (
+                format!("/{}", self.name(i)),
+                b"Hello from wasmbox!\n".to_vec(),
+            ),
+        }
+    }
+}
+
+/// Writes `n` distinct copies of `kind`'s file into `dir` (a custom section
+/// naming the tenant appended to each); returns the original's size.
+pub(crate) fn write_copies(kind: Kind, n: usize, dir: &Path) -> anyhow::Result<usize> {
+    let wasm = std::fs::read(repo_root().join(kind.source()))
+        .with_context(|| format!("{} (run functions/build.sh)", kind.source()))?;
+    for i in 0..n {
+        let copy = with_custom_section(&wasm, "tenant", format!("tenant {i}").as_bytes());
+        std::fs::write(dir.join(format!("{}.wasm", kind.name(i))), copy)?;
+    }
+    Ok(wasm.len())
 }
 
 /// The server's open file descriptors.
@@ -97,6 +153,7 @@ fn with_custom_section(wasm: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
 /// returns each first invocation's latency.
 async fn first_invocations(
     port: u16,
+    kind: Kind,
     n: usize,
     bar: &ProgressBar,
 ) -> anyhow::Result<Histogram<u64>> {
@@ -107,7 +164,8 @@ async fn first_invocations(
     tokio::spawn(conn);
     let mut h = Histogram::<u64>::new(3)?;
     for i in 0..n {
-        let req = hyper::Request::get(format!("/fn{i:05}?arg=tenant{i}"))
+        let (path, expect) = kind.request(i);
+        let req = hyper::Request::get(path)
             .header("host", "bench")
             .header("cpu_quota", 1000)
             .header("Memory-Request", 64)
@@ -118,12 +176,48 @@ async fn first_invocations(
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         h.record(t.elapsed().as_nanos().max(1) as u64)?;
-        if status != 200 || body.as_ref() != format!("tenant{i}\n").as_bytes() {
-            bail!("fn{i:05}: {status} {}", String::from_utf8_lossy(&body));
+        if status != 200 || body.as_ref() != expect.as_slice() {
+            bail!(
+                "{}: {status} {}",
+                kind.name(i),
+                String::from_utf8_lossy(&body)
+            );
         }
         bar.inc(1);
     }
     Ok(h)
+}
+
+/// One server run over `dir` (`wasmbox serve --functions dir args..`):
+/// every one of the `n` copies of `kind` invoked once in turn, then the
+/// server's memory and descriptors.
+pub(crate) fn pass(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    args: &[&str],
+    kind: Kind,
+    n: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<Pass> {
+    let server = ServerProc::start(dir, args, "/-/live")?;
+    let first = rt.block_on(first_invocations(server.port, kind, n, bar))?;
+    Ok(Pass {
+        first,
+        mem: memory(server.pid())?,
+        fds: open_fds(server.pid())?,
+    })
+}
+
+/// RSS of `wasmbox serve args..` right after start over an empty functions
+/// directory: the server with nothing loaded and nothing compiling, the
+/// base that RSS per function is counted from. (Over the real directory
+/// the server starts compiling its files as soon as it is up, prewarming,
+/// so its RSS right after start already holds some of them and the
+/// compiler's working memory.)
+pub(crate) fn rss_empty(args: &[&str]) -> anyhow::Result<u64> {
+    let empty = tempfile::tempdir()?;
+    let server = ServerProc::start(empty.path(), args, "/-/live")?;
+    Ok(memory(server.pid())?.0)
 }
 
 pub(crate) fn run(
@@ -133,14 +227,9 @@ pub(crate) fn run(
     wasmtime: Option<&Path>,
     bar: &ProgressBar,
 ) -> anyhow::Result<Density> {
-    let echo = std::fs::read(repo_root().join("functions/echo.wasm"))
-        .context("functions/echo.wasm (run functions/build.sh)")?;
     let dir = tempfile::tempdir()?;
     let cache = tempfile::tempdir()?;
-    for i in 0..n {
-        let wasm = with_custom_section(&echo, "tenant", format!("tenant {i}").as_bytes());
-        std::fs::write(dir.path().join(format!("fn{i:05}.wasm")), wasm)?;
-    }
+    let module_bytes = write_copies(Kind::Module, n, dir.path())?;
     let cache_arg = cache.path().to_string_lossy().to_string();
     let n_arg = n.to_string();
     let defaults = ["--cache-dir", cache_arg.as_str()];
@@ -151,22 +240,11 @@ pub(crate) fn run(
         n_arg.as_str(),
     ];
     bar.set_length(3 * n as u64);
-    let pass = |args: &[&str], rss_start: Option<&mut u64>| -> anyhow::Result<Pass> {
-        let server = ServerProc::start(dir.path(), args, "/-/live")?;
-        if let Some(r) = rss_start {
-            *r = memory(server.pid())?.0;
-        }
-        let first = rt.block_on(first_invocations(server.port, n, bar))?;
-        Ok(Pass {
-            first,
-            mem: memory(server.pid())?,
-            fds: open_fds(server.pid())?,
-        })
-    };
-    let mut rss_start = 0;
-    let cold = pass(&defaults, Some(&mut rss_start))?;
-    let cached = pass(&defaults, None)?;
-    let all_loaded = pass(&all, None)?;
+    let pass = |args: &[&str]| pass(rt, dir.path(), args, Kind::Module, n, bar);
+    let rss_start = rss_empty(&defaults)?;
+    let cold = pass(&defaults)?;
+    let cached = pass(&defaults)?;
+    let all_loaded = pass(&all)?;
 
     let (mut per_process, mut per_process_skip) = (None, None);
     match wasmtime {
@@ -187,7 +265,7 @@ pub(crate) fn run(
     }
     Ok(Density {
         functions: n,
-        module_bytes: echo.len(),
+        module_bytes,
         max_loaded_default: max_loaded_default()?,
         rss_start,
         cold,
@@ -198,15 +276,30 @@ pub(crate) fn run(
     })
 }
 
-/// `wasmbox-bench density`: runs [`run`] and prints the figures.
-pub(crate) fn print(n: usize, processes: usize) -> anyhow::Result<()> {
+/// `wasmbox-bench density`: runs [`run`] with `n` echo modules (skipped
+/// when 0) and [`crate::density_component::run`] with `components` of each
+/// kind (skipped when 0), and prints the figures.
+pub(crate) fn print(n: usize, processes: usize, components: usize) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
+    if n > 0 {
+        print_modules(&rt, n, processes)?;
+    }
+    if components > 0 {
+        let d = crate::density_component::run(&rt, components, &ProgressBar::hidden())?;
+        for line in crate::density_component::lines(&d) {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+fn print_modules(rt: &tokio::runtime::Runtime, n: usize, processes: usize) -> anyhow::Result<()> {
     let wasmtime = crate::peers::wasmtime_cli().ok();
     let d = run(
-        &rt,
+        rt,
         n,
         processes,
         wasmtime.as_ref().map(|(p, _)| p.as_path()),
@@ -214,7 +307,10 @@ pub(crate) fn print(n: usize, processes: usize) -> anyhow::Result<()> {
     )?;
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1e3;
-    println!("{n} functions: RSS at start {:.1} MiB", mib(d.rss_start));
+    println!(
+        "{n} functions: RSS at start, empty directory {:.1} MiB",
+        mib(d.rss_start)
+    );
     for (what, p) in [
         ("compiling, defaults", &d.cold),
         ("from the AOT cache, defaults (LRU)", &d.cached),
@@ -228,6 +324,10 @@ pub(crate) fn print(n: usize, processes: usize) -> anyhow::Result<()> {
             p.fds
         );
     }
+    println!(
+        "idle RSS per loaded function, all loaded: {:.0} KiB",
+        d.all_loaded.mem.0.saturating_sub(d.rss_start) as f64 / 1024.0 / n as f64
+    );
     if let Some((k, rss, pss)) = d.per_process {
         println!(
             "wasmtime serve per function: RSS {:.1} MiB, PSS {:.1} MiB",
@@ -236,4 +336,43 @@ pub(crate) fn print(n: usize, processes: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_section_is_appended_after_the_binary() {
+        // A component's preamble (layer 1): the section goes after it as is.
+        let component = b"\0asm\x0d\0\x01\0";
+        let out = with_custom_section(component, "tenant", b"tenant 7");
+        assert_eq!(&out[..8], component);
+        // id 0, size 15 = 1 (name length) + 6 (name) + 8 (payload).
+        assert_eq!(out[8], 0);
+        assert_eq!(out[9] as usize, 1 + 6 + 8);
+        assert_eq!(out[10], 6);
+        assert_eq!(&out[11..17], b"tenant");
+        assert_eq!(&out[17..], b"tenant 7");
+        assert_eq!(out.len(), 8 + 2 + 15);
+    }
+
+    #[test]
+    fn section_size_is_leb128() {
+        let out = with_custom_section(b"", "n", &[7; 200]);
+        // 1 + 1 + 200 = 202 = 0xca: two LEB128 bytes (0xca, 0x01).
+        assert_eq!(&out[..4], &[0, 0xca, 0x01, 1]);
+    }
+
+    #[test]
+    fn each_kind_has_distinct_names_and_its_answer() {
+        assert_eq!(
+            Kind::Module.request(7),
+            ("/fn00007?arg=tenant7".to_string(), b"tenant7\n".to_vec())
+        );
+        assert_eq!(
+            Kind::Component.request(7),
+            ("/http00007".to_string(), b"Hello from wasmbox!\n".to_vec())
+        );
+    }
 }

@@ -65,6 +65,12 @@ enum Cmd {
         /// `wasmtime serve` processes to measure one-process-per-function with.
         #[arg(long, default_value_t = 4)]
         processes: usize,
+        /// Also (0: skip) this many distinct wasi:http handler components and
+        /// as many preview-1 modules, all loaded: idle RSS per loaded
+        /// function of each kind and their ratio (issue 14). `--functions 0`
+        /// runs only this part.
+        #[arg(long, default_value_t = 0)]
+        components: usize,
     },
     /// A well-behaved tenant alone and next to a hostile one (abandoned
     /// sleepers, CPU hogs) on one server (issue #11's benchmark).
@@ -119,6 +125,7 @@ mod compare;
 mod containment;
 mod core_bench;
 mod density;
+mod density_component;
 mod hello_http;
 mod isolation;
 mod load;
@@ -153,7 +160,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Density {
             functions,
             processes,
-        } => density::print(functions, processes),
+            components,
+        } => density::print(functions, processes, components),
         Cmd::BareHyper { port } => bare_hyper::serve(port),
         Cmd::All { quick } => {
             let results = repo_root().join("bench/results");

@@ -85,10 +85,17 @@ fn smoke_run_fills_every_table() {
     );
     let report = std::fs::read_to_string(&out).unwrap();
 
-    // Goals (issue 13): every one measured (PASS or MISS, never "not
-    // measured"): 5 workloads' own overhead, 6 HTTP/scaling, 4 density.
+    // Goals (issues 13 and 14): every one measured (PASS or MISS, never
+    // "not measured"): 5 workloads' own overhead, 7 HTTP/scaling (one the
+    // wasi:http component against `wasmtime serve`), 4 density, 1 component
+    // density.
     let goals = table_after(&report, "## Goals");
-    assert_eq!(goals.len(), 5 + 6 + 4, "goal rows:\n{}", goals.join("\n"));
+    assert_eq!(
+        goals.len(),
+        5 + 7 + 4 + 1,
+        "goal rows:\n{}",
+        goals.join("\n")
+    );
     for row in &goals {
         assert!(
             row.contains("| PASS |") || row.contains("**MISS**"),
@@ -202,6 +209,15 @@ fn smoke_run_fills_every_table() {
         density.iter().all(|r| !r.contains("skipped")),
         "{}",
         density.join("\n")
+    );
+    // Component density: a row per kind, each with its RSS per function.
+    let components = table_after(&report, "wasi:http handler components vs");
+    assert_eq!(components.len(), 2, "{}", components.join("\n"));
+    assert!(components[0].contains("preview-1 module"));
+    assert!(components[1].contains("wasi:http component"));
+    assert!(
+        report.contains("Per loaded function, a component takes"),
+        "no component / module ratio"
     );
     let exec = table_after(&report, "## Wasm vs native");
     assert_eq!(exec.len(), 5);

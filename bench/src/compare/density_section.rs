@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use super::units::{fmt_us, us};
-use crate::density::{Density, Pass};
+use crate::density::{Density, Kind, Pass};
+use crate::density_component::ComponentDensity;
 
 pub(crate) fn write(r: &mut String, d: &Density) -> std::fmt::Result {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
@@ -64,7 +65,8 @@ pub(crate) fn write(r: &mut String, d: &Density) -> std::fmt::Result {
     )?;
     writeln!(
         r,
-        "\nRSS right after start, nothing compiled: {:.1} MiB (RSS per function is above it).\n",
+        "\nRSS right after start with nothing to load (the same server over an empty directory; over the real one \
+         it starts compiling the files as soon as it is up): {:.1} MiB. RSS per function is above it.\n",
         mib(d.rss_start)
     )?;
     match d.per_process {
@@ -87,4 +89,56 @@ pub(crate) fn write(r: &mut String, d: &Density) -> std::fmt::Result {
             d.per_process_skip.as_deref().unwrap_or("?")
         ),
     }
+}
+
+/// Component density: idle RSS per loaded wasi:http handler against per
+/// preview-1 module, at the same N (issue 14).
+pub(crate) fn write_components(r: &mut String, d: &ComponentDensity) -> std::fmt::Result {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let n = d.functions;
+    writeln!(
+        r,
+        "## Density: {n} wasi:http handler components vs {n} preview-1 modules, all loaded\n"
+    )?;
+    writeln!(
+        r,
+        "{n} distinct copies of `functions/hellohttp.wasm` ({} KiB, the wasi:http hello component, Rust std) and, \
+         separately, of `functions/echo.wasm` ({} KiB), each made distinct by a custom section as above. Per kind: \
+         a first boot with the defaults and `--cache-dir` (each compiled on its first request or by prewarming), then a restart with \
+         `--max-loaded-functions {n}`, each invoked once again so all stay loaded. Idle RSS per loaded function = \
+         (RSS after the all-loaded pass - RSS at start) / {n}, RSS at start being the same server over an empty \
+         directory.\n",
+        d.component.bytes / 1024,
+        d.module.bytes / 1024
+    )?;
+    writeln!(
+        r,
+        "| kind | RSS at start | first boot: first invocation p50 / p99, idle RSS | all loaded: first invocation p50 / p99 | all loaded: idle RSS / PSS | idle RSS per loaded function | open fds (all loaded) |\n|---|---|---|---|---|---|---|"
+    )?;
+    for k in [&d.module, &d.component] {
+        let what = match k.kind {
+            Kind::Module => "preview-1 module (echo)",
+            Kind::Component => "wasi:http component (hellohttp)",
+        };
+        let q = |p: &Pass, x: f64| fmt_us(us(p.first.value_at_quantile(x)));
+        writeln!(
+            r,
+            "| {what} | {:.1} MiB | {} / {}, {:.1} MiB | {} / {} | {:.1} / {:.1} MiB | {:.0} KiB | {} |",
+            mib(k.rss_start),
+            q(&k.cold, 0.5),
+            q(&k.cold, 0.99),
+            mib(k.cold.mem.0),
+            q(&k.all_loaded, 0.5),
+            q(&k.all_loaded, 0.99),
+            mib(k.all_loaded.mem.0),
+            mib(k.all_loaded.mem.1),
+            k.per_function(n) / 1024.0,
+            k.all_loaded.fds
+        )?;
+    }
+    writeln!(
+        r,
+        "\nPer loaded function, a component takes {:.2}x a module (issue 14's goal: <= 1.5x).\n",
+        d.ratio()
+    )
 }

@@ -1,17 +1,21 @@
-//! Issue 13's goals, each with the value this run measured and its verdict
-//! (PASS/MISS), as one markdown table: in compare.md and, alone, in
-//! bench/results/goals.md.
+//! Issue 13's goals and issue 14's benchmark goals, each with the value
+//! this run measured and its verdict (PASS/MISS), as one markdown table: in
+//! compare.md and, alone, in bench/results/goals.md.
 
 use std::fmt::Write as _;
 
 use super::deadline::{DeadlinePrice, OWN_OVERHEAD_GOAL};
-use super::systems::{best_rate, Cell, WASMBOX, WASMTIME_SERVE};
+use super::systems::{best_rate, Cell, WASMBOX, WASMBOX_COMPONENT, WASMTIME_SERVE};
 use super::units::{fmt_us, us};
 use crate::density::Density;
+use crate::density_component::ComponentDensity;
 use crate::hello_http::{self as hh, HelloHttp};
 
 /// Functions the density goal is set at.
 pub(crate) const DENSITY_GOAL_N: usize = 10_000;
+/// wasi:http components (and as many modules) the component density goal
+/// is set at (issue 14).
+pub(crate) const COMPONENT_DENSITY_GOAL_N: usize = 1_000;
 /// The shipped container's open-descriptor limit.
 pub(crate) const FD_LIMIT: usize = 1024;
 
@@ -41,6 +45,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) hello: &'a HelloHttp,
     pub(crate) scaling: Scaling,
     pub(crate) density: &'a Density,
+    pub(crate) component_density: &'a ComponentDensity,
 }
 
 pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
@@ -79,6 +84,23 @@ pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
         }),
         ">= 3x",
         wb.zip(ws).map(|(a, b)| a.0 / b.0 >= 3.0),
+    ));
+    // Issue 14: the same wasi:http component in both.
+    let wc = best_rate(i.cells, WASMBOX_COMPONENT, "hello");
+    g.push(goal(
+        "hello req/s, wasmbox wasi:http component / `wasmtime serve` same component (best concurrency of each)",
+        wc.zip(ws).map_or("-".into(), |(a, b)| {
+            format!(
+                "{:.2}x ({:.0}/s at c={} vs {:.0}/s at c={})",
+                a.0 / b.0,
+                a.0,
+                a.1,
+                b.0,
+                b.1
+            )
+        }),
+        ">= 1.5x",
+        wc.zip(ws).map(|(a, b)| a.0 / b.0 >= 1.5),
     ));
     let h = i.hello;
     let on_label = format!("isolation {}", h.mode);
@@ -178,6 +200,27 @@ pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
         fds.to_string(),
         &format!("<= {FD_LIMIT}"),
         Some(fds <= FD_LIMIT),
+    ));
+    let c = i.component_density;
+    let (per_c, per_m) = (
+        c.component.per_function(c.functions),
+        c.module.per_function(c.functions),
+    );
+    let scaled = if c.functions != COMPONENT_DENSITY_GOAL_N {
+        format!(" (N={} in this run)", c.functions)
+    } else {
+        String::new()
+    };
+    g.push(goal(
+        format!("component density: idle RSS per loaded wasi:http handler / per preview-1 module, N={COMPONENT_DENSITY_GOAL_N} (scaled in --quick){scaled}"),
+        format!(
+            "{:.2}x ({:.0} KiB vs {:.0} KiB)",
+            c.ratio(),
+            per_c / 1024.0,
+            per_m / 1024.0
+        ),
+        "<= 1.5x",
+        Some(c.ratio() <= 1.5),
     ));
     g
 }

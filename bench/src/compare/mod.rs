@@ -5,7 +5,8 @@
 //!    `.cwasm`, and the workload's native build, fork/exec per request;
 //! 3. the reference's per-request pipeline, re-enacted (reference.rs);
 //! 4. `wasmtime serve` of hello as a wasi:http component;
-//! 5. density (density.rs);
+//! 5. density (density.rs), and of wasi:http components against modules
+//!    (density_component.rs);
 //! 6. Wasm vs native execution time.
 //!
 //! Writes bench/results/compare.md and three SVG plots next to it.
@@ -273,6 +274,21 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
     )
     .context("density")?;
     bar.finish_and_clear();
+    // 5b. Component density: wasi:http handlers against preview-1 modules,
+    // all loaded, at the same N (issue 14's goal is at 1,000).
+    let nc = match scale {
+        Scale::Smoke => 5,
+        Scale::Quick => 200,
+        Scale::Full => goals::COMPONENT_DENSITY_GOAL_N,
+    };
+    eprintln!(
+        "[{:.0} s] component density of {nc}...",
+        started.elapsed().as_secs_f64()
+    );
+    let bar = progress(0, "components");
+    let component_density =
+        crate::density_component::run(&rt, nc, &bar).context("component density")?;
+    bar.finish_and_clear();
 
     // 6. Wasm vs native execution time.
     let runs = match scale {
@@ -305,6 +321,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         hello: &hello,
         scaling,
         density: &density,
+        component_density: &component_density,
     });
     let report = Report {
         scale,
@@ -314,6 +331,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         skipped: &skipped,
         reference_cgroups,
         density: &density,
+        component_density: &component_density,
         exec: &exec,
         all: &all,
         elapsed: started.elapsed(),
@@ -332,7 +350,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
     std::fs::write(out, text)?;
     let goals_md = out.with_file_name("goals.md");
     let mut g = format!(
-        "# Issue 13's goals, measured\n\n{}\n\nCommand: `target/release/wasmbox-bench compare {}` (written with compare.md, \
+        "# Issue 13's goals and issue 14's benchmark goals, measured\n\n{}\n\nCommand: `target/release/wasmbox-bench compare {}` (written with compare.md, \
          which has every table these figures come from). This run took {:.0} s.\n\n",
         crate::machine(),
         scale.name(),

@@ -24,6 +24,7 @@ pub(crate) struct Report<'a> {
     pub(crate) skipped: &'a [String],
     pub(crate) reference_cgroups: bool,
     pub(crate) density: &'a crate::density::Density,
+    pub(crate) component_density: &'a crate::density_component::ComponentDensity,
     pub(crate) exec: &'a [ExecTime],
     pub(crate) all: &'a [Workload],
     pub(crate) elapsed: Duration,
@@ -243,6 +244,7 @@ impl Report<'_> {
         }
 
         super::density_section::write(&mut r, d)?;
+        super::density_section::write_components(&mut r, self.component_density)?;
         super::deadline::write(&mut r, self.prices)?;
         super::hello_section::write(&mut r, self.hello)?;
 
