@@ -220,6 +220,12 @@ pub(crate) fn rss_empty(args: &[&str]) -> anyhow::Result<u64> {
     Ok(memory(server.pid())?.0)
 }
 
+/// `--cache-max-mb` for `n` functions: 300 KiB each (a compiled `echo` is
+/// about 220 KiB), at least the default 768 MB, which holds about 3,500.
+pub(crate) fn cache_mb_for(n: usize) -> u64 {
+    (n as u64 * 300 / 1024 + 64).max(768)
+}
+
 pub(crate) fn run(
     rt: &tokio::runtime::Runtime,
     n: usize,
@@ -232,10 +238,19 @@ pub(crate) fn run(
     let module_bytes = write_copies(Kind::Module, n, dir.path())?;
     let cache_arg = cache.path().to_string_lossy().to_string();
     let n_arg = n.to_string();
-    let defaults = ["--cache-dir", cache_arg.as_str()];
+    let cache_mb = cache_mb_for(n);
+    let mb_arg = cache_mb.to_string();
+    let defaults = [
+        "--cache-dir",
+        cache_arg.as_str(),
+        "--cache-max-mb",
+        mb_arg.as_str(),
+    ];
     let all = [
         "--cache-dir",
         cache_arg.as_str(),
+        "--cache-max-mb",
+        mb_arg.as_str(),
         "--max-loaded-functions",
         n_arg.as_str(),
     ];

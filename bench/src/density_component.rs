@@ -65,10 +65,18 @@ fn run_kind(
     let bytes = write_copies(kind, n, dir.path())?;
     let cache_arg = cache.path().to_string_lossy().to_string();
     let n_arg = n.to_string();
-    let defaults = ["--cache-dir", cache_arg.as_str()];
+    let mb_arg = crate::density::cache_mb_for(n).to_string();
+    let defaults = [
+        "--cache-dir",
+        cache_arg.as_str(),
+        "--cache-max-mb",
+        mb_arg.as_str(),
+    ];
     let all = [
         "--cache-dir",
         cache_arg.as_str(),
+        "--cache-max-mb",
+        mb_arg.as_str(),
         "--max-loaded-functions",
         n_arg.as_str(),
     ];

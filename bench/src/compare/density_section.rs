@@ -18,11 +18,12 @@ pub(crate) fn write(r: &mut String, d: &Density) -> std::fmt::Result {
         r,
         "The functions are copies of `echo` ({} KiB of Wasm, Rust std), each made distinct by a custom section, \
          invoked once each in turn on one connection. Three server runs over the same directory, all with \
-         `--cache-dir`: first boot with the defaults (each compiled on its first request, filling the AOT cache); \
+         `--cache-dir` and `--cache-max-mb {}` (room for all of them; the default 768 MB holds about 3,500): first boot with the defaults (each compiled on its first request, filling the AOT cache); \
          a restart with the defaults, where at most {} functions stay compiled in memory (`--max-loaded-functions` \
          default: the least recently used are unloaded and reload from the cache on their next request); a restart \
          with `--max-loaded-functions {}`, all loaded.\n",
         d.module_bytes / 1024,
+        crate::density::cache_mb_for(d.functions),
         d.max_loaded_default,
         d.functions
     )?;
