@@ -36,8 +36,9 @@ fn goal(what: impl Into<String>, measured: String, target: &str, pass: Option<bo
     }
 }
 
-/// In-process scaling of hello: (1 worker/s, 2 workers/s, pure CPU loop 2/1).
-pub(crate) type Scaling = (f64, f64, f64);
+/// In-process scaling of hello: (1 worker/s, 2 workers/s, pure CPU loop
+/// 2/1, memory-bound loop 2/1).
+pub(crate) type Scaling = (f64, f64, f64, f64);
 
 pub(crate) struct Inputs<'a> {
     pub(crate) cells: &'a [Cell],
@@ -117,11 +118,11 @@ pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
         ">= 0.9x",
         nb.map(|(a, b)| a / b >= 0.9),
     ));
-    let (one, two, cpu) = i.scaling;
+    let (one, two, cpu, mem) = i.scaling;
     g.push(goal(
         "2 workers / 1, in process (hello)",
         format!(
-            "{:.2}x ({one:.0}/s -> {two:.0}/s; a pure CPU loop: {cpu:.2}x)",
+            "{:.2}x ({one:.0}/s -> {two:.0}/s; a pure CPU loop: {cpu:.2}x; a memory-bound loop: {mem:.2}x)",
             two / one
         ),
         ">= 1.8x",

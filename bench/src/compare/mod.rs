@@ -377,8 +377,9 @@ fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// hello in process on 1 and 2 worker threads, and a pure CPU loop the
-/// same way: (1 worker/s, 2 workers/s, CPU loop 2/1).
+/// hello in process on 1 and 2 worker threads, and a pure CPU loop and a
+/// memory-bound loop the same way: (1 worker/s, 2 workers/s, CPU loop 2/1,
+/// memory loop 2/1).
 fn in_process_scaling(window: Duration) -> anyhow::Result<goals::Scaling> {
     let secs = (window.as_secs_f64() * 2.0).max(0.5);
     let InProcess {
@@ -394,5 +395,7 @@ fn in_process_scaling(window: Duration) -> anyhow::Result<goals::Scaling> {
         crate::core_bench::throughput(t, secs, crate::core_bench::invoke_loop(&engine, &function))
     });
     let cpu = [1, 2].map(|t| crate::core_bench::throughput(t, secs, crate::core_bench::cpu_loop()));
-    Ok((one, two, cpu[1] / cpu[0]))
+    let mem =
+        [1, 2].map(|t| crate::core_bench::throughput(t, secs, crate::core_bench::memory_loop()));
+    Ok((one, two, cpu[1] / cpu[0], mem[1] / mem[0]))
 }
