@@ -49,6 +49,8 @@ pub struct Head {
     /// Instantiation, and execution until the head was set (with the CPU
     /// time used until then).
     pub timings: Timings,
+    /// How long the head was held after the guest set it.
+    pub held: Duration,
 }
 
 /// A request body as the guest reads it: frames that may still be
@@ -95,10 +97,15 @@ impl std::fmt::Debug for HttpExchange {
 }
 
 /// The response head the guest set, held until [`HeadGate::release`].
-#[derive(Default)]
 struct HeadGate {
-    held: Mutex<(Option<Head>, Option<tokio::sync::oneshot::Sender<Head>>)>,
+    held: Mutex<Held>,
 }
+
+/// The head and when the guest set it; where it goes.
+type Held = (
+    Option<(Head, Instant)>,
+    Option<tokio::sync::oneshot::Sender<Head>>,
+);
 
 impl HeadGate {
     fn new(respond: tokio::sync::oneshot::Sender<Head>) -> Arc<Self> {
@@ -109,7 +116,7 @@ impl HeadGate {
 
     fn hold(&self, head: Head) {
         if let Ok(mut held) = self.held.lock() {
-            held.0 = Some(head);
+            held.0 = Some((head, Instant::now()));
         }
     }
 
@@ -129,7 +136,8 @@ impl HeadGate {
             return;
         };
         if held.0.is_some() {
-            if let (Some(head), Some(respond)) = (held.0.take(), held.1.take()) {
+            if let (Some((mut head, set)), Some(respond)) = (held.0.take(), held.1.take()) {
+                head.held = set.elapsed();
                 let _ = respond.send(head);
             }
         }
@@ -185,7 +193,11 @@ pub(crate) async fn run(
         .http()
         .new_response_outparam_from_callback(move |answer| {
             let timings = timings(start, at.get().copied(), cpu_start);
-            held.hold(Head { answer, timings });
+            held.hold(Head {
+                answer,
+                timings,
+                held: Duration::ZERO,
+            });
         });
     let ticked = gate.clone();
     store.data_mut().on_tick = Some(Box::new(move || ticked.release()));
@@ -196,7 +208,7 @@ pub(crate) async fn run(
     let ran = {
         let store = &mut store;
         let at = instantiated.clone();
-        let guest = std::pin::pin!(async move {
+        let mut guest = std::pin::pin!(async move {
             let proxy = pre.instantiate_async(&mut *store).await?;
             let _ = at.set(Instant::now());
             proxy
@@ -204,7 +216,6 @@ pub(crate) async fn run(
                 .call_handle(&mut *store, req, out)
                 .await
         });
-        let mut guest = guest;
         // The guest waits in a host call: the head goes out now.
         let waiting = std::future::poll_fn(|cx| {
             let polled = guest.as_mut().poll(cx);

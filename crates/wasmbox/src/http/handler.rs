@@ -153,7 +153,12 @@ pub(super) async fn run(
         head = head => head.ok(),
         ran = &mut ran => return answer_without_head(name, ran, &fault, &resources, (waited, received)),
     };
-    let Some(Head { answer, timings }) = head else {
+    let Some(Head {
+        answer,
+        timings,
+        held,
+    }) = head
+    else {
         return answer_without_head(name, ran.await, &fault, &resources, (waited, received));
     };
     // The guest goes on writing its body; its outcome is logged when it
@@ -166,8 +171,9 @@ pub(super) async fn run(
     });
     let at_head = submitted.elapsed();
     let timing = PhaseTimes {
-        // Waiting for admission and a worker, and applying the CPU quota.
-        queue: waited + at_head.saturating_sub(timings.instantiate + timings.execute),
+        // Waiting for admission and a worker, and applying the CPU quota
+        // (not the guest's time with its head held after it set it).
+        queue: waited + at_head.saturating_sub(timings.instantiate + timings.execute + held),
         isolation: Duration::ZERO,
         t: timings,
         total: received.elapsed(),
