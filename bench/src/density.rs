@@ -226,6 +226,34 @@ pub(crate) fn cache_mb_for(n: usize) -> u64 {
     (n as u64 * 300 / 1024 + 64).max(768)
 }
 
+/// The server flags of a density run over `n` functions.
+pub(crate) struct ServerArgs {
+    cache: String,
+    cache_mb: String,
+    n: String,
+}
+
+impl ServerArgs {
+    pub(crate) fn new(cache: &Path, n: usize) -> Self {
+        ServerArgs {
+            cache: cache.to_string_lossy().into_owned(),
+            cache_mb: cache_mb_for(n).to_string(),
+            n: n.to_string(),
+        }
+    }
+
+    /// The defaults, with the AOT cache in `cache` sized for `n`.
+    pub(crate) fn defaults(&self) -> [&str; 4] {
+        ["--cache-dir", &self.cache, "--cache-max-mb", &self.cache_mb]
+    }
+
+    /// The same, with all `n` functions kept loaded.
+    pub(crate) fn all_loaded(&self) -> [&str; 6] {
+        let [a, b, c, d] = self.defaults();
+        [a, b, c, d, "--max-loaded-functions", &self.n]
+    }
+}
+
 pub(crate) fn run(
     rt: &tokio::runtime::Runtime,
     n: usize,
@@ -236,24 +264,8 @@ pub(crate) fn run(
     let dir = tempfile::tempdir()?;
     let cache = tempfile::tempdir()?;
     let module_bytes = write_copies(Kind::Module, n, dir.path())?;
-    let cache_arg = cache.path().to_string_lossy().to_string();
-    let n_arg = n.to_string();
-    let cache_mb = cache_mb_for(n);
-    let mb_arg = cache_mb.to_string();
-    let defaults = [
-        "--cache-dir",
-        cache_arg.as_str(),
-        "--cache-max-mb",
-        mb_arg.as_str(),
-    ];
-    let all = [
-        "--cache-dir",
-        cache_arg.as_str(),
-        "--cache-max-mb",
-        mb_arg.as_str(),
-        "--max-loaded-functions",
-        n_arg.as_str(),
-    ];
+    let args = ServerArgs::new(cache.path(), n);
+    let (defaults, all) = (args.defaults(), args.all_loaded());
     bar.set_length(3 * n as u64);
     let pass = |args: &[&str]| pass(rt, dir.path(), args, Kind::Module, n, bar);
     let rss_start = rss_empty(&defaults)?;

@@ -63,23 +63,8 @@ fn run_kind(
     let dir = tempfile::tempdir()?;
     let cache = tempfile::tempdir()?;
     let bytes = write_copies(kind, n, dir.path())?;
-    let cache_arg = cache.path().to_string_lossy().to_string();
-    let n_arg = n.to_string();
-    let mb_arg = crate::density::cache_mb_for(n).to_string();
-    let defaults = [
-        "--cache-dir",
-        cache_arg.as_str(),
-        "--cache-max-mb",
-        mb_arg.as_str(),
-    ];
-    let all = [
-        "--cache-dir",
-        cache_arg.as_str(),
-        "--cache-max-mb",
-        mb_arg.as_str(),
-        "--max-loaded-functions",
-        n_arg.as_str(),
-    ];
+    let args = crate::density::ServerArgs::new(cache.path(), n);
+    let (defaults, all) = (args.defaults(), args.all_loaded());
     let rss_start = rss_empty(&defaults)?;
     let cold = pass(rt, dir.path(), &defaults, kind, n, bar)?;
     let all_loaded = pass(rt, dir.path(), &all, kind, n, bar)?;

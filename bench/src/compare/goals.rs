@@ -73,16 +73,7 @@ pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
     );
     g.push(goal(
         "hello req/s, wasmbox / `wasmtime serve` (best concurrency of each)",
-        wb.zip(ws).map_or("-".into(), |(a, b)| {
-            format!(
-                "{:.2}x ({:.0}/s at c={} vs {:.0}/s at c={})",
-                a.0 / b.0,
-                a.0,
-                a.1,
-                b.0,
-                b.1
-            )
-        }),
+        rate_ratio(wb, ws),
         ">= 3x",
         wb.zip(ws).map(|(a, b)| a.0 / b.0 >= 3.0),
     ));
@@ -90,16 +81,7 @@ pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
     let wc = best_rate(i.cells, WASMBOX_COMPONENT, "hello");
     g.push(goal(
         "hello req/s, wasmbox wasi:http component / `wasmtime serve` same component (best concurrency of each)",
-        wc.zip(ws).map_or("-".into(), |(a, b)| {
-            format!(
-                "{:.2}x ({:.0}/s at c={} vs {:.0}/s at c={})",
-                a.0 / b.0,
-                a.0,
-                a.1,
-                b.0,
-                b.1
-            )
-        }),
+        rate_ratio(wc, ws),
         ">= 1.5x",
         wc.zip(ws).map(|(a, b)| a.0 / b.0 >= 1.5),
     ));
@@ -245,4 +227,19 @@ pub(crate) fn write(r: &mut String, goals: &[Goal]) -> std::fmt::Result {
         goals.len(),
     );
     writeln!(r, "\n{pass} of {all} goals met in this run.\n")
+}
+
+/// `a / b` of two best rates (req/s, at concurrency), with both; `-` if
+/// either is missing.
+fn rate_ratio(a: Option<(f64, usize)>, b: Option<(f64, usize)>) -> String {
+    a.zip(b).map_or("-".into(), |(a, b)| {
+        format!(
+            "{:.2}x ({:.0}/s at c={} vs {:.0}/s at c={})",
+            a.0 / b.0,
+            a.0,
+            a.1,
+            b.0,
+            b.1
+        )
+    })
 }
