@@ -231,7 +231,7 @@ pub(crate) fn write(r: &mut String, goals: &[Goal]) -> std::fmt::Result {
 
 /// `a / b` of two best rates (req/s, at concurrency), with both; `-` if
 /// either is missing.
-fn rate_ratio(a: Option<(f64, usize)>, b: Option<(f64, usize)>) -> String {
+pub(crate) fn rate_ratio(a: Option<(f64, usize)>, b: Option<(f64, usize)>) -> String {
     a.zip(b).map_or("-".into(), |(a, b)| {
         format!(
             "{:.2}x ({:.0}/s at c={} vs {:.0}/s at c={})",

@@ -130,17 +130,7 @@ impl Report<'_> {
         goal_row(
             &mut r,
             "hello throughput vs `wasmtime serve` (best concurrency of each)",
-            match (wb_best, ws_best) {
-                (Some(a), Some(b)) => format!(
-                    "{:.2}x ({:.0}/s at c={} vs {:.0}/s at c={})",
-                    a.0 / b.0,
-                    a.0,
-                    a.1,
-                    b.0,
-                    b.1
-                ),
-                _ => "-".into(),
-            },
+            super::goals::rate_ratio(wb_best, ws_best),
             ">= 1.2x",
             ratio.map(|x| x >= 1.2),
             ratio.map_or(String::new(), |x| {
