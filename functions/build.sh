@@ -15,7 +15,7 @@ clang --target=wasm32-wasi -O2 -fuse-ld=lld c/wc.c -o wc.wasm
 # WASI 0.2 components (wasm32-wasip2). wasi:cli commands: the same guests
 # built for wasip2 (Rust's std makes a command component of a binary), served
 # as cli-NAME. wasi:http handlers: httpkit (the tests' handler) and hellohttp.
-cli=(echo memhog spin sleep exitcode)
+cli=(echo memhog spin sleep exitcode probe)
 cargo build --release --target wasm32-wasip2 --quiet $(printf -- '-p %s ' "${cli[@]}") -p httpkit -p hellohttp
 for g in "${cli[@]}"; do
   cp "target/wasm32-wasip2/release/$g.wasm" "cli-$g.wasm"

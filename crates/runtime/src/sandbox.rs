@@ -270,32 +270,9 @@ async fn run(
     signals: Signals<'_>,
 ) -> Outcome {
     let Signals { cancel, shutdown } = signals;
-    let mut builder = WasiCtxBuilder::new();
-    builder.args(&inv.argv);
-    builder.envs(&inv.env);
-    let (stdout, stderr) = match inv.stdio {
-        Stdio::Captured {
-            stdin,
-            stdout_cap,
-            stderr_cap,
-        } => {
-            let out = Capture::new(stdout_cap, Overflow::Trap);
-            let err = Capture::new(stderr_cap, Overflow::KeepTail);
-            builder
-                .stdin(MemoryInputPipe::new(stdin))
-                .stdout(out.clone())
-                .stderr(err.clone());
-            (Some(out), Some(err))
-        }
-        Stdio::Inherit => {
-            builder.inherit_stdio();
-            (None, None)
-        }
-        Stdio::Http(_) => {
-            return Outcome::not_run(Failure::Trap(
-                "a preview-1 module takes no HTTP request".into(),
-            ))
-        }
+    let (mut builder, stdout, stderr) = match wasi_builder(&inv, "a preview-1 module") {
+        Ok(b) => b,
+        Err(refused) => return Outcome::not_run(refused),
     };
     let host = Host {
         wasi: builder.build_p1(),
@@ -405,6 +382,40 @@ async fn call_start(
         Err(e) if matches!(e.downcast_ref::<I32Exit>(), Some(I32Exit(0))) => Ok(()),
         r => r,
     }
+}
+
+/// A WASI builder with `inv`'s argv, environment and stdio: stdin from
+/// its bytes, stdout captured up to its cap (past it the guest traps),
+/// stderr keeping its tail. What modules and command components share;
+/// `code` names the kind of code in the refusal of an HTTP request.
+pub(crate) fn wasi_builder(
+    inv: &Invocation,
+    code: &str,
+) -> Result<(WasiCtxBuilder, Option<Capture>, Option<Capture>), Failure> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.args(&inv.argv);
+    builder.envs(&inv.env);
+    let (stdout, stderr) = match &inv.stdio {
+        Stdio::Captured {
+            stdin,
+            stdout_cap,
+            stderr_cap,
+        } => {
+            let out = Capture::new(*stdout_cap, Overflow::Trap);
+            let err = Capture::new(*stderr_cap, Overflow::KeepTail);
+            builder
+                .stdin(MemoryInputPipe::new(stdin.clone()))
+                .stdout(out.clone())
+                .stderr(err.clone());
+            (Some(out), Some(err))
+        }
+        Stdio::Inherit => {
+            builder.inherit_stdio();
+            (None, None)
+        }
+        Stdio::Http(_) => return Err(Failure::Trap(format!("{code} takes no HTTP request"))),
+    };
+    Ok((builder, stdout, stderr))
 }
 
 /// Decides which [`Failure`] an error from instantiate or `_start` is. Our

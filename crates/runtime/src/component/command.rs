@@ -4,17 +4,14 @@
 use std::time::Instant;
 
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::WasiCtxBuilder;
 
 use wasmbox_isolation::thread_cpu_time;
 
 use super::guard::{classify, stop_failure, Signals};
 use super::host::ComponentHost;
-use crate::capture::{Capture, Overflow};
 use crate::engine::WasmEngine;
 use crate::function::Function;
-use crate::sandbox::{Failure, Invocation, Outcome, Stdio, Timings};
+use crate::sandbox::{wasi_builder, Failure, Invocation, Outcome, Timings};
 
 /// Runs the command once with `inv`.
 pub(crate) async fn run(
@@ -24,31 +21,9 @@ pub(crate) async fn run(
     inv: Invocation,
     signals: Signals,
 ) -> Outcome {
-    let mut builder = WasiCtxBuilder::new();
-    builder.args(&inv.argv);
-    let (stdout, stderr) = match &inv.stdio {
-        Stdio::Captured {
-            stdin,
-            stdout_cap,
-            stderr_cap,
-        } => {
-            let out = Capture::new(*stdout_cap, Overflow::Trap);
-            let err = Capture::new(*stderr_cap, Overflow::KeepTail);
-            builder
-                .stdin(MemoryInputPipe::new(stdin.clone()))
-                .stdout(out.clone())
-                .stderr(err.clone());
-            (Some(out), Some(err))
-        }
-        Stdio::Inherit => {
-            builder.inherit_stdio();
-            (None, None)
-        }
-        Stdio::Http(_) => {
-            return Outcome::not_run(Failure::Trap(
-                "a wasi:cli command takes no HTTP request".into(),
-            ))
-        }
+    let (mut builder, stdout, stderr) = match wasi_builder(&inv, "a wasi:cli command") {
+        Ok(b) => b,
+        Err(refused) => return Outcome::not_run(refused),
     };
     let mut store = ComponentHost::store(engine, function, builder.build(), &inv, signals.deadline);
     signals.arm(&mut store);

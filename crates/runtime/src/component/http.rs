@@ -166,6 +166,7 @@ pub(crate) async fn run(
     let stderr = Capture::new(call.log_cap, Overflow::KeepTail);
     let wasi = WasiCtxBuilder::new()
         .args(&inv.argv[..inv.argv.len().min(1)])
+        .envs(&inv.env)
         .stdin(MemoryInputPipe::new(Bytes::new()))
         .stdout(stdout.clone())
         .stderr(stderr.clone())

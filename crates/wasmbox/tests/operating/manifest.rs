@@ -147,6 +147,30 @@ async fn the_cpu_budget_stops_a_spinning_guest_with_its_own_status() {
 }
 
 #[tokio::test]
+async fn a_manifests_env_and_args_reach_components_too() {
+    let s = TestServer::start(
+        &["cli-probe.wasm", "httpkit.wasm"],
+        &["--revalidate-after", "0"],
+    )
+    .await;
+    let m = "args = [\"--fixed\"]\n[env]\nGREETING = \"hello tenant\"\n";
+    for name in ["cli-probe", "httpkit"] {
+        put_manifest(&s, name, m).await.expect(201, &[]);
+    }
+    // A wasi:cli command: argv and environment as a module's.
+    assert_eq!(
+        s.get("/cli-probe?arg=q").await.text(),
+        "arg[0]=cli-probe\narg[1]=--fixed\narg[2]=q\nenv:GREETING=hello tenant\n"
+    );
+    // A wasi:http handler: the environment (its argv is its name only).
+    s.get("/httpkit/env/GREETING")
+        .await
+        .expect(200, &["hello tenant"]);
+    s.get("/httpkit/env/OTHER").await.expect(404, &["not set"]);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn the_cpu_budget_stops_spinning_components_too() {
     let s = TestServer::start(
         &["cli-spin.wasm", "httpkit.wasm"],

@@ -13,6 +13,7 @@
 //! | `/none` | returns without answering |
 //! | `/fetch/AUTHORITY/PATH` | GET http://AUTHORITY/PATH; its status and body, or 502 and `error: CODE` |
 //! | `/fetch2/AUTHORITY/PATH` | the same twice, one after the other; the second's answer |
+//! | `/env/NAME` | the value of environment variable NAME, or 404 |
 //! | `/pipe` | sends its head at once, then the request body back as each piece arrives |
 //! | `/head-spin/MS` | sets its head and writes `started`, burns MS ms of CPU without a host call, then writes `done` |
 //! | anything else | 200: method, path with query, headers (sorted), then the body |
@@ -174,6 +175,10 @@ impl Guest for Kit {
             }
             "none" => {}
             "pipe" => pipe(request, out),
+            "env" => match std::env::var(route.get(1).copied().unwrap_or_default()) {
+                Ok(v) => respond(out, 200, &[], format!("{v}\n").as_bytes()),
+                Err(_) => respond(out, 404, &[], b"not set\n"),
+            },
             "head-spin" => {
                 let response = OutgoingResponse::new(Fields::new());
                 let outgoing = response.body().expect("body taken once");
