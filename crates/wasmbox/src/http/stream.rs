@@ -46,6 +46,11 @@ type GuestBody = wasmbox_runtime::component::http::HyperOutgoingBody;
 /// without failing (`ended_well`): a guest that traps (or is stopped)
 /// after its head leaves its body unfinished, and the client must see a
 /// broken body, not a short complete one.
+///
+/// An error is held back for one poll: the connection flushes what came
+/// before it (the head and the body so far) when the body is pending, and
+/// closes at once on an error. A head held until the guest had written
+/// past its cap would otherwise never reach the client.
 pub struct Streamed {
     inner: GuestBody,
     cap: usize,
@@ -53,6 +58,8 @@ pub struct Streamed {
     cancel: CancelToken,
     ended_well: tokio::sync::oneshot::Receiver<bool>,
     inner_done: bool,
+    /// The error the body ends with, sent on the next poll.
+    failed: Option<StreamError>,
     done: bool,
 }
 
@@ -71,6 +78,7 @@ impl Streamed {
             cancel,
             ended_well,
             inner_done: false,
+            failed: None,
             done: false,
         }
     }
@@ -116,23 +124,36 @@ impl hyper::body::Body for Body {
 }
 
 impl Streamed {
+    /// Ends the body with `e`, after one more poll (see [`Streamed`]).
+    fn fail(
+        &mut self,
+        e: StreamError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        self.failed = Some(e);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
         if self.done {
             return Poll::Ready(None);
+        }
+        if let Some(e) = self.failed.take() {
+            self.done = true;
+            return Poll::Ready(Some(Err(e)));
         }
         if self.inner_done {
             let ended_well = match Pin::new(&mut self.ended_well).poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(r) => r.unwrap_or(false),
             };
-            self.done = true;
-            return Poll::Ready(if ended_well {
-                None
-            } else {
-                Some(Err(StreamError::Guest(
-                    "the handler failed before it finished its body".into(),
-                )))
-            });
+            if ended_well {
+                self.done = true;
+                return Poll::Ready(None);
+            }
+            let e = StreamError::Guest("the handler failed before it finished its body".into());
+            return self.fail(e, cx);
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
@@ -142,16 +163,14 @@ impl Streamed {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.cancel.cancel();
-                self.done = true;
-                Poll::Ready(Some(Err(StreamError::Guest(format!("{e:?}")))))
+                self.fail(StreamError::Guest(format!("{e:?}")), cx)
             }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.sent += data.len();
                     if self.sent > self.cap {
                         self.cancel.cancel();
-                        self.done = true;
-                        return Poll::Ready(Some(Err(StreamError::OverCap(self.cap))));
+                        return self.fail(StreamError::OverCap(self.cap), cx);
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
