@@ -9,7 +9,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{send_get, until, TestServer};
+use common::{hang_up_stops, TestServer};
 use hyper::Method;
 
 const CLI: &[&str] = &[
@@ -102,14 +102,7 @@ async fn a_command_component_past_its_stdout_cap_answers_507() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_up_client_stops_its_sleeping_command_component() {
     let s = TestServer::start(CLI, &[]).await;
-    let client = send_get(&s.base, "/cli-sleep", "cpu_quota: 100\r\n").await;
-    let app = s.app.clone();
-    until("the sleeper runs", || app.executor.busy() == 1).await;
-    drop(client);
-    until("the sleeper stopped and released its reservation", || {
-        app.executor.busy() == 0 && app.admission.snapshot().reserved.cpu_millis == 0
-    })
-    .await;
+    hang_up_stops(&s, "/cli-sleep").await;
     s.stop().await;
 }
 

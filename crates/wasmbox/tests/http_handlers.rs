@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{send_get, until, TestServer};
+use common::{hang_up_stops, send_get, until, TestServer};
 use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -254,14 +254,7 @@ async fn a_head_set_before_a_long_computation_goes_out_while_it_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_up_client_stops_its_handler() {
     let s = TestServer::start(KIT, &[]).await;
-    let client = send_get(&s.base, "/httpkit/sleep/3600000", "cpu_quota: 100\r\n").await;
-    let app = s.app.clone();
-    until("the handler runs", || app.executor.busy() == 1).await;
-    drop(client);
-    until("it stopped and released its reservation", || {
-        app.executor.busy() == 0 && app.admission.snapshot().reserved.cpu_millis == 0
-    })
-    .await;
+    hang_up_stops(&s, "/httpkit/sleep/3600000").await;
     s.stop().await;
 }
 

@@ -265,6 +265,20 @@ pub async fn send_get(base: &str, path: &str, headers: &str) -> tokio::net::TcpS
     s
 }
 
+/// Sends `GET path` at `cpu_quota: 100` to a guest that runs until it is
+/// stopped, hangs up once it runs, and waits until its worker and its
+/// reservation are free: a client that goes away stops its guest.
+pub async fn hang_up_stops(s: &TestServer, path: &str) {
+    let client = send_get(&s.base, path, "cpu_quota: 100\r\n").await;
+    let app = s.app.clone();
+    until("the guest runs", || app.executor.busy() == 1).await;
+    drop(client);
+    until("it stopped and released its reservation", || {
+        app.executor.busy() == 0 && app.admission.snapshot().reserved.cpu_millis == 0
+    })
+    .await;
+}
+
 /// Whether cgroup v1 CPU isolation can work here; prints the reason if not
 /// (a failure with WASMBOX_REQUIRE_CGROUPS=1, as .ci/run sets).
 pub fn v1_usable() -> bool {
