@@ -4,6 +4,13 @@
 # Idempotent; skips what is already there.
 set -euo pipefail
 
+# The toolchain rust-toolchain.toml pins, with its targets and components:
+# rustup installs it on first use unless RUSTUP_AUTO_INSTALL=0 (set on some
+# machines), so install it explicitly.
+if ! rustup toolchain list | grep -q "^$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)-"; then
+  rustup toolchain install
+fi
+
 # wasm32-wasip1 for the guests; wasm32-wasip2 for the benchmark's wasi:http
 # component (functions/rust/hellohttp).
 for t in wasm32-wasip1 wasm32-wasip2; do
