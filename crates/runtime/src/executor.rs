@@ -16,9 +16,11 @@
 //! healthy worker, and the worker retries its slot with exponential backoff
 //! (while any worker is backing off, no new ones are started either, so a
 //! broken isolation setup does not spawn threads up to the maximum). The
-//! queue is bounded.
+//! queue is bounded; the worker that went idle last takes the next job
+//! ([`handoff`]).
 
 mod config;
+mod handoff;
 mod shared;
 mod task;
 mod worker;
@@ -29,13 +31,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
 use wasmbox_isolation::{Isolation, Ledger};
 
 use crate::cancel::CancelToken;
 use crate::engine::WasmEngine;
 
 pub use config::{ExecutorConfig, DEFAULT_MAX_QUEUED, DEFAULT_MAX_WORKERS};
+use handoff::{Handoff, Refused};
 pub use shared::PoolStats;
 use shared::Shared;
 pub use task::{ExecError, Ran, Task};
@@ -47,10 +49,11 @@ pub struct Executor {
     config: ExecutorConfig,
     engine: WasmEngine,
     isolation: Arc<dyn Isolation>,
-    /// Shared with the workers, which put back tasks they could not
-    /// isolate; `None` once shut down (so workers see the channel close).
-    tx: Arc<Mutex<Option<Sender<Job>>>>,
-    rx: Receiver<Job>,
+    /// Jobs and idle workers; shared with the workers, which also put back
+    /// tasks they could not isolate.
+    handoff: Arc<Handoff<Job>>,
+    /// Held while deciding whether to start a worker.
+    spawning: Mutex<()>,
     /// Raised to stop every running and queued invocation (shutdown).
     kill: CancelToken,
     shared: Arc<Shared>,
@@ -62,14 +65,14 @@ impl Executor {
     /// wasmtime-wasi's shared runtime first ([`warm_ambient_runtime`]).
     pub fn new(config: ExecutorConfig, engine: WasmEngine, isolation: Arc<dyn Isolation>) -> Self {
         warm_ambient_runtime();
-        let (tx, rx) = crossbeam_channel::bounded(config.max_queued.max(1));
         let ledger = isolation.period().map(Ledger::new);
+        let handoff = Arc::new(Handoff::new(config.max_queued));
         Executor {
             config,
             engine,
             isolation,
-            tx: Arc::new(Mutex::new(Some(tx))),
-            rx,
+            handoff,
+            spawning: Mutex::new(()),
             kill: CancelToken::default(),
             shared: Arc::new(Shared {
                 ledger,
@@ -100,7 +103,7 @@ impl Executor {
             started: s.started.load(Ordering::Relaxed),
             idle: s.idle.load(Ordering::Relaxed),
             busy: s.busy.load(Ordering::Relaxed),
-            queued: self.rx.len(),
+            queued: self.handoff.len(),
             retrying: s.retrying.load(Ordering::Relaxed),
             slot_failures: s.slot_failures.load(Ordering::Relaxed),
             last_slot_error: s.state.lock().unwrap().last_slot_error.clone(),
@@ -156,18 +159,19 @@ impl Executor {
     }
 
     fn dispatch(&self, job: Job) -> Result<(), ExecError> {
-        let guard = self.tx.lock().unwrap();
-        let tx = guard.as_ref().ok_or(ExecError::Closed)?;
         // Start a worker if nobody is idle to take this job.
-        if self.shared.idle.load(Ordering::SeqCst) <= self.rx.len() {
-            self.maybe_spawn();
+        if self.shared.idle.load(Ordering::SeqCst) <= self.handoff.len() {
+            let _one_at_a_time = self.spawning.lock().unwrap();
+            if self.shared.idle.load(Ordering::SeqCst) <= self.handoff.len() {
+                self.maybe_spawn();
+            }
         }
-        tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => ExecError::Busy {
-                queued: self.rx.len(),
+        self.handoff.send(job).map_err(|e| match e {
+            Refused::Full => ExecError::Busy {
+                queued: self.handoff.len(),
                 max: self.config.max_queued,
             },
-            TrySendError::Disconnected(_) => ExecError::Closed,
+            Refused::Closed => ExecError::Closed,
         })
     }
 
@@ -182,12 +186,11 @@ impl Executor {
                 return;
             }
         }
-        shared.started.store(id + 1, Ordering::SeqCst); // under the tx lock
+        shared.started.store(id + 1, Ordering::SeqCst); // under `spawning`
         shared.idle.fetch_add(1, Ordering::SeqCst);
         let ctx = worker::Context {
             id,
-            rx: self.rx.clone(),
-            requeue: self.tx.clone(),
+            handoff: self.handoff.clone(),
             shared: shared.clone(),
             isolation: self.isolation.clone(),
             kill: self.kill.clone(),
@@ -217,7 +220,7 @@ impl Executor {
     /// Stops taking jobs, lets queued ones finish, joins every worker (each
     /// leaves its slot as it exits) and removes what isolation state is left.
     pub fn shutdown(&self) {
-        let was_open = self.tx.lock().unwrap().take().is_some();
+        let was_open = self.handoff.close();
         {
             self.shared.state.lock().unwrap().closed = true;
             self.shared.wake.notify_all();
@@ -229,9 +232,7 @@ impl Executor {
         // Tasks no worker took (every worker was backing off from a failed
         // slot): dropping them releases what they hold, and their callers
         // get `Closed`.
-        while let Ok(job) = self.rx.try_recv() {
-            drop(job);
-        }
+        drop(self.handoff.drain());
         if was_open {
             self.isolation.shutdown();
         }

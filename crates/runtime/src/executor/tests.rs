@@ -158,6 +158,45 @@ async fn shutdown_refuses_new_jobs() {
     assert!(matches!(ex.submit(|_| ()).await, Err(ExecError::Closed)));
 }
 
+/// Calls one after another go to the worker that went idle last: one warm
+/// thread (and, with cgroups, one cgroup) serves them, not every started
+/// worker in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_one_at_a_time_stay_on_the_worker_idle_last() {
+    let ex = executor(4, none());
+    // Four calls at once start four workers.
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let started: Vec<_> = (0..4)
+        .map(|_| {
+            let b = barrier.clone();
+            ex.submit(move |w| {
+                b.wait();
+                w.id
+            })
+        })
+        .collect();
+    for s in started {
+        s.await.unwrap();
+    }
+    assert_eq!(ex.workers(), 4);
+    let all_idle = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ex.handoff.idle() < 4 {
+            assert!(Instant::now() < deadline, "the workers did not go idle");
+            std::thread::yield_now();
+        }
+    };
+    let mut on = Vec::new();
+    for _ in 0..20 {
+        all_idle();
+        on.push(ex.submit(|w| w.id).await.unwrap());
+    }
+    assert!(
+        on.iter().all(|&w| w == on[0]),
+        "calls one at a time went to several workers: {on:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_is_bounded() {
     let ex = Executor::new(

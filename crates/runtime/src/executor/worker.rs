@@ -3,14 +3,14 @@
 //! fails. And the job that runs one [`Task`] on it.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use wasmbox_isolation::ledger::Spent;
 use wasmbox_isolation::{Isolation, Ledger, Slot};
 
 use super::config::ExecutorConfig;
+use super::handoff::{Handoff, Seat};
 use super::shared::Shared;
 use super::task::{ExecError, Ran, Task, ISOLATION_ATTEMPTS};
 use crate::cancel::CancelToken;
@@ -38,15 +38,14 @@ pub struct Worker {
     pub tid: i32,
     slot: Box<dyn Slot>,
     shared: Arc<Shared>,
-    requeue: Arc<Mutex<Option<Sender<Job>>>>,
+    handoff: Arc<Handoff<Job>>,
     kill: CancelToken,
 }
 
 /// What a worker thread is started with.
 pub(super) struct Context {
     pub id: usize,
-    pub rx: Receiver<Job>,
-    pub requeue: Arc<Mutex<Option<Sender<Job>>>>,
+    pub handoff: Arc<Handoff<Job>>,
     pub shared: Arc<Shared>,
     pub isolation: Arc<dyn Isolation>,
     pub kill: CancelToken,
@@ -89,10 +88,11 @@ fn serve(cx: &Context, slot: Box<dyn Slot>, tid: i32, backoff: &mut Duration) ->
         tid,
         slot,
         shared: cx.shared.clone(),
-        requeue: cx.requeue.clone(),
+        handoff: cx.handoff.clone(),
         kill: cx.kill.clone(),
     };
-    while let Ok(job) = cx.rx.recv() {
+    let seat = Seat::here();
+    while let Some(job) = cx.handoff.recv(&seat) {
         shared.idle.fetch_sub(1, Ordering::SeqCst);
         shared.busy.fetch_add(1, Ordering::Relaxed);
         // A panicking job must not take the worker down; its caller sees
@@ -274,19 +274,21 @@ impl Pending {
     fn isolation_failed(mut self, w: &Worker, error: String) -> Done {
         tracing::error!(worker = w.id, error = %error, "cannot apply a CPU quota");
         self.attempts += 1;
-        if self.attempts < ISOLATION_ATTEMPTS {
-            let guard = w.requeue.lock().unwrap();
-            if let Some(tx) = guard.as_ref().filter(|tx| !tx.is_full()) {
-                // Only this lock's holders send, and we checked for room;
-                // a failure here is the pool closing, which drops the task.
-                let _ = tx.try_send(self.into_job());
+        let mut this = Some(self);
+        if this.as_ref().unwrap().attempts < ISOLATION_ATTEMPTS {
+            // Made into a job only if there is room for it.
+            let sent = w
+                .handoff
+                .send_with(|| this.take().expect("made once").into_job());
+            if sent.is_ok() {
                 return Done {
                     deliver: Box::new(|| {}),
                     retire: Some(error),
                 };
             }
         }
-        let mut done = self.finish(Err(ExecError::Isolation(error.clone())));
+        let this = this.expect("not sent");
+        let mut done = this.finish(Err(ExecError::Isolation(error.clone())));
         done.retire = Some(error);
         done
     }

@@ -1,0 +1,297 @@
+//! Where jobs meet workers: jobs wait in one queue, first come, first
+//! served; idle workers are woken last come, first served.
+//!
+//! A job sent while workers are idle wakes the one that went idle most
+//! recently, whose caches, and whose cgroup's scheduler state, are the
+//! warmest; the others stay parked. So a load that keeps three workers busy
+//! is served by three workers, however many have been started, instead of
+//! going round every parked thread (and, with one cgroup per worker, every
+//! cgroup) in turn as a first-in-first-out wake-up order does. The queue
+//! stays shared: a worker that finishes takes the next job before it parks,
+//! whoever was woken for it, so no job waits for one particular thread.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
+
+/// How often an idle worker yields its core before it parks: a job sent
+/// meanwhile (often by a thread on the core it yields to) then costs no
+/// wake-up.
+const YIELDS_BEFORE_PARKING: u32 = 4;
+
+/// The queue of jobs (`T`) and the stack of idle workers.
+pub(super) struct Handoff<T> {
+    state: Mutex<State<T>>,
+    max_queued: usize,
+}
+
+struct State<T> {
+    queue: VecDeque<T>,
+    /// Idle workers, the most recently idle last.
+    idle: Vec<Arc<Seat>>,
+    closed: bool,
+}
+
+/// One worker's place in the idle stack.
+pub(super) struct Seat {
+    /// In the idle stack; cleared (under the state lock) by whoever takes
+    /// it out to wake it.
+    listed: AtomicBool,
+    thread: Thread,
+}
+
+/// Why [`Handoff::send`] did not take a job (which is dropped).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// `max_queued` jobs already wait.
+    Full,
+    /// The pool has closed.
+    Closed,
+}
+
+impl Seat {
+    /// The seat of the calling thread.
+    pub(super) fn here() -> Arc<Seat> {
+        Arc::new(Seat {
+            listed: AtomicBool::new(false),
+            thread: std::thread::current(),
+        })
+    }
+
+    fn wake(&self) {
+        self.thread.unpark();
+    }
+}
+
+impl<T> Handoff<T> {
+    pub(super) fn new(max_queued: usize) -> Self {
+        Handoff {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                idle: Vec::new(),
+                closed: false,
+            }),
+            max_queued: max_queued.max(1),
+        }
+    }
+
+    /// Queues `job` and wakes the most recently idle worker, if any.
+    pub(super) fn send(&self, job: T) -> Result<(), Refused> {
+        self.send_with(|| job)
+    }
+
+    /// [`Handoff::send`] of the job `make` returns, made only once there
+    /// is room for it (a worker putting back a task it could not isolate
+    /// keeps the task when there is none).
+    pub(super) fn send_with(&self, make: impl FnOnce() -> T) -> Result<(), Refused> {
+        let woken = {
+            let mut st = self.state.lock().unwrap();
+            if st.closed {
+                return Err(Refused::Closed);
+            }
+            if st.queue.len() >= self.max_queued {
+                return Err(Refused::Full);
+            }
+            st.queue.push_back(make());
+            let seat = st.idle.pop();
+            if let Some(seat) = &seat {
+                seat.listed.store(false, Ordering::Release);
+            }
+            seat
+        };
+        if let Some(seat) = woken {
+            seat.wake();
+        }
+        Ok(())
+    }
+
+    /// The next job for the worker at `seat`, waiting for one. `None` once
+    /// the pool has closed and no job is queued.
+    pub(super) fn recv(&self, seat: &Arc<Seat>) -> Option<T> {
+        loop {
+            {
+                let mut st = self.state.lock().unwrap();
+                if let Some(job) = st.queue.pop_front() {
+                    if seat.listed.swap(false, Ordering::AcqRel) {
+                        st.idle.retain(|s| !Arc::ptr_eq(s, seat));
+                    }
+                    return Some(job);
+                }
+                if st.closed {
+                    return None;
+                }
+                if !seat.listed.swap(true, Ordering::AcqRel) {
+                    st.idle.push(seat.clone());
+                }
+            }
+            let mut yields = 0;
+            while seat.listed.load(Ordering::Acquire) {
+                if yields < YIELDS_BEFORE_PARKING {
+                    yields += 1;
+                    std::thread::yield_now();
+                } else {
+                    // A `wake` before this makes it return at once; a
+                    // spurious return finds the seat still listed.
+                    std::thread::park();
+                }
+            }
+        }
+    }
+
+    /// Workers parked or about to park (tests).
+    #[cfg(test)]
+    pub(super) fn idle(&self) -> usize {
+        self.state.lock().unwrap().idle.len()
+    }
+
+    /// Jobs waiting for a worker.
+    pub(super) fn len(&self) -> usize {
+        self.state.lock().unwrap().queue.len()
+    }
+
+    /// Takes no more jobs and wakes every idle worker to exit; workers
+    /// still busy take what is queued first (what none takes is left for
+    /// [`Handoff::drain`]). True the first time.
+    pub(super) fn close(&self) -> bool {
+        let (was_open, idle) = {
+            let mut st = self.state.lock().unwrap();
+            let was_open = !std::mem::replace(&mut st.closed, true);
+            for seat in &st.idle {
+                seat.listed.store(false, Ordering::Release);
+            }
+            (was_open, std::mem::take(&mut st.idle))
+        };
+        for seat in idle {
+            seat.wake();
+        }
+        was_open
+    }
+
+    /// Takes every queued job (after [`Handoff::close`], the ones no worker
+    /// took).
+    pub(super) fn drain(&self) -> Vec<T> {
+        self.state.lock().unwrap().queue.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Waits (with a deadline) until `n` workers are parked in `h`.
+    fn until_idle<T>(h: &Handoff<T>, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.idle() != n {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} workers idle",
+                h.idle()
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Starts a worker thread named `name` that takes one job from `h` and
+    /// reports `(name, job)`.
+    fn worker(
+        h: &Arc<Handoff<u32>>,
+        name: &'static str,
+        took: &mpsc::Sender<(&'static str, Option<u32>)>,
+    ) -> std::thread::JoinHandle<()> {
+        let (h, took) = (h.clone(), took.clone());
+        std::thread::spawn(move || {
+            let job = h.recv(&Seat::here());
+            took.send((name, job)).unwrap();
+        })
+    }
+
+    #[test]
+    fn the_worker_idle_last_takes_the_next_job() {
+        let h = Arc::new(Handoff::new(8));
+        let (tx, rx) = mpsc::channel();
+        let mut threads = Vec::new();
+        for (n, name) in ["first", "second", "third"].into_iter().enumerate() {
+            threads.push(worker(&h, name, &tx));
+            until_idle(&h, n + 1);
+        }
+        h.send(7).unwrap();
+        assert_eq!(rx.recv().unwrap(), ("third", Some(7)));
+        h.send(8).unwrap();
+        assert_eq!(rx.recv().unwrap(), ("second", Some(8)));
+        assert!(h.close());
+        assert_eq!(rx.recv().unwrap(), ("first", None));
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn queued_jobs_go_first_come_first_served_to_whoever_asks() {
+        let h: Handoff<u32> = Handoff::new(8);
+        for j in 1..=3 {
+            h.send(j).unwrap();
+        }
+        let seat = Seat::here();
+        assert_eq!(h.recv(&seat), Some(1));
+        assert_eq!(h.recv(&seat), Some(2));
+        assert_eq!(h.len(), 1);
+        assert!(h.close());
+        assert!(!h.close(), "closing twice reports the first only");
+        // What was queued before the close is still handed out.
+        assert_eq!(h.recv(&seat), Some(3));
+        assert_eq!(h.recv(&seat), None);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_makes_nothing() {
+        let h: Handoff<u32> = Handoff::new(2);
+        h.send(1).unwrap();
+        h.send(2).unwrap();
+        assert_eq!(h.send(3), Err(Refused::Full));
+        let mut made = false;
+        assert_eq!(
+            h.send_with(|| {
+                made = true;
+                4
+            }),
+            Err(Refused::Full)
+        );
+        assert!(!made, "the job was made although there was no room");
+        assert!(h.close());
+        assert_eq!(h.send(5), Err(Refused::Closed));
+        assert_eq!(h.drain(), vec![1, 2]);
+    }
+
+    #[test]
+    fn every_job_is_taken_once_by_many_workers() {
+        let h = Arc::new(Handoff::new(1 << 16));
+        let (tx, rx) = mpsc::channel();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (h, tx) = (h.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let seat = Seat::here();
+                    while let Some(j) = h.recv(&seat) {
+                        tx.send(j).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for j in 0..20_000u32 {
+            h.send(j).unwrap();
+        }
+        let mut seen: Vec<u32> = (0..20_000).map(|_| rx.recv().unwrap()).collect();
+        h.close();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(rx.recv().is_err(), "a job was taken twice");
+        seen.sort_unstable();
+        assert!(seen.iter().copied().eq(0..20_000), "a job was lost");
+    }
+}
