@@ -122,18 +122,17 @@ impl<T> Handoff<T> {
         loop {
             {
                 let mut st = self.state.lock().unwrap();
+                // Not listed here: a seat is unlisted by whoever wakes it,
+                // and the wait below ends only then.
+                debug_assert!(!seat.listed.load(Ordering::Acquire));
                 if let Some(job) = st.queue.pop_front() {
-                    if seat.listed.swap(false, Ordering::AcqRel) {
-                        st.idle.retain(|s| !Arc::ptr_eq(s, seat));
-                    }
                     return Some(job);
                 }
                 if st.closed {
                     return None;
                 }
-                if !seat.listed.swap(true, Ordering::AcqRel) {
-                    st.idle.push(seat.clone());
-                }
+                seat.listed.store(true, Ordering::Release);
+                st.idle.push(seat.clone());
             }
             let mut yields = 0;
             while seat.listed.load(Ordering::Acquire) {
