@@ -105,6 +105,26 @@ fn task(f: &Arc<Function>, timeout: Duration, released: &Arc<AtomicBool>) -> (Ta
     (t, cancel)
 }
 
+/// Runs `n` jobs that each wait until all `n` run at once (so `n` workers
+/// start); their workers' ids.
+async fn all_at_once(ex: &Executor, n: usize) -> Vec<usize> {
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let jobs: Vec<_> = (0..n)
+        .map(|_| {
+            let b = barrier.clone();
+            ex.submit(move |w| {
+                b.wait();
+                w.id
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for j in jobs {
+        ids.push(j.await.unwrap());
+    }
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_jobs_on_dedicated_threads_and_grows_lazily() {
     let ex = executor(4, none());
@@ -120,20 +140,7 @@ async fn runs_jobs_on_dedicated_threads_and_grows_lazily() {
     assert_eq!(ex.workers(), 1);
 
     // Four jobs that block until all four run at once need four workers.
-    let barrier = Arc::new(std::sync::Barrier::new(4));
-    let jobs: Vec<_> = (0..4)
-        .map(|_| {
-            let b = barrier.clone();
-            ex.submit(move |w| {
-                b.wait();
-                w.id
-            })
-        })
-        .collect();
-    let mut ids = Vec::new();
-    for j in jobs {
-        ids.push(j.await.unwrap());
-    }
+    let mut ids = all_at_once(&ex, 4).await;
     ids.sort();
     assert_eq!(ids, vec![0, 1, 2, 3]);
     assert_eq!(ex.workers(), 4);
@@ -164,20 +171,7 @@ async fn shutdown_refuses_new_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_one_at_a_time_stay_on_the_worker_idle_last() {
     let ex = executor(4, none());
-    // Four calls at once start four workers.
-    let barrier = Arc::new(std::sync::Barrier::new(4));
-    let started: Vec<_> = (0..4)
-        .map(|_| {
-            let b = barrier.clone();
-            ex.submit(move |w| {
-                b.wait();
-                w.id
-            })
-        })
-        .collect();
-    for s in started {
-        s.await.unwrap();
-    }
+    all_at_once(&ex, 4).await;
     assert_eq!(ex.workers(), 4);
     let all_idle = || {
         let deadline = Instant::now() + Duration::from_secs(10);
