@@ -52,7 +52,7 @@ pub struct Executor {
     /// Jobs and idle workers; shared with the workers, which also put back
     /// tasks they could not isolate.
     handoff: Arc<Handoff<Job>>,
-    /// Held while deciding whether to start a worker.
+    /// Held while starting a worker, and by shutdown while it closes.
     spawning: Mutex<()>,
     /// Raised to stop every running and queued invocation (shutdown).
     kill: CancelToken,
@@ -185,8 +185,9 @@ impl Executor {
         if id >= self.config.max_workers {
             return;
         }
-        if let Some(t) = shared.state.lock().unwrap().no_spawn_until {
-            if Instant::now() < t {
+        {
+            let st = shared.state.lock().unwrap();
+            if st.closed || st.no_spawn_until.is_some_and(|t| Instant::now() < t) {
                 return;
             }
         }
@@ -224,11 +225,14 @@ impl Executor {
     /// Stops taking jobs, lets queued ones finish, joins every worker (each
     /// leaves its slot as it exits) and removes what isolation state is left.
     pub fn shutdown(&self) {
-        let was_open = self.handoff.close();
-        {
+        // Under `spawning`: a worker being started now has its handle in
+        // `handles` before this goes on, and none starts after.
+        let was_open = {
+            let _no_spawning = self.spawning.lock().unwrap();
             self.shared.state.lock().unwrap().closed = true;
             self.shared.wake.notify_all();
-        }
+            self.handoff.close()
+        };
         let handles = std::mem::take(&mut *self.handles.lock().unwrap());
         for h in handles {
             let _ = h.join();

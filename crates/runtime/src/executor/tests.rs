@@ -159,10 +159,18 @@ async fn a_panicking_job_is_reported_and_the_worker_survives() {
 
 #[tokio::test]
 async fn shutdown_refuses_new_jobs() {
-    let ex = executor(2, none());
-    ex.submit(|_| ()).await.unwrap();
+    let iso = Arc::new(FlakySlots {
+        made: AtomicUsize::new(0),
+        fail_first: 0,
+        fail_create: false,
+    });
+    let ex = executor(2, iso.clone());
     ex.shutdown();
     assert!(matches!(ex.submit(|_| ()).await, Err(ExecError::Closed)));
+    // No worker was started for it (one would have made a slot, after the
+    // isolation was shut down); a second shutdown joins any that was.
+    ex.shutdown();
+    assert_eq!(iso.made.load(Ordering::SeqCst), 0);
 }
 
 /// Calls one after another go to the worker that went idle last: one warm
