@@ -148,10 +148,20 @@ impl<T> Handoff<T> {
         }
     }
 
-    /// Workers parked or about to park (tests).
+    /// Waits (tests; with a deadline) until `n` workers are parked or
+    /// about to park.
     #[cfg(test)]
-    pub(super) fn idle(&self) -> usize {
-        self.state.lock().unwrap().idle.len()
+    pub(super) fn until_idle(&self, n: usize) {
+        let idle = || self.state.lock().unwrap().idle.len();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while idle() != n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} workers idle",
+                idle()
+            );
+            std::thread::yield_now();
+        }
     }
 
     /// Jobs waiting for a worker.
@@ -187,22 +197,8 @@ impl<T> Handoff<T> {
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
-    use std::time::{Duration, Instant};
 
     use super::*;
-
-    /// Waits (with a deadline) until `n` workers are parked in `h`.
-    fn until_idle<T>(h: &Handoff<T>, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while h.idle() != n {
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} workers idle",
-                h.idle()
-            );
-            std::thread::yield_now();
-        }
-    }
 
     /// Starts a worker thread named `name` that takes one job from `h` and
     /// reports `(name, job)`.
@@ -225,7 +221,7 @@ mod tests {
         let mut threads = Vec::new();
         for (n, name) in ["first", "second", "third"].into_iter().enumerate() {
             threads.push(worker(&h, name, &tx));
-            until_idle(&h, n + 1);
+            h.until_idle(n + 1);
         }
         h.send(7).unwrap();
         assert_eq!(rx.recv().unwrap(), ("third", Some(7)));

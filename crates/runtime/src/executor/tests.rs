@@ -181,16 +181,9 @@ async fn calls_one_at_a_time_stay_on_the_worker_idle_last() {
     let ex = executor(4, none());
     all_at_once(&ex, 4).await;
     assert_eq!(ex.workers(), 4);
-    let all_idle = || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ex.handoff.idle() < 4 {
-            assert!(Instant::now() < deadline, "the workers did not go idle");
-            std::thread::yield_now();
-        }
-    };
     let mut on = Vec::new();
     for _ in 0..20 {
-        all_idle();
+        ex.handoff.until_idle(4);
         on.push(ex.submit(|w| w.id).await.unwrap());
     }
     assert!(
