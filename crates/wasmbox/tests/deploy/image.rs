@@ -75,7 +75,9 @@ fn image_builds_and_serves_bundled_functions_from_a_container() {
     // The static binary the Containerfile copies.
     let started = Instant::now();
     // Stripped, as scripts/deploy-image.sh builds it (the release profile
-    // keeps line tables: 127 MB instead of 20).
+    // keeps line tables: 127 MB instead of 20). The harness's smoke tests
+    // (bench/tests/common) build the same target with the same settings, so
+    // one release build of wasmtime serves both.
     run_ok(
         Command::new(env!("CARGO"))
             .current_dir(&repo)
