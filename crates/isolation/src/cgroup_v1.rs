@@ -7,10 +7,12 @@
 //!     ├── slot-0/                 worker 0's TID in tasks; cpu.cfs_quota_us
 //!     └── slot-1/ ...
 //! ```
-//! The worker's TID goes into `tasks` once; per invocation only
+//! The worker's TID goes into `tasks` when it starts; per invocation only
 //! `cpu.cfs_quota_us` is rewritten, on a kept-open fd, and only when the
-//! quota changes. The anchor keeps the tree live (to the sweep of other
-//! servers) before any worker has started. The tree's `cpu.shares` is
+//! quota changes. A worker whose calls keep asking for a whole core waits in
+//! `<base>` instead ([`cgroup::LEAVE_AFTER_UNBOUNDED`]). The anchor keeps
+//! the tree live (to the sweep of other servers) before any worker has
+//! started. The tree's `cpu.shares` is
 //! [`tree_shares`].
 
 use std::path::{Path, PathBuf};

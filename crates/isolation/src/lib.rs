@@ -4,7 +4,9 @@
 //! life. Before each invocation the worker calls [`Slot::apply`] with the
 //! request's `cpu_quota` (millicores, 1000 = one core); that is the only
 //! per-invocation cost, and a slot only touches the kernel when the quota
-//! differs from the one it already has.
+//! differs from the one it already has (or, in the cgroup modes, when a
+//! worker whose calls keep asking for a whole core leaves its cgroup, or
+//! comes back to it: [`cgroup::LEAVE_AFTER_UNBOUNDED`]).
 //!
 //! Modes, one file each:
 //! - [`cgroup_v2`]: one threaded cgroup per worker, `cpu.max`;
