@@ -313,6 +313,10 @@ impl Slot for CgroupSlot {
     fn used(&mut self, cpu: Duration) {
         self.spent += cpu;
     }
+
+    fn at_home(&self) -> bool {
+        !self.inside
+    }
 }
 
 impl Drop for CgroupSlot {

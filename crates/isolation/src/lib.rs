@@ -133,6 +133,12 @@ pub trait Slot: Send {
     /// `apply` once what was used would otherwise eat into the next
     /// invocation's budget.
     fn used(&mut self, _cpu: Duration) {}
+    /// Whether the thread now sits in the process's own cgroup, sharing its
+    /// run queue with the threads that send it work (always, except in a
+    /// cgroup of its own).
+    fn at_home(&self) -> bool {
+        true
+    }
 }
 
 /// Opens the requested mode. `auto` tries cgroup v2, then cgroup v1, then

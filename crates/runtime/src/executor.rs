@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use wasmbox_isolation::{Isolation, Ledger, Mode};
+use wasmbox_isolation::{Isolation, Ledger};
 
 use crate::cancel::CancelToken;
 use crate::engine::WasmEngine;
@@ -66,11 +66,7 @@ impl Executor {
     pub fn new(config: ExecutorConfig, engine: WasmEngine, isolation: Arc<dyn Isolation>) -> Self {
         warm_ambient_runtime();
         let ledger = isolation.period().map(Ledger::new);
-        let yields = match isolation.mode() {
-            Mode::CgroupV1 | Mode::CgroupV2 => 0,
-            Mode::Throttle | Mode::None => handoff::YIELDS_BEFORE_PARKING,
-        };
-        let handoff = Arc::new(Handoff::new(config.max_queued, yields));
+        let handoff = Arc::new(Handoff::new(config.max_queued));
         Executor {
             config,
             engine,

@@ -16,21 +16,20 @@ use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 
 /// How often an idle worker yields its core before it parks, where it
-/// shares a run queue with the threads that send it jobs: a job sent
+/// shares a run queue with the threads that send it jobs
+/// ([`Slot::at_home`](wasmbox_isolation::Slot::at_home)): a job sent
 /// meanwhile (often by the thread it yielded to) then costs no wake-up.
 /// `sched_yield` only gives way to threads of the caller's own cgroup, so a
 /// worker alone in its cgroup would yield to nobody; hello at c=16 with
-/// cgroup-v1 served 14-15k req/s with no yields against 12.6-13.3k with 4,
-/// and with isolation none 20.9-24.2k with 4 against 14.6-17.2k with none.
+/// every worker in a cgroup-v1 slot served 14-15k req/s with no yields
+/// against 12.6-13.3k with 4, and with isolation none 20.9-24.2k with 4
+/// against 14.6-17.2k with none.
 pub(super) const YIELDS_BEFORE_PARKING: u32 = 4;
 
 /// The queue of jobs (`T`) and the stack of idle workers.
 pub(super) struct Handoff<T> {
     state: Mutex<State<T>>,
     max_queued: usize,
-    /// [`YIELDS_BEFORE_PARKING`], or 0 where workers sit in cgroups of
-    /// their own.
-    yields: u32,
 }
 
 struct State<T> {
@@ -72,9 +71,8 @@ impl Seat {
 }
 
 impl<T> Handoff<T> {
-    /// A queue of at most `max_queued` jobs, whose idle workers yield
-    /// `yields` times before they park.
-    pub(super) fn new(max_queued: usize, yields: u32) -> Self {
+    /// A queue of at most `max_queued` jobs.
+    pub(super) fn new(max_queued: usize) -> Self {
         Handoff {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -82,7 +80,6 @@ impl<T> Handoff<T> {
                 closed: false,
             }),
             max_queued: max_queued.max(1),
-            yields,
         }
     }
 
@@ -116,9 +113,10 @@ impl<T> Handoff<T> {
         Ok(())
     }
 
-    /// The next job for the worker at `seat`, waiting for one. `None` once
-    /// the pool has closed and no job is queued.
-    pub(super) fn recv(&self, seat: &Arc<Seat>) -> Option<T> {
+    /// The next job for the worker at `seat`, waiting for one (yielding
+    /// its core `yields` times before it parks). `None` once the pool has
+    /// closed and no job is queued.
+    pub(super) fn recv(&self, seat: &Arc<Seat>, yields: u32) -> Option<T> {
         loop {
             {
                 let mut st = self.state.lock().unwrap();
@@ -134,10 +132,10 @@ impl<T> Handoff<T> {
                 seat.listed.store(true, Ordering::Release);
                 st.idle.push(seat.clone());
             }
-            let mut yields = 0;
+            let mut yielded = 0;
             while seat.listed.load(Ordering::Acquire) {
-                if yields < self.yields {
-                    yields += 1;
+                if yielded < yields {
+                    yielded += 1;
                     std::thread::yield_now();
                 } else {
                     // A `wake` before this makes it return at once; a
@@ -209,14 +207,14 @@ mod tests {
     ) -> std::thread::JoinHandle<()> {
         let (h, took) = (h.clone(), took.clone());
         std::thread::spawn(move || {
-            let job = h.recv(&Seat::here());
+            let job = h.recv(&Seat::here(), YIELDS_BEFORE_PARKING);
             took.send((name, job)).unwrap();
         })
     }
 
     #[test]
     fn the_worker_idle_last_takes_the_next_job() {
-        let h = Arc::new(Handoff::new(8, YIELDS_BEFORE_PARKING));
+        let h = Arc::new(Handoff::new(8));
         let (tx, rx) = mpsc::channel();
         let mut threads = Vec::new();
         for (n, name) in ["first", "second", "third"].into_iter().enumerate() {
@@ -236,24 +234,24 @@ mod tests {
 
     #[test]
     fn queued_jobs_go_first_come_first_served_to_whoever_asks() {
-        let h: Handoff<u32> = Handoff::new(8, YIELDS_BEFORE_PARKING);
+        let h: Handoff<u32> = Handoff::new(8);
         for j in 1..=3 {
             h.send(j).unwrap();
         }
         let seat = Seat::here();
-        assert_eq!(h.recv(&seat), Some(1));
-        assert_eq!(h.recv(&seat), Some(2));
+        assert_eq!(h.recv(&seat, YIELDS_BEFORE_PARKING), Some(1));
+        assert_eq!(h.recv(&seat, YIELDS_BEFORE_PARKING), Some(2));
         assert_eq!(h.len(), 1);
         assert!(h.close());
         assert!(!h.close(), "closing twice reports the first only");
         // What was queued before the close is still handed out.
-        assert_eq!(h.recv(&seat), Some(3));
-        assert_eq!(h.recv(&seat), None);
+        assert_eq!(h.recv(&seat, YIELDS_BEFORE_PARKING), Some(3));
+        assert_eq!(h.recv(&seat, YIELDS_BEFORE_PARKING), None);
     }
 
     #[test]
     fn a_full_queue_refuses_and_makes_nothing() {
-        let h: Handoff<u32> = Handoff::new(2, 0);
+        let h: Handoff<u32> = Handoff::new(2);
         h.send(1).unwrap();
         h.send(2).unwrap();
         assert_eq!(h.send(3), Err(Refused::Full));
@@ -273,14 +271,14 @@ mod tests {
 
     #[test]
     fn every_job_is_taken_once_by_many_workers() {
-        let h = Arc::new(Handoff::new(1 << 16, YIELDS_BEFORE_PARKING));
+        let h = Arc::new(Handoff::new(1 << 16));
         let (tx, rx) = mpsc::channel();
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let (h, tx) = (h.clone(), tx.clone());
                 std::thread::spawn(move || {
                     let seat = Seat::here();
-                    while let Some(j) = h.recv(&seat) {
+                    while let Some(j) = h.recv(&seat, YIELDS_BEFORE_PARKING) {
                         tx.send(j).unwrap();
                     }
                 })

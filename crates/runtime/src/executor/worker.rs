@@ -10,7 +10,7 @@ use wasmbox_isolation::ledger::Spent;
 use wasmbox_isolation::{Isolation, Ledger, Slot};
 
 use super::config::ExecutorConfig;
-use super::handoff::{Handoff, Seat};
+use super::handoff::{Handoff, Seat, YIELDS_BEFORE_PARKING};
 use super::shared::Shared;
 use super::task::{ExecError, Ran, Task, ISOLATION_ATTEMPTS};
 use crate::cancel::CancelToken;
@@ -92,7 +92,15 @@ fn serve(cx: &Context, slot: Box<dyn Slot>, tid: i32, backoff: &mut Duration) ->
         kill: cx.kill.clone(),
     };
     let seat = Seat::here();
-    while let Some(job) = cx.handoff.recv(&seat) {
+    // A worker in a cgroup of its own would yield to nobody.
+    let yields = |w: &Worker| {
+        if w.slot.at_home() {
+            YIELDS_BEFORE_PARKING
+        } else {
+            0
+        }
+    };
+    while let Some(job) = cx.handoff.recv(&seat, yields(&worker)) {
         shared.idle.fetch_sub(1, Ordering::SeqCst);
         shared.busy.fetch_add(1, Ordering::Relaxed);
         // A panicking job must not take the worker down; its caller sees
