@@ -2,7 +2,7 @@
 //! CPU isolation on (cgroup-v1, else throttle: the mode is in every label)
 //! and `--cpu-isolation none`, against a bare hyper server answering the
 //! same bytes (bare_hyper.rs), at c=1 and c=16; the same with admission not
-//! binding; the server on one core (`taskset`) against two; and
+//! binding (at a whole core and at a quota that holds); the server on one core (`taskset`) against two; and
 //! back-to-back calls on one connection at `cpu_quota: 100` against 1000.
 
 use std::process::Command;
@@ -18,6 +18,12 @@ use crate::server_ctl::{self, Served};
 
 /// Admission capacity (millicores) that never binds for hello.
 pub(crate) const NOT_BINDING: &str = "256000";
+
+/// A quota below a core, for the rows where calls are held to one: a
+/// worker whose calls ask for a whole core waits outside its cgroup
+/// (crates/isolation/src/cgroup.rs, `LEAVE_AFTER_UNBOUNDED`), one held to a
+/// quota stays in it.
+pub(crate) const HELD_QUOTA: u64 = 500;
 
 /// One measured hello cell.
 pub(crate) struct Row {
@@ -111,6 +117,7 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, window: Duration) -> anyhow::Res
     {
         let s = server_ctl::start(&functions, &["--capacity-cpu", NOT_BINDING], "/hello")?;
         measure(ON_NOT_BINDING, s.port, "/hello", 16, 1000)?;
+        measure(ON_NOT_BINDING, s.port, "/hello", 16, HELD_QUOTA)?;
     }
     for (label, extra) in [
         (ISO_NONE, &["--cpu-isolation", "none"][..]),
@@ -123,6 +130,9 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, window: Duration) -> anyhow::Res
         let concs: &[usize] = if label == ISO_NONE { &[1, 16] } else { &[16] };
         for &conc in concs {
             measure(label, s.port, "/hello", conc, 1000)?;
+        }
+        if label == NONE_NOT_BINDING {
+            measure(label, s.port, "/hello", 16, HELD_QUOTA)?;
         }
     }
     {

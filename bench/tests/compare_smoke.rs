@@ -121,6 +121,14 @@ fn smoke_run_fills_every_table() {
         "{}",
         hello.join("\n")
     );
+    // Admission not binding at a quota that holds each worker in its cgroup
+    // too, with isolation on and none, and their ratio.
+    let held = hello
+        .iter()
+        .filter(|r| r.contains("--capacity-cpu 256000 | 16 | 500 |"))
+        .count();
+    assert_eq!(held, 2, "{}", hello.join("\n"));
+    assert!(report.contains("`cpu_quota: 500` (each worker held in its cgroup"));
     // Side by side: every function has its systems, every cell a number.
     for (function, systems) in [
         (

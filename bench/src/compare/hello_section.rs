@@ -54,5 +54,13 @@ pub(crate) fn write(r: &mut String, h: &HelloHttp) -> std::fmt::Result {
             ));
         }
     }
+    let held = |label: &str| h.get(label, 16, hh::HELD_QUOTA).map(|x| x.rate);
+    if let Some((a, b)) = held(hh::ON_NOT_BINDING).zip(held(hh::NONE_NOT_BINDING)) {
+        ratios.push(format!(
+            "c=16, admission not binding, `cpu_quota: {}` (each worker held in its cgroup; at 1000 it waits outside), wasmbox {on} / none: {:.2}x",
+            hh::HELD_QUOTA,
+            a / b
+        ));
+    }
     writeln!(r, "\nRatios (req/s, this run): {}.\n", ratios.join("; "))
 }
