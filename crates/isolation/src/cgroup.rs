@@ -191,6 +191,8 @@ pub struct CgroupSlot {
     inside: bool,
     /// Calls with no limit since the last one with a limit.
     unbounded: u32,
+    /// False once leaving failed: the slot then keeps its thread.
+    may_leave: bool,
     /// The kept-open quota file and the text a quota in µs becomes there;
     /// `None` when nothing is enforced (cgroup2 placement only).
     quota: Option<(File, PathBuf, QuotaText)>,
@@ -256,6 +258,7 @@ impl CgroupSlot {
                 tid: spec.tid,
                 inside: true,
                 unbounded: 0,
+                may_leave: true,
                 quota,
                 period_us: spec.period_us,
                 current: None,
@@ -303,9 +306,16 @@ impl Slot for CgroupSlot {
             // The quota is in place before the thread is under it.
             fs::write(&self.join, &self.tid.to_string())?;
             self.inside = true;
-        } else if self.unbounded >= LEAVE_AFTER_UNBOUNDED {
-            fs::write(&self.home, &self.tid.to_string())?;
-            self.inside = false;
+        } else if self.unbounded >= LEAVE_AFTER_UNBOUNDED && self.may_leave {
+            // Only a saving: a failure leaves the thread where it was, and
+            // the call runs.
+            match fs::write(&self.home, &self.tid.to_string()) {
+                Ok(()) => self.inside = false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a worker could not leave its slot cgroup; it stays in it");
+                    self.may_leave = false;
+                }
+            }
         }
         Ok(None)
     }
@@ -369,6 +379,62 @@ pub fn v1_trees_of_process(pid: u32, v1_cpu_root: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slot over STAND-IN directories (crate::standin) whose thread goes
+    /// home to `home`; no thread really moves.
+    fn standin_slot(dir: &Path, home: PathBuf) -> Box<dyn Slot> {
+        CgroupSlot::create(SlotSpec {
+            dir: dir.to_path_buf(),
+            home,
+            tid: 4242,
+            period_us: 100_000,
+            setup: &|_| Ok(()),
+            quota_file: Some(("cpu.cfs_quota_us", |q, _| {
+                q.map_or("-1".into(), |q| q.to_string())
+            })),
+            join_file: "tasks",
+            dirs: crate::standin::STANDIN,
+        })
+        .unwrap()
+    }
+
+    /// Leaving the slot only saves time: where the move out fails, the
+    /// call still runs and the thread stays in its slot (and no later call
+    /// tries again).
+    #[test]
+    fn a_worker_that_cannot_leave_its_slot_stays_in_it_and_its_calls_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("gone/tasks");
+        let mut slot = standin_slot(&tmp.path().join("slot-0"), home.clone());
+        for _ in 0..3 * LEAVE_AFTER_UNBOUNDED {
+            slot.apply(1000).unwrap();
+            assert!(!slot.at_home());
+        }
+        assert!(!home.exists());
+        slot.apply(250).unwrap();
+        assert!(!slot.at_home());
+
+        // Where home can be written, the same calls take it there and a
+        // call with a limit back (its TID written to the slot's `tasks`).
+        std::fs::write(tmp.path().join("tasks"), "").unwrap();
+        let dir = tmp.path().join("slot-1");
+        let mut slot = standin_slot(&dir, tmp.path().join("tasks"));
+        for _ in 0..LEAVE_AFTER_UNBOUNDED {
+            slot.apply(1000).unwrap();
+        }
+        assert!(slot.at_home());
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("tasks")).unwrap(),
+            "4242"
+        );
+        slot.apply(250).unwrap();
+        assert!(!slot.at_home());
+        assert_eq!(std::fs::read_to_string(dir.join("tasks")).unwrap(), "4242");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("cpu.cfs_quota_us")).unwrap(),
+            "25000"
+        );
+    }
 
     #[test]
     fn instance_ids_are_random_hex_and_names_are_classified() {

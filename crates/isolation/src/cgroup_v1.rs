@@ -12,8 +12,7 @@
 //! quota changes. A worker whose calls keep asking for a whole core waits in
 //! `<base>` instead ([`cgroup::LEAVE_AFTER_UNBOUNDED`]). The anchor keeps
 //! the tree live (to the sweep of other servers) before any worker has
-//! started. The tree's `cpu.shares` is
-//! [`tree_shares`].
+//! started. The tree's `cpu.shares` is [`tree_shares`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
