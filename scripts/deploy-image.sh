@@ -7,10 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tag="${1:-wasmbox:latest}"
-# Stripped: the release profile keeps line tables for profiling (127 MB
-# binary); the image needs none of them (20 MB).
-CARGO_PROFILE_RELEASE_STRIP=symbols \
-  cargo build --release --target x86_64-unknown-linux-musl -p wasmbox
+./scripts/build-static.sh -p wasmbox
 if ! ls functions/*.wasm >/dev/null 2>&1; then
   ./functions/build.sh
 fi

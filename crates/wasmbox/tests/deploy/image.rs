@@ -74,22 +74,12 @@ fn image_builds_and_serves_bundled_functions_from_a_container() {
 
     // The static binary the Containerfile copies.
     let started = Instant::now();
-    // Stripped, as scripts/deploy-image.sh builds it (the release profile
-    // keeps line tables: 127 MB instead of 20). The harness's smoke tests
-    // (bench/tests/common) build the same target with the same settings, so
-    // one release build of wasmtime serves both.
+    // As scripts/deploy-image.sh builds it; the harness's smoke tests
+    // (bench/tests/common) share the build.
     run_ok(
-        Command::new(env!("CARGO"))
+        Command::new(repo.join("scripts/build-static.sh"))
             .current_dir(&repo)
-            .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "x86_64-unknown-linux-musl",
-                "-p",
-                "wasmbox",
-            ]),
+            .args(["-p", "wasmbox"]),
     );
     let binary = repo.join("target/x86_64-unknown-linux-musl/release/wasmbox");
     assert!(
