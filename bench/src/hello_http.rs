@@ -2,8 +2,9 @@
 //! CPU isolation on (cgroup-v1, else throttle: the mode is in every label)
 //! and `--cpu-isolation none`, against a bare hyper server answering the
 //! same bytes (bare_hyper.rs), at c=1 and c=16; the same with admission not
-//! binding (at a whole core and at a quota that holds); the server on one core (`taskset`) against two; and
-//! back-to-back calls on one connection at `cpu_quota: 100` against 1000.
+//! binding (at a whole core, and at a quota that holds); the server on one
+//! core (`taskset`) against two; and back-to-back calls on one connection
+//! at `cpu_quota: 100` against 1000.
 
 use std::process::Command;
 use std::sync::Arc;
