@@ -25,6 +25,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Two different loopback ports that were free a moment ago (a serving and
+/// an admin port): both bound at once, so the kernel cannot hand out the
+/// same port twice, as two calls of [`free_port`] sometimes did.
+pub fn two_free_ports() -> (u16, u16) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (a, b) = (bind(), bind());
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
 /// Path of a guest built by functions/build.sh (or a bundled .wat).
 pub fn guest(file: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
