@@ -267,7 +267,7 @@ impl ServerProc {
                 exe.display()
             );
         }
-        let (port, admin_port) = (free_port()?, free_port()?);
+        let [port, admin_port] = free_ports()?;
         let mut child = Command::new(&exe)
             .args([
                 "serve",
@@ -306,9 +306,23 @@ impl ServerProc {
 }
 
 pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let [port] = free_ports()?;
+    Ok(port)
+}
+
+/// `N` different loopback ports that were free a moment ago: all bound at
+/// once, so the kernel cannot hand out one port twice (as separate calls of
+/// [`free_port`] can).
+pub(crate) fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let mut held = Vec::with_capacity(N);
+    for _ in 0..N {
+        held.push(std::net::TcpListener::bind("127.0.0.1:0")?);
+    }
+    let mut ports = [0; N];
+    for (port, l) in ports.iter_mut().zip(&held) {
+        *port = l.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 /// Polls `GET path` on a loopback port until it answers 200, the process

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use common::{free_port, two_free_ports};
+use common::{free_port, free_ports};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -42,7 +42,7 @@ struct Served {
 /// and waits until it serves.
 fn serve(extra: &[&str], env: &[(&str, &str)]) -> Served {
     let dir = functions_dir();
-    let (port, admin) = two_free_ports();
+    let [port, admin] = free_ports();
     let mut cmd = wasmbox();
     cmd.args(["serve", "--host", "127.0.0.1", "--cpu-isolation", "none"])
         .args(["--port", &port.to_string()])

@@ -2,7 +2,7 @@
 //! defaults and the reference's environment variable names.
 
 mod common;
-use common::free_port;
+use common::{free_port, free_ports};
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -272,7 +272,7 @@ fn raw_get(port: u16, path: &str, headers: &str) -> std::io::Result<String> {
 #[test]
 fn sigterm_during_a_burst_drains_everything_admitted() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let (port, health, admin) = (free_port(), free_port(), free_port());
+    let [port, health, admin] = free_ports();
     let args = [
         "--capacity-cpu",
         "1000",

@@ -18,23 +18,17 @@ use wasmbox::server::Server;
 
 /// A loopback port that was free a moment ago, for a child process to bind.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let [port] = free_ports();
+    port
 }
 
-/// Two different loopback ports that were free a moment ago (a serving and
-/// an admin port): both bound at once, so the kernel cannot hand out the
-/// same port twice, as two calls of [`free_port`] sometimes did.
-pub fn two_free_ports() -> (u16, u16) {
-    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (a, b) = (bind(), bind());
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
+/// `N` different loopback ports that were free a moment ago (a serving and
+/// an admin port, say): all bound at once, so the kernel cannot hand out
+/// one port twice, as separate calls of [`free_port`] sometimes did.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap().port())
 }
 
 /// Path of a guest built by functions/build.sh (or a bundled .wat).

@@ -148,7 +148,7 @@ fn image_builds_and_serves_bundled_functions_from_a_container() {
 
     // Run it as Knative would: PORT set, and the admin listener as the
     // manifests configure it.
-    let (host_port, admin_port) = two_free_ports();
+    let [host_port, admin_port] = free_ports();
     let token = "image-test-admin-token";
     run_ok(p.cmd().args([
         "run",

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 #[path = "../common/mod.rs"]
 mod common;
-use common::two_free_ports;
+use common::free_ports;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

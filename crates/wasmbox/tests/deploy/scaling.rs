@@ -110,7 +110,7 @@ fn scaling_rules_use_metrics_wasmbox_serves() {
             let _ = self.0.wait();
         }
     }
-    let (port, admin) = two_free_ports();
+    let [port, admin] = free_ports();
     let _server = Kill(
         Command::new(env!("CARGO_BIN_EXE_wasmbox"))
             .env_clear()
