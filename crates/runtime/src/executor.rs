@@ -8,8 +8,9 @@
 //! and only then releases what it held: a reservation follows the worker,
 //! not the client.
 //!
-//! Workers are started lazily, one more whenever a task arrives and no
-//! worker is idle, up to `max_workers`, and are kept afterwards. Each
+//! Workers are started lazily, one more whenever a task arrives and fewer
+//! workers are free than tasks wait, up to `max_workers`, and are kept
+//! afterwards. Each
 //! worker makes its isolation slot (a cgroup it stays in) once, on its own
 //! thread. A worker whose slot cannot be made or stops working retires from
 //! taking tasks: a task it could not isolate goes back to the queue for a
@@ -101,7 +102,7 @@ impl Executor {
         PoolStats {
             max_workers: self.config.max_workers,
             started: s.started.load(Ordering::Relaxed),
-            idle: s.idle.load(Ordering::Relaxed),
+            idle: self.handoff.free(),
             busy: s.busy.load(Ordering::Relaxed),
             queued: self.handoff.len(),
             retrying: s.retrying.load(Ordering::Relaxed),
@@ -159,36 +160,39 @@ impl Executor {
     }
 
     fn dispatch(&self, job: Job) -> Result<(), ExecError> {
-        // Start a worker if nobody is idle to take this job.
-        if self.shared.idle.load(Ordering::SeqCst) <= self.handoff.len() {
-            let _one_at_a_time = self.spawning.lock().unwrap();
-            if self.shared.idle.load(Ordering::SeqCst) <= self.handoff.len() {
-                self.maybe_spawn();
-            }
-        }
         self.handoff.send(job).map_err(|e| match e {
             Refused::Full => ExecError::Busy {
                 queued: self.handoff.len(),
                 max: self.config.max_queued,
             },
             Refused::Closed => ExecError::Closed,
-        })
+        })?;
+        // Start a worker if fewer are free than jobs wait (the count and
+        // the queue are read under one lock, so of two jobs sent together
+        // each finds its own worker).
+        if self.handoff.claim() && !self.spawn() {
+            self.handoff.unclaim();
+        }
+        Ok(())
     }
 
-    fn maybe_spawn(&self) {
+    /// Starts a worker (already counted free by [`Handoff::claim`]);
+    /// false if the pool is full, closed, or backing off from a failed
+    /// slot, or the thread could not be made.
+    fn spawn(&self) -> bool {
+        let _one_at_a_time = self.spawning.lock().unwrap();
         let shared = &self.shared;
         let id = shared.started.load(Ordering::SeqCst);
         if id >= self.config.max_workers {
-            return;
+            return false;
         }
         {
             let st = shared.state.lock().unwrap();
             if st.closed || st.no_spawn_until.is_some_and(|t| Instant::now() < t) {
-                return;
+                return false;
             }
         }
         shared.started.store(id + 1, Ordering::SeqCst); // under `spawning`
-        shared.idle.fetch_add(1, Ordering::SeqCst);
         let ctx = worker::Context {
             id,
             handoff: self.handoff.clone(),
@@ -202,11 +206,14 @@ impl Executor {
             .stack_size(self.config.stack_size)
             .spawn(move || worker::run(ctx));
         match spawned {
-            Ok(h) => self.handles.lock().unwrap().push(h),
+            Ok(h) => {
+                self.handles.lock().unwrap().push(h);
+                true
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot start a worker thread");
                 shared.started.fetch_sub(1, Ordering::SeqCst);
-                shared.idle.fetch_sub(1, Ordering::SeqCst);
+                false
             }
         }
     }

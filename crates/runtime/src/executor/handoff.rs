@@ -1,6 +1,13 @@
 //! Where jobs meet workers: jobs wait in one queue, first come, first
 //! served; idle workers are woken last come, first served.
 //!
+//! The handoff also counts the workers that are free (not running a job),
+//! under the same lock as the queue: a job queued while fewer workers are
+//! free than jobs wait asks its sender to start one ([`Handoff::claim`]).
+//! Counted anywhere else, two jobs sent together could both see the same
+//! free worker and neither start another, and the second would wait for
+//! the first to end.
+//!
 //! A job sent while workers are idle wakes the one that went idle most
 //! recently, whose caches, and whose cgroup's scheduler state, are the
 //! warmest; the others stay parked. So a load that keeps three workers busy
@@ -34,6 +41,9 @@ pub(super) struct Handoff<T> {
 
 struct State<T> {
     queue: VecDeque<T>,
+    /// Workers not running a job: starting, between jobs, or parked (the
+    /// idle stack holds the parked ones).
+    free: usize,
     /// Idle workers, the most recently idle last.
     idle: Vec<Arc<Seat>>,
     closed: bool,
@@ -76,6 +86,7 @@ impl<T> Handoff<T> {
         Handoff {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                free: 0,
                 idle: Vec::new(),
                 closed: false,
             }),
@@ -113,9 +124,39 @@ impl<T> Handoff<T> {
         Ok(())
     }
 
+    /// If fewer workers are free than jobs wait, counts one more free (the
+    /// caller starts it, or calls [`Handoff::unclaim`] when it cannot).
+    pub(super) fn claim(&self) -> bool {
+        let mut st = self.state.lock().unwrap();
+        let short = st.queue.len() > st.free;
+        if short {
+            st.free += 1;
+        }
+        short
+    }
+
+    /// A claimed worker that could not be started, or a worker leaving
+    /// (before its first job or to retry its slot): one fewer free.
+    pub(super) fn unclaim(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.free = st.free.checked_sub(1).expect("a free worker to unclaim");
+    }
+
+    /// A worker is free again (its job is done, or it is back from a
+    /// retry) and will ask for the next job.
+    pub(super) fn freed(&self) {
+        self.state.lock().unwrap().free += 1;
+    }
+
+    /// Workers not running a job (a starting one counts).
+    pub(super) fn free(&self) -> usize {
+        self.state.lock().unwrap().free
+    }
+
     /// The next job for the worker at `seat`, waiting for one (yielding
-    /// its core `yields` times before it parks). `None` once the pool has
-    /// closed and no job is queued.
+    /// its core `yields` times before it parks); the worker is no longer
+    /// free once it has it. `None` once the pool has closed and no job is
+    /// queued.
     pub(super) fn recv(&self, seat: &Arc<Seat>, yields: u32) -> Option<T> {
         loop {
             {
@@ -124,6 +165,7 @@ impl<T> Handoff<T> {
                 // and the wait below ends only then.
                 debug_assert!(!seat.listed.load(Ordering::Acquire));
                 if let Some(job) = st.queue.pop_front() {
+                    st.free = st.free.checked_sub(1).expect("a free worker takes a job");
                     return Some(job);
                 }
                 if st.closed {
@@ -207,6 +249,7 @@ mod tests {
     ) -> std::thread::JoinHandle<()> {
         let (h, took) = (h.clone(), took.clone());
         std::thread::spawn(move || {
+            h.freed();
             let job = h.recv(&Seat::here(), YIELDS_BEFORE_PARKING);
             took.send((name, job)).unwrap();
         })
@@ -239,14 +282,37 @@ mod tests {
             h.send(j).unwrap();
         }
         let seat = Seat::here();
-        assert_eq!(h.recv(&seat, YIELDS_BEFORE_PARKING), Some(1));
-        assert_eq!(h.recv(&seat, YIELDS_BEFORE_PARKING), Some(2));
+        let next = || {
+            h.freed();
+            h.recv(&seat, YIELDS_BEFORE_PARKING)
+        };
+        assert_eq!(next(), Some(1));
+        assert_eq!(next(), Some(2));
         assert_eq!(h.len(), 1);
         assert!(h.close());
         assert!(!h.close(), "closing twice reports the first only");
         // What was queued before the close is still handed out.
-        assert_eq!(h.recv(&seat, YIELDS_BEFORE_PARKING), Some(3));
-        assert_eq!(h.recv(&seat, YIELDS_BEFORE_PARKING), None);
+        assert_eq!(next(), Some(3));
+        assert_eq!(next(), None);
+    }
+
+    #[test]
+    fn a_sender_is_asked_for_a_worker_only_while_jobs_outnumber_free_ones() {
+        let h: Handoff<u32> = Handoff::new(8);
+        assert!(!h.claim(), "no job waits");
+        h.send(1).unwrap();
+        assert!(h.claim());
+        assert!(!h.claim(), "the job has its worker (claimed, starting)");
+        h.send(2).unwrap();
+        assert!(h.claim());
+        // A worker takes a job: one fewer free, one fewer waiting.
+        assert_eq!(h.recv(&Seat::here(), 0), Some(1));
+        assert_eq!(h.free(), 1);
+        assert!(!h.claim());
+        // The claimed worker could not be started: the job needs another.
+        h.unclaim();
+        assert!(h.claim());
+        assert_eq!(h.free(), 1);
     }
 
     #[test]
@@ -278,8 +344,10 @@ mod tests {
                 let (h, tx) = (h.clone(), tx.clone());
                 std::thread::spawn(move || {
                     let seat = Seat::here();
+                    h.freed();
                     while let Some(j) = h.recv(&seat, YIELDS_BEFORE_PARKING) {
                         tx.send(j).unwrap();
+                        h.freed();
                     }
                 })
             })

@@ -10,8 +10,6 @@ use wasmbox_isolation::Ledger;
 /// Counters shared with the worker threads.
 #[derive(Default)]
 pub(super) struct Shared {
-    /// Workers waiting for a job (a starting worker counts as idle).
-    pub(super) idle: AtomicUsize,
     /// Worker threads alive.
     pub(super) started: AtomicUsize,
     /// Jobs running right now.

@@ -146,6 +146,73 @@ async fn runs_jobs_on_dedicated_threads_and_grows_lazily() {
     assert_eq!(ex.workers(), 4);
 }
 
+/// `n` parties meet: each [`Meeting::arrive`] waits (at most `within`)
+/// until all `n` have arrived, and says whether they did.
+struct Meeting {
+    arrived: std::sync::Mutex<usize>,
+    all: std::sync::Condvar,
+    n: usize,
+}
+
+impl Meeting {
+    fn new(n: usize) -> Arc<Meeting> {
+        Arc::new(Meeting {
+            arrived: std::sync::Mutex::new(0),
+            all: std::sync::Condvar::new(),
+            n,
+        })
+    }
+
+    fn arrive(&self, within: Duration) -> bool {
+        let mut arrived = self.arrived.lock().unwrap();
+        *arrived += 1;
+        self.all.notify_all();
+        let (arrived, _) = self
+            .all
+            .wait_timeout_while(arrived, within, |a| *a < self.n)
+            .unwrap();
+        *arrived >= self.n
+    }
+}
+
+/// Jobs sent at the same moment from several threads each get a worker
+/// while the pool has room for one: none waits in the queue behind a job
+/// that may run for a minute. Sent at once to a fresh pool, then twice as
+/// many to the pool whose first workers went idle. (Once, two requests
+/// that arrived together both saw the one worker just started as idle,
+/// neither started another, and the second waited for the first's guest
+/// to end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_sent_together_from_many_threads_each_get_a_worker() {
+    const SENDERS: usize = 4;
+    let within = Duration::from_secs(20);
+    for round in 0..100 {
+        let ex = Arc::new(executor(64, none()));
+        for jobs in [SENDERS, 2 * SENDERS] {
+            let meeting = Meeting::new(jobs);
+            let go = Arc::new(std::sync::Barrier::new(jobs));
+            let senders: Vec<_> = (0..jobs)
+                .map(|_| {
+                    let (ex, meeting, go) = (ex.clone(), meeting.clone(), go.clone());
+                    std::thread::spawn(move || {
+                        go.wait();
+                        ex.submit(move |_| meeting.arrive(within))
+                    })
+                })
+                .collect();
+            for s in senders {
+                let met = s.join().unwrap().await.unwrap();
+                assert!(
+                    met,
+                    "round {round}, {jobs} jobs: one waited for a worker ({} started)",
+                    ex.workers()
+                );
+            }
+            ex.handoff.until_idle(ex.workers());
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_panicking_job_is_reported_and_the_worker_survives() {
     let ex = executor(1, none());

@@ -18,8 +18,8 @@ use crate::engine::WasmEngine;
 use crate::sandbox::{self, Failure, Invocation, Outcome, Signals};
 
 /// A job runs on a worker and returns how to deliver its result; the worker
-/// counts itself idle *before* delivering, so a caller that submits again as
-/// soon as it has the result finds the worker idle (no needless new thread).
+/// counts itself free *before* delivering, so a caller that submits again as
+/// soon as it has the result finds the worker free (no needless new thread).
 pub(super) type Job = Box<dyn FnOnce(&mut Worker) -> Done + Send>;
 
 /// What a job leaves for its worker to do.
@@ -52,7 +52,7 @@ pub(super) struct Context {
     pub config: ExecutorConfig,
 }
 
-/// The worker thread. `idle` was counted for it by the spawner.
+/// The worker thread, counted free by its spawner.
 pub(super) fn run(cx: Context) {
     let tid = wasmbox_isolation::current_tid();
     let shared = &cx.shared;
@@ -64,7 +64,7 @@ pub(super) fn run(cx: Context) {
                 None => break, // the pool closed
             },
             Err(e) => {
-                shared.idle.fetch_sub(1, Ordering::SeqCst);
+                cx.handoff.unclaim();
                 shared.slot_failures.fetch_add(1, Ordering::SeqCst);
                 e.to_string()
             }
@@ -72,14 +72,14 @@ pub(super) fn run(cx: Context) {
         if !retry_after(&cx, &error, &mut backoff) {
             break;
         }
-        shared.idle.fetch_add(1, Ordering::SeqCst);
+        cx.handoff.freed();
     }
     shared.started.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Takes jobs on `slot` until the pool closes (`None`) or the slot fails:
 /// then the worker leaves it (its Drop moves the thread out and removes
-/// it), no longer counted idle, and returns the error (the failure already
+/// it), no longer counted free, and returns the error (the failure already
 /// counted).
 fn serve(cx: &Context, slot: Box<dyn Slot>, tid: i32, backoff: &mut Duration) -> Option<String> {
     let shared = &cx.shared;
@@ -101,7 +101,6 @@ fn serve(cx: &Context, slot: Box<dyn Slot>, tid: i32, backoff: &mut Duration) ->
         }
     };
     while let Some(job) = cx.handoff.recv(&seat, yields(&worker)) {
-        shared.idle.fetch_sub(1, Ordering::SeqCst);
         shared.busy.fetch_add(1, Ordering::Relaxed);
         // A panicking job must not take the worker down; its caller sees
         // `ExecError::Panicked` because the result sender is dropped.
@@ -122,11 +121,11 @@ fn serve(cx: &Context, slot: Box<dyn Slot>, tid: i32, backoff: &mut Duration) ->
                 retire: None,
             }) => {
                 *backoff = cx.config.retry_backoff;
-                shared.idle.fetch_add(1, Ordering::SeqCst);
+                cx.handoff.freed();
                 deliver();
             }
             Err(_) => {
-                shared.idle.fetch_add(1, Ordering::SeqCst);
+                cx.handoff.freed();
                 tracing::error!(worker = cx.id, "invocation panicked");
             }
         }
@@ -262,7 +261,7 @@ impl Pending {
         }
         drop(settle);
         Done {
-            // The guest has stopped; the worker counts itself idle before
+            // The guest has stopped; the worker counts itself free before
             // this runs, so a released reservation never outlives a busy
             // worker.
             deliver: Box::new(move || {
@@ -301,7 +300,7 @@ impl Pending {
         done
     }
 
-    /// Once the worker counts itself idle: releases what the task held and
+    /// Once the worker counts itself free: releases what the task held and
     /// delivers the result.
     fn finish(self, r: Result<Ran, ExecError>) -> Done {
         let Pending { task, done, .. } = self;
