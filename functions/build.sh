@@ -54,3 +54,16 @@ for g in "${workloads[@]}"; do
 done
 cp hellohttp.wasm peers/hellohttp.wasm
 echo "built for the benchmark: native/{$(IFS=,; echo "${workloads[*]}")} peers/hellohttp.wasm"
+
+# Guests built with one setting changed, for `wasmbox-bench guest-build`
+# (functions/variants/, not served): echo linked with a 64 KiB stack
+# instead of Rust's default 1 MiB, and scryptwork without simd128. RUSTFLAGS
+# replaces the flags of .cargo/config.toml; each has its own target dir.
+mkdir -p variants
+RUSTFLAGS="-C target-feature=+simd128 -C link-arg=-zstack-size=65536" \
+  cargo build --release --target wasm32-wasip1 --quiet --target-dir target/stack64k -p echo
+cp target/stack64k/wasm32-wasip1/release/echo.wasm variants/echo-stack64k.wasm
+RUSTFLAGS="-C target-feature=-simd128" \
+  cargo build --release --target wasm32-wasip1 --quiet --target-dir target/nosimd -p scryptwork
+cp target/nosimd/wasm32-wasip1/release/scryptwork.wasm variants/scryptwork-nosimd.wasm
+echo "built for the benchmark: variants/{echo-stack64k,scryptwork-nosimd}.wasm"

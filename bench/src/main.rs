@@ -105,13 +105,22 @@ enum Cmd {
         #[arg(long, default_value = "bench/results/soak.md")]
         out: PathBuf,
     },
+    /// What guest build settings (stack size, SIMD) change per call, in
+    /// process (the README's "Writing fast functions").
+    GuestBuild {
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value = "bench/results/guest_build.md")]
+        out: PathBuf,
+    },
     /// The HTTP ceiling: a bare hyper server answering hello's bytes with no
     /// Wasm, until killed (compare starts it as its own process).
     BareHyper {
         #[arg(long)]
         port: u16,
     },
-    /// Every benchmark in turn: core, isolation, admission, compare.
+    /// Every benchmark in turn: core, isolation, admission, guest-build,
+    /// compare.
     All {
         #[arg(long)]
         quick: bool,
@@ -126,6 +135,7 @@ mod containment;
 mod core_bench;
 mod density;
 mod density_component;
+mod guest_build;
 mod hello_http;
 mod isolation;
 mod load;
@@ -162,12 +172,14 @@ fn main() -> anyhow::Result<()> {
             processes,
             components,
         } => density::print(functions, processes, components),
+        Cmd::GuestBuild { quick, out } => guest_build::run(quick, &out),
         Cmd::BareHyper { port } => bare_hyper::serve(port),
         Cmd::All { quick } => {
             let results = repo_root().join("bench/results");
             core_bench::run(quick, &results.join("core.md"))?;
             isolation::run(quick, &results.join("isolation.md"))?;
             admission::run(quick, &results.join("admission.md"))?;
+            guest_build::run(quick, &results.join("guest_build.md"))?;
             compare::run(scale(quick, false), &results.join("compare.md"))
         }
     }

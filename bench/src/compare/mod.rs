@@ -32,6 +32,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use wasmbox_runtime::EngineConfig;
 
+pub(crate) use self::exec::median;
 use self::report::Report;
 use self::systems::{
     Cell, NATIVE, REFERENCE, WASMBOX, WASMBOX_COMPONENT, WASMTIME_RUN, WASMTIME_RUN_EPOCH,
