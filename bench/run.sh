@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command for every benchmark: installs the peers (the wasmtime CLI),
 # builds the guests (Wasm, native, the wasi:http component) and the release
-# binaries, then runs core, isolation, admission and compare, then the
-# tenant scenarios (containment, trace). Results:
+# binaries, then runs core, isolation, admission, guest-build and compare,
+# then the tenant scenarios (containment, trace). Results:
 # bench/results/*.md and bench/results/plots/*.svg.
 #   ./bench/run.sh            the full run (about 21 minutes on 2 cores)
 #   ./bench/run.sh --quick    compare in under 3 minutes (+ quick others;
