@@ -99,12 +99,13 @@ impl Executor {
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
         let s = &self.shared;
+        let (queued, free) = self.handoff.counts();
         PoolStats {
             max_workers: self.config.max_workers,
             started: s.started.load(Ordering::Relaxed),
-            idle: self.handoff.free(),
+            idle: free,
             busy: s.busy.load(Ordering::Relaxed),
-            queued: self.handoff.len(),
+            queued,
             retrying: s.retrying.load(Ordering::Relaxed),
             slot_failures: s.slot_failures.load(Ordering::Relaxed),
             last_slot_error: s.state.lock().unwrap().last_slot_error.clone(),
@@ -167,11 +168,15 @@ impl Executor {
             },
             Refused::Closed => ExecError::Closed,
         })?;
-        // Start a worker if fewer are free than jobs wait (the count and
+        // Start workers while fewer are free than jobs wait (the count and
         // the queue are read under one lock, so of two jobs sent together
-        // each finds its own worker).
-        if self.handoff.claim() && !self.spawn() {
-            self.handoff.unclaim();
+        // each finds its own worker; and a job arriving after a backoff
+        // makes up for the ones that arrived during it).
+        while self.handoff.claim() {
+            if !self.spawn() {
+                self.handoff.unclaim();
+                break;
+            }
         }
         Ok(())
     }

@@ -135,8 +135,9 @@ impl<T> Handoff<T> {
         short
     }
 
-    /// A claimed worker that could not be started, or a worker leaving
-    /// (before its first job or to retry its slot): one fewer free.
+    /// A claimed worker that could not be started, or one whose isolation
+    /// slot could not be made (it backs off, then is [`Handoff::freed`]):
+    /// one fewer free.
     pub(super) fn unclaim(&self) {
         let mut st = self.state.lock().unwrap();
         st.free = st.free.checked_sub(1).expect("a free worker to unclaim");
@@ -148,15 +149,17 @@ impl<T> Handoff<T> {
         self.state.lock().unwrap().free += 1;
     }
 
-    /// Workers not running a job (a starting one counts).
-    pub(super) fn free(&self) -> usize {
-        self.state.lock().unwrap().free
+    /// Jobs waiting and workers not running one (a starting one counts),
+    /// read together.
+    pub(super) fn counts(&self) -> (usize, usize) {
+        let st = self.state.lock().unwrap();
+        (st.queue.len(), st.free)
     }
 
     /// The next job for the worker at `seat`, waiting for one (yielding
     /// its core `yields` times before it parks); the worker is no longer
     /// free once it has it. `None` once the pool has closed and no job is
-    /// queued.
+    /// queued: the worker leaves, no longer counted.
     pub(super) fn recv(&self, seat: &Arc<Seat>, yields: u32) -> Option<T> {
         loop {
             {
@@ -169,6 +172,7 @@ impl<T> Handoff<T> {
                     return Some(job);
                 }
                 if st.closed {
+                    st.free = st.free.checked_sub(1).expect("a free worker leaves");
                     return None;
                 }
                 seat.listed.store(true, Ordering::Release);
@@ -307,12 +311,19 @@ mod tests {
         assert!(h.claim());
         // A worker takes a job: one fewer free, one fewer waiting.
         assert_eq!(h.recv(&Seat::here(), 0), Some(1));
-        assert_eq!(h.free(), 1);
+        assert_eq!(h.counts(), (1, 1));
         assert!(!h.claim());
         // The claimed worker could not be started: the job needs another.
         h.unclaim();
         assert!(h.claim());
-        assert_eq!(h.free(), 1);
+        assert_eq!(h.counts(), (1, 1));
+        // A worker told the pool has closed leaves the count.
+        assert!(h.close());
+        h.freed();
+        assert_eq!(h.recv(&Seat::here(), 0), Some(2));
+        h.freed();
+        assert_eq!(h.recv(&Seat::here(), 0), None);
+        assert_eq!(h.counts(), (0, 1), "the claimed worker that never came");
     }
 
     #[test]

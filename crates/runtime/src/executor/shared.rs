@@ -41,7 +41,8 @@ pub struct PoolStats {
     pub max_workers: usize,
     /// Worker threads started so far.
     pub started: usize,
-    /// Workers waiting for a task (a starting worker counts).
+    /// Workers not running a task: waiting for one, between two, or
+    /// starting (counted from the moment a task asks for one).
     pub idle: usize,
     /// Jobs running now.
     pub busy: usize,

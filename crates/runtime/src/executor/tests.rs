@@ -208,8 +208,12 @@ async fn jobs_sent_together_from_many_threads_each_get_a_worker() {
                     ex.workers()
                 );
             }
+            // And no more workers than jobs that had to run at once.
+            assert_eq!(ex.workers(), jobs, "round {round}");
             ex.handoff.until_idle(ex.workers());
         }
+        ex.shutdown();
+        assert_eq!(ex.stats().idle, 0, "workers that left are still counted");
     }
 }
 
