@@ -16,29 +16,31 @@
 //! taking tasks: a task it could not isolate goes back to the queue for a
 //! healthy worker, and the worker retries its slot with exponential backoff
 //! (while any worker is backing off, no new ones are started either, so a
-//! broken isolation setup does not spawn threads up to the maximum). The
+//! broken isolation setup does not spawn threads up to the maximum; back
+//! from it, the worker starts as many as the jobs queued meanwhile need,
+//! [`pool`]). The
 //! queue is bounded; the worker that went idle last takes the next job
 //! ([`handoff`]).
 
 mod config;
 mod handoff;
+mod pool;
 mod shared;
 mod task;
 mod worker;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmbox_isolation::{Isolation, Ledger};
 
-use crate::cancel::CancelToken;
 use crate::engine::WasmEngine;
 
 pub use config::{ExecutorConfig, DEFAULT_MAX_QUEUED, DEFAULT_MAX_WORKERS};
-use handoff::{Handoff, Refused};
+use handoff::Refused;
+use pool::Pool;
 pub use shared::PoolStats;
 use shared::Shared;
 pub use task::{ExecError, Ran, Task};
@@ -47,18 +49,9 @@ use worker::{Done, Job, Pending};
 
 /// The worker pool. Dropping it shuts it down ([`Executor::shutdown`]).
 pub struct Executor {
-    config: ExecutorConfig,
     engine: WasmEngine,
-    isolation: Arc<dyn Isolation>,
-    /// Jobs and idle workers; shared with the workers, which also put back
-    /// tasks they could not isolate.
-    handoff: Arc<Handoff<Job>>,
-    /// Held while starting a worker, and by shutdown while it closes.
-    spawning: Mutex<()>,
-    /// Raised to stop every running and queued invocation (shutdown).
-    kill: CancelToken,
-    shared: Arc<Shared>,
-    handles: Mutex<Vec<JoinHandle<()>>>,
+    /// Shared with the workers.
+    pool: Arc<Pool>,
 }
 
 impl Executor {
@@ -66,42 +59,35 @@ impl Executor {
     /// wasmtime-wasi's shared runtime first ([`warm_ambient_runtime`]).
     pub fn new(config: ExecutorConfig, engine: WasmEngine, isolation: Arc<dyn Isolation>) -> Self {
         warm_ambient_runtime();
-        let ledger = isolation.period().map(Ledger::new);
-        let handoff = Arc::new(Handoff::new(config.max_queued));
+        let shared = Shared {
+            ledger: isolation.period().map(Ledger::new),
+            ..Shared::default()
+        };
         Executor {
-            config,
             engine,
-            isolation,
-            handoff,
-            spawning: Mutex::new(()),
-            kill: CancelToken::default(),
-            shared: Arc::new(Shared {
-                ledger,
-                ..Shared::default()
-            }),
-            handles: Mutex::new(Vec::new()),
+            pool: Arc::new(Pool::new(config, isolation, shared)),
         }
     }
 
     /// [`ExecutorConfig::max_workers`].
     pub fn max_workers(&self) -> usize {
-        self.config.max_workers
+        self.pool.config.max_workers
     }
     /// Worker threads started so far.
     pub fn workers(&self) -> usize {
-        self.shared.started.load(Ordering::Relaxed)
+        self.pool.shared.started.load(Ordering::Relaxed)
     }
     /// Jobs running now.
     pub fn busy(&self) -> usize {
-        self.shared.busy.load(Ordering::Relaxed)
+        self.pool.shared.busy.load(Ordering::Relaxed)
     }
 
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
-        let s = &self.shared;
-        let (queued, free) = self.handoff.counts();
+        let s = &self.pool.shared;
+        let (queued, free) = self.pool.handoff.counts();
         PoolStats {
-            max_workers: self.config.max_workers,
+            max_workers: self.pool.config.max_workers,
             started: s.started.load(Ordering::Relaxed),
             idle: free,
             busy: s.busy.load(Ordering::Relaxed),
@@ -123,14 +109,14 @@ impl Executor {
             attempts: 0,
         };
         let sent = self.dispatch(pending.into_job());
-        let shared = self.shared.clone();
+        let pool = self.pool.clone();
         async move {
             sent?;
             match done_rx.await {
                 Ok(r) => r,
                 // The job was dropped unrun: only the pool shutting down
                 // does that; otherwise the worker panicked.
-                Err(_) if shared.state.lock().unwrap().closed => Err(ExecError::Closed),
+                Err(_) if pool.shared.state.lock().unwrap().closed => Err(ExecError::Closed),
                 Err(_) => Err(ExecError::Panicked),
             }
         }
@@ -161,96 +147,36 @@ impl Executor {
     }
 
     fn dispatch(&self, job: Job) -> Result<(), ExecError> {
-        self.handoff.send(job).map_err(|e| match e {
+        let pool = &self.pool;
+        pool.handoff.send(job).map_err(|e| match e {
             Refused::Full => ExecError::Busy {
-                queued: self.handoff.len(),
-                max: self.config.max_queued,
+                queued: pool.handoff.len(),
+                max: pool.config.max_queued,
             },
             Refused::Closed => ExecError::Closed,
         })?;
-        // Start workers while fewer are free than jobs wait (the count and
-        // the queue are read under one lock, so of two jobs sent together
-        // each finds its own worker; and a job arriving after a backoff
-        // makes up for the ones that arrived during it).
-        while self.handoff.claim() {
-            if !self.spawn() {
-                self.handoff.unclaim();
-                break;
-            }
-        }
+        pool.start_workers();
         Ok(())
-    }
-
-    /// Starts a worker (already counted free by [`Handoff::claim`]);
-    /// false if the pool is full, closed, or backing off from a failed
-    /// slot, or the thread could not be made.
-    fn spawn(&self) -> bool {
-        let _one_at_a_time = self.spawning.lock().unwrap();
-        let shared = &self.shared;
-        let id = shared.started.load(Ordering::SeqCst);
-        if id >= self.config.max_workers {
-            return false;
-        }
-        {
-            let st = shared.state.lock().unwrap();
-            if st.closed || st.no_spawn_until.is_some_and(|t| Instant::now() < t) {
-                return false;
-            }
-        }
-        shared.started.store(id + 1, Ordering::SeqCst); // under `spawning`
-        let ctx = worker::Context {
-            id,
-            handoff: self.handoff.clone(),
-            shared: shared.clone(),
-            isolation: self.isolation.clone(),
-            kill: self.kill.clone(),
-            config: self.config.clone(),
-        };
-        let spawned = std::thread::Builder::new()
-            .name(format!("wasmbox-worker-{id}"))
-            .stack_size(self.config.stack_size)
-            .spawn(move || worker::run(ctx));
-        match spawned {
-            Ok(h) => {
-                self.handles.lock().unwrap().push(h);
-                true
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start a worker thread");
-                shared.started.fetch_sub(1, Ordering::SeqCst);
-                false
-            }
-        }
     }
 
     /// Stops every running invocation (at its next epoch tick, or at once
     /// if it waits in a host call) and every queued one before it starts;
     /// each ends as [`crate::Failure::Shutdown`]. For the drain timeout.
     pub fn stop_all(&self) {
-        self.kill.cancel();
+        self.pool.kill.cancel();
     }
 
     /// Stops taking jobs, lets queued ones finish, joins every worker (each
     /// leaves its slot as it exits) and removes what isolation state is left.
     pub fn shutdown(&self) {
-        // Under `spawning`: a worker being started now has its handle in
-        // `handles` before this goes on, and none starts after.
-        let was_open = {
-            let _no_spawning = self.spawning.lock().unwrap();
-            self.shared.state.lock().unwrap().closed = true;
-            self.shared.wake.notify_all();
-            self.handoff.close()
-        };
-        let handles = std::mem::take(&mut *self.handles.lock().unwrap());
-        for h in handles {
-            let _ = h.join();
-        }
+        let pool = &self.pool;
+        let was_open = pool.close_and_join();
         // Tasks no worker took (every worker was backing off from a failed
         // slot): dropping them releases what they hold, and their callers
         // get `Closed`.
-        drop(self.handoff.drain());
+        drop(pool.handoff.drain());
         if was_open {
-            self.isolation.shutdown();
+            pool.isolation.shutdown();
         }
     }
 }

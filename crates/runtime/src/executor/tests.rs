@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use super::task::ISOLATION_ATTEMPTS;
 use super::*;
+use crate::cancel::CancelToken;
 use crate::engine::EngineConfig;
 use crate::function::Function;
 use crate::sandbox::{Failure, Invocation, Stdio};
@@ -210,7 +211,7 @@ async fn jobs_sent_together_from_many_threads_each_get_a_worker() {
             }
             // And no more workers than jobs that had to run at once.
             assert_eq!(ex.workers(), jobs, "round {round}");
-            ex.handoff.until_idle(ex.workers());
+            ex.pool.handoff.until_idle(ex.workers());
         }
         ex.shutdown();
         assert_eq!(ex.stats().idle, 0, "workers that left are still counted");
@@ -233,7 +234,8 @@ async fn shutdown_refuses_new_jobs() {
     let iso = Arc::new(FlakySlots {
         made: AtomicUsize::new(0),
         fail_first: 0,
-        fail_create: false,
+        creating: AtomicUsize::new(0),
+        fail_create: 0,
     });
     let ex = executor(2, iso.clone());
     ex.shutdown();
@@ -254,7 +256,7 @@ async fn calls_one_at_a_time_stay_on_the_worker_idle_last() {
     assert_eq!(ex.workers(), 4);
     let mut on = Vec::new();
     for _ in 0..20 {
-        ex.handoff.until_idle(4);
+        ex.pool.handoff.until_idle(4);
         on.push(ex.submit(|w| w.id).await.unwrap());
     }
     assert!(
@@ -357,8 +359,10 @@ struct FlakySlots {
     /// Slots made so far; the first `fail_first` fail to apply a quota.
     made: AtomicUsize,
     fail_first: usize,
-    /// Making a slot fails (the worker never takes a task).
-    fail_create: bool,
+    /// Attempts to make a slot so far; the first `fail_create` fail (such
+    /// a worker takes no task until one works).
+    creating: AtomicUsize,
+    fail_create: usize,
 }
 struct FlakySlot {
     fails: bool,
@@ -383,7 +387,7 @@ impl Isolation for FlakySlots {
         "fault injection".into()
     }
     fn slot(&self, _worker: usize, _tid: i32) -> Result<Box<dyn Slot>, IsolationError> {
-        if self.fail_create {
+        if self.creating.fetch_add(1, Ordering::SeqCst) < self.fail_create {
             return Err(IsolationError::step(
                 "create",
                 std::path::Path::new("a fault-injection slot"),
@@ -402,7 +406,8 @@ async fn a_worker_whose_slot_fails_retires_and_its_task_runs_elsewhere() {
     let iso = Arc::new(FlakySlots {
         made: AtomicUsize::new(0),
         fail_first: 1,
-        fail_create: false,
+        creating: AtomicUsize::new(0),
+        fail_create: 0,
     });
     let ex = executor(2, iso.clone());
     let f = sleeper(&ex.engine, 1);
@@ -421,7 +426,8 @@ async fn a_task_that_no_worker_can_isolate_fails_with_the_reason() {
     let iso = Arc::new(FlakySlots {
         made: AtomicUsize::new(0),
         fail_first: usize::MAX,
-        fail_create: false,
+        creating: AtomicUsize::new(0),
+        fail_create: 0,
     });
     let ex = executor(4, iso);
     let f = sleeper(&ex.engine, 1);
@@ -440,21 +446,15 @@ async fn shutdown_releases_tasks_no_worker_could_take() {
     let iso = Arc::new(FlakySlots {
         made: AtomicUsize::new(0),
         fail_first: 0,
-        fail_create: true,
+        creating: AtomicUsize::new(0),
+        fail_create: usize::MAX,
     });
     let ex = Arc::new(executor(1, iso));
     let f = sleeper(&ex.engine, 1);
     let released = Arc::new(AtomicBool::new(false));
     let (t, _c) = task(&f, Duration::from_secs(30), &released);
     let run = tokio::spawn(ex.run(t));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ex.stats().retrying == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the worker never failed its slot"
-        );
-        tokio::task::yield_now().await;
-    }
+    until_retrying(&ex).await;
     assert_eq!(ex.stats().queued, 1);
     assert!(ex.stats().stalled().is_some());
     let ex2 = ex.clone();
@@ -463,4 +463,65 @@ async fn shutdown_releases_tasks_no_worker_could_take() {
         .unwrap();
     assert!(matches!(run.await.unwrap(), Err(ExecError::Closed)));
     assert!(released.load(Ordering::SeqCst));
+}
+
+/// Waits (with a deadline) until a worker backs off from a failed slot.
+async fn until_retrying(ex: &Executor) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ex.stats().retrying == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never failed its slot"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// No worker starts while one backs off from a failed slot, so jobs that
+/// arrive meanwhile wait; once the backoff ends they each get a worker
+/// (before, the one worker back took them one by one, and a job stuck
+/// behind a long guest until the next request happened to start another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_queued_during_a_slot_backoff_each_get_a_worker_after_it() {
+    let iso = Arc::new(FlakySlots {
+        made: AtomicUsize::new(0),
+        fail_first: 0,
+        creating: AtomicUsize::new(0),
+        fail_create: 1,
+    });
+    let ex = Executor::new(
+        ExecutorConfig {
+            max_workers: 8,
+            retry_backoff: Duration::from_secs(2),
+            ..Default::default()
+        },
+        engine(),
+        iso,
+    );
+    // The first worker fails its slot and backs off, its job queued.
+    let first = ex.submit(|_| ());
+    until_retrying(&ex).await;
+    // Two jobs that can finish only together.
+    let meeting = Meeting::new(2);
+    let within = Duration::from_secs(20);
+    let jobs: Vec<_> = (0..2)
+        .map(|_| {
+            let meeting = meeting.clone();
+            ex.submit(move |_| meeting.arrive(within))
+        })
+        .collect();
+    let during = ex.stats();
+    assert_eq!(
+        (during.retrying, during.started, during.queued),
+        (1, 1, 3),
+        "the jobs were meant to queue while the only worker backed off"
+    );
+    first.await.unwrap();
+    for j in jobs {
+        assert!(
+            j.await.unwrap(),
+            "a job queued during the backoff waited for a worker"
+        );
+    }
+    assert_eq!(ex.stats().slot_failures, 1);
 }

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmbox_isolation::ledger::Spent;
-use wasmbox_isolation::{Isolation, Ledger, Slot};
+use wasmbox_isolation::{Ledger, Slot};
 
-use super::config::ExecutorConfig;
-use super::handoff::{Handoff, Seat, YIELDS_BEFORE_PARKING};
-use super::shared::Shared;
+use super::handoff::{Seat, YIELDS_BEFORE_PARKING};
+use super::pool::Pool;
 use super::task::{ExecError, Ran, Task, ISOLATION_ATTEMPTS};
-use crate::cancel::CancelToken;
 use crate::engine::WasmEngine;
 use crate::sandbox::{self, Failure, Invocation, Outcome, Signals};
 
@@ -37,59 +35,54 @@ pub struct Worker {
     /// OS thread id (what cgroup `tasks`/`cgroup.threads` files take).
     pub tid: i32,
     slot: Box<dyn Slot>,
-    shared: Arc<Shared>,
-    handoff: Arc<Handoff<Job>>,
-    kill: CancelToken,
+    pool: Arc<Pool>,
 }
 
-/// What a worker thread is started with.
-pub(super) struct Context {
-    pub id: usize,
-    pub handoff: Arc<Handoff<Job>>,
-    pub shared: Arc<Shared>,
-    pub isolation: Arc<dyn Isolation>,
-    pub kill: CancelToken,
-    pub config: ExecutorConfig,
-}
-
-/// The worker thread, counted free by its spawner.
-pub(super) fn run(cx: Context) {
+/// The worker thread `id`, counted free by its spawner.
+pub(super) fn run(id: usize, pool: Arc<Pool>) {
     let tid = wasmbox_isolation::current_tid();
-    let shared = &cx.shared;
-    let mut backoff = cx.config.retry_backoff;
+    let mut backoff = pool.config.retry_backoff;
     loop {
-        let error = match cx.isolation.slot(cx.id, tid) {
-            Ok(slot) => match serve(&cx, slot, tid, &mut backoff) {
+        let error = match pool.isolation.slot(id, tid) {
+            Ok(slot) => match serve(id, &pool, slot, tid, &mut backoff) {
                 Some(error) => error,
                 None => break, // the pool closed
             },
             Err(e) => {
-                cx.handoff.unclaim();
-                shared.slot_failures.fetch_add(1, Ordering::SeqCst);
+                pool.handoff.unclaim();
+                pool.shared.slot_failures.fetch_add(1, Ordering::SeqCst);
                 e.to_string()
             }
         };
-        if !retry_after(&cx, &error, &mut backoff) {
+        if !retry_after(id, &pool, &error, &mut backoff) {
             break;
         }
-        cx.handoff.freed();
+        pool.handoff.freed();
+        // No worker started while this one backed off: jobs that arrived
+        // meanwhile get theirs now, not when the next job arrives (this
+        // thread is outside any slot here, so its children are too).
+        pool.start_workers();
     }
-    shared.started.fetch_sub(1, Ordering::SeqCst);
+    pool.shared.started.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Takes jobs on `slot` until the pool closes (`None`) or the slot fails:
 /// then the worker leaves it (its Drop moves the thread out and removes
 /// it), no longer counted free, and returns the error (the failure already
 /// counted).
-fn serve(cx: &Context, slot: Box<dyn Slot>, tid: i32, backoff: &mut Duration) -> Option<String> {
-    let shared = &cx.shared;
+fn serve(
+    id: usize,
+    pool: &Arc<Pool>,
+    slot: Box<dyn Slot>,
+    tid: i32,
+    backoff: &mut Duration,
+) -> Option<String> {
+    let shared = &pool.shared;
     let mut worker = Worker {
-        id: cx.id,
+        id,
         tid,
         slot,
-        shared: cx.shared.clone(),
-        handoff: cx.handoff.clone(),
-        kill: cx.kill.clone(),
+        pool: pool.clone(),
     };
     let seat = Seat::here();
     // A worker in a cgroup of its own would yield to nobody.
@@ -100,7 +93,7 @@ fn serve(cx: &Context, slot: Box<dyn Slot>, tid: i32, backoff: &mut Duration) ->
             0
         }
     };
-    while let Some(job) = cx.handoff.recv(&seat, yields(&worker)) {
+    while let Some(job) = pool.handoff.recv(&seat, yields(&worker)) {
         shared.busy.fetch_add(1, Ordering::Relaxed);
         // A panicking job must not take the worker down; its caller sees
         // `ExecError::Panicked` because the result sender is dropped.
@@ -120,13 +113,13 @@ fn serve(cx: &Context, slot: Box<dyn Slot>, tid: i32, backoff: &mut Duration) ->
                 deliver,
                 retire: None,
             }) => {
-                *backoff = cx.config.retry_backoff;
-                cx.handoff.freed();
+                *backoff = pool.config.retry_backoff;
+                pool.handoff.freed();
                 deliver();
             }
             Err(_) => {
-                cx.handoff.freed();
-                tracing::error!(worker = cx.id, "invocation panicked");
+                pool.handoff.freed();
+                tracing::error!(worker = id, "invocation panicked");
             }
         }
     }
@@ -136,10 +129,10 @@ fn serve(cx: &Context, slot: Box<dyn Slot>, tid: i32, backoff: &mut Duration) ->
 /// Waits `backoff` (doubling it) before a worker whose slot failed (the
 /// caller has counted the failure) tries again; false when the pool closed
 /// meanwhile.
-fn retry_after(cx: &Context, error: &str, backoff: &mut Duration) -> bool {
-    let shared = &cx.shared;
+fn retry_after(id: usize, pool: &Pool, error: &str, backoff: &mut Duration) -> bool {
+    let shared = &pool.shared;
     shared.retrying.fetch_add(1, Ordering::SeqCst);
-    tracing::error!(worker = cx.id, error, retry_in = ?*backoff, "CPU isolation failed on this worker; it takes no invocations until a new slot works");
+    tracing::error!(worker = id, error, retry_in = ?*backoff, "CPU isolation failed on this worker; it takes no invocations until a new slot works");
     let until = Instant::now() + *backoff;
     let mut st = shared.state.lock().unwrap();
     st.last_slot_error = Some(error.to_string());
@@ -154,7 +147,7 @@ fn retry_after(cx: &Context, error: &str, backoff: &mut Duration) -> bool {
     let open = !st.closed;
     drop(st);
     shared.retrying.fetch_sub(1, Ordering::SeqCst);
-    *backoff = (*backoff * 2).min(cx.config.max_retry_backoff);
+    *backoff = (*backoff * 2).min(pool.config.max_retry_backoff);
     open
 }
 
@@ -187,7 +180,7 @@ impl Pending {
 
     fn run_on(self, w: &mut Worker) -> Done {
         let queued = self.submitted.elapsed();
-        let stopped = if w.kill.is_cancelled() {
+        let stopped = if w.pool.kill.is_cancelled() {
             Some(Failure::Shutdown)
         } else if self.task.cancel.is_cancelled() {
             Some(Failure::Cancelled)
@@ -226,6 +219,7 @@ impl Pending {
         // A function in CPU debt from its earlier calls waits before it
         // starts (its slot budget is fresh, so the debt is settled here).
         let ledger = w
+            .pool
             .shared
             .ledger
             .as_ref()
@@ -235,7 +229,7 @@ impl Pending {
         });
         let signals = Signals {
             cancel: &cancel,
-            shutdown: &w.kill,
+            shutdown: &w.pool.kill,
         };
         // Ends the ledger's account of this call even if the invocation
         // panics (then with nothing spent), so the function's running count
@@ -285,6 +279,7 @@ impl Pending {
         if this.as_ref().unwrap().attempts < ISOLATION_ATTEMPTS {
             // Made into a job only if there is room for it.
             let sent = w
+                .pool
                 .handoff
                 .send_with(|| this.take().expect("made once").into_job());
             if sent.is_ok() {
