@@ -229,6 +229,35 @@ async fn a_panicking_job_is_reported_and_the_worker_survives() {
     );
 }
 
+/// Panics when dropped.
+struct Bomb;
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("a result that panics when dropped");
+    }
+}
+
+/// A result dropped by its worker (its caller went away) panics as it is
+/// dropped; the pool's one worker lives on and takes the next job (a dead
+/// worker still counted free would leave it queued forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_panics_does_not_take_the_worker_down() {
+    let ex = executor(1, none());
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let gone = ex.submit(move |_| {
+        go_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        Bomb
+    });
+    drop(gone);
+    go_tx.send(()).unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(20), ex.submit(|w| w.id));
+    assert_eq!(
+        next.await.expect("the next job found no worker").unwrap(),
+        0
+    );
+    assert_eq!(ex.workers(), 1);
+}
+
 #[tokio::test]
 async fn shutdown_refuses_new_jobs() {
     let iso = Arc::new(FlakySlots {

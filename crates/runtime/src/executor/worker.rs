@@ -106,7 +106,7 @@ fn serve(
             }) => {
                 // Counted before the caller hears of the failure.
                 shared.slot_failures.fetch_add(1, Ordering::SeqCst);
-                deliver();
+                deliver_on(id, deliver);
                 return Some(error);
             }
             Ok(Done {
@@ -115,7 +115,7 @@ fn serve(
             }) => {
                 *backoff = pool.config.retry_backoff;
                 pool.handoff.freed();
-                deliver();
+                deliver_on(id, deliver);
             }
             Err(_) => {
                 pool.handoff.freed();
@@ -124,6 +124,15 @@ fn serve(
         }
     }
     None
+}
+
+/// Delivers a job's result. What it drops (an admission reservation, a
+/// result no one waits for any more) must not take the worker down with
+/// it: a thread gone while counted free would leave jobs queued for it.
+fn deliver_on(id: usize, deliver: Box<dyn FnOnce() + Send>) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(deliver)).is_err() {
+        tracing::error!(worker = id, "delivering a result panicked");
+    }
 }
 
 /// Waits `backoff` (doubling it) before a worker whose slot failed (the
