@@ -521,7 +521,7 @@ async fn jobs_queued_during_a_slot_backoff_each_get_a_worker_after_it() {
     let ex = Executor::new(
         ExecutorConfig {
             max_workers: 8,
-            retry_backoff: Duration::from_secs(2),
+            retry_backoff: Duration::from_secs(3),
             ..Default::default()
         },
         engine(),
@@ -545,10 +545,13 @@ async fn jobs_queued_during_a_slot_backoff_each_get_a_worker_after_it() {
         (1, 1, 3),
         "the jobs were meant to queue while the only worker backed off"
     );
-    first.await.unwrap();
+    let limit = Duration::from_secs(30);
+    let first = tokio::time::timeout(limit, first).await;
+    first.expect("the first job never ran").unwrap();
     for j in jobs {
+        let met = tokio::time::timeout(limit, j).await;
         assert!(
-            j.await.unwrap(),
+            met.expect("a job never ran").unwrap(),
             "a job queued during the backoff waited for a worker"
         );
     }

@@ -59,8 +59,10 @@ pub(super) fn run(id: usize, pool: Arc<Pool>) {
         }
         pool.handoff.freed();
         // No worker started while this one backed off: jobs that arrived
-        // meanwhile get theirs now, not when the next job arrives (this
-        // thread is outside any slot here, so its children are too).
+        // meanwhile get theirs now, not when the next job arrives. This
+        // thread has left its slot (a new thread starts in its creator's
+        // cgroup), unless moving it home failed as well; then its children
+        // start there until they make their own slots.
         pool.start_workers();
     }
     pool.shared.started.fetch_sub(1, Ordering::SeqCst);
@@ -140,12 +142,14 @@ fn deliver_on(id: usize, deliver: Box<dyn FnOnce() + Send>) {
 /// meanwhile.
 fn retry_after(id: usize, pool: &Pool, error: &str, backoff: &mut Duration) -> bool {
     let shared = &pool.shared;
-    shared.retrying.fetch_add(1, Ordering::SeqCst);
     tracing::error!(worker = id, error, retry_in = ?*backoff, "CPU isolation failed on this worker; it takes no invocations until a new slot works");
     let until = Instant::now() + *backoff;
     let mut st = shared.state.lock().unwrap();
     st.last_slot_error = Some(error.to_string());
     st.no_spawn_until = Some(until);
+    // Counted once the backoff holds (whoever sees a worker retrying finds
+    // no new worker starting, and the error to report).
+    shared.retrying.fetch_add(1, Ordering::SeqCst);
     while !st.closed {
         let now = Instant::now();
         if now >= until {
