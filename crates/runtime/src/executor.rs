@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmbox_isolation::{Isolation, Ledger};
+use wasmbox_isolation::Isolation;
 
 use crate::engine::WasmEngine;
 
@@ -42,7 +42,6 @@ pub use config::{ExecutorConfig, DEFAULT_MAX_QUEUED, DEFAULT_MAX_WORKERS};
 use handoff::Refused;
 use pool::Pool;
 pub use shared::PoolStats;
-use shared::Shared;
 pub use task::{ExecError, Ran, Task};
 pub use worker::Worker;
 use worker::{Done, Job, Pending};
@@ -59,13 +58,9 @@ impl Executor {
     /// wasmtime-wasi's shared runtime first ([`warm_ambient_runtime`]).
     pub fn new(config: ExecutorConfig, engine: WasmEngine, isolation: Arc<dyn Isolation>) -> Self {
         warm_ambient_runtime();
-        let shared = Shared {
-            ledger: isolation.period().map(Ledger::new),
-            ..Shared::default()
-        };
         Executor {
             engine,
-            pool: Arc::new(Pool::new(config, isolation, shared)),
+            pool: Arc::new(Pool::new(config, isolation)),
         }
     }
 

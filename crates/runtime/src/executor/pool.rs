@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use wasmbox_isolation::Isolation;
+use wasmbox_isolation::{Isolation, Ledger};
 
 use super::config::ExecutorConfig;
 use super::handoff::Handoff;
@@ -32,17 +32,16 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(
-        config: ExecutorConfig,
-        isolation: Arc<dyn Isolation>,
-        shared: Shared,
-    ) -> Self {
+    pub(super) fn new(config: ExecutorConfig, isolation: Arc<dyn Isolation>) -> Self {
         Pool {
             handoff: Handoff::new(config.max_queued),
+            shared: Shared {
+                ledger: isolation.period().map(Ledger::new),
+                ..Shared::default()
+            },
             config,
             isolation,
             kill: CancelToken::default(),
-            shared,
             spawning: Mutex::new(()),
             handles: Mutex::new(Vec::new()),
         }
@@ -62,8 +61,8 @@ impl Pool {
 
     /// Starts a worker (already counted free by [`Handoff::claim`]);
     /// false if the pool is full, closed, or backing off from a failed
-    /// slot, or the thread could not be made. A thread starts in its
-    /// parent's cgroup: callers are outside any slot.
+    /// slot, or the thread could not be made. The thread starts in its
+    /// creator's cgroup until it makes its own slot ([`worker::run`]).
     fn spawn(self: &Arc<Self>) -> bool {
         let _one_at_a_time = self.spawning.lock().unwrap();
         let shared = &self.shared;

@@ -260,12 +260,7 @@ async fn a_delivery_that_panics_does_not_take_the_worker_down() {
 
 #[tokio::test]
 async fn shutdown_refuses_new_jobs() {
-    let iso = Arc::new(FlakySlots {
-        made: AtomicUsize::new(0),
-        fail_first: 0,
-        creating: AtomicUsize::new(0),
-        fail_create: 0,
-    });
+    let iso = Arc::new(FlakySlots::new(0, 0));
     let ex = executor(2, iso.clone());
     ex.shutdown();
     assert!(matches!(ex.submit(|_| ()).await, Err(ExecError::Closed)));
@@ -393,6 +388,18 @@ struct FlakySlots {
     creating: AtomicUsize,
     fail_create: usize,
 }
+impl FlakySlots {
+    /// The first `fail_first` slots made fail to apply a quota; the first
+    /// `fail_create` attempts to make one fail.
+    fn new(fail_first: usize, fail_create: usize) -> Self {
+        FlakySlots {
+            made: AtomicUsize::new(0),
+            fail_first,
+            creating: AtomicUsize::new(0),
+            fail_create,
+        }
+    }
+}
 struct FlakySlot {
     fails: bool,
 }
@@ -432,12 +439,7 @@ impl Isolation for FlakySlots {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_slot_fails_retires_and_its_task_runs_elsewhere() {
-    let iso = Arc::new(FlakySlots {
-        made: AtomicUsize::new(0),
-        fail_first: 1,
-        creating: AtomicUsize::new(0),
-        fail_create: 0,
-    });
+    let iso = Arc::new(FlakySlots::new(1, 0));
     let ex = executor(2, iso.clone());
     let f = sleeper(&ex.engine, 1);
     let released = Arc::new(AtomicBool::new(false));
@@ -452,12 +454,7 @@ async fn a_worker_whose_slot_fails_retires_and_its_task_runs_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_no_worker_can_isolate_fails_with_the_reason() {
-    let iso = Arc::new(FlakySlots {
-        made: AtomicUsize::new(0),
-        fail_first: usize::MAX,
-        creating: AtomicUsize::new(0),
-        fail_create: 0,
-    });
+    let iso = Arc::new(FlakySlots::new(usize::MAX, 0));
     let ex = executor(4, iso);
     let f = sleeper(&ex.engine, 1);
     let released = Arc::new(AtomicBool::new(false));
@@ -472,12 +469,7 @@ async fn a_task_that_no_worker_can_isolate_fails_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_releases_tasks_no_worker_could_take() {
-    let iso = Arc::new(FlakySlots {
-        made: AtomicUsize::new(0),
-        fail_first: 0,
-        creating: AtomicUsize::new(0),
-        fail_create: usize::MAX,
-    });
+    let iso = Arc::new(FlakySlots::new(0, usize::MAX));
     let ex = Arc::new(executor(1, iso));
     let f = sleeper(&ex.engine, 1);
     let released = Arc::new(AtomicBool::new(false));
@@ -512,12 +504,7 @@ async fn until_retrying(ex: &Executor) {
 /// behind a long guest until the next request happened to start another).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_queued_during_a_slot_backoff_each_get_a_worker_after_it() {
-    let iso = Arc::new(FlakySlots {
-        made: AtomicUsize::new(0),
-        fail_first: 0,
-        creating: AtomicUsize::new(0),
-        fail_create: 1,
-    });
+    let iso = Arc::new(FlakySlots::new(0, 1));
     let ex = Executor::new(
         ExecutorConfig {
             max_workers: 8,
