@@ -78,9 +78,26 @@
 //! - A waiter that times out or whose client leaves is removed, and a
 //!   reservation is released on every path (the [`Permit`] is a guard).
 //! - [`Admission::close`] fails everything still queued (bounded shutdown).
+//!
+//! # Starting admitted work where the capacity frees
+//!
+//! [`Admission::admit`] resolves to a permit in the waiting task, so a
+//! queued call starts only after the release that let it in has woken that
+//! task, and the task has handed the call to a worker: two wake-ups between
+//! one call's end and the next one's start, with every admitted slot idle
+//! meanwhile. [`Admission::admit_then`] hands the permit to a start the
+//! caller gave instead, run on the thread that admits the request (for a
+//! release, the one dropping the permit: the worker whose call ended),
+//! right after the admission lock is released. Starts that release at once
+//! (their work refused) admit the next waiter, whose start then runs after
+//! theirs on the same thread, not inside it; a start that panics is logged
+//! and its permit released.
 
 #![warn(missing_docs)]
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -98,7 +115,11 @@ pub use config::{
     DEFAULT_MAX_OVERTAKEN_WAIT, DEFAULT_MAX_QUEUE, DEFAULT_NEWCOMER_CPU_OVERDRAFT,
     DEFAULT_QUEUE_TIMEOUT,
 };
-use queue::{Outcome, State};
+use queue::{Outcome, Ready, State};
+
+/// What [`Admission::admit_then`] runs with the permit once its request is
+/// admitted.
+pub type Start = Box<dyn FnOnce(Permit) + Send>;
 
 /// A function's identity for admission. Cloning is a reference-count
 /// increment: keep one per loaded function and pass it to every
@@ -180,7 +201,109 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.admission.lock().release(&self.function, self.want);
+        self.admission
+            .lock_admitting()
+            .release(&self.function, self.want);
+    }
+}
+
+/// The state locked by a call that may admit waiters. Unlocking runs the
+/// starts of those admitted meanwhile ([`Admission::admit_then`]) and drops
+/// the starts of waiters that left, both outside the lock.
+struct Locked<'a> {
+    admission: &'a Arc<Admission>,
+    state: Option<MutexGuard<'a, State>>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.state.as_ref().expect("locked until dropped")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.state.as_mut().expect("locked until dropped")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(mut st) = self.state.take() else {
+            return;
+        };
+        let ready = std::mem::take(&mut st.ready);
+        let discarded = std::mem::take(&mut st.discarded);
+        drop(st);
+        drop(discarded);
+        run_starts(self.admission, ready);
+    }
+}
+
+thread_local! {
+    /// Starts handed to this thread while it runs others: a start that
+    /// drops a permit (its work was refused) admits the next waiter, whose
+    /// start then waits here instead of running deeper in the same stack.
+    static STARTING: RefCell<Option<VecDeque<(Permit, Start)>>> = const { RefCell::new(None) };
+}
+
+/// Runs the starts of admitted waiters, each with its permit, on this
+/// thread; a panicking start is logged (its permit is released as it
+/// unwinds) and the others still run.
+fn run_starts(admission: &Arc<Admission>, ready: Vec<Ready>) {
+    if ready.is_empty() {
+        return;
+    }
+    let mut batch: VecDeque<(Permit, Start)> = ready
+        .into_iter()
+        .map(|r| {
+            let permit = Permit {
+                admission: admission.clone(),
+                function: r.function,
+                want: r.want,
+                waited: r.waited,
+            };
+            (permit, r.start)
+        })
+        .collect();
+    let outermost = STARTING.with(|s| {
+        let mut s = s.borrow_mut();
+        match s.as_mut() {
+            Some(queue) => {
+                queue.append(&mut batch);
+                false
+            }
+            None => {
+                *s = Some(VecDeque::new());
+                true
+            }
+        }
+    });
+    if !outermost {
+        return;
+    }
+    loop {
+        while let Some((permit, start)) = batch.pop_front() {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start(permit)));
+            if ran.is_err() {
+                tracing::error!("starting an admitted request panicked");
+            }
+        }
+        let more = STARTING.with(|s| {
+            let mut s = s.borrow_mut();
+            let queue = s.as_mut().expect("set by the outermost call");
+            if queue.is_empty() {
+                *s = None;
+                None
+            } else {
+                Some(std::mem::take(queue))
+            }
+        });
+        match more {
+            Some(more) => batch = more,
+            None => return,
+        }
     }
 }
 
@@ -215,6 +338,14 @@ impl Admission {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The lock for a change that may admit waiters ([`Locked`]).
+    fn lock_admitting(self: &Arc<Self>) -> Locked<'_> {
+        Locked {
+            admission: self,
+            state: Some(self.lock()),
+        }
+    }
+
     /// Admits `want` for `function` now, or waits its turn in the
     /// function's queue (see the crate doc for the order).
     pub async fn admit(
@@ -222,6 +353,38 @@ impl Admission {
         function: &FunctionKey,
         want: Resources,
     ) -> Result<Permit, Rejected> {
+        let permit = self.wait_turn(function, want, None).await?;
+        Ok(permit.expect("with no start the permit comes back"))
+    }
+
+    /// [`Admission::admit`] that hands the permit to `start` instead, run
+    /// the moment the request is admitted, on the thread that admits it:
+    /// the caller's if it is admitted at once, else the one whose released
+    /// reservation (or CPU figure) let it in. Work queued behind a running
+    /// call so starts from the thread that ends that call, with no round
+    /// trip through the waiting task. Resolves once admitted (`start` has
+    /// run, or runs on that thread as soon as it lets go of the lock and
+    /// any starts before it have run); when the request is refused, times
+    /// out or its future is dropped while it waits, `start` is dropped
+    /// unrun.
+    pub async fn admit_then(
+        self: &Arc<Self>,
+        function: &FunctionKey,
+        want: Resources,
+        start: impl FnOnce(Permit) + Send + 'static,
+    ) -> Result<(), Rejected> {
+        self.wait_turn(function, want, Some(Box::new(start)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Admits or queues; the permit comes back when there is no `start`.
+    async fn wait_turn(
+        self: &Arc<Self>,
+        function: &FunctionKey,
+        want: Resources,
+        start: Option<Start>,
+    ) -> Result<Option<Permit>, Rejected> {
         let limit = self.limits.total;
         if want.cpu_millis > limit.cpu_millis || want.memory_mb > limit.memory_mb {
             return Err(Rejected::TooLarge {
@@ -238,21 +401,31 @@ impl Admission {
             want,
             waited,
         };
+        let has_start = start.is_some();
         let (seq, mut rx) = {
-            let mut st = self.lock();
+            let mut st = self.lock_admitting();
             if st.draining {
                 return Err(Rejected::Draining);
             }
             if st.try_admit_now(function, want) {
-                return Ok(permit(Duration::ZERO));
+                drop(st);
+                let p = permit(Duration::ZERO);
+                return Ok(match start {
+                    Some(start) => {
+                        start(p);
+                        None
+                    }
+                    None => Some(p),
+                });
             }
             self.check_queue_limits(&st, function, want)?;
             let (tx, mut rx) = oneshot::channel();
-            let seq = st.enqueue(function, want, tx);
-            // It may be first in the fair order and fit right away.
+            let seq = st.enqueue(function, want, tx, start);
+            // It may be first in the fair order and fit right away (a
+            // start then runs as the lock is released).
             st.admit_waiters();
             if rx.try_recv() == Ok(Outcome::Admitted) {
-                return Ok(permit(Duration::ZERO));
+                return Ok((!has_start).then(|| permit(Duration::ZERO)));
             }
             (seq, rx)
         };
@@ -265,6 +438,7 @@ impl Admission {
             seq,
             want,
             rx: &mut rx,
+            has_start,
             armed: true,
         };
         let woke = tokio::time::timeout(self.config.queue_timeout, &mut *guard.rx).await;
@@ -274,7 +448,7 @@ impl Admission {
             // Timed out (or, never, the sender vanished): leave the queue,
             // unless we were admitted or closed just now.
             _ => {
-                let mut st = self.lock();
+                let mut st = self.lock_admitting();
                 if st.remove_waiter(function, seq) {
                     return Err(Rejected::Timeout(self.config.queue_timeout));
                 }
@@ -285,7 +459,7 @@ impl Admission {
             }
         };
         match outcome {
-            Outcome::Admitted => Ok(permit(started.elapsed())),
+            Outcome::Admitted => Ok((!has_start).then(|| permit(started.elapsed()))),
             Outcome::Closed => Err(Rejected::Draining),
         }
     }
@@ -330,8 +504,8 @@ impl Admission {
 
     /// Feeds the latest CPU utilisation (cores); re-checks waiters when it
     /// drops, so the gate never stalls the queues until timeout.
-    pub fn set_cpu_utilization(&self, cores: f64) {
-        let mut st = self.lock();
+    pub fn set_cpu_utilization(self: &Arc<Self>, cores: f64) {
+        let mut st = self.lock_admitting();
         st.cpu_utilization = cores;
         st.admit_waiters();
     }
@@ -345,9 +519,14 @@ impl Admission {
     /// [`Rejected::Draining`] (for the drain timeout). Running requests keep
     /// their permits.
     pub fn close(&self) {
-        let mut st = self.lock();
-        st.draining = true;
-        st.close();
+        let discarded = {
+            let mut st = self.lock();
+            st.draining = true;
+            st.close();
+            std::mem::take(&mut st.discarded)
+        };
+        // Outside the lock: a start may hold what takes locks to drop.
+        drop(discarded);
     }
 
     /// The whole server now: reservations, limit, queue and CPU gate.
@@ -404,6 +583,8 @@ struct WaitGuard<'a> {
     seq: u64,
     want: Resources,
     rx: &'a mut oneshot::Receiver<Outcome>,
+    /// Admitted with a start, the reservation went with it.
+    has_start: bool,
     armed: bool,
 }
 
@@ -412,8 +593,10 @@ impl Drop for WaitGuard<'_> {
         if !self.armed {
             return;
         }
-        let mut st = self.admission.lock();
-        if !st.remove_waiter(self.function, self.seq) && self.rx.try_recv() == Ok(Outcome::Admitted)
+        let mut st = self.admission.lock_admitting();
+        if !st.remove_waiter(self.function, self.seq)
+            && !self.has_start
+            && self.rx.try_recv() == Ok(Outcome::Admitted)
         {
             // Admitted but never picked up: release.
             st.release(self.function, self.want);

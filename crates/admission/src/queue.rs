@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::Limits;
-use crate::{FunctionKey, Resources};
+use crate::{FunctionKey, Resources, Start};
 
 /// What a waiter is told; sent under the lock, so a waiter that finds
 /// itself no longer queued can read it with `try_recv`.
@@ -25,8 +25,19 @@ pub(crate) struct Waiter {
     pub seq: u64,
     pub want: Resources,
     pub wake: oneshot::Sender<Outcome>,
+    /// What to run with its permit once admitted, if the caller handed
+    /// that over ([`crate::Admission::admit_then`]).
+    pub start: Option<Start>,
     /// When it arrived (bounds how long it may be overtaken).
     pub since: Instant,
+}
+
+/// A waiter admitted with a start, to be run once the lock is released.
+pub(crate) struct Ready {
+    pub function: FunctionKey,
+    pub want: Resources,
+    pub waited: std::time::Duration,
+    pub start: Start,
 }
 
 /// One function's queue and holdings. Dropped from the map when it has
@@ -57,6 +68,12 @@ pub(crate) struct State {
     pub next_seq: u64,
     pub draining: bool,
     pub functions: HashMap<FunctionKey, Function>,
+    /// Admitted with a start since the lock was taken: whoever holds the
+    /// lock runs them after releasing it.
+    pub ready: Vec<Ready>,
+    /// Starts of waiters that left or were failed, dropped after the lock
+    /// is released (what they hold may take locks of its own).
+    pub discarded: Vec<Start>,
 }
 
 fn add(a: &mut Resources, b: Resources) {
@@ -95,6 +112,8 @@ impl State {
             next_seq: 0,
             draining: false,
             functions: HashMap::new(),
+            ready: Vec::new(),
+            discarded: Vec::new(),
         }
     }
 
@@ -164,6 +183,7 @@ impl State {
         function: &FunctionKey,
         want: Resources,
         wake: oneshot::Sender<Outcome>,
+        start: Option<Start>,
     ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -175,6 +195,7 @@ impl State {
             seq,
             want,
             wake,
+            start,
             since: Instant::now(),
         });
         f.queued_mb += want.memory_mb;
@@ -266,9 +287,19 @@ impl State {
             self.queued -= 1;
             self.queued_mb -= want.memory_mb;
             add(&mut self.reserved, want);
-            // If the waiter is gone, its guard (or its timeout path) finds it
-            // no longer queued, reads `Admitted` and gives the reservation
-            // back: never here, or it would be released twice.
+            // A start takes the reservation with it (its permit is made
+            // once the lock is released). Otherwise, if the waiter is gone,
+            // its guard (or its timeout path) finds it no longer queued,
+            // reads `Admitted` and gives the reservation back: never here,
+            // or it would be released twice.
+            if let Some(start) = w.start {
+                self.ready.push(Ready {
+                    function: key,
+                    want,
+                    waited: w.since.elapsed(),
+                    start,
+                });
+            }
             let _ = w.wake.send(Outcome::Admitted);
         }
     }
@@ -299,6 +330,7 @@ impl State {
         };
         let w = f.queue.remove(pos).expect("position is in range");
         f.queued_mb -= w.want.memory_mb;
+        self.discarded.extend(w.start);
         if f.queue.is_empty() {
             self.waiting_functions -= 1;
         }
@@ -317,6 +349,7 @@ impl State {
         for f in self.functions.values_mut() {
             for w in f.queue.drain(..) {
                 let _ = w.wake.send(Outcome::Closed);
+                self.discarded.extend(w.start);
             }
             f.queued_mb = 0;
         }

@@ -3,6 +3,7 @@ use super::*;
 mod fair;
 mod random;
 mod sim;
+mod start;
 
 pub(crate) fn cfg(cpu: u64, mem: u64) -> AdmissionConfig {
     AdmissionConfig {
