@@ -1,6 +1,8 @@
 //! The worker pool: dedicated OS threads that run invocations.
 //!
-//! [`Executor::run`] is the one call the server makes: it queues a [`Task`]
+//! [`Executor::run`] (or [`Executor::run_then`], which hands the result to
+//! a callback on the worker instead of a future) is the one call the server
+//! makes: it queues a [`Task`]
 //! (a function, its invocation, the request's `cpu_quota`, its cancel
 //! signal and whatever must be held while it runs, i.e. the admission
 //! reservation) and resolves to what happened. On a worker, the task holds
@@ -42,6 +44,7 @@ pub use config::{ExecutorConfig, DEFAULT_MAX_QUEUED, DEFAULT_MAX_WORKERS};
 use handoff::Refused;
 use pool::Pool;
 pub use shared::PoolStats;
+use task::Reply;
 pub use task::{ExecError, Ran, Task};
 pub use worker::Worker;
 use worker::{Done, Job, Pending};
@@ -96,23 +99,41 @@ impl Executor {
     /// Runs one invocation on a worker held to its quota.
     pub fn run(&self, task: Task) -> impl Future<Output = Result<Ran, ExecError>> + use<> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let pending = Pending {
+        self.run_then(task, move |r| {
+            let _ = done_tx.send(r);
+        });
+        async move { done_rx.await.unwrap_or(Err(ExecError::Panicked)) }
+    }
+
+    /// [`Executor::run`] that hands the result to `reply` instead of a
+    /// future, for callers that are not async tasks (an admission start, on
+    /// the thread whose released reservation let the request in). `reply`
+    /// is called once: on the worker, right after the task's hold is
+    /// dropped; or here, at once, when the task is refused (a full queue, a
+    /// closed pool); or by whoever drops the task unrun. It must not panic:
+    /// it may run while a panicking worker unwinds.
+    pub fn run_then(
+        &self,
+        task: Task,
+        reply: impl FnOnce(Result<Ran, ExecError>) + Send + 'static,
+    ) {
+        let pool = &self.pool;
+        let mut pending = Some(Pending {
             task,
             engine: self.engine.clone(),
-            done: done_tx,
+            done: Reply::new(reply, pool.clone()),
             submitted: Instant::now(),
             attempts: 0,
-        };
-        let sent = self.dispatch(pending.into_job());
-        let pool = self.pool.clone();
-        async move {
-            sent?;
-            match done_rx.await {
-                Ok(r) => r,
-                // The job was dropped unrun: only the pool shutting down
-                // does that; otherwise the worker panicked.
-                Err(_) if pool.shared.state.lock().unwrap().closed => Err(ExecError::Closed),
-                Err(_) => Err(ExecError::Panicked),
+        });
+        // Made into a job only if there is room for it.
+        let sent = pool
+            .handoff
+            .send_with(|| pending.take().expect("made once").into_job());
+        match sent {
+            Ok(()) => pool.start_workers(),
+            Err(refused) => {
+                let error = self.refusal(refused);
+                pending.take().expect("not sent").refuse(Err(error));
             }
         }
     }
@@ -143,15 +164,19 @@ impl Executor {
 
     fn dispatch(&self, job: Job) -> Result<(), ExecError> {
         let pool = &self.pool;
-        pool.handoff.send(job).map_err(|e| match e {
-            Refused::Full => ExecError::Busy {
-                queued: pool.handoff.len(),
-                max: pool.config.max_queued,
-            },
-            Refused::Closed => ExecError::Closed,
-        })?;
+        pool.handoff.send(job).map_err(|e| self.refusal(e))?;
         pool.start_workers();
         Ok(())
+    }
+
+    fn refusal(&self, refused: Refused) -> ExecError {
+        match refused {
+            Refused::Full => ExecError::Busy {
+                queued: self.pool.handoff.len(),
+                max: self.pool.config.max_queued,
+            },
+            Refused::Closed => ExecError::Closed,
+        }
     }
 
     /// Stops every running invocation (at its next epoch tick, or at once

@@ -47,6 +47,9 @@ struct State<T> {
     /// Idle workers, the most recently idle last.
     idle: Vec<Arc<Seat>>,
     closed: bool,
+    /// Idle workers woken for a job so far (tests).
+    #[cfg(test)]
+    woken: usize,
 }
 
 /// One worker's place in the idle stack.
@@ -80,6 +83,29 @@ impl Seat {
     }
 }
 
+impl<T> State<T> {
+    /// Takes the most recently idle worker out of the idle stack if the
+    /// queue holds more jobs than free workers that are awake (between
+    /// jobs, starting, or woken already) will come for; the caller wakes
+    /// it. So a job sent while its sender's own worker is between jobs (an
+    /// admission start run as that worker releases a reservation) is taken
+    /// by that worker, with no thread woken for it.
+    fn wake_if_short(&mut self) -> Option<Arc<Seat>> {
+        debug_assert!(self.idle.len() <= self.free, "idle workers are free");
+        let awake = self.free.saturating_sub(self.idle.len());
+        if self.queue.len() <= awake {
+            return None;
+        }
+        let seat = self.idle.pop()?;
+        seat.listed.store(false, Ordering::Release);
+        #[cfg(test)]
+        {
+            self.woken += 1;
+        }
+        Some(seat)
+    }
+}
+
 impl<T> Handoff<T> {
     /// A queue of at most `max_queued` jobs.
     pub(super) fn new(max_queued: usize) -> Self {
@@ -89,12 +115,15 @@ impl<T> Handoff<T> {
                 free: 0,
                 idle: Vec::new(),
                 closed: false,
+                #[cfg(test)]
+                woken: 0,
             }),
             max_queued: max_queued.max(1),
         }
     }
 
-    /// Queues `job` and wakes the most recently idle worker, if any.
+    /// Queues `job`, waking the most recently idle worker if no free worker
+    /// that is awake is left to take it.
     pub(super) fn send(&self, job: T) -> Result<(), Refused> {
         self.send_with(|| job)
     }
@@ -112,11 +141,7 @@ impl<T> Handoff<T> {
                 return Err(Refused::Full);
             }
             st.queue.push_back(make());
-            let seat = st.idle.pop();
-            if let Some(seat) = &seat {
-                seat.listed.store(false, Ordering::Release);
-            }
-            seat
+            st.wake_if_short()
         };
         if let Some(seat) = woken {
             seat.wake();
@@ -139,8 +164,15 @@ impl<T> Handoff<T> {
     /// slot could not be made (it backs off, then is [`Handoff::freed`]):
     /// one fewer free.
     pub(super) fn unclaim(&self) {
-        let mut st = self.state.lock().unwrap();
-        st.free = st.free.checked_sub(1).expect("a free worker to unclaim");
+        let woken = {
+            let mut st = self.state.lock().unwrap();
+            st.free = st.free.checked_sub(1).expect("a free worker to unclaim");
+            // A job may have counted on this one instead of waking another.
+            st.wake_if_short()
+        };
+        if let Some(seat) = woken {
+            seat.wake();
+        }
     }
 
     /// A worker is free again (its job is done, or it is back from a
@@ -206,6 +238,12 @@ impl<T> Handoff<T> {
             );
             std::thread::yield_now();
         }
+    }
+
+    /// Idle workers woken for a job so far.
+    #[cfg(test)]
+    pub(super) fn woken(&self) -> usize {
+        self.state.lock().unwrap().woken
     }
 
     /// Jobs waiting for a worker.

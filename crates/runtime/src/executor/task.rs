@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::pool::Pool;
 use crate::cancel::CancelToken;
 use crate::function::Function;
 use crate::sandbox::{Invocation, Outcome};
@@ -57,6 +58,48 @@ pub enum ExecError {
     /// three); the task did not run. Holds the last error.
     #[error("CPU isolation could not be applied to a worker: {0}")]
     Isolation(String),
+}
+
+type ReplyFn = Box<dyn FnOnce(Result<Ran, ExecError>) + Send>;
+
+/// Where a task's result goes: to a callback, called once, on the worker
+/// that delivers it, or by whoever drops the task unrun (with `Closed` once
+/// the pool has closed, else `Panicked`: a worker unwound past it).
+pub(super) struct Reply {
+    to: Option<ReplyFn>,
+    pool: Arc<Pool>,
+}
+
+impl Reply {
+    pub(super) fn new(
+        to: impl FnOnce(Result<Ran, ExecError>) + Send + 'static,
+        pool: Arc<Pool>,
+    ) -> Self {
+        Reply {
+            to: Some(Box::new(to)),
+            pool,
+        }
+    }
+
+    pub(super) fn send(mut self, r: Result<Ran, ExecError>) {
+        if let Some(to) = self.to.take() {
+            to(r);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(to) = self.to.take() {
+            let st = self.pool.shared.state.lock();
+            let closed = st.map_or_else(|p| p.into_inner().closed, |s| s.closed);
+            to(Err(if closed {
+                ExecError::Closed
+            } else {
+                ExecError::Panicked
+            }));
+        }
+    }
 }
 
 /// Tries a task gets at applying its quota before it fails (each on another

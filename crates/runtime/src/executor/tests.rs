@@ -1,4 +1,5 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::task::ISOLATION_ATTEMPTS;
@@ -256,6 +257,76 @@ async fn a_delivery_that_panics_does_not_take_the_worker_down() {
         0
     );
     assert_eq!(ex.workers(), 1);
+}
+
+/// The rest of a chain of jobs: dropped as a worker delivers a job's result
+/// (as a released admission reservation starts the next queued call), it
+/// sends the next job, and records where each ran.
+struct Chain {
+    ex: Arc<Executor>,
+    left: usize,
+    ran_on: Arc<Mutex<Vec<usize>>>,
+    end: std::sync::mpsc::Sender<()>,
+}
+
+impl Chain {
+    /// Sends the chain's next job, whose delivery drops the rest.
+    fn send(self) {
+        let ex = self.ex.clone();
+        let job: Job = Box::new(move |w: &mut Worker| {
+            self.ran_on.lock().unwrap().push(w.id);
+            let rest = Chain {
+                left: self.left - 1,
+                ..self
+            };
+            Done {
+                deliver: Box::new(move || rest.next()),
+                retire: None,
+            }
+        });
+        ex.dispatch(job).unwrap();
+    }
+
+    fn next(self) {
+        if self.left == 0 {
+            self.end.send(()).unwrap();
+        } else {
+            self.send();
+        }
+    }
+}
+
+/// A job sent from a worker as it delivers a result (an admission start run
+/// by the reservation it releases) is taken by that worker, which is free
+/// and about to ask for one: no parked worker is woken for it, and the
+/// chain stays on one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_sent_as_a_worker_delivers_is_taken_by_that_worker() {
+    let ex = Arc::new(executor(4, none()));
+    all_at_once(&ex, 4).await;
+    ex.pool.handoff.until_idle(4);
+    let woken = ex.pool.handoff.woken();
+    let (end, ended) = std::sync::mpsc::channel();
+    let ran_on = Arc::new(Mutex::new(Vec::new()));
+    Chain {
+        ex: ex.clone(),
+        left: 20,
+        ran_on: ran_on.clone(),
+        end,
+    }
+    .send();
+    ended
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the chain ends");
+    let ran_on = ran_on.lock().unwrap().clone();
+    assert_eq!(ran_on.len(), 20);
+    assert!(
+        ran_on.iter().all(|&w| w == ran_on[0]),
+        "the chain went to several workers: {ran_on:?}"
+    );
+    // One wake-up: the first job's, sent from this thread.
+    assert_eq!(ex.pool.handoff.woken() - woken, 1);
+    assert_eq!(ex.workers(), 4);
 }
 
 #[tokio::test]

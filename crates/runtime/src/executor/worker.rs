@@ -11,7 +11,7 @@ use wasmbox_isolation::{Ledger, Slot};
 
 use super::handoff::{Seat, YIELDS_BEFORE_PARKING};
 use super::pool::Pool;
-use super::task::{ExecError, Ran, Task, ISOLATION_ATTEMPTS};
+use super::task::{ExecError, Ran, Reply, Task, ISOLATION_ATTEMPTS};
 use crate::engine::WasmEngine;
 use crate::sandbox::{self, Failure, Invocation, Outcome, Signals};
 
@@ -181,7 +181,7 @@ impl Drop for Settle<'_> {
 pub(super) struct Pending {
     pub task: Task,
     pub engine: WasmEngine,
-    pub done: tokio::sync::oneshot::Sender<Result<Ran, ExecError>>,
+    pub done: Reply,
     pub submitted: Instant,
     pub attempts: u32,
 }
@@ -273,7 +273,7 @@ impl Pending {
             // worker.
             deliver: Box::new(move || {
                 drop(hold);
-                let _ = done.send(Ok(Ran {
+                done.send(Ok(Ran {
                     outcome,
                     queued,
                     isolation,
@@ -311,14 +311,16 @@ impl Pending {
     /// Once the worker counts itself free: releases what the task held and
     /// delivers the result.
     fn finish(self, r: Result<Ran, ExecError>) -> Done {
-        let Pending { task, done, .. } = self;
-        let hold = task.hold;
         Done {
-            deliver: Box::new(move || {
-                drop(hold);
-                let _ = done.send(r);
-            }),
+            deliver: Box::new(move || self.refuse(r)),
             retire: None,
         }
+    }
+
+    /// Releases what the task held, then delivers `r`, here and now.
+    pub fn refuse(self, r: Result<Ran, ExecError>) {
+        let Pending { task, done, .. } = self;
+        drop(task);
+        done.send(r);
     }
 }

@@ -92,6 +92,8 @@ pub struct Registry {
     clock: AtomicU64,
     /// Files loaded or cached ahead of their first request (`prewarm`).
     prewarmed: AtomicUsize,
+    /// Scans of the directory the prewarm has finished.
+    prewarm_scans: AtomicUsize,
     /// Files the prewarm compiled into the AOT cache only, at the version
     /// it compiled (so later scans leave them alone).
     precached: Mutex<HashMap<String, resolve::Version>>,
@@ -113,6 +115,7 @@ impl Registry {
             evictions: AtomicUsize::new(0),
             clock: AtomicU64::new(0),
             prewarmed: AtomicUsize::new(0),
+            prewarm_scans: AtomicUsize::new(0),
             precached: Mutex::new(HashMap::new()),
         })
     }

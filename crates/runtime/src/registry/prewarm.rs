@@ -114,6 +114,7 @@ async fn run(registry: Weak<Registry>, changed: Arc<Notify>, every: Duration) {
         {
             let Some(r) = registry.upgrade() else { return };
             r.scan().await;
+            r.prewarm_scans.fetch_add(1, Ordering::Relaxed);
         }
         tokio::select! {
             _ = changed.notified() => {
@@ -130,6 +131,12 @@ impl Registry {
     /// request.
     pub fn prewarmed(&self) -> usize {
         self.prewarmed.load(Ordering::Relaxed)
+    }
+
+    /// Scans of the directory finished; the first ends the compile of
+    /// every file there at start.
+    pub fn prewarm_scans(&self) -> usize {
+        self.prewarm_scans.load(Ordering::Relaxed)
     }
 
     /// One pass: find files the table does not hold at their current
