@@ -7,34 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::{Reply, TestServer};
-use hyper::Method;
-
-/// Sends a request with resource headers.
-async fn call(s: &TestServer, path: &str, cpu: u64, mem: u64) -> Reply {
-    let (c, m) = (cpu.to_string(), mem.to_string());
-    s.request(
-        Method::GET,
-        path,
-        &[("cpu_quota", &c), ("Memory-Request", &m)],
-        Bytes::new(),
-    )
-    .await
-}
-
-/// Waits (yielding) until `cond` holds on the admission snapshot.
-async fn until(s: &TestServer, what: &str, cond: impl Fn(&wasmbox_admission::Snapshot) -> bool) {
-    let t = std::time::Instant::now();
-    while !cond(&s.app.admission.snapshot()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}: {:?}",
-            s.app.admission.snapshot()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
+use common::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completion_follows_arrival_and_a_large_request_is_not_starved() {
@@ -71,14 +44,15 @@ async fn completion_follows_arrival_and_a_large_request_is_not_starved() {
         let (s2, order2) = (s.clone(), order.clone());
         tasks.push(tokio::spawn(async move {
             let ms = if name == "first" { 600 } else { 50 };
-            let r = call(&s2, &format!("/spin?arg={ms}"), 10, mem).await;
+            let r = s2.call(&format!("/spin?arg={ms}"), 10, mem).await;
             r.expect(200, &["spun"]);
             order2.lock().unwrap().push(name);
         }));
         if i == 0 {
-            until(&s, "first admitted", |a| a.reserved.memory_mb == 600).await;
+            s.until("first admitted", |a| a.reserved.memory_mb == 600)
+                .await;
         } else {
-            until(&s, "queued", |a| a.queued == i).await;
+            s.until("queued", |a| a.queued == i).await;
         }
     }
     for t in tasks {
@@ -108,11 +82,11 @@ async fn overbooking_admits_exactly_up_to_the_ratio() {
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let s2 = s.clone();
-            tokio::spawn(async move { call(&s2, "/spin?arg=600", 10, 100).await.status.as_u16() })
+            tokio::spawn(async move { s2.call("/spin?arg=600", 10, 100).await.status.as_u16() })
         })
         .collect();
     // 15 x 100 MB = 1500 MB = 1000 MB x 1.5 run; the 16th waits.
-    until(&s, "15 admitted and 1 queued", |a| {
+    s.until("15 admitted and 1 queued", |a| {
         a.reserved.memory_mb == 1500 && a.queued == 1
     })
     .await;
@@ -126,7 +100,7 @@ async fn overbooking_admits_exactly_up_to_the_ratio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_larger_than_capacity_fails_at_once() {
     let s = TestServer::start(&["hello.wat"], &["--capacity-memory-mb", "1000"]).await;
-    let r = call(&s, "/hello", 100, 2000).await;
+    let r = s.call("/hello", 100, 2000).await;
     r.expect(413, &["2000 MB", "at most", "1000 MB", "never run here"]);
     assert_eq!(r.header("wasmbox-error"), Some("exceeds-capacity"));
     s.stop().await;
@@ -146,12 +120,13 @@ async fn a_full_queue_answers_503_with_retry_after_and_flips_readiness() {
     s.get("/-/ready").await.expect(200, &["ready"]);
     let (a, b) = (s.clone(), s.clone());
     let running =
-        tokio::spawn(async move { call(&a, "/spin?arg=800", 1000, 10).await.status.as_u16() });
-    until(&s, "one running", |x| x.reserved.cpu_millis == 1000).await;
+        tokio::spawn(async move { a.call("/spin?arg=800", 1000, 10).await.status.as_u16() });
+    s.until("one running", |x| x.reserved.cpu_millis == 1000)
+        .await;
     let queued =
-        tokio::spawn(async move { call(&b, "/spin?arg=10", 1000, 10).await.status.as_u16() });
-    until(&s, "one queued", |x| x.queued == 1).await;
-    let r = call(&s, "/spin?arg=10", 1000, 10).await;
+        tokio::spawn(async move { b.call("/spin?arg=10", 1000, 10).await.status.as_u16() });
+    s.until("one queued", |x| x.queued == 1).await;
+    let r = s.call("/spin?arg=10", 1000, 10).await;
     r.expect(503, &["queue is full"]);
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.header("wasmbox-error"), Some("queue-full"));
@@ -174,53 +149,14 @@ async fn a_wait_longer_than_the_queue_timeout_answers_503() {
     let s = Arc::new(TestServer::start(&["spin.wasm"], &args).await);
     let a = s.clone();
     let running =
-        tokio::spawn(async move { call(&a, "/spin?arg=1500", 1000, 10).await.status.as_u16() });
-    until(&s, "one running", |x| x.reserved.cpu_millis == 1000).await;
-    let r = call(&s, "/spin?arg=10", 1000, 10).await;
+        tokio::spawn(async move { a.call("/spin?arg=1500", 1000, 10).await.status.as_u16() });
+    s.until("one running", |x| x.reserved.cpu_millis == 1000)
+        .await;
+    let r = s.call("/spin?arg=10", 1000, 10).await;
     r.expect(503, &["waited 200ms in the admission queue"]);
     assert_eq!(r.header("wasmbox-error"), Some("queue-timeout"));
     assert_eq!(s.app.admission.snapshot().queued, 0);
     assert_eq!(running.await.unwrap(), 200);
-    Arc::into_inner(s).unwrap().stop().await;
-}
-
-/// The gate closes while two spinning invocations keep the machine's CPU
-/// above 1.5 cores, holds a new request, and lets it in once the measured
-/// utilisation drops (not at the moment a request ends, when the 250 ms
-/// average is still high).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cpu_gate_holds_and_releases() {
-    let args = [
-        "--capacity-cpu",
-        "100000",
-        "--cpu-gate",
-        "1.5",
-        "--cpu-isolation",
-        "none",
-        "--queue-timeout",
-        "20s",
-    ];
-    let s = Arc::new(TestServer::start(&["spin.wasm", "hello.wat"], &args).await);
-    let spins: Vec<_> = (0..2)
-        .map(|_| {
-            let s2 = s.clone();
-            tokio::spawn(async move { call(&s2, "/spin?arg=1500", 1000, 10).await.status.as_u16() })
-        })
-        .collect();
-    until(&s, "the gate to close", |a| a.gate_closed).await;
-    let s2 = s.clone();
-    let held = tokio::spawn(async move { call(&s2, "/hello", 100, 10).await });
-    until(&s, "hello held in the queue", |a| a.queued == 1).await;
-    for t in spins {
-        assert_eq!(t.await.unwrap(), 200);
-    }
-    let r = held.await.unwrap();
-    r.expect(200, &["Hello"]);
-    let metrics = s.admin_get("/-/metrics").await.text();
-    assert!(
-        metrics.contains("wasmbox_cpu_utilization_cores"),
-        "{metrics}"
-    );
     Arc::into_inner(s).unwrap().stop().await;
 }
 
@@ -238,7 +174,7 @@ async fn metrics_expose_invocations_queue_and_capacity() {
     s.get("/hello").await.expect(200, &[]);
     s.get("/hello").await.expect(200, &[]);
     s.get("/spin?arg=1").await.expect(200, &[]);
-    call(&s, "/hello", 100, 3100).await.expect(413, &[]);
+    s.call("/hello", 100, 3100).await.expect(413, &[]);
     let r = s.admin_get("/-/metrics").await;
     assert!(r.header("content-type").unwrap().contains("openmetrics"));
     let m = r.text();

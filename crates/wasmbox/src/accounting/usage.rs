@@ -97,6 +97,12 @@ impl State {
 pub struct Pending(Arc<Mutex<State>>);
 
 impl Pending {
+    /// The record, even if a panic poisoned it: [`Pending::worker_done`]
+    /// may run while a worker unwinds, where a second panic would abort.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A record for a request that arrived at `received`.
     pub fn new(accounting: Arc<Accounting>, request_id: String, received: Instant) -> Self {
         Pending(Arc::new(Mutex::new(State {
@@ -126,18 +132,18 @@ impl Pending {
 
     /// Changes the record (the function once known, bytes in, ...).
     pub fn update(&self, f: impl FnOnce(&mut Usage)) {
-        f(&mut self.0.lock().unwrap().usage);
+        f(&mut self.lock().usage);
     }
 
     /// A task now waits for the worker; it calls [`Pending::worker_done`].
     pub fn worker_started(&self) {
-        self.0.lock().unwrap().worker_running = true;
+        self.lock().worker_running = true;
     }
 
     /// The worker's figures are in; if the handler has gone, this records
     /// the request (as client-gone).
     pub fn worker_done(&self, f: impl FnOnce(&mut Usage)) {
-        let mut s = self.0.lock().unwrap();
+        let mut s = self.lock();
         f(&mut s.usage);
         s.worker_running = false;
         if s.answered && !s.done {
@@ -149,7 +155,7 @@ impl Pending {
 
     /// Records the request's outcome (the handler's normal end).
     pub fn finish(&self, status: u16, outcome: &'static str, bytes_out: u64) {
-        let mut s = self.0.lock().unwrap();
+        let mut s = self.lock();
         if s.done {
             return;
         }

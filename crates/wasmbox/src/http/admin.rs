@@ -170,6 +170,7 @@ fn metrics(app: &App) -> Response<Body> {
             app.body_budget.max(),
         ),
         heavy_compiles: app.registry.heavy_compiles_running(),
+        prewarm_scans: app.registry.prewarm_scans(),
     });
     let mut r = Response::new(Full::new(Bytes::from(body)).into());
     r.headers_mut().insert(

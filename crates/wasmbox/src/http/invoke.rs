@@ -10,8 +10,8 @@ use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response};
-use wasmbox_admission::Resources;
-use wasmbox_runtime::executor::{ExecError, Ran, Task};
+use wasmbox_admission::{FunctionKey, Permit, Resources};
+use wasmbox_runtime::executor::{ExecError, Executor, Ran, Task};
 use wasmbox_runtime::sandbox::{Stdio, Timings};
 use wasmbox_runtime::{CancelToken, Failure, Function, FunctionName, Invocation};
 
@@ -167,17 +167,7 @@ async fn run(
     (received, usage): (Instant, &Pending),
 ) -> Result<Response<Body>, HttpError> {
     let resources = config.resources;
-    // Reserve the declared cpu_quota and Memory-Request, or wait in this
-    // function's queue (served fairly across functions). The reservation
-    // travels with the task and is released on the worker once the guest
-    // has stopped, whatever becomes of this request.
-    let admitting = Instant::now();
-    let permit = app.admission.admit(&function.id, resources).await?;
-    let waited = permit.waited;
-    let admitted = Instant::now();
-    usage.update(|u| u.queue = admitting.elapsed());
-    app.metrics.queue_wait.observe(waited.as_secs_f64());
-
+    let key = function.id.clone();
     let cancel = CancelToken::default();
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
     let task = Task {
@@ -197,18 +187,21 @@ async fn run(
         },
         cpu_millis: resources.cpu_millis,
         cancel,
-        // The reservation and the body's bytes (stdin) are released on the
-        // worker once the guest has stopped.
-        hold: Box::new((permit, body_hold)),
+        // The reservation, once admitted, and the body's bytes.
+        hold: Box::new(()),
     };
-    let rx = run_billed(app, task, usage, (resources, admitted));
-    let ran = rx.await.map_err(|_| {
+    let rx = admit_and_run(app, (&key, resources), task, body_hold, usage).await?;
+    let (waited, ran) = rx.await.map_err(|_| {
         HttpError::new(
             ErrorKind::Internal,
             "internal error: the invocation's result was lost",
         )
-    })??;
-    let (queued, isolation, outcome) = (ran.queued, ran.isolation, ran.outcome);
+    })?;
+    let Ran {
+        queued,
+        isolation,
+        outcome,
+    } = ran?;
 
     if !outcome.stderr.is_empty() {
         tracing::info!(function = %name, stderr = %String::from_utf8_lossy(&outcome.stderr).trim_end(), "guest stderr");
@@ -229,22 +222,61 @@ async fn run(
     }
 }
 
-/// Runs `task` on a worker from a task of its own, which fills in the
-/// request's usage figures when the guest stops, even if the request is
-/// dropped meanwhile (client gone: the guest is stopped by its cancel, and
-/// its CPU is still counted) or has answered already (a wasi:http handler
-/// streaming its body). `admitted` is when its reservation was granted.
-pub(super) fn run_billed(
-    app: &App,
+/// Reserves the declared cpu_quota and Memory-Request for `key`, or waits
+/// in that function's queue (served fairly across functions); resolves once
+/// admitted. The task then goes to the workers from the thread that let it
+/// in: a queued call starts from the worker whose call ended, which takes
+/// it next, with no round trip through the request's task. The reservation
+/// and `hold` (the body's bytes) travel with the task and are released on
+/// the worker once the guest has stopped, whatever becomes of the request.
+/// The receiver gets the time waited for admission and the result, sent
+/// from the worker (see [`run_billed`]).
+pub(super) async fn admit_and_run(
+    app: &Arc<App>,
+    (key, resources): (&FunctionKey, Resources),
+    mut task: Task,
+    hold: impl Send + 'static,
+    usage: &Pending,
+) -> Result<Ended, HttpError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let start = {
+        let (app, usage) = (app.clone(), usage.clone());
+        move |permit: Permit| {
+            let (waited, admitted) = (permit.waited, Instant::now());
+            // Before the worker adds its own queue time to it.
+            usage.update(|u| u.queue = waited);
+            app.metrics.queue_wait.observe(waited.as_secs_f64());
+            task.hold = Box::new((permit, hold));
+            let reply = move |ran| {
+                let _ = tx.send((waited, ran));
+            };
+            run_billed(&app.executor, task, &usage, (resources, admitted), reply);
+        }
+    };
+    app.admission.admit_then(key, resources, start).await?;
+    Ok(rx)
+}
+
+/// Where an admitted invocation's end arrives: the time it waited for
+/// admission, and what became of it.
+pub(super) type Ended = tokio::sync::oneshot::Receiver<(Duration, Result<Ran, ExecError>)>;
+
+/// Runs `task` on a worker and hands its result to `reply` there, once the
+/// request's usage figures are filled in from it: they are billed when the
+/// guest stops, even if the request is dropped meanwhile (client gone: the
+/// guest is stopped by its cancel, and its CPU is still counted) or has
+/// answered already (a wasi:http handler streaming its body). `admitted`
+/// is when its reservation was granted.
+fn run_billed(
+    executor: &Executor,
     task: Task,
     usage: &Pending,
     (resources, admitted): (Resources, Instant),
-) -> tokio::sync::oneshot::Receiver<Result<Ran, ExecError>> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (executor, pending) = (app.executor.clone(), usage.clone());
+    reply: impl FnOnce(Result<Ran, ExecError>) + Send + 'static,
+) {
+    let pending = usage.clone();
     pending.worker_started();
-    tokio::spawn(async move {
-        let ran = executor.run(task).await;
+    executor.run_then(task, move |ran| {
         pending.worker_done(|u| {
             u.memory_mb_seconds = resources.memory_mb as f64 * admitted.elapsed().as_secs_f64();
             if let Ok(ran) = &ran {
@@ -254,9 +286,8 @@ pub(super) fn run_billed(
                 u.queue += ran.queued;
             }
         });
-        let _ = tx.send(ran);
+        reply(ran);
     });
-    rx
 }
 
 /// A duration written as milliseconds with four decimals, in integer

@@ -57,6 +57,8 @@ pub struct GaugeValues {
     pub front: (usize, usize, usize),
     /// Heavy compiles running now (in compile children).
     pub heavy_compiles: usize,
+    /// Scans of the functions directory the prewarm has finished.
+    pub prewarm_scans: usize,
 }
 
 /// Registers a gauge named `wasmbox_{name}`.

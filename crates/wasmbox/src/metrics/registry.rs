@@ -1,5 +1,6 @@
 //! The function registry: what is held now, and loads, cache hits and
-//! unloads since start (counters), and heavy compiles running.
+//! unloads since start (counters), heavy compiles running, and the
+//! prewarm's finished scans.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,6 +17,8 @@ pub(super) struct Functions {
     /// `wasmbox_function_unloads_total`.
     unloads: Counter,
     heavy_compiles: Gauge,
+    /// `wasmbox_prewarm_scans_total`.
+    prewarm_scans: Counter,
 }
 
 impl Functions {
@@ -46,6 +49,11 @@ impl Functions {
                 "function_heavy_compiles",
                 "Heavy compiles running now (modules of --heavy-module-kb or more, each in a compile child)",
             ),
+            prewarm_scans: counter(
+                r,
+                "prewarm_scans",
+                "Scans of the functions directory the prewarm has finished; the first ends the compile of every file there at start",
+            ),
         }
     }
 
@@ -56,5 +64,6 @@ impl Functions {
         raise_to(&self.cache_hits, hits);
         raise_to(&self.unloads, unloads);
         self.heavy_compiles.set(v.heavy_compiles as i64);
+        raise_to(&self.prewarm_scans, v.prewarm_scans);
     }
 }

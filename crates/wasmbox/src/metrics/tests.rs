@@ -39,6 +39,7 @@ fn values(functions: (usize, usize, usize, usize), slot_failures: usize) -> Gaug
         functions,
         front: (7, 4096, 1 << 20),
         heavy_compiles: 1,
+        prewarm_scans: 2,
     }
 }
 
@@ -57,6 +58,8 @@ fn running_totals_are_counters_named_total() {
         "wasmbox_function_cache_hits_total 1",
         "# TYPE wasmbox_function_unloads counter",
         "wasmbox_function_unloads_total 2",
+        "# TYPE wasmbox_prewarm_scans counter",
+        "wasmbox_prewarm_scans_total 2",
         "# TYPE wasmbox_worker_slot_failures counter",
         "wasmbox_worker_slot_failures_total 3",
         "# TYPE wasmbox_functions_loaded gauge",

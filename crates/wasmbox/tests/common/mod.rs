@@ -185,6 +185,33 @@ impl TestServer {
             .await
     }
 
+    /// A GET with the resource headers: `cpu_quota` (millicores) and
+    /// `Memory-Request` (MB).
+    pub async fn call(&self, path: &str, cpu: u64, mem: u64) -> Reply {
+        let (c, m) = (cpu.to_string(), mem.to_string());
+        self.request(
+            Method::GET,
+            path,
+            &[("cpu_quota", &c), ("Memory-Request", &m)],
+            Bytes::new(),
+        )
+        .await
+    }
+
+    /// Waits (yielding, at most 30 s) until `cond` holds on the admission
+    /// snapshot.
+    pub async fn until(&self, what: &str, cond: impl Fn(&wasmbox_admission::Snapshot) -> bool) {
+        let t = std::time::Instant::now();
+        while !cond(&self.app.admission.snapshot()) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(30),
+                "timed out waiting for {what}: {:?}",
+                self.app.admission.snapshot()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
     /// A GET on the admin listener with `headers` only (no token).
     pub async fn admin_request(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         self.request_to(&self.admin, Method::GET, path, headers, Bytes::new())
