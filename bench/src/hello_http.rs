@@ -60,7 +60,7 @@ impl HelloHttp {
     }
 }
 
-fn target(port: u16, path: &str, quota: u64) -> HttpTarget {
+pub(crate) fn target(port: u16, path: &str, quota: u64) -> HttpTarget {
     HttpTarget {
         port,
         path: path.into(),

@@ -119,6 +119,24 @@ enum Cmd {
         #[arg(long)]
         port: u16,
     },
+    /// Two wasmbox builds measured alternately on the same hello rows (for a
+    /// change's before and after from one run).
+    Ab {
+        /// The first build's `wasmbox` binary (e.g. before the change).
+        #[arg(long)]
+        a: PathBuf,
+        /// The second build's (e.g. after).
+        #[arg(long)]
+        b: PathBuf,
+        /// How many times each build runs every row.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds per cell.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value = "bench/results/ab.md")]
+        out: PathBuf,
+    },
     /// Every benchmark in turn: core, isolation, admission, guest-build,
     /// compare.
     All {
@@ -127,6 +145,7 @@ enum Cmd {
     },
 }
 
+mod ab;
 mod admission;
 mod bare_hyper;
 mod client;
@@ -174,6 +193,21 @@ fn main() -> anyhow::Result<()> {
         } => density::print(functions, processes, components),
         Cmd::GuestBuild { quick, out } => guest_build::run(quick, &out),
         Cmd::BareHyper { port } => bare_hyper::serve(port),
+        Cmd::Ab {
+            a,
+            b,
+            rounds,
+            seconds,
+            out,
+        } => ab::run(
+            &ab::Builds {
+                a: &a,
+                b: &b,
+                rounds,
+                seconds,
+            },
+            &out,
+        ),
         Cmd::All { quick } => {
             let results = repo_root().join("bench/results");
             core_bench::run(quick, &results.join("core.md"))?;
@@ -264,9 +298,68 @@ pub(crate) struct ServerProc {
 }
 
 impl ServerProc {
-    /// `wasmbox serve` of the bundled functions, once `/hello` answers.
+    /// `wasmbox serve` of the bundled functions, once `/hello` answers and
+    /// the startup compile of the rest is over ([`ServerProc::until_prewarmed`]).
     pub(crate) fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
-        Self::start(&repo_root().join("functions"), extra, "/hello")
+        let server = Self::start(&repo_root().join("functions"), extra, "/hello")?;
+        server.until_prewarmed()?;
+        Ok(server)
+    }
+
+    /// Waits until the server's prewarm has finished its first scan of the
+    /// functions directory (`wasmbox_prewarm_scans_total` on the admin
+    /// listener; servers started with `--prewarm-poll 0` never do, so do
+    /// not wait for those). Until then the server compiles every file
+    /// there, the large ones in compile children that take a core each
+    /// (over the bundled directory about 25 s on 2 cores, for the Python
+    /// and JavaScript components), and a figure measured meanwhile measures
+    /// that compile as much as the server.
+    pub(crate) fn until_prewarmed(&self) -> anyhow::Result<()> {
+        let limit = Duration::from_secs(300);
+        let t = Instant::now();
+        loop {
+            if self.prewarm_scans().is_some_and(|n| n >= 1.0) {
+                return Ok(());
+            }
+            if t.elapsed() > limit {
+                bail!("the server's prewarm did not finish a scan within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `wasmbox_prewarm_scans_total` from the admin listener; `None` when
+    /// the metrics do not answer or (older builds) do not have it.
+    fn prewarm_scans(&self) -> Option<f64> {
+        let body = http_get(self.admin_port, "/-/metrics")?;
+        body.lines().find_map(|l| {
+            l.strip_prefix("wasmbox_prewarm_scans_total ")?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    }
+
+    /// Whether this build counts its prewarm scans (builds before the
+    /// counter do not, and [`ServerProc::until_prewarmed`] would wait for
+    /// them in vain): read from the first metrics that answer.
+    pub(crate) fn counts_prewarm_scans(&self) -> anyhow::Result<bool> {
+        let limit = Duration::from_secs(30);
+        let t = Instant::now();
+        loop {
+            if let Some(body) = http_get(self.admin_port, "/-/metrics") {
+                return Ok(body.contains("\nwasmbox_prewarm_scans_total "));
+            }
+            if t.elapsed() > limit {
+                bail!("no metrics from the admin port within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the server process has ended.
+    pub(crate) fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
     }
 
     /// `wasmbox serve --functions dir extra..`, once `ready_path` answers 200.
@@ -279,8 +372,18 @@ impl ServerProc {
                 exe.display()
             );
         }
+        Self::start_exe(&exe, dir, extra, ready_path)
+    }
+
+    /// [`ServerProc::start`] of the wasmbox binary at `exe`.
+    pub(crate) fn start_exe(
+        exe: &Path,
+        dir: &Path,
+        extra: &[&str],
+        ready_path: &str,
+    ) -> anyhow::Result<Self> {
         let [port, admin_port] = free_ports()?;
-        let mut child = Command::new(&exe)
+        let mut child = Command::new(exe)
             .args([
                 "serve",
                 "--host",
@@ -337,6 +440,21 @@ pub(crate) fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
     Ok(ports)
 }
 
+/// `GET path` on a loopback port: the whole answer (head and body) if its
+/// status is 200.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut r = String::new();
+    let _ = s.read_to_string(&mut r);
+    r.starts_with("HTTP/1.1 200").then_some(r)
+}
+
 /// Polls `GET path` on a loopback port until it answers 200, the process
 /// has `exited()`, or `limit` passes.
 pub(crate) fn wait_http_ok(
@@ -347,17 +465,8 @@ pub(crate) fn wait_http_ok(
 ) -> anyhow::Result<()> {
     let t = Instant::now();
     loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-            )?;
-            let mut r = String::new();
-            let _ = s.read_to_string(&mut r);
-            if r.starts_with("HTTP/1.1 200") {
-                return Ok(());
-            }
+        if http_get(port, path).is_some() {
+            return Ok(());
         }
         if exited() {
             bail!("the process exited");

@@ -60,12 +60,13 @@ pub(crate) fn start(dir: &Path, extra: &[&str], ready_path: &str) -> anyhow::Res
         args.extend_from_slice(extra);
         match ServerProc::start(dir, &args, ready_path) {
             Ok(server) => {
+                server.until_prewarmed()?;
                 return Ok(Served {
                     port: server.port,
                     admin_port: server.admin_port,
                     server: Some(server),
                     mode,
-                })
+                });
             }
             Err(e) => {
                 eprintln!("note: --cpu-isolation {mode} did not start: {e:#}");
