@@ -68,6 +68,13 @@ pub struct AdmissionConfig {
     /// Zero turns backfilling off (strict order).
     /// [default: [`DEFAULT_MAX_OVERTAKEN_WAIT`]]
     pub max_overtaken_wait: Duration,
+    /// Most calls admitted at once, over all functions, whatever they
+    /// reserve: the server sets it to its worker count, so every admitted
+    /// call has a worker and the rest wait here, in the fair order, not in
+    /// the workers' first-come queue. A third resource beside CPU and
+    /// memory: it counts in a function's dominant share and in its ceiling
+    /// (`max_function_share` of it). At least 1. [default: unlimited]
+    pub max_running: usize,
 }
 
 impl AdmissionConfig {
@@ -86,6 +93,7 @@ impl AdmissionConfig {
             newcomer_cpu_overdraft: DEFAULT_NEWCOMER_CPU_OVERDRAFT,
             max_function_queue_share: DEFAULT_MAX_FUNCTION_QUEUE_SHARE,
             max_overtaken_wait: DEFAULT_MAX_OVERTAKEN_WAIT,
+            max_running: usize::MAX,
         }
     }
 
@@ -113,6 +121,9 @@ impl AdmissionConfig {
                 ));
             }
         }
+        if self.max_running == 0 {
+            return Err("max_running must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -129,6 +140,10 @@ pub(crate) struct Limits {
     pub function_queue: usize,
     pub function_queue_mb: u64,
     pub max_overtaken_wait: Duration,
+    /// Most calls admitted at once.
+    pub max_running: usize,
+    /// What one function may run while another waits (at least 1).
+    pub function_running: usize,
 }
 
 fn frac(v: u64, f: f64) -> u64 {
@@ -155,6 +170,8 @@ impl Limits {
             function_queue: (c.max_queue as f64 * qs).floor() as usize,
             function_queue_mb: frac(c.max_queue_mb, qs),
             max_overtaken_wait: c.max_overtaken_wait,
+            max_running: c.max_running.max(1),
+            function_running: ((c.max_running as f64 * fs).floor() as usize).max(1),
         }
     }
 }

@@ -2,14 +2,17 @@
 //! (millicores) and memory (MB) it declares; it is admitted while the
 //! reservations fit in the limit (capacity x overbooking) and the
 //! CPU-utilisation gate is open, and otherwise waits in its function's queue.
+//! A third limit counts calls: at most `max_running` are admitted at once
+//! (the server's worker count), so a function of tiny reservations cannot
+//! take every worker and leave the rest to wait outside the fair order.
 //!
 //! # Fairness between functions
 //!
 //! Each function has its own first-in-first-out queue. When anything changes
 //! (a call ends, a waiter arrives or leaves, the CPU metric moves), waiters
 //! are admitted in this order: the function whose reservations make up the
-//! smallest *dominant share* (the larger of its CPU and memory fractions of
-//! the limit) goes first, ties to the request that arrived first. So a
+//! smallest *dominant share* (the largest of its CPU, memory and
+//! running-call fractions of the limits) goes first, ties to the request that arrived first. So a
 //! function with nothing running goes before one holding most of the pool,
 //! however long that one's backlog, and two busy functions converge on equal
 //! shares as their calls end.
@@ -21,8 +24,8 @@
 //!   after every function that holds less than it does.
 //! - **Not more than a share while others wait.** While another function
 //!   has a waiter, a function that already holds something and whose next
-//!   request would take it past `max_function_share` of the limit (CPU or
-//!   memory; default [`DEFAULT_MAX_FUNCTION_SHARE`] = half) goes after every
+//!   request would take it past `max_function_share` of the limit (CPU,
+//!   memory or running calls; default [`DEFAULT_MAX_FUNCTION_SHARE`] = half) goes after every
 //!   function under that ceiling: it waits for its own calls to end, and the
 //!   others go on. (If every waiting function is over its ceiling, the
 //!   ceiling protects nobody and the plain order applies.) A request larger
@@ -408,14 +411,23 @@ impl Admission {
                 return Err(Rejected::Draining);
             }
             if st.try_admit_now(function, want) {
-                drop(st);
-                let p = permit(Duration::ZERO);
                 return Ok(match start {
+                    // Run as the lock is released, as a queued one's is (a
+                    // start that panics is logged and its permit released
+                    // there too, not unwound into the caller).
                     Some(start) => {
-                        start(p);
+                        st.ready.push(Ready {
+                            function: function.clone(),
+                            want,
+                            waited: Duration::ZERO,
+                            start,
+                        });
                         None
                     }
-                    None => Some(p),
+                    None => {
+                        drop(st);
+                        Some(permit(Duration::ZERO))
+                    }
                 });
             }
             self.check_queue_limits(&st, function, want)?;
@@ -567,6 +579,13 @@ impl Admission {
     pub fn queue_full(&self) -> bool {
         let st = self.lock();
         st.queued >= self.config.max_queue || st.queued_mb >= self.config.max_queue_mb
+    }
+
+    /// Requests wait while `max_running` calls run (for the server, every
+    /// worker is busy): `(running, queued)`, else `None`.
+    pub fn waiting_for_running(&self) -> Option<(usize, usize)> {
+        let st = self.lock();
+        (st.queued > 0 && st.running >= self.limits.max_running).then_some((st.running, st.queued))
     }
 }
 

@@ -60,6 +60,8 @@ pub(crate) struct State {
     pub limits: Limits,
     pub cpu_gate: Option<f64>,
     pub reserved: Resources,
+    /// Calls admitted and not yet released, over all functions.
+    pub running: usize,
     pub queued: usize,
     pub queued_mb: u64,
     /// Functions with a non-empty queue.
@@ -86,16 +88,23 @@ fn sub(a: &mut Resources, b: Resources) {
     a.memory_mb -= b.memory_mb;
 }
 
-/// Whether `want` fits in what is free for a function running `running`
-/// calls: the memory limit always, the CPU limit plus the newcomer overdraft
-/// when it runs nothing.
-fn fits(limits: &Limits, reserved: Resources, running: usize, want: Resources) -> bool {
-    let overdraft = if running == 0 {
+/// Whether `want` fits in what is free (`reserved` and `running` over all
+/// functions) for a function running `its_running` calls: the count of
+/// calls and the memory limit always, the CPU limit plus the newcomer
+/// overdraft when it runs nothing.
+fn fits(
+    limits: &Limits,
+    (reserved, running): (Resources, usize),
+    its_running: usize,
+    want: Resources,
+) -> bool {
+    let overdraft = if its_running == 0 {
         limits.cpu_overdraft
     } else {
         0
     };
-    reserved.cpu_millis + want.cpu_millis <= limits.total.cpu_millis + overdraft
+    running < limits.max_running
+        && reserved.cpu_millis + want.cpu_millis <= limits.total.cpu_millis + overdraft
         && reserved.memory_mb + want.memory_mb <= limits.total.memory_mb
 }
 
@@ -105,6 +114,7 @@ impl State {
             limits,
             cpu_gate,
             reserved: Resources::default(),
+            running: 0,
             queued: 0,
             queued_mb: 0,
             waiting_functions: 0,
@@ -121,8 +131,13 @@ impl State {
         self.cpu_gate.is_some_and(|t| self.cpu_utilization >= t)
     }
 
-    fn fits(&self, running: usize, want: Resources) -> bool {
-        fits(&self.limits, self.reserved, running, want)
+    fn fits(&self, its_running: usize, want: Resources) -> bool {
+        fits(
+            &self.limits,
+            (self.reserved, self.running),
+            its_running,
+            want,
+        )
     }
 
     /// A function over its ceiling waits for its own calls to end. A
@@ -132,15 +147,18 @@ impl State {
         let c = self.limits.per_function;
         f.running > 0
             && (f.reserved.cpu_millis + want.cpu_millis > c.cpu_millis
-                || f.reserved.memory_mb + want.memory_mb > c.memory_mb)
+                || f.reserved.memory_mb + want.memory_mb > c.memory_mb
+                || f.running + 1 > self.limits.function_running)
     }
 
-    /// Dominant share: the larger of the function's CPU and memory
-    /// fractions of the limit.
-    fn share(&self, r: Resources) -> f64 {
+    /// Dominant share: the largest of the function's CPU, memory and
+    /// running-call fractions of the limits.
+    fn share(&self, f: &Function) -> f64 {
         let part = |v: u64, of: u64| if of == 0 { 0.0 } else { v as f64 / of as f64 };
-        part(r.cpu_millis, self.limits.total.cpu_millis)
-            .max(part(r.memory_mb, self.limits.total.memory_mb))
+        let (r, l) = (f.reserved, self.limits.total);
+        part(r.cpu_millis, l.cpu_millis)
+            .max(part(r.memory_mb, l.memory_mb))
+            .max(part(f.running as u64, self.limits.max_running as u64))
     }
 
     /// The uncontended path: nobody waits anywhere, the gate is open and
@@ -152,17 +170,18 @@ impl State {
         let State {
             functions,
             reserved,
+            running,
             limits,
             ..
         } = self;
         if let Some(f) = functions.get_mut(&**function) {
-            if !fits(limits, *reserved, f.running, want) {
+            if !fits(limits, (*reserved, *running), f.running, want) {
                 return false;
             }
             f.running += 1;
             add(&mut f.reserved, want);
         } else {
-            if !fits(limits, *reserved, 0, want) {
+            if !fits(limits, (*reserved, *running), 0, want) {
                 return false;
             }
             let f = Function {
@@ -173,6 +192,7 @@ impl State {
             functions.insert(function.clone(), f);
         }
         add(reserved, want);
+        *running += 1;
         true
     }
 
@@ -221,7 +241,7 @@ impl State {
             .filter_map(|(key, f)| {
                 let head = f.queue.front()?;
                 let over = others_waiting && self.over_ceiling(f, head.want);
-                Some((over, self.share(f.reserved), head.seq, key, head))
+                Some((over, self.share(f), head.seq, key, head))
             })
             .collect();
         let first = order
@@ -287,6 +307,7 @@ impl State {
             self.queued -= 1;
             self.queued_mb -= want.memory_mb;
             add(&mut self.reserved, want);
+            self.running += 1;
             // A start takes the reservation with it (its permit is made
             // once the lock is released). Otherwise, if the waiter is gone,
             // its guard (or its timeout path) finds it no longer queued,
@@ -307,6 +328,7 @@ impl State {
     /// Gives back an admitted request's reservation and lets others in.
     pub fn release(&mut self, function: &str, want: Resources) {
         sub(&mut self.reserved, want);
+        self.running -= 1;
         let f = self
             .functions
             .get_mut(function)
@@ -377,6 +399,9 @@ impl State {
             waiting += usize::from(!f.queue.is_empty());
         }
         assert_eq!(reserved, self.reserved);
+        let running: usize = self.functions.values().map(|f| f.running).sum();
+        assert_eq!(running, self.running);
+        assert!(running <= self.limits.max_running);
         assert_eq!((queued, queued_mb), (self.queued, self.queued_mb));
         assert_eq!(waiting, self.waiting_functions);
         let limit = self.limits.total;

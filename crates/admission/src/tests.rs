@@ -247,10 +247,16 @@ fn config_defaults_and_validation() {
     );
     let bad = AdmissionConfig {
         newcomer_cpu_overdraft: -0.5,
-        ..c
+        ..c.clone()
     };
     assert!(bad
         .validate()
         .unwrap_err()
         .contains("newcomer_cpu_overdraft"));
+    assert_eq!(c.max_running, usize::MAX);
+    let bad = AdmissionConfig {
+        max_running: 0,
+        ..c
+    };
+    assert_eq!(bad.validate(), Err("max_running must be at least 1".into()));
 }

@@ -80,6 +80,9 @@ impl Server {
             newcomer_cpu_overdraft: a.newcomer_cpu_overdraft,
             max_function_queue_share: a.max_function_queue_share,
             max_overtaken_wait: a.max_overtaken_wait,
+            // Every admitted call has a worker; the rest wait in the fair
+            // order, not in the workers' first-come queue.
+            max_running: config.executor.max_workers,
             ..AdmissionConfig::new(capacity)
         };
         admission_config

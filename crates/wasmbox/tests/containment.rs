@@ -38,21 +38,23 @@ async fn a_guest_asleep_in_a_host_call_answers_504_at_its_deadline() {
 async fn abandoned_sleepers_free_their_workers_and_readiness_follows() {
     let s = TestServer::start(&["sleep.wasm", "hello.wat"], &["--workers", "4"]).await;
     s.get("/-/ready").await.expect(200, &["ready"]);
-    // Twelve sleepers on four workers: four run, eight wait for a worker.
+    // Twelve sleepers on four workers: four run, and the capacity has room
+    // for all twelve, but eight wait in admission (in its fair order, not
+    // in the workers' first-come queue) for a worker.
     let mut clients = Vec::new();
     for _ in 0..12 {
         clients.push(send_get(&s.base, "/sleep", "cpu_quota: 100\r\n").await);
     }
     let app = s.app.clone();
     until("four sleepers running and eight queued", || {
-        let st = app.executor.stats();
-        st.busy == 4 && st.queued == 8
+        app.executor.stats().busy == 4 && app.admission.snapshot().queued == 8
     })
     .await;
+    assert_eq!(app.executor.stats().queued, 0);
     // Invocations cannot start: not ready, saying why.
     let r = s.get("/-/ready").await;
     r.expect(503, &["all 4 workers are busy", "8 invocations wait"]);
-    assert_eq!(s.app.admission.snapshot().reserved.cpu_millis, 1200);
+    assert_eq!(s.app.admission.snapshot().reserved.cpu_millis, 400);
 
     // The clients hang up: every sleeper stops, running or queued.
     drop(clients);

@@ -113,3 +113,52 @@ async fn one_functions_backlog_does_not_hold_up_the_others() {
     .await;
     s.stop().await;
 }
+
+/// With CPU and memory to spare, a hog can still take every worker. Calls
+/// past the worker count wait in admission, where the fair order applies,
+/// not in the workers' first-come queue: another function's call starts on
+/// the first worker that frees, ahead of the hog's backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hog_holding_every_worker_does_not_queue_others_behind_its_backlog() {
+    let s = TestServer::start(
+        &["hello.wat", "sleep.wasm"],
+        &["--workers", "2", "--cpu-isolation", "none"],
+    )
+    .await;
+    std::fs::copy(common::guest("sleep.wasm"), s.path("hog.wasm")).unwrap();
+    let hog = "cpu_quota: 100\r\nMemory-Request: 16\r\n";
+    let mut hogs = Vec::new();
+    for _ in 0..6 {
+        hogs.push(send_get(&s.base, "/hog", hog).await);
+    }
+    until("two hogs running, four waiting in admission", || {
+        let h = of(&s, "hog.wasm");
+        h.running == 2 && h.queued == 4
+    })
+    .await;
+    assert_eq!(s.app.executor.stats().queued, 0);
+
+    let hello = s.request(
+        hyper::Method::GET,
+        "/hello",
+        &[("cpu_quota", "100"), ("Memory-Request", "16")],
+        bytes::Bytes::new(),
+    );
+    let free_a_worker = async {
+        until("hello queued", || of(&s, "hello.wat").queued == 1).await;
+        drop(hogs.remove(0)); // a running hog's client hangs up
+    };
+    let (r, ()) = tokio::join!(hello, free_a_worker);
+    r.expect(200, &["Hello from wasmbox!"]);
+    // The hog's backlog is still there: hello went first.
+    let h = of(&s, "hog.wasm");
+    assert_eq!(h.running + h.queued, 5);
+    assert!(h.queued >= 3, "{h:?}");
+
+    drop(hogs);
+    until("everything released", || {
+        s.app.admission.snapshot().reserved.cpu_millis == 0
+    })
+    .await;
+    s.stop().await;
+}

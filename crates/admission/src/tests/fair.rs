@@ -349,3 +349,45 @@ async fn after_its_window_nobody_passes_a_blocked_request() {
     drop(pl);
     assert!(small.await.unwrap().is_ok());
 }
+
+/// With `max_running` (the server's worker count), calls past it wait here
+/// even when CPU and memory are nearly all free, and in the fair order,
+/// where running calls count in a function's share: newcomers go before a
+/// hog's backlog as its calls end.
+#[tokio::test]
+async fn calls_past_max_running_wait_in_the_fair_order() {
+    let mut c = cfg(100_000, 100_000);
+    c.max_running = 4;
+    let a = Admission::new(c);
+    let (hog, hello, other) = (key("hog"), key("hello"), key("other"));
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(a.admit(&hog, r(10, 10)).await.unwrap());
+    }
+    let backlog: Vec<_> = (0..3).map(|_| spawn_admit(&a, &hog, r(10, 10))).collect();
+    until("the backlog queues", || queued(&a, "hog") == 3).await;
+    assert_eq!(running(&a, "hog"), 4);
+    let newcomers = [
+        spawn_admit(&a, &hello, r(10, 10)),
+        spawn_admit(&a, &other, r(10, 10)),
+    ];
+    until("the newcomers queue", || a.snapshot().queued == 5).await;
+
+    // Two hog calls end: each newcomer takes a freed place.
+    held.truncate(2);
+    let mut started = Vec::new();
+    for n in newcomers {
+        started.push(n.await.unwrap().unwrap());
+    }
+    assert_eq!((running(&a, "hog"), queued(&a, "hog")), (2, 3));
+    a.check_invariants();
+    // With nobody else waiting, the hog's backlog takes what frees.
+    drop(started);
+    until("the hog's backlog moves", || queued(&a, "hog") == 1).await;
+    assert_eq!(running(&a, "hog"), 4);
+    drop(held);
+    for t in backlog {
+        drop(t.await.unwrap().unwrap());
+    }
+    assert!(a.functions().is_empty());
+}

@@ -201,3 +201,15 @@ async fn a_panicking_start_releases_its_permit_and_the_next_one_starts() {
     drop(p);
     assert_eq!(a.snapshot().reserved, r(0, 0));
 }
+
+/// Admitted at once, a start that panics is caught as a queued one's is:
+/// `admit_then` resolves, and the permit is released as the start unwinds.
+#[tokio::test]
+async fn a_start_admitted_at_once_that_panics_releases_its_permit() {
+    let a = Admission::new(cfg(1000, 1000));
+    a.admit_then(&key("f"), r(300, 100), |_p| panic!("a start that panics"))
+        .await
+        .unwrap();
+    assert_eq!(a.snapshot().reserved, r(0, 0));
+    assert!(a.functions().is_empty());
+}

@@ -59,6 +59,10 @@ fn moved(endpoint: &str, how: &str) -> HttpError {
 pub(super) fn ready(app: &App) -> Response<Body> {
     let blocked = if app.admission.queue_full() {
         Some("the admission queue is full".to_string())
+    } else if let Some((busy, waiting)) = app.admission.waiting_for_running() {
+        Some(format!(
+            "all {busy} workers are busy and {waiting} invocations wait"
+        ))
     } else {
         app.executor.stats().stalled()
     };
