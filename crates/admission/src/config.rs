@@ -9,8 +9,8 @@ use crate::Resources;
 pub const DEFAULT_MAX_QUEUE: usize = 1000;
 /// Default longest wait in the queue.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default fraction of the limit (in each of CPU and memory) that one
-/// function may reserve while another function is waiting.
+/// Default fraction of the limit (in each of CPU, memory and running
+/// calls) that one function may hold while another function is waiting.
 pub const DEFAULT_MAX_FUNCTION_SHARE: f64 = 0.5;
 /// Default fraction of the CPU limit that a function with nothing running
 /// may reserve beyond the limit for its first call.
@@ -48,8 +48,9 @@ pub struct AdmissionConfig {
     /// Hold admissions while CPU utilisation (cores) is at or above this.
     pub cpu_gate: Option<f64>,
     /// While another function is waiting, a function that already holds a
-    /// reservation may not grow past this fraction of the limit (in CPU or
-    /// in memory). In (0, 1]; 1.0 turns the ceiling off.
+    /// reservation may not grow past this fraction of the limit (in CPU,
+    /// in memory, or in running calls of `max_running`). In (0, 1]; 1.0
+    /// turns the ceiling off.
     /// [default: [`DEFAULT_MAX_FUNCTION_SHARE`]]
     pub max_function_share: f64,
     /// A function with nothing running may reserve up to this fraction of

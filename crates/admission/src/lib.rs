@@ -38,7 +38,7 @@
 //!   CPU. Memory never overdraws. The overdraft is bounded (reservations
 //!   never pass limit + overdraft) and CPU is time-shared, so its cost is
 //!   that running calls get up to that fraction less CPU than they declared
-//!   while it is in use. It does not bypass the CPU gate.
+//!   while it is in use. It does not bypass the CPU gate or `max_running`.
 //! - **Not the whole queue.** One function's waiters may take at most
 //!   `max_function_queue_share` (default
 //!   [`DEFAULT_MAX_FUNCTION_QUEUE_SHARE`] = half) of `max_queue` requests

@@ -32,7 +32,8 @@ pub(crate) struct Waiter {
     pub since: Instant,
 }
 
-/// A waiter admitted with a start, to be run once the lock is released.
+/// A request admitted with a start (from the queue, or at once), to be run
+/// once the lock is released.
 pub(crate) struct Ready {
     pub function: FunctionKey,
     pub want: Resources,

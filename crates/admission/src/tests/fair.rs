@@ -391,3 +391,67 @@ async fn calls_past_max_running_wait_in_the_fair_order() {
     }
     assert!(a.functions().is_empty());
 }
+
+/// Running calls count in the dominant share: a hog of many tiny calls
+/// holds most of the running places, so a function holding more CPU but
+/// fewer places goes before it.
+#[tokio::test]
+async fn running_calls_count_in_the_dominant_share() {
+    let mut c = cfg(100_000, 100_000);
+    c.max_running = 4;
+    c.max_function_share = 1.0; // the order alone, no ceiling
+    let a = Admission::new(c);
+    let (hog, big) = (key("hog"), key("big"));
+    let _big_running = a.admit(&big, r(40_000, 10)).await.unwrap();
+    let mut hogs = Vec::new();
+    for _ in 0..3 {
+        hogs.push(a.admit(&hog, r(10, 10)).await.unwrap());
+    }
+    // All four places taken; the hog's waiter arrives first.
+    let hog_next = spawn_admit(&a, &hog, r(10, 10));
+    until("the hog waits", || queued(&a, "hog") == 1).await;
+    let big_next = spawn_admit(&a, &big, r(10_000, 10));
+    until("big waits", || queued(&a, "big") == 1).await;
+
+    // A hog call ends: 2 of 4 places (0.5) outweigh big's 40 % of the CPU.
+    hogs.pop();
+    let p = big_next.await.unwrap().unwrap();
+    assert_eq!((running(&a, "hog"), queued(&a, "hog")), (2, 1));
+    drop(p);
+    drop(hog_next.await.unwrap().unwrap());
+    drop(hogs);
+}
+
+/// The ceiling applies to running calls: while another function waits, a
+/// function already running `max_function_share` of the places waits for
+/// its own calls to end, though it holds a smaller share than the waiter
+/// before it.
+#[tokio::test]
+async fn the_ceiling_holds_on_running_calls_while_others_wait() {
+    let mut c = cfg(100_000, 100_000);
+    c.max_running = 5; // a ceiling of 2 places
+    c.newcomer_cpu_overdraft = 0.0;
+    let a = Admission::new(c);
+    let (hog, big) = (key("hog"), key("big"));
+    let _big_running = a.admit(&big, r(45_000, 10)).await.unwrap();
+    let third = a.admit(&key("third"), r(54_000, 10)).await.unwrap();
+    let _hogs = [
+        a.admit(&hog, r(10, 10)).await.unwrap(),
+        a.admit(&hog, r(10, 10)).await.unwrap(),
+    ];
+    // One place is free, but not the CPU for big's next (under its own
+    // ceiling): it waits.
+    let big_next = spawn_admit(&a, &big, r(5_000, 10));
+    until("big waits", || queued(&a, "big") == 1).await;
+    // The hog's share (2 of 5 places, 0.4) is below big's (0.45), and its
+    // next call fits; but it is at its ceiling, so it goes after big,
+    // which does not fit: it waits too.
+    let hog_next = spawn_admit(&a, &hog, r(10, 10));
+    until("the hog waits", || queued(&a, "hog") == 1).await;
+    assert_eq!(running(&a, "hog"), 2);
+    a.check_invariants();
+
+    drop(third);
+    drop(big_next.await.unwrap().unwrap());
+    drop(hog_next.await.unwrap().unwrap());
+}

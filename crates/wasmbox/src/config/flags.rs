@@ -172,7 +172,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMBOX_CPU_GATE")]
     pub cpu_gate: Option<f64>,
     /// Fairness: while another function waits, one function may hold at most
-    /// this fraction of the admission limit (0 < x <= 1; 1 = no ceiling).
+    /// this fraction of the admission limit and of the workers (0 < x <= 1;
+    /// 1 = no ceiling).
     #[arg(long, env = "WASMBOX_MAX_FUNCTION_SHARE", default_value_t = wasmbox_admission::DEFAULT_MAX_FUNCTION_SHARE)]
     pub max_function_share: f64,
     /// Fairness: a function with nothing running may reserve this fraction

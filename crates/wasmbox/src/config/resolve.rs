@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use wasmbox_isolation::{IsolationConfig, Mode, Requested};
+use wasmbox_runtime::executor::DEFAULT_MAX_QUEUED;
 use wasmbox_runtime::registry::CompileLimits;
 use wasmbox_runtime::{EngineConfig, ExecutorConfig, RegistryConfig};
 
@@ -233,8 +234,12 @@ impl ServeArgs {
                 registry.compile.child = l.load.compile_child();
                 registry
             },
+            // Admission lets in at most one call per worker, so the job
+            // queue never has to hold more than that (past the default,
+            // with more than 4,096 workers, whose slots may all back off).
             executor: ExecutorConfig {
                 max_workers: self.workers as usize,
+                max_queued: DEFAULT_MAX_QUEUED.max(self.workers as usize),
                 ..ExecutorConfig::default()
             },
             isolation: IsolationConfig {

@@ -57,14 +57,16 @@ fn moved(endpoint: &str, how: &str) -> HttpError {
 
 /// `/-/ready`: 200, or 503 with the reason.
 pub(super) fn ready(app: &App) -> Response<Body> {
+    // The executor's reason first: workers that cannot set up isolation
+    // also leave calls waiting in admission.
     let blocked = if app.admission.queue_full() {
         Some("the admission queue is full".to_string())
-    } else if let Some((busy, waiting)) = app.admission.waiting_for_running() {
-        Some(format!(
-            "all {busy} workers are busy and {waiting} invocations wait"
-        ))
+    } else if let Some(why) = app.executor.stats().stalled() {
+        Some(why)
     } else {
-        app.executor.stats().stalled()
+        app.admission.waiting_for_running().map(|(busy, waiting)| {
+            format!("all {busy} workers are busy and {waiting} invocations wait")
+        })
     };
     match app.readiness.check(blocked.as_deref()) {
         Ok(()) => text(StatusCode::OK, "ready\n"),
