@@ -184,8 +184,16 @@ async fn the_disk_cache_skips_compilation_after_a_restart_and_survives_corruptio
     assert_eq!(s.app.registry.cache_hits(), 1);
     s.stop().await;
 
-    // A damaged entry is ignored and rewritten.
-    std::fs::write(&entries[0], b"garbage").unwrap();
+    // A damaged entry is ignored and rewritten. It is damaged by replacing
+    // the file, not by writing into it: the last server's module may still
+    // be mapped from that inode in this process (what holds it can outlive
+    // `stop` for a moment), and a file truncated under a mapping raises
+    // SIGBUS on the next touch of it, its drop included (seen once here:
+    // the whole test binary died). The server itself only ever renames new
+    // entries into place.
+    let damaged = cache.path().join("damaged.tmp");
+    std::fs::write(&damaged, b"garbage").unwrap();
+    std::fs::rename(&damaged, &entries[0]).unwrap();
     let s = TestServer::start(&["echo.wasm"], &args).await;
     s.get("/echo?arg=three").await.expect(200, &["three"]);
     assert_eq!(s.app.registry.cache_hits(), 0);
