@@ -91,36 +91,26 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     // more, one shard per core, and a thread takes slots from its own; a
     // smaller pool has one shard, where two threads take turns with the
     // same slots (each reset then writes memory the other core wrote).
-    let InProcess {
-        engine: small_engine,
-        function: small_hello,
-        ..
-    } = InProcess::load(
+    let small = hello_on_threads(
         EngineConfig {
             max_instances: 16,
             ..Default::default()
         },
-        &hello_path,
+        secs,
     )?;
-    let small = [1, 2].map(|t| throughput(t, secs, invoke_loop(&small_engine, &small_hello)));
     println!(
         "16-slot pool: 1 thread {:.0}/s, 2 threads {:.0}/s",
         small[0], small[1]
     );
     // Why keep_resident matters: the same with it switched off.
-    let InProcess {
-        engine: cold_engine,
-        function: cold_hello,
-        ..
-    } = InProcess::load(
+    let cold = hello_on_threads(
         EngineConfig {
             memory_keep_resident: 0,
             table_keep_resident: 0,
             ..Default::default()
         },
-        &hello_path,
+        secs,
     )?;
-    let cold = [1, 2].map(|t| throughput(t, secs, invoke_loop(&cold_engine, &cold_hello)));
     println!(
         "keep_resident off: 1 thread {:.0}/s, 2 threads {:.0}/s",
         cold[0], cold[1]
@@ -222,6 +212,15 @@ pub(crate) fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     std::fs::write(out, &report)?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// The bundled hello in process, on an engine built from `config`, for
+/// `secs` on 1 thread and then on 2: invocations per second of each.
+pub(crate) fn hello_on_threads(config: EngineConfig, secs: f64) -> anyhow::Result<[f64; 2]> {
+    let InProcess {
+        engine, function, ..
+    } = InProcess::load(config, &repo_root().join("functions/hello.wat"))?;
+    Ok([1, 2].map(|t| throughput(t, secs, invoke_loop(&engine, &function))))
 }
 
 /// Runs `work` on `threads` threads for `secs`; returns calls per second.

@@ -43,7 +43,7 @@ use self::workload::{expected_digest, workloads, Workload, CONCURRENCY, HELLO_QU
 use crate::load::{self, Expect, HttpTarget, LoadResult};
 use crate::peers::{self, WasmtimeServe};
 use crate::reference::RefServer;
-use crate::{repo_root, InProcess, ServerProc};
+use crate::{repo_root, ServerProc};
 
 pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -384,15 +384,7 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 /// workers/s, CPU loop 2/1, memory loop 2/1).
 fn in_process_scaling(window: Duration) -> anyhow::Result<goals::Scaling> {
     let secs = (window.as_secs_f64() * 2.0).max(0.5);
-    let InProcess {
-        engine, function, ..
-    } = InProcess::load(
-        EngineConfig::default(),
-        &repo_root().join("functions/hello.wat"),
-    )?;
-    let [one, two] = [1, 2].map(|t| {
-        crate::core_bench::throughput(t, secs, crate::core_bench::invoke_loop(&engine, &function))
-    });
+    let [one, two] = crate::core_bench::hello_on_threads(EngineConfig::default(), secs)?;
     let cpu = [1, 2].map(|t| crate::core_bench::throughput(t, secs, crate::core_bench::cpu_loop()));
     let mem =
         [1, 2].map(|t| crate::core_bench::throughput(t, secs, crate::core_bench::memory_loop()));
