@@ -167,10 +167,16 @@ pub const REFILL_AFTER_DIVISOR: u64 = 100;
 /// the hierarchy on each enqueue and switches about twice as often per call
 /// (hello at c=16: 0.70x the throughput of `--cpu-isolation none` with every
 /// worker in a slot). A slot with no quota holds nothing, so there is no
-/// reason to pay it. Moving a thread between cgroups costs about 50 µs
-/// (against about 1 µs for a quota rewrite), so a worker moves only when
-/// its calls keep asking for no limit: calls that alternate between quotas,
-/// as a mixed load's do, keep it in its slot.
+/// reason to pay it.
+///
+/// Moving a thread between cgroups is dear, against about 1 µs for a quota
+/// rewrite: cgroup v1 takes the threadgroup lock for writing, which waits
+/// for an RCU grace period unless another move did so moments before. A
+/// move on its own took 6-19 ms (median 8 ms) on the 2-core machines here,
+/// one right after another about 20 µs. So a worker moves out only when its
+/// calls keep asking for no limit (calls that alternate between quotas, as
+/// a mixed load's do, keep it in its slot), and it moves out between calls
+/// ([`Slot::tidy`]), not in a call's `apply`.
 pub const LEAVE_AFTER_UNBOUNDED: u32 = 8;
 
 /// Formats "<quota µs or unlimited (`None`)>, <period µs>" as one mode's
@@ -306,18 +312,27 @@ impl Slot for CgroupSlot {
             // The quota is in place before the thread is under it.
             fs::write(&self.join, &self.tid.to_string())?;
             self.inside = true;
-        } else if self.unbounded >= LEAVE_AFTER_UNBOUNDED && self.may_leave {
-            // Only a saving: a failure leaves the thread where it was, and
-            // the call runs.
-            match fs::write(&self.home, &self.tid.to_string()) {
-                Ok(()) => self.inside = false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "a worker could not leave its slot cgroup; it stays in it");
-                    self.may_leave = false;
-                }
-            }
         }
         Ok(None)
+    }
+
+    fn wants_tidy(&self) -> bool {
+        self.inside && self.may_leave && self.unbounded >= LEAVE_AFTER_UNBOUNDED
+    }
+
+    fn tidy(&mut self) {
+        if !self.wants_tidy() {
+            return;
+        }
+        // Only a saving: a failure leaves the thread where it was (and no
+        // later call tries again).
+        match fs::write(&self.home, &self.tid.to_string()) {
+            Ok(()) => self.inside = false,
+            Err(e) => {
+                tracing::warn!(error = %e, "a worker could not leave its slot cgroup; it stays in it");
+                self.may_leave = false;
+            }
+        }
     }
 
     fn used(&mut self, cpu: Duration) {
@@ -408,9 +423,11 @@ mod tests {
         let mut slot = standin_slot(&tmp.path().join("slot-0"), home.clone());
         for _ in 0..3 * LEAVE_AFTER_UNBOUNDED {
             slot.apply(1000).unwrap();
+            slot.tidy();
             assert!(!slot.at_home());
         }
         assert!(!home.exists());
+        assert!(!slot.wants_tidy(), "tries to leave once");
         slot.apply(250).unwrap();
         assert!(!slot.at_home());
 
@@ -420,9 +437,17 @@ mod tests {
         let dir = tmp.path().join("slot-1");
         let mut slot = standin_slot(&dir, tmp.path().join("tasks"));
         for _ in 0..LEAVE_AFTER_UNBOUNDED {
+            assert!(!slot.wants_tidy());
             slot.apply(1000).unwrap();
         }
-        assert!(slot.at_home());
+        // The last call ran in the slot; the move waits for `tidy`.
+        assert!(!slot.at_home() && slot.wants_tidy());
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("tasks")).unwrap(),
+            ""
+        );
+        slot.tidy();
+        assert!(slot.at_home() && !slot.wants_tidy());
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("tasks")).unwrap(),
             "4242"

@@ -139,6 +139,16 @@ pub trait Slot: Send {
     fn at_home(&self) -> bool {
         true
     }
+    /// Whether the slot has work to do between invocations, off every
+    /// request's path ([`Slot::tidy`]).
+    fn wants_tidy(&self) -> bool {
+        false
+    }
+    /// Does that work: a cgroup slot whose calls keep asking for no limit
+    /// moves its thread out to the process's own cgroup. Its worker calls
+    /// it after delivering a result and before it takes the next job, not
+    /// counted free meanwhile, so no job waits for it.
+    fn tidy(&mut self) {}
 }
 
 /// Opens the requested mode. `auto` tries cgroup v2, then cgroup v1, then

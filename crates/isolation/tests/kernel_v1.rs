@@ -405,10 +405,14 @@ fn a_worker_waits_outside_its_slot_while_its_calls_ask_for_a_whole_core() {
             }
             assert_eq!(quota().trim(), "-1");
             // Two cores ask for no limit too: this one is the last in a row.
+            // It still runs in the slot; the worker moves out between calls.
             slot.apply(2000).unwrap();
+            assert!(inside() && !at_base());
+            assert!(slot.wants_tidy());
+            slot.tidy();
             assert!(tasks(&dir).is_empty() && at_base());
             slot.apply(1000).unwrap();
-            assert!(at_base());
+            assert!(at_base() && !slot.wants_tidy());
 
             // A limit: back in, under it (a quarter of the 100 ms period).
             slot.apply(250).unwrap();
@@ -417,12 +421,14 @@ fn a_worker_waits_outside_its_slot_while_its_calls_ask_for_a_whole_core() {
 
             for i in 0..3 * LEAVE_AFTER_UNBOUNDED {
                 slot.apply(if i % 2 == 0 { 1000 } else { 500 }).unwrap();
+                slot.tidy();
                 assert!(inside(), "left the slot at call {i} of an alternating run");
             }
             // Dropped outside its slot, it stays at the base and the slot goes.
             for _ in 0..LEAVE_AFTER_UNBOUNDED {
                 slot.apply(1000).unwrap();
             }
+            slot.tidy();
             assert!(at_base());
             drop(slot);
             assert!(at_base() && !dir.exists());

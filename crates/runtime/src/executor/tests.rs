@@ -615,3 +615,85 @@ async fn jobs_queued_during_a_slot_backoff_each_get_a_worker_after_it() {
     }
     assert_eq!(ex.stats().slot_failures, 1);
 }
+
+/// Stands in for a cgroup slot whose move out of its cgroup takes long (a
+/// real move's length cannot be chosen here): the first slot made wants
+/// to tidy once, and its `tidy` blocks until the test opens the gate.
+struct SlowTidySlots {
+    made: AtomicUsize,
+    /// Told when the first slot starts tidying.
+    entered: Mutex<std::sync::mpsc::Sender<()>>,
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+struct SlowTidySlot {
+    wants: bool,
+    entered: std::sync::mpsc::Sender<()>,
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+impl Slot for SlowTidySlot {
+    fn apply(&mut self, _millicores: u64) -> Result<Option<Throttle>, IsolationError> {
+        Ok(None)
+    }
+    fn wants_tidy(&self) -> bool {
+        self.wants
+    }
+    fn tidy(&mut self) {
+        self.wants = false;
+        let _ = self.entered.send(());
+        let (open, cv) = &*self.gate;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut open = open.lock().unwrap();
+        while !*open && Instant::now() < deadline {
+            open = cv.wait_timeout(open, Duration::from_secs(1)).unwrap().0;
+        }
+    }
+}
+impl Isolation for SlowTidySlots {
+    fn mode(&self) -> Mode {
+        Mode::CgroupV1
+    }
+    fn describe(&self) -> String {
+        "slow tidy stand-in".into()
+    }
+    fn slot(&self, _worker: usize, _tid: i32) -> Result<Box<dyn Slot>, IsolationError> {
+        let first = self.made.fetch_add(1, Ordering::SeqCst) == 0;
+        Ok(Box::new(SlowTidySlot {
+            wants: first,
+            entered: self.entered.lock().unwrap().clone(),
+            gate: self.gate.clone(),
+        }))
+    }
+}
+
+/// A worker moving its thread out of its cgroup between calls is not free
+/// meanwhile: the next job goes to another worker instead of waiting for
+/// the move (which takes milliseconds when the kernel waits for an RCU
+/// grace period).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_sent_while_a_worker_tidies_its_slot_runs_on_another() {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let iso = Arc::new(SlowTidySlots {
+        made: AtomicUsize::new(0),
+        entered: Mutex::new(entered_tx),
+        gate: gate.clone(),
+    });
+    let ex = executor(2, iso);
+    let first = ex.submit(|w| w.id).await.unwrap();
+    // The result came before the tidy; wait until the worker is in it.
+    tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the first worker never tidied its slot");
+    let second = tokio::time::timeout(Duration::from_secs(20), ex.submit(|w| w.id)).await;
+    let open = || {
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+    };
+    open();
+    let second = second
+        .expect("the job waited for the worker that was tidying")
+        .unwrap();
+    assert_ne!(first, second);
+    assert_eq!(ex.stats().started, 2);
+}

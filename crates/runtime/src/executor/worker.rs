@@ -116,8 +116,17 @@ fn serve(
                 retire: None,
             }) => {
                 *backoff = pool.config.retry_backoff;
-                pool.handoff.freed();
-                deliver_on(id, deliver);
+                if worker.slot.wants_tidy() {
+                    // Not counted free while the slot moves the thread (a
+                    // cgroup move can take milliseconds): a job sent
+                    // meanwhile goes to another worker instead of waiting.
+                    deliver_on(id, deliver);
+                    worker.slot.tidy();
+                    pool.handoff.freed();
+                } else {
+                    pool.handoff.freed();
+                    deliver_on(id, deliver);
+                }
             }
             Err(_) => {
                 pool.handoff.freed();
