@@ -11,8 +11,8 @@
 //! not the client.
 //!
 //! Workers are started lazily, one more whenever a task arrives and fewer
-//! workers are free than tasks wait, up to `max_workers`, and are kept
-//! afterwards. Each
+//! workers are free than tasks wait, up to `max_workers` (and a few at
+//! startup, [`Executor::prestart`]), and are kept afterwards. Each
 //! worker makes its isolation slot (a cgroup it stays in) once, on its own
 //! thread. A worker whose slot cannot be made or stops working retires from
 //! taking tasks: a task it could not isolate goes back to the queue for a
@@ -94,6 +94,14 @@ impl Executor {
             slot_failures: s.slot_failures.load(Ordering::Relaxed),
             last_slot_error: s.state.lock().unwrap().last_slot_error.clone(),
         }
+    }
+
+    /// Starts `n` workers now (no more than `max_workers` in all), each of
+    /// which makes its isolation slot and waits for jobs, so the first
+    /// calls do not wait for a thread and its slot (a cgroup move alone can
+    /// take milliseconds). Returns how many started.
+    pub fn prestart(&self, n: usize) -> usize {
+        self.pool.prestart(n)
     }
 
     /// Runs one invocation on a worker held to its quota.

@@ -160,6 +160,12 @@ impl<T> Handoff<T> {
         short
     }
 
+    /// Counts one more free worker, for a worker started with no job
+    /// waiting ([`super::Executor::prestart`]).
+    pub(super) fn claim_spare(&self) {
+        self.state.lock().unwrap().free += 1;
+    }
+
     /// A claimed worker that could not be started, or one whose isolation
     /// slot could not be made (it backs off, then is [`Handoff::freed`]):
     /// one fewer free.

@@ -59,6 +59,21 @@ impl Pool {
         }
     }
 
+    /// Starts up to `n` workers with no job waiting for them; returns how
+    /// many started.
+    pub(super) fn prestart(self: &Arc<Self>, n: usize) -> usize {
+        let mut started = 0;
+        while started < n {
+            self.handoff.claim_spare();
+            if !self.spawn() {
+                self.handoff.unclaim();
+                break;
+            }
+            started += 1;
+        }
+        started
+    }
+
     /// Starts a worker (already counted free by [`Handoff::claim`]);
     /// false if the pool is full, closed, or backing off from a failed
     /// slot, or the thread could not be made. The thread starts in its

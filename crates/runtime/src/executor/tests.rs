@@ -697,3 +697,30 @@ async fn a_job_sent_while_a_worker_tidies_its_slot_runs_on_another() {
     assert_ne!(first, second);
     assert_eq!(ex.stats().started, 2);
 }
+
+/// Prestarted workers take the first jobs: two jobs that can finish only
+/// together both run, and no worker is started for them; no more than
+/// `max_workers` start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prestarted_workers_take_the_first_jobs() {
+    let ex = executor(2, none());
+    assert_eq!(ex.prestart(5), 2);
+    assert_eq!(ex.workers(), 2);
+    let meeting = Meeting::new(2);
+    let jobs: Vec<_> = (0..2)
+        .map(|_| {
+            let meeting = meeting.clone();
+            ex.submit(move |w| (meeting.arrive(Duration::from_secs(20)), w.id))
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for j in jobs {
+        let (met, id) = j.await.unwrap();
+        assert!(met, "the two jobs did not run at once");
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, [0, 1]);
+    assert_eq!(ex.workers(), 2);
+    assert_eq!(ex.prestart(1), 0, "the pool is full");
+}
