@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cgroup::{self, CgroupSlot, Dirs, SlotSpec, KERNEL, SLOT};
+use crate::cgroup::{self, CgroupSlot, Dirs, LimitsSeen, SlotSpec, KERNEL, SLOT};
 use crate::{fs, sweep, IsolationError};
 use crate::{Isolation, IsolationConfig, Mode, Slot};
 
@@ -43,6 +43,7 @@ pub struct CgroupV2 {
     added_cpu_to_parent: bool,
     dirs: Dirs,
     shut: AtomicBool,
+    limits_seen: std::sync::Arc<LimitsSeen>,
 }
 
 impl CgroupV2 {
@@ -105,6 +106,7 @@ impl CgroupV2 {
             added_cpu_to_parent: false,
             dirs,
             shut: AtomicBool::new(false),
+            limits_seen: Default::default(),
         };
         let delegated = (|| {
             if !cpu {
@@ -215,6 +217,7 @@ impl Isolation for CgroupV2 {
             })),
             join_file: "cgroup.threads",
             dirs: self.dirs,
+            limits_seen: self.limits_seen.clone(),
         })
     }
     fn period(&self) -> Option<std::time::Duration> {
