@@ -188,24 +188,36 @@ pub const LEAVE_AFTER_UNBOUNDED: u32 = 8;
 /// second without this rule.)
 pub const LEAVE_WHEN_NO_LIMIT_FOR: Duration = Duration::from_secs(1);
 
-/// When any slot of one instance last had a call with a limit.
+/// What one instance's slots share: when any of them last had a call with
+/// a limit, and how often their threads have moved.
 #[derive(Debug)]
-pub struct LimitsSeen {
+pub struct SlotsShared {
     start: Instant,
     /// Milliseconds after `start`, plus one (0: never).
     last_ms: AtomicU64,
+    moves: AtomicU64,
 }
 
-impl Default for LimitsSeen {
+impl Default for SlotsShared {
     fn default() -> Self {
-        LimitsSeen {
+        SlotsShared {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            moves: AtomicU64::new(0),
         }
     }
 }
 
-impl LimitsSeen {
+impl SlotsShared {
+    /// Threads moved into or out of a slot after it was made.
+    pub fn moves(&self) -> u64 {
+        self.moves.load(Ordering::Relaxed)
+    }
+
+    fn moved(&self) {
+        self.moves.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn ms(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
     }
@@ -262,7 +274,7 @@ pub struct CgroupSlot {
     spent: Duration,
     dirs: Dirs,
     /// Shared by the instance's slots.
-    limits_seen: Arc<LimitsSeen>,
+    shared: Arc<SlotsShared>,
 }
 
 /// How to make one slot.
@@ -285,7 +297,7 @@ pub struct SlotSpec<'a> {
     /// How the directory is made and removed.
     pub dirs: Dirs,
     /// When the instance's slots last had a call with a limit.
-    pub limits_seen: Arc<LimitsSeen>,
+    pub shared: Arc<SlotsShared>,
 }
 
 impl CgroupSlot {
@@ -327,7 +339,7 @@ impl CgroupSlot {
                 current: None,
                 spent: Duration::ZERO,
                 dirs: spec.dirs,
-                limits_seen: spec.limits_seen,
+                shared: spec.shared,
             })),
             Err(e) => {
                 let _ = (spec.dirs.rmdir)(&dir, fs::REMOVE_PATIENCE);
@@ -352,7 +364,7 @@ impl Slot for CgroupSlot {
             self.unbounded = self.unbounded.saturating_add(1);
         } else {
             self.unbounded = 0;
-            self.limits_seen.seen();
+            self.shared.seen();
         }
         if !self.inside && q.is_none() {
             return Ok(None);
@@ -371,6 +383,7 @@ impl Slot for CgroupSlot {
             // The quota is in place before the thread is under it.
             fs::write(&self.join, &self.tid.to_string())?;
             self.inside = true;
+            self.shared.moved();
         }
         Ok(None)
     }
@@ -379,7 +392,7 @@ impl Slot for CgroupSlot {
         self.inside
             && self.may_leave
             && self.unbounded >= LEAVE_AFTER_UNBOUNDED
-            && self.limits_seen.none_within(LEAVE_WHEN_NO_LIMIT_FOR)
+            && self.shared.none_within(LEAVE_WHEN_NO_LIMIT_FOR)
     }
 
     fn tidy(&mut self) {
@@ -389,7 +402,10 @@ impl Slot for CgroupSlot {
         // Only a saving: a failure leaves the thread where it was (and no
         // later call tries again).
         match fs::write(&self.home, &self.tid.to_string()) {
-            Ok(()) => self.inside = false,
+            Ok(()) => {
+                self.inside = false;
+                self.shared.moved();
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "a worker could not leave its slot cgroup; it stays in it");
                 self.may_leave = false;
@@ -471,7 +487,7 @@ mod tests {
             })),
             join_file: "tasks",
             dirs: crate::standin::STANDIN,
-            limits_seen: Arc::default(),
+            shared: Arc::default(),
         })
         .unwrap()
     }
@@ -526,7 +542,7 @@ mod tests {
 
     #[test]
     fn workers_stay_in_their_slots_while_any_call_has_had_a_limit_lately() {
-        let seen = LimitsSeen::default();
+        let seen = SlotsShared::default();
         let quiet = Duration::from_secs(1);
         let now = Instant::now();
         assert!(seen.none_within_at(quiet, now), "no limit yet");
@@ -539,7 +555,7 @@ mod tests {
         // A slot whose instance saw a limit lately keeps its thread.
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("tasks"), "").unwrap();
-        let limits_seen = Arc::new(LimitsSeen::default());
+        let shared = Arc::new(SlotsShared::default());
         let slot = |n: usize| {
             CgroupSlot::create(SlotSpec {
                 dir: tmp.path().join(format!("slot-{n}")),
@@ -552,7 +568,7 @@ mod tests {
                 })),
                 join_file: "tasks",
                 dirs: crate::standin::STANDIN,
-                limits_seen: limits_seen.clone(),
+                shared: shared.clone(),
             })
             .unwrap()
         };
@@ -561,7 +577,9 @@ mod tests {
         for _ in 0..3 * LEAVE_AFTER_UNBOUNDED {
             a.apply(1000).unwrap();
             assert!(!a.wants_tidy(), "another slot had a limit lately");
+            a.tidy();
         }
+        assert_eq!(shared.moves(), 0, "no thread moved");
     }
 
     #[test]

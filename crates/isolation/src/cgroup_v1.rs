@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::cgroup::{self, CgroupSlot, LimitsSeen, SlotSpec, ANCHOR, KERNEL, SLOT};
+use crate::cgroup::{self, CgroupSlot, SlotSpec, SlotsShared, ANCHOR, KERNEL, SLOT};
 use crate::{fs, sweep, IsolationError};
 use crate::{Isolation, IsolationConfig, Mode, Slot};
 
@@ -35,7 +35,7 @@ pub struct CgroupV1 {
     period_us: u64,
     /// `None` once shut down.
     anchor: Mutex<Option<Anchor>>,
-    limits_seen: Arc<LimitsSeen>,
+    slots_shared: Arc<SlotsShared>,
 }
 
 /// A parked thread that sits in `<tree>/anchor`; on stop it moves itself
@@ -117,7 +117,7 @@ impl CgroupV1 {
                     id,
                     period_us: config.period.as_micros() as u64,
                     anchor: Mutex::new(Some(anchor)),
-                    limits_seen: Arc::default(),
+                    slots_shared: Arc::default(),
                 };
                 // Dropping `this` on failure removes the tree again.
                 fs::write(&this.tree.join("cpu.shares"), &tree_shares().to_string())?;
@@ -184,11 +184,14 @@ impl Isolation for CgroupV1 {
             })),
             join_file: "tasks",
             dirs: KERNEL,
-            limits_seen: self.limits_seen.clone(),
+            shared: self.slots_shared.clone(),
         })
     }
     fn period(&self) -> Option<Duration> {
         Some(Duration::from_micros(self.period_us))
+    }
+    fn moves(&self) -> u64 {
+        self.slots_shared.moves()
     }
     /// Removes the whole tree: what slots are left, the anchor (its thread
     /// moves out and exits), the tree itself. Idempotent.

@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cgroup::{self, CgroupSlot, Dirs, LimitsSeen, SlotSpec, KERNEL, SLOT};
+use crate::cgroup::{self, CgroupSlot, Dirs, SlotSpec, SlotsShared, KERNEL, SLOT};
 use crate::{fs, sweep, IsolationError};
 use crate::{Isolation, IsolationConfig, Mode, Slot};
 
@@ -43,7 +43,7 @@ pub struct CgroupV2 {
     added_cpu_to_parent: bool,
     dirs: Dirs,
     shut: AtomicBool,
-    limits_seen: std::sync::Arc<LimitsSeen>,
+    slots_shared: std::sync::Arc<SlotsShared>,
 }
 
 impl CgroupV2 {
@@ -106,7 +106,7 @@ impl CgroupV2 {
             added_cpu_to_parent: false,
             dirs,
             shut: AtomicBool::new(false),
-            limits_seen: Default::default(),
+            slots_shared: Default::default(),
         };
         let delegated = (|| {
             if !cpu {
@@ -217,12 +217,15 @@ impl Isolation for CgroupV2 {
             })),
             join_file: "cgroup.threads",
             dirs: self.dirs,
-            limits_seen: self.limits_seen.clone(),
+            shared: self.slots_shared.clone(),
         })
     }
     fn period(&self) -> Option<std::time::Duration> {
         self.cpu
             .then(|| std::time::Duration::from_micros(self.period_us))
+    }
+    fn moves(&self) -> u64 {
+        self.slots_shared.moves()
     }
     fn shutdown(&self) {
         self.undo();

@@ -117,6 +117,12 @@ pub trait Isolation: Send + Sync {
     fn period(&self) -> Option<Duration> {
         None
     }
+    /// Worker threads moved into or out of their slots after the slots
+    /// were made (cgroup modes; each move can wait for an RCU grace period,
+    /// see [`cgroup::LEAVE_AFTER_UNBOUNDED`]).
+    fn moves(&self) -> u64 {
+        0
+    }
     /// Removes whatever this instance made (after the workers have exited):
     /// its whole cgroup tree. Idempotent; cgroup modes also do it on drop.
     fn shutdown(&self) {}

@@ -409,8 +409,10 @@ fn a_worker_waits_outside_its_slot_while_its_calls_ask_for_a_whole_core() {
             slot.apply(2000).unwrap();
             assert!(inside() && !at_base());
             assert!(slot.wants_tidy());
+            assert_eq!(iso.moves(), 0);
             slot.tidy();
             assert!(tasks(&dir).is_empty() && at_base());
+            assert_eq!(iso.moves(), 1);
             slot.apply(1000).unwrap();
             assert!(at_base() && !slot.wants_tidy());
 
@@ -418,6 +420,7 @@ fn a_worker_waits_outside_its_slot_while_its_calls_ask_for_a_whole_core() {
             slot.apply(250).unwrap();
             assert!(inside() && !at_base());
             assert_eq!(quota().trim(), "25000");
+            assert_eq!(iso.moves(), 2);
 
             for i in 0..3 * LEAVE_AFTER_UNBOUNDED {
                 slot.apply(if i % 2 == 0 { 1000 } else { 500 }).unwrap();

@@ -93,6 +93,7 @@ impl Executor {
             retrying: s.retrying.load(Ordering::Relaxed),
             slot_failures: s.slot_failures.load(Ordering::Relaxed),
             last_slot_error: s.state.lock().unwrap().last_slot_error.clone(),
+            slot_moves: self.pool.isolation.moves(),
         }
     }
 

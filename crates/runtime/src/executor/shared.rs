@@ -54,6 +54,8 @@ pub struct PoolStats {
     pub slot_failures: usize,
     /// The latest slot failure's message.
     pub last_slot_error: Option<String>,
+    /// Worker threads moved into or out of their slots since start.
+    pub slot_moves: u64,
 }
 
 impl PoolStats {

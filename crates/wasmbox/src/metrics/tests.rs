@@ -23,6 +23,7 @@ fn values(functions: (usize, usize, usize, usize), slot_failures: usize) -> Gaug
         pool_stats: wasmbox_runtime::executor::PoolStats {
             busy: 2,
             slot_failures,
+            slot_moves: 5,
             ..Default::default()
         },
         per_function: vec![wasmbox_admission::FunctionSnapshot {
@@ -62,6 +63,8 @@ fn running_totals_are_counters_named_total() {
         "wasmbox_prewarm_scans_total 2",
         "# TYPE wasmbox_worker_slot_failures counter",
         "wasmbox_worker_slot_failures_total 3",
+        "# TYPE wasmbox_worker_slot_moves counter",
+        "wasmbox_worker_slot_moves_total 5",
         "# TYPE wasmbox_functions_loaded gauge",
         "wasmbox_functions_loaded 2",
         "wasmbox_open_connections 7",

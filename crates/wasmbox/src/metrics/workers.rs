@@ -21,6 +21,8 @@ pub(super) struct Workers {
     retrying: Gauge,
     /// `wasmbox_worker_slot_failures_total`.
     slot_failures: Counter,
+    /// `wasmbox_worker_slot_moves_total`.
+    slot_moves: Counter,
     function_queued: Family<FunctionLabel, Gauge>,
     function_running: Family<FunctionLabel, Gauge>,
     function_reserved_cpu: Family<FunctionLabel, Gauge>,
@@ -52,6 +54,11 @@ impl Workers {
                 "worker_slot_failures",
                 "CPU-isolation slot failures on worker threads",
             ),
+            slot_moves: counter(
+                r,
+                "worker_slot_moves",
+                "Worker threads moved into or out of their cgroup slots after the slots were made (a move can wait milliseconds for the kernel)",
+            ),
             function_queued: family(
                 r,
                 "function_queued",
@@ -77,6 +84,10 @@ impl Workers {
         self.queued.set(p.queued as i64);
         self.retrying.set(p.retrying as i64);
         raise_to(&self.slot_failures, p.slot_failures);
+        raise_to(
+            &self.slot_moves,
+            usize::try_from(p.slot_moves).unwrap_or(usize::MAX),
+        );
         // Only functions with something queued or running are listed, so
         // the label set stays bounded by the work in flight.
         self.function_queued.clear();
