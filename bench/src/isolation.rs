@@ -283,6 +283,10 @@ pub fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
         }
         writeln!(r, "| {mode} | {} |", cells.join(" | "))?;
     }
+    if v1_base().is_some() {
+        let dur = Duration::from_secs(if quick { 3 } else { 10 });
+        r.push_str(&crate::mixed_quotas::section(dur)?);
+    }
     std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
     std::fs::write(out, &r)?;
     println!("wrote {}", out.display());

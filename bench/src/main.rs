@@ -158,6 +158,7 @@ mod guest_build;
 mod hello_http;
 mod isolation;
 mod load;
+mod mixed_quotas;
 mod peers;
 mod plots;
 mod reference;

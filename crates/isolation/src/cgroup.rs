@@ -20,9 +20,10 @@
 //!
 //! A slot is a cgroup directory its worker thread sits in while its calls
 //! are held to a quota, with the quota file kept open. A worker whose calls
-//! ask for a whole core or more ([`LEAVE_AFTER_UNBOUNDED`] of them in a row)
+//! ask for a whole core or more ([`LEAVE_AFTER_UNBOUNDED`] of them in a row,
+//! and none with a limit on any worker for [`LEAVE_WHEN_NO_LIMIT_FOR`])
 //! waits in the process's own cgroup instead, beside the HTTP threads, until
-//! a call asks for less.
+//! a call asks for less. It moves out between calls ([`Slot::tidy`]).
 
 use std::fs::File;
 use std::io::{self, Read};
