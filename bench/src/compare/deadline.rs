@@ -32,9 +32,18 @@ impl DeadlinePrice {
     pub(crate) fn engine_raw(&self) -> f64 {
         self.epoch / self.plain
     }
+    /// The workload's execution alone under the epoch build, µs: its p50
+    /// less the process floor. `None` when it is not above the floor (a
+    /// workload shorter than the floor's noise), where no ratio means
+    /// anything.
+    pub(crate) fn epoch_exec(&self) -> Option<f64> {
+        let e = self.epoch - self.floor_epoch;
+        (e > 0.0).then_some(e)
+    }
     /// epoch / plain, each less its process floor.
-    pub(crate) fn engine_exec(&self) -> f64 {
-        (self.epoch - self.floor_epoch) / (self.plain - self.floor_plain)
+    pub(crate) fn engine_exec(&self) -> Option<f64> {
+        let plain = self.plain - self.floor_plain;
+        (plain > 0.0).then_some(self.epoch_exec()? / plain)
     }
     /// wasmbox / epoch build, whole `wasmtime run` process.
     pub(crate) fn own_raw(&self) -> f64 {
@@ -42,12 +51,21 @@ impl DeadlinePrice {
     }
     /// wasmbox (all it adds, HTTP included) / the epoch build's execution
     /// alone: the figure the goal is judged on (the stricter one).
-    pub(crate) fn own_exec(&self) -> f64 {
-        self.wasmbox / (self.epoch - self.floor_epoch)
+    pub(crate) fn own_exec(&self) -> Option<f64> {
+        Some(self.wasmbox / self.epoch_exec()?)
     }
-    pub(crate) fn met(&self) -> bool {
-        self.own_exec() <= OWN_OVERHEAD_GOAL
+    /// `None`: not measurable in this run ([`DeadlinePrice::epoch_exec`]).
+    pub(crate) fn met(&self) -> Option<bool> {
+        self.own_exec().map(|r| r <= OWN_OVERHEAD_GOAL)
     }
+}
+
+/// A ratio as "1.23x", or why there is none.
+pub(crate) fn ratio(r: Option<f64>) -> String {
+    r.map_or_else(
+        || "n/a (at or below the process floor)".to_string(),
+        |r| format!("{r:.2}x"),
+    )
 }
 
 /// The price for every workload measured under all three systems.
@@ -106,17 +124,59 @@ pub(crate) fn write(r: &mut String, prices: &[DeadlinePrice]) -> std::fmt::Resul
     for p in prices {
         writeln!(
             r,
-            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {} |",
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2}x | {} | {:.2}x | {} | {} |",
             p.function,
             p.plain / 1e3,
             p.epoch / 1e3,
             p.wasmbox / 1e3,
             p.engine_raw(),
-            p.engine_exec(),
+            ratio(p.engine_exec()),
             p.own_raw(),
-            p.own_exec(),
-            if p.met() { "PASS" } else { "MISS" }
+            ratio(p.own_exec()),
+            match p.met() {
+                Some(true) => "PASS",
+                Some(false) => "MISS",
+                None => "not measured",
+            }
         )?;
     }
     writeln!(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn price(epoch: f64, wasmbox: f64) -> DeadlinePrice {
+        DeadlinePrice {
+            function: "genpdf",
+            plain: 9000.0,
+            epoch,
+            wasmbox,
+            floor_plain: 7000.0,
+            floor_epoch: 7200.0,
+        }
+    }
+
+    /// A workload whose p50 is not above the process floor (noise larger
+    /// than the workload) gets no ratio and no verdict; a negative "ratio"
+    /// once passed the goal.
+    #[test]
+    fn a_workload_at_or_below_the_process_floor_is_not_measured() {
+        let below = price(7190.0, 1440.0);
+        assert_eq!(below.own_exec(), None);
+        assert_eq!(below.met(), None);
+        assert_eq!(
+            ratio(below.engine_exec()),
+            "n/a (at or below the process floor)"
+        );
+        let mut r = String::new();
+        write(&mut r, &[below]).unwrap();
+        assert!(r.contains("| not measured |"), "{r}");
+
+        let above = price(9200.0, 2040.0);
+        assert_eq!(above.own_exec(), Some(1.02));
+        assert_eq!(above.met(), Some(true));
+        assert_eq!(ratio(above.engine_exec()), "1.00x");
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::deadline::{DeadlinePrice, OWN_OVERHEAD_GOAL};
+use super::deadline::{ratio, DeadlinePrice, OWN_OVERHEAD_GOAL};
 use super::systems::{best_rate, Cell, WASMBOX, WASMBOX_COMPONENT, WASMTIME_SERVE};
 use super::units::{fmt_us, us};
 use crate::density::Density;
@@ -54,9 +54,9 @@ pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
     for p in i.prices {
         g.push(goal(
             format!("{}: wasmbox's own overhead over `wasmtime run` of the same epoch build (c=1 p50, execution)", p.function),
-            format!("{:.2}x ({:.2} ms vs {:.2} ms; engine's epoch / plain {:.2}x)", p.own_exec(), p.wasmbox / 1e3, (p.epoch - p.floor_epoch) / 1e3, p.engine_exec()),
+            format!("{} ({:.2} ms vs {:.2} ms; engine's epoch / plain {})", ratio(p.own_exec()), p.wasmbox / 1e3, (p.epoch - p.floor_epoch) / 1e3, ratio(p.engine_exec())),
             &format!("<= {OWN_OVERHEAD_GOAL}x"),
-            Some(p.met()),
+            p.met(),
         ));
     }
     if i.prices.is_empty() {
