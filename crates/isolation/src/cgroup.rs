@@ -477,6 +477,11 @@ mod tests {
     /// A slot over STAND-IN directories (crate::standin) whose thread goes
     /// home to `home`; no thread really moves.
     fn standin_slot(dir: &Path, home: PathBuf) -> Box<dyn Slot> {
+        standin_slot_sharing(dir, home, Arc::default())
+    }
+
+    /// [`standin_slot`] sharing `shared` with other slots of one instance.
+    fn standin_slot_sharing(dir: &Path, home: PathBuf, shared: Arc<SlotsShared>) -> Box<dyn Slot> {
         CgroupSlot::create(SlotSpec {
             dir: dir.to_path_buf(),
             home,
@@ -488,7 +493,7 @@ mod tests {
             })),
             join_file: "tasks",
             dirs: crate::standin::STANDIN,
-            shared: Arc::default(),
+            shared,
         })
         .unwrap()
     }
@@ -558,20 +563,8 @@ mod tests {
         std::fs::write(tmp.path().join("tasks"), "").unwrap();
         let shared = Arc::new(SlotsShared::default());
         let slot = |n: usize| {
-            CgroupSlot::create(SlotSpec {
-                dir: tmp.path().join(format!("slot-{n}")),
-                home: tmp.path().join("tasks"),
-                tid: 4242,
-                period_us: 100_000,
-                setup: &|_| Ok(()),
-                quota_file: Some(("cpu.cfs_quota_us", |q, _| {
-                    q.map_or("-1".into(), |q| q.to_string())
-                })),
-                join_file: "tasks",
-                dirs: crate::standin::STANDIN,
-                shared: shared.clone(),
-            })
-            .unwrap()
+            let dir = tmp.path().join(format!("slot-{n}"));
+            standin_slot_sharing(&dir, tmp.path().join("tasks"), shared.clone())
         };
         let (mut a, mut b) = (slot(0), slot(1));
         b.apply(500).unwrap();
