@@ -297,7 +297,8 @@ pub struct SlotSpec<'a> {
     pub join_file: &'a str,
     /// How the directory is made and removed.
     pub dirs: Dirs,
-    /// When the instance's slots last had a call with a limit.
+    /// What the instance's slots share (the last call with a limit, the
+    /// count of moves).
     pub shared: Arc<SlotsShared>,
 }
 

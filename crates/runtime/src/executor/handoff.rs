@@ -160,12 +160,6 @@ impl<T> Handoff<T> {
         short
     }
 
-    /// Counts one more free worker, for a worker started with no job
-    /// waiting ([`super::Executor::prestart`]).
-    pub(super) fn claim_spare(&self) {
-        self.state.lock().unwrap().free += 1;
-    }
-
     /// A claimed worker that could not be started, or one whose isolation
     /// slot could not be made (it backs off, then is [`Handoff::freed`]):
     /// one fewer free.
@@ -182,7 +176,8 @@ impl<T> Handoff<T> {
     }
 
     /// A worker is free again (its job is done, or it is back from a
-    /// retry) and will ask for the next job.
+    /// retry) or about to start with no job waiting (prestart), and will
+    /// ask for the next job.
     pub(super) fn freed(&self) {
         self.state.lock().unwrap().free += 1;
     }

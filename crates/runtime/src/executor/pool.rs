@@ -64,7 +64,8 @@ impl Pool {
     pub(super) fn prestart(self: &Arc<Self>, n: usize) -> usize {
         let mut started = 0;
         while started < n {
-            self.handoff.claim_spare();
+            // Counted free before it starts, as a claimed worker is.
+            self.handoff.freed();
             if !self.spawn() {
                 self.handoff.unclaim();
                 break;
