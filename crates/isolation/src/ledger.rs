@@ -102,7 +102,7 @@ impl Ledger {
     /// cannot use more than a core, so a quota of a core or more needs no
     /// accounting.
     pub fn applies(millicores: u64) -> bool {
-        millicores > 0 && millicores < 1000
+        millicores > 0 && crate::limits(millicores)
     }
 
     /// An invocation of `function` at `millicores` is about to start:

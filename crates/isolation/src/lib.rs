@@ -195,6 +195,12 @@ pub fn current_tid() -> i32 {
         .unwrap_or(0)
 }
 
+/// Whether a call at `millicores` is held to a quota at all: a thread
+/// cannot use more than a core, so a quota of a core or more is no limit.
+pub fn limits(millicores: u64) -> bool {
+    millicores < 1000
+}
+
 /// cpu_quota in millicores -> CFS quota in µs for `period_us` (the
 /// reference's mapping: 1000 millicores = one full period). At least 1000 µs,
 /// the kernel's minimum.

@@ -127,6 +127,7 @@ impl Executor {
         reply: impl FnOnce(Result<Ran, ExecError>) + Send + 'static,
     ) {
         let pool = &self.pool;
+        let in_slot = task.in_slot();
         let mut pending = Some(Pending {
             task,
             engine: self.engine.clone(),
@@ -137,7 +138,7 @@ impl Executor {
         // Made into a job only if there is room for it.
         let sent = pool
             .handoff
-            .send_with(|| pending.take().expect("made once").into_job());
+            .send_with(in_slot, || pending.take().expect("made once").into_job());
         match sent {
             Ok(()) => pool.start_workers(),
             Err(refused) => {

@@ -16,6 +16,15 @@
 //! cgroup) in turn as a first-in-first-out wake-up order does. The queue
 //! stays shared: a worker that finishes takes the next job before it parks,
 //! whoever was woken for it, so no job waits for one particular thread.
+//!
+//! Where workers wait in different places, a job wakes the most recently
+//! idle worker that waits where the job runs, if any: one held to a quota
+//! below a core, a worker inside its slot cgroup; one with no limit, a
+//! worker at home (whose calls asked for no limit lately). A worker at home
+//! would move its thread into its cgroup for a quota, on the request path,
+//! and a lone cgroup move can wait out an RCU grace period (milliseconds).
+//! Calls with no limit kept off the workers inside keep them there, and so
+//! ready for the next call with a quota.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,15 +32,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 
 /// How often an idle worker yields its core before it parks, where it
-/// shares a run queue with the threads that send it jobs
-/// ([`Slot::at_home`](wasmbox_isolation::Slot::at_home)): a job sent
+/// shares a run queue with the threads that send it jobs (at home,
+/// [`Slot::at_home`](wasmbox_isolation::Slot::at_home)): a job sent
 /// meanwhile (often by the thread it yielded to) then costs no wake-up.
 /// `sched_yield` only gives way to threads of the caller's own cgroup, so a
 /// worker alone in its cgroup would yield to nobody; hello at c=16 with
 /// every worker in a cgroup-v1 slot served 14-15k req/s with no yields
 /// against 12.6-13.3k with 4, and with isolation none 20.9-24.2k with 4
 /// against 14.6-17.2k with none.
-pub(super) const YIELDS_BEFORE_PARKING: u32 = 4;
+const YIELDS_BEFORE_PARKING: u32 = 4;
 
 /// The queue of jobs (`T`) and the stack of idle workers.
 pub(super) struct Handoff<T> {
@@ -57,6 +66,9 @@ pub(super) struct Seat {
     /// In the idle stack; cleared (under the state lock) by whoever takes
     /// it out to wake it.
     listed: AtomicBool,
+    /// Its worker waits outside any slot cgroup of its own (written and
+    /// read under the state lock).
+    at_home: AtomicBool,
     thread: Thread,
 }
 
@@ -74,6 +86,7 @@ impl Seat {
     pub(super) fn here() -> Arc<Seat> {
         Arc::new(Seat {
             listed: AtomicBool::new(false),
+            at_home: AtomicBool::new(true),
             thread: std::thread::current(),
         })
     }
@@ -89,14 +102,23 @@ impl<T> State<T> {
     /// jobs, starting, or woken already) will come for; the caller wakes
     /// it. So a job sent while its sender's own worker is between jobs (an
     /// admission start run as that worker releases a reservation) is taken
-    /// by that worker, with no thread woken for it.
-    fn wake_if_short(&mut self) -> Option<Arc<Seat>> {
+    /// by that worker, with no thread woken for it. The worker taken is the
+    /// most recently idle one waiting inside its slot if `in_slot` (the job
+    /// is held to a quota), at home if not; the most recently idle one if
+    /// none waits there.
+    fn wake_if_short(&mut self, in_slot: bool) -> Option<Arc<Seat>> {
         debug_assert!(self.idle.len() <= self.free, "idle workers are free");
         let awake = self.free.saturating_sub(self.idle.len());
         if self.queue.len() <= awake {
             return None;
         }
-        let seat = self.idle.pop()?;
+        let last = self.idle.len().checked_sub(1)?;
+        let at = self
+            .idle
+            .iter()
+            .rposition(|s| s.at_home.load(Ordering::Relaxed) != in_slot)
+            .unwrap_or(last);
+        let seat = self.idle.remove(at);
         seat.listed.store(false, Ordering::Release);
         #[cfg(test)]
         {
@@ -125,13 +147,16 @@ impl<T> Handoff<T> {
     /// Queues `job`, waking the most recently idle worker if no free worker
     /// that is awake is left to take it.
     pub(super) fn send(&self, job: T) -> Result<(), Refused> {
-        self.send_with(|| job)
+        self.send_with(false, || job)
     }
 
     /// [`Handoff::send`] of the job `make` returns, made only once there
     /// is room for it (a worker putting back a task it could not isolate
-    /// keeps the task when there is none).
-    pub(super) fn send_with(&self, make: impl FnOnce() -> T) -> Result<(), Refused> {
+    /// keeps the task when there is none). `in_slot`: the job's call is
+    /// held to a quota below a core, so a worker waiting inside its slot
+    /// cgroup is woken for it rather than one at home (and the other way
+    /// round without).
+    pub(super) fn send_with(&self, in_slot: bool, make: impl FnOnce() -> T) -> Result<(), Refused> {
         let woken = {
             let mut st = self.state.lock().unwrap();
             if st.closed {
@@ -141,7 +166,7 @@ impl<T> Handoff<T> {
                 return Err(Refused::Full);
             }
             st.queue.push_back(make());
-            st.wake_if_short()
+            st.wake_if_short(in_slot)
         };
         if let Some(seat) = woken {
             seat.wake();
@@ -168,7 +193,7 @@ impl<T> Handoff<T> {
             let mut st = self.state.lock().unwrap();
             st.free = st.free.checked_sub(1).expect("a free worker to unclaim");
             // A job may have counted on this one instead of waking another.
-            st.wake_if_short()
+            st.wake_if_short(false)
         };
         if let Some(seat) = woken {
             seat.wake();
@@ -189,11 +214,13 @@ impl<T> Handoff<T> {
         (st.queue.len(), st.free)
     }
 
-    /// The next job for the worker at `seat`, waiting for one (yielding
-    /// its core `yields` times before it parks); the worker is no longer
-    /// free once it has it. `None` once the pool has closed and no job is
-    /// queued: the worker leaves, no longer counted.
-    pub(super) fn recv(&self, seat: &Arc<Seat>, yields: u32) -> Option<T> {
+    /// The next job for the worker at `seat`, waiting for one (at home, it
+    /// yields its core a few times before it parks); the worker is no
+    /// longer free once it has it. `None` once the pool has closed and no
+    /// job is queued: the worker leaves, no longer counted.
+    pub(super) fn recv(&self, seat: &Arc<Seat>, at_home: bool) -> Option<T> {
+        // A worker in a cgroup of its own would yield to nobody.
+        let yields = if at_home { YIELDS_BEFORE_PARKING } else { 0 };
         loop {
             {
                 let mut st = self.state.lock().unwrap();
@@ -209,6 +236,7 @@ impl<T> Handoff<T> {
                     return None;
                 }
                 seat.listed.store(true, Ordering::Release);
+                seat.at_home.store(at_home, Ordering::Relaxed);
                 st.idle.push(seat.clone());
             }
             let mut yielded = 0;
@@ -283,17 +311,18 @@ mod tests {
 
     use super::*;
 
-    /// Starts a worker thread named `name` that takes one job from `h` and
-    /// reports `(name, job)`.
+    /// Starts a worker thread named `name` that waits (at home or inside
+    /// its slot) for one job from `h` and reports `(name, job)`.
     fn worker(
         h: &Arc<Handoff<u32>>,
         name: &'static str,
+        at_home: bool,
         took: &mpsc::Sender<(&'static str, Option<u32>)>,
     ) -> std::thread::JoinHandle<()> {
         let (h, took) = (h.clone(), took.clone());
         std::thread::spawn(move || {
             h.freed();
-            let job = h.recv(&Seat::here(), YIELDS_BEFORE_PARKING);
+            let job = h.recv(&Seat::here(), at_home);
             took.send((name, job)).unwrap();
         })
     }
@@ -304,7 +333,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let mut threads = Vec::new();
         for (n, name) in ["first", "second", "third"].into_iter().enumerate() {
-            threads.push(worker(&h, name, &tx));
+            threads.push(worker(&h, name, true, &tx));
             h.until_idle(n + 1);
         }
         h.send(7).unwrap();
@@ -313,6 +342,39 @@ mod tests {
         assert_eq!(rx.recv().unwrap(), ("second", Some(8)));
         assert!(h.close());
         assert_eq!(rx.recv().unwrap(), ("first", None));
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    /// A job held to a quota wakes the worker idle last among those waiting
+    /// inside their slots (no cgroup move before it runs), one with no
+    /// limit the worker idle last among those at home (the ones inside stay
+    /// there); with none waiting where a job runs, it wakes the worker idle
+    /// last.
+    #[test]
+    fn a_job_wakes_a_worker_waiting_where_it_runs() {
+        let h = Arc::new(Handoff::new(8));
+        let (tx, rx) = mpsc::channel();
+        let mut threads = Vec::new();
+        let workers = [
+            ("home-a", true),
+            ("inside-a", false),
+            ("home-b", true),
+            ("inside-b", false),
+        ];
+        for (n, (name, at_home)) in workers.into_iter().enumerate() {
+            threads.push(worker(&h, name, at_home, &tx));
+            h.until_idle(n + 1);
+        }
+        h.send_with(false, || 1).unwrap();
+        assert_eq!(rx.recv().unwrap(), ("home-b", Some(1)));
+        h.send_with(true, || 2).unwrap();
+        assert_eq!(rx.recv().unwrap(), ("inside-b", Some(2)));
+        h.send_with(true, || 3).unwrap();
+        assert_eq!(rx.recv().unwrap(), ("inside-a", Some(3)));
+        h.send_with(true, || 4).unwrap();
+        assert_eq!(rx.recv().unwrap(), ("home-a", Some(4)));
         for t in threads {
             t.join().unwrap();
         }
@@ -327,7 +389,7 @@ mod tests {
         let seat = Seat::here();
         let next = || {
             h.freed();
-            h.recv(&seat, YIELDS_BEFORE_PARKING)
+            h.recv(&seat, true)
         };
         assert_eq!(next(), Some(1));
         assert_eq!(next(), Some(2));
@@ -349,7 +411,7 @@ mod tests {
         h.send(2).unwrap();
         assert!(h.claim());
         // A worker takes a job: one fewer free, one fewer waiting.
-        assert_eq!(h.recv(&Seat::here(), 0), Some(1));
+        assert_eq!(h.recv(&Seat::here(), false), Some(1));
         assert_eq!(h.counts(), (1, 1));
         assert!(!h.claim());
         // The claimed worker could not be started: the job needs another.
@@ -359,9 +421,9 @@ mod tests {
         // A worker told the pool has closed leaves the count.
         assert!(h.close());
         h.freed();
-        assert_eq!(h.recv(&Seat::here(), 0), Some(2));
+        assert_eq!(h.recv(&Seat::here(), false), Some(2));
         h.freed();
-        assert_eq!(h.recv(&Seat::here(), 0), None);
+        assert_eq!(h.recv(&Seat::here(), false), None);
         assert_eq!(h.counts(), (0, 1), "the claimed worker that never came");
     }
 
@@ -373,7 +435,7 @@ mod tests {
         assert_eq!(h.send(3), Err(Refused::Full));
         let mut made = false;
         assert_eq!(
-            h.send_with(|| {
+            h.send_with(false, || {
                 made = true;
                 4
             }),
@@ -395,7 +457,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let seat = Seat::here();
                     h.freed();
-                    while let Some(j) = h.recv(&seat, YIELDS_BEFORE_PARKING) {
+                    while let Some(j) = h.recv(&seat, true) {
                         tx.send(j).unwrap();
                         h.freed();
                     }

@@ -25,6 +25,14 @@ pub struct Task {
     pub hold: Box<dyn Send>,
 }
 
+impl Task {
+    /// Whether its call is held to a quota, so a worker waiting inside its
+    /// slot cgroup is the one to wake for it.
+    pub(super) fn in_slot(&self) -> bool {
+        wasmbox_isolation::limits(self.cpu_millis)
+    }
+}
+
 /// What became of a task.
 #[derive(Debug)]
 pub struct Ran {

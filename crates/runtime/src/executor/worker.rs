@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use wasmbox_isolation::ledger::Spent;
 use wasmbox_isolation::{Ledger, Slot};
 
-use super::handoff::{Seat, YIELDS_BEFORE_PARKING};
+use super::handoff::Seat;
 use super::pool::Pool;
 use super::task::{ExecError, Ran, Reply, Task, ISOLATION_ATTEMPTS};
 use crate::engine::WasmEngine;
@@ -87,15 +87,7 @@ fn serve(
         pool: pool.clone(),
     };
     let seat = Seat::here();
-    // A worker in a cgroup of its own would yield to nobody.
-    let yields = |w: &Worker| {
-        if w.slot.at_home() {
-            YIELDS_BEFORE_PARKING
-        } else {
-            0
-        }
-    };
-    while let Some(job) = pool.handoff.recv(&seat, yields(&worker)) {
+    while let Some(job) = pool.handoff.recv(&seat, worker.slot.at_home()) {
         shared.busy.fetch_add(1, Ordering::Relaxed);
         // A panicking job must not take the worker down; its caller sees
         // `ExecError::Panicked` because the result sender is dropped.
@@ -297,13 +289,14 @@ impl Pending {
     fn isolation_failed(mut self, w: &Worker, error: String) -> Done {
         tracing::error!(worker = w.id, error = %error, "cannot apply a CPU quota");
         self.attempts += 1;
+        let in_slot = self.task.in_slot();
         let mut this = Some(self);
         if this.as_ref().unwrap().attempts < ISOLATION_ATTEMPTS {
             // Made into a job only if there is room for it.
             let sent = w
                 .pool
                 .handoff
-                .send_with(|| this.take().expect("made once").into_job());
+                .send_with(in_slot, || this.take().expect("made once").into_job());
             if sent.is_ok() {
                 return Done {
                     deliver: Box::new(|| {}),
