@@ -197,6 +197,9 @@ pub fn current_tid() -> i32 {
 
 /// Whether a call at `millicores` is held to a quota at all: a thread
 /// cannot use more than a core, so a quota of a core or more is no limit.
+/// (At a 1 ms period every quota is the kernel's 1 ms minimum, a whole
+/// period, and a cgroup slot writes none; such calls are still counted as
+/// held here, which only decides where a worker is woken.)
 pub fn limits(millicores: u64) -> bool {
     millicores < 1000
 }

@@ -21,8 +21,9 @@
 //! broken isolation setup does not spawn threads up to the maximum; back
 //! from it, the worker starts as many as the jobs queued meanwhile need,
 //! [`pool`]). The
-//! queue is bounded; the worker that went idle last takes the next job
-//! ([`handoff`]).
+//! queue is bounded; the worker that went idle last (among those waiting
+//! where the job runs: inside its cgroup slot or at home) takes the next
+//! job ([`handoff`]).
 
 mod config;
 mod handoff;

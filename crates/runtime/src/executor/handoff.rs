@@ -24,7 +24,9 @@
 //! would move its thread into its cgroup for a quota, on the request path,
 //! and a lone cgroup move can wait out an RCU grace period (milliseconds).
 //! Calls with no limit kept off the workers inside keep them there, and so
-//! ready for the next call with a quota.
+//! ready for the next call with a quota. Only the choice of whom to wake
+//! follows the call: the worker woken takes the job at the front of the
+//! queue, which may be another one.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +57,9 @@ struct State<T> {
     free: usize,
     /// Idle workers, the most recently idle last.
     idle: Vec<Arc<Seat>>,
+    /// How many of them wait inside their slots (so that a search for one
+    /// that is not there is skipped).
+    idle_inside: usize,
     closed: bool,
     /// Idle workers woken for a job so far (tests).
     #[cfg(test)]
@@ -112,13 +117,25 @@ impl<T> State<T> {
         if self.queue.len() <= awake {
             return None;
         }
+        debug_assert!(self.idle_inside <= self.idle.len());
         let last = self.idle.len().checked_sub(1)?;
-        let at = self
-            .idle
-            .iter()
-            .rposition(|s| s.at_home.load(Ordering::Relaxed) != in_slot)
-            .unwrap_or(last);
+        let there = if in_slot {
+            self.idle_inside
+        } else {
+            self.idle.len() - self.idle_inside
+        };
+        let at = if there == 0 {
+            last
+        } else {
+            self.idle
+                .iter()
+                .rposition(|s| s.at_home.load(Ordering::Relaxed) != in_slot)
+                .unwrap_or(last)
+        };
         let seat = self.idle.remove(at);
+        if !seat.at_home.load(Ordering::Relaxed) {
+            self.idle_inside -= 1;
+        }
         seat.listed.store(false, Ordering::Release);
         #[cfg(test)]
         {
@@ -136,6 +153,7 @@ impl<T> Handoff<T> {
                 queue: VecDeque::new(),
                 free: 0,
                 idle: Vec::new(),
+                idle_inside: 0,
                 closed: false,
                 #[cfg(test)]
                 woken: 0,
@@ -144,8 +162,9 @@ impl<T> Handoff<T> {
         }
     }
 
-    /// Queues `job`, waking the most recently idle worker if no free worker
-    /// that is awake is left to take it.
+    /// Queues `job` (a call with no limit, or none at all), waking the most
+    /// recently idle worker, at home if one is, if no free worker that is
+    /// awake is left to take it.
     pub(super) fn send(&self, job: T) -> Result<(), Refused> {
         self.send_with(false, || job)
     }
@@ -192,7 +211,8 @@ impl<T> Handoff<T> {
         let woken = {
             let mut st = self.state.lock().unwrap();
             st.free = st.free.checked_sub(1).expect("a free worker to unclaim");
-            // A job may have counted on this one instead of waking another.
+            // A job may have counted on this one instead of waking another
+            // (which one is not known: the most recently idle at home).
             st.wake_if_short(false)
         };
         if let Some(seat) = woken {
@@ -237,6 +257,9 @@ impl<T> Handoff<T> {
                 }
                 seat.listed.store(true, Ordering::Release);
                 seat.at_home.store(at_home, Ordering::Relaxed);
+                if !at_home {
+                    st.idle_inside += 1;
+                }
                 st.idle.push(seat.clone());
             }
             let mut yielded = 0;
@@ -290,6 +313,7 @@ impl<T> Handoff<T> {
             for seat in &st.idle {
                 seat.listed.store(false, Ordering::Release);
             }
+            st.idle_inside = 0;
             (was_open, std::mem::take(&mut st.idle))
         };
         for seat in idle {

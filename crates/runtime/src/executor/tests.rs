@@ -724,3 +724,74 @@ async fn prestarted_workers_take_the_first_jobs() {
     assert_eq!(ex.workers(), 2);
     assert_eq!(ex.prestart(1), 0, "the pool is full");
 }
+
+/// Stands in for cgroup slots, to say where a worker waits without a
+/// kernel: a slot is at home after a call with no limit and inside after
+/// one with a limit (as a cgroup slot is once it has moved), and records
+/// which worker applied which quota.
+struct PlaceSlots {
+    applied: Arc<Mutex<Vec<(usize, u64)>>>,
+}
+struct PlaceSlot {
+    worker: usize,
+    home: bool,
+    applied: Arc<Mutex<Vec<(usize, u64)>>>,
+}
+impl Slot for PlaceSlot {
+    fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError> {
+        self.home = !wasmbox_isolation::limits(millicores);
+        self.applied.lock().unwrap().push((self.worker, millicores));
+        Ok(None)
+    }
+    fn at_home(&self) -> bool {
+        self.home
+    }
+}
+impl Isolation for PlaceSlots {
+    fn mode(&self) -> Mode {
+        Mode::CgroupV1
+    }
+    fn describe(&self) -> String {
+        "slot place stand-in".into()
+    }
+    fn slot(&self, worker: usize, _tid: i32) -> Result<Box<dyn Slot>, IsolationError> {
+        Ok(Box::new(PlaceSlot {
+            worker,
+            home: false,
+            applied: self.applied.clone(),
+        }))
+    }
+}
+
+/// A call with a quota goes to an idle worker waiting inside its slot, not
+/// to the one idle last at home (which would move its thread on the request
+/// path); a call with no limit goes to the one at home, not to the one idle
+/// last inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_go_to_idle_workers_waiting_where_they_run() {
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let ex = executor(
+        2,
+        Arc::new(PlaceSlots {
+            applied: applied.clone(),
+        }),
+    );
+    assert_eq!(ex.prestart(2), 2);
+    let f = sleeper(&ex.engine, 0);
+    let released = Arc::new(AtomicBool::new(false));
+    for millicores in [1000, 500, 1000, 500] {
+        ex.pool.handoff.until_idle(2);
+        let (mut t, _cancel) = task(&f, Duration::from_secs(30), &released);
+        t.cpu_millis = millicores;
+        assert_eq!(ex.run(t).await.unwrap().outcome.result, Ok(()));
+    }
+    let applied = applied.lock().unwrap().clone();
+    let on: Vec<usize> = applied.iter().map(|&(w, _)| w).collect();
+    // The first call takes the worker idle last (both inside); it goes
+    // home, so the call with a quota takes the other one, and each kind
+    // stays on its own worker from then on.
+    assert_ne!(on[0], on[1], "{applied:?}");
+    assert_eq!(on[2], on[0], "{applied:?}");
+    assert_eq!(on[3], on[1], "{applied:?}");
+    assert_eq!(ex.workers(), 2);
+}
