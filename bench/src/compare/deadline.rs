@@ -32,12 +32,16 @@ impl DeadlinePrice {
     pub(crate) fn engine_raw(&self) -> f64 {
         self.epoch / self.plain
     }
-    /// The workload's execution alone under the epoch build, µs: its p50
-    /// less the process floor. `None` when it is not above the floor (a
-    /// workload shorter than the floor's noise), where no ratio means
-    /// anything.
+    /// The epoch build's p50 less its process floor, µs (at or below zero
+    /// when the workload is shorter than the floor's noise).
+    pub(crate) fn epoch_less_floor(&self) -> f64 {
+        self.epoch - self.floor_epoch
+    }
+    /// The workload's execution alone under the epoch build, µs
+    /// ([`DeadlinePrice::epoch_less_floor`]). `None` when it is not above
+    /// the floor, where no ratio means anything.
     pub(crate) fn epoch_exec(&self) -> Option<f64> {
-        let e = self.epoch - self.floor_epoch;
+        let e = self.epoch_less_floor();
         (e > 0.0).then_some(e)
     }
     /// epoch / plain, each less its process floor.
