@@ -9,10 +9,12 @@
 //! it goes out when the guest returns (after [`HttpCall::ended`], so a
 //! short answer reaches the client's connection in one wake-up of its
 //! task, with its body and its end), when the guest first waits in a host
-//! call (its body is full, it sleeps, it fetches), or at the next epoch
-//! tick (5 ms) of a guest that computes on. A guest that fails while its
-//! head is held gets its failure as the answer (a 500 with the trap, a
-//! 504, ...) instead of a head and a broken body.
+//! call (its body is full, it sleeps, it fetches), or at the second epoch
+//! tick (5 ms apart) after it was set, of a guest that computes on: held a
+//! whole tick at least, so a head set just before a tick does not go out
+//! on it while the guest is microseconds from its end. A guest that fails
+//! while its head is held gets its failure as the answer (a 500 with the
+//! trap, a 504, ...) instead of a head and a broken body.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -101,9 +103,10 @@ struct HeadGate {
     held: Mutex<Held>,
 }
 
-/// The head and when the guest set it; where it goes.
+/// The head, when the guest set it and whether an epoch tick has passed
+/// since; where it goes.
 type Held = (
-    Option<(Head, Instant)>,
+    Option<(Head, Instant, bool)>,
     Option<tokio::sync::oneshot::Sender<Head>>,
 );
 
@@ -116,7 +119,7 @@ impl HeadGate {
 
     fn hold(&self, head: Head) {
         if let Ok(mut held) = self.held.lock() {
-            held.0 = Some((head, Instant::now()));
+            held.0 = Some((head, Instant::now(), false));
         }
     }
 
@@ -130,16 +133,31 @@ impl HeadGate {
         }
     }
 
+    /// An epoch tick: sends the head if a tick has passed since the guest
+    /// set it (so it has been held a whole tick), else marks that one has.
+    fn tick(&self) {
+        if let Ok(mut held) = self.held.lock() {
+            match &mut held.0 {
+                Some((_, _, ticked)) if !*ticked => *ticked = true,
+                _ => send(&mut held),
+            }
+        }
+    }
+
     /// Sends the head if the guest has set it (once).
     fn release(&self) {
-        let Ok(mut held) = self.held.lock() else {
-            return;
-        };
-        if held.0.is_some() {
-            if let (Some((mut head, set)), Some(respond)) = (held.0.take(), held.1.take()) {
-                head.held = set.elapsed();
-                let _ = respond.send(head);
-            }
+        if let Ok(mut held) = self.held.lock() {
+            send(&mut held);
+        }
+    }
+}
+
+/// Sends the held head, if there is one, where it goes (once).
+fn send(held: &mut Held) {
+    if held.0.is_some() {
+        if let (Some((mut head, set, _)), Some(respond)) = (held.0.take(), held.1.take()) {
+            head.held = set.elapsed();
+            let _ = respond.send(head);
         }
     }
 }
@@ -201,7 +219,7 @@ pub(crate) async fn run(
             });
         });
     let ticked = gate.clone();
-    store.data_mut().on_tick = Some(Box::new(move || ticked.release()));
+    store.data_mut().on_tick = Some(Box::new(move || ticked.tick()));
     let out = match out {
         Ok(o) => o,
         Err(e) => return Outcome::not_run(Failure::Trap(format!("{e:#}"))),
