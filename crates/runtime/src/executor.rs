@@ -44,7 +44,7 @@ use crate::engine::WasmEngine;
 pub use config::{ExecutorConfig, DEFAULT_MAX_QUEUED, DEFAULT_MAX_WORKERS};
 use handoff::Refused;
 use pool::Pool;
-pub use shared::PoolStats;
+pub use shared::{all_busy, PoolStats};
 use task::Reply;
 pub use task::{ExecError, Ran, Task};
 pub use worker::Worker;

@@ -73,11 +73,15 @@ impl PoolStats {
             ));
         }
         if self.started >= self.max_workers {
-            return Some(format!(
-                "all {} workers are busy and {} invocations wait",
-                self.busy, self.queued
-            ));
+            return Some(all_busy(self.busy, self.queued));
         }
         None
     }
+}
+
+/// Why calls wait when every worker they may use is busy: the executor's
+/// reason, and admission's when it holds calls back at its bound on
+/// running invocations.
+pub fn all_busy(busy: usize, waiting: usize) -> String {
+    format!("all {busy} workers are busy and {waiting} invocations wait")
 }

@@ -4,6 +4,7 @@
 //! the admin listener only (`admin`).
 
 use hyper::{Method, Response, StatusCode};
+use wasmbox_runtime::executor::all_busy;
 
 use super::app::App;
 use super::error::{ErrorKind, HttpError};
@@ -64,9 +65,9 @@ pub(super) fn ready(app: &App) -> Response<Body> {
     } else if let Some(why) = app.executor.stats().stalled() {
         Some(why)
     } else {
-        app.admission.waiting_for_running().map(|(busy, waiting)| {
-            format!("all {busy} workers are busy and {waiting} invocations wait")
-        })
+        app.admission
+            .waiting_for_running()
+            .map(|(busy, waiting)| all_busy(busy, waiting))
     };
     match app.readiness.check(blocked.as_deref()) {
         Ok(()) => text(StatusCode::OK, "ready\n"),
