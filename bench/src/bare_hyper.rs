@@ -28,7 +28,7 @@ async fn answer(
     // its phases in the same format, so the answer has the same size.
     let total = t.elapsed().as_secs_f64() * 1e3;
     let timing = format!(
-        "queue;dur=0.0000, isolation;dur=0.0000, instantiate;dur=0.0000, execute;dur=0.0000, cpu;dur=0.0000, total;dur={total:.4}"
+        "load;dur=0.0000, queue;dur=0.0000, isolation;dur=0.0000, instantiate;dur=0.0000, execute;dur=0.0000, cpu;dur=0.0000, total;dur={total:.4}"
     );
     let resp = hyper::Response::builder()
         .status(200)

@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use indicatif::ProgressBar;
 
+use crate::load::phase_ns;
 use crate::peers::{memory, WasmtimeServe};
 use crate::{repo_root, ServerProc};
 
@@ -40,10 +41,57 @@ pub(crate) struct Density {
 pub(crate) struct Pass {
     /// Each first invocation's client latency, ns.
     pub(crate) first: Histogram<u64>,
+    /// Each first invocation, in the order made.
+    pub(crate) calls: Vec<FirstCall>,
     /// The server's (RSS, PSS) once idle after the pass.
     pub(crate) mem: (u64, u64),
     /// The server's open file descriptors then.
     pub(crate) fds: usize,
+}
+
+/// One first invocation: where its time went, ns.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FirstCall {
+    /// As the client saw it.
+    pub(crate) client: u64,
+    /// Server-Timing `total`: from its arrival in the server to its outcome.
+    pub(crate) server: u64,
+    /// Server-Timing `load`: finding the function, loading it when it was
+    /// not loaded.
+    pub(crate) load: u64,
+    /// Server-Timing `queue` + `isolation`: waiting for a worker, and
+    /// applying the CPU quota.
+    pub(crate) start: u64,
+    /// Server-Timing `instantiate`.
+    pub(crate) instantiate: u64,
+    /// Server-Timing `execute`.
+    pub(crate) execute: u64,
+}
+
+impl Pass {
+    /// The slowest `1 - q` of the first invocations (by client latency; at
+    /// least one), each phase's median over them: what the `q` tail is
+    /// made of.
+    pub(crate) fn tail(&self, q: f64) -> (usize, FirstCall) {
+        let mut calls = self.calls.clone();
+        calls.sort_by_key(|c| std::cmp::Reverse(c.client));
+        let k = ((calls.len() as f64 * (1.0 - q)).round() as usize).max(1);
+        let tail = &calls[..k.min(calls.len())];
+        let median = |f: fn(&FirstCall) -> u64| {
+            let mut v: Vec<u64> = tail.iter().map(f).collect();
+            v.sort_unstable();
+            v.get(v.len() / 2).copied().unwrap_or(0)
+        };
+        let m = FirstCall {
+            client: median(|c| c.client),
+            server: median(|c| c.server),
+            load: median(|c| c.load),
+            start: median(|c| c.start),
+            instantiate: median(|c| c.instantiate),
+            execute: median(|c| c.execute),
+        };
+        (tail.len(), m)
+    }
 }
 
 /// What a density run registers N distinct copies of.
@@ -150,19 +198,20 @@ fn with_custom_section(wasm: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Invokes every function once, in order, on one keep-alive connection;
-/// returns each first invocation's latency.
+/// returns each first invocation's latency, and each call's.
 async fn first_invocations(
     port: u16,
     kind: Kind,
     n: usize,
     bar: &ProgressBar,
-) -> anyhow::Result<Histogram<u64>> {
+) -> anyhow::Result<(Histogram<u64>, Vec<FirstCall>)> {
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     stream.set_nodelay(true)?;
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let mut h = Histogram::<u64>::new(3)?;
+    let mut calls = Vec::with_capacity(n);
     for i in 0..n {
         let (path, expect) = kind.request(i);
         let req = hyper::Request::get(path)
@@ -174,8 +223,24 @@ async fn first_invocations(
         let t = Instant::now();
         let resp = send.send_request(req).await?;
         let status = resp.status();
+        let timing = resp
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let body = resp.into_body().collect().await?.to_bytes();
-        h.record(t.elapsed().as_nanos().max(1) as u64)?;
+        let client = t.elapsed().as_nanos().max(1) as u64;
+        h.record(client)?;
+        let phase = |p| phase_ns(&timing, p).unwrap_or(0);
+        calls.push(FirstCall {
+            client,
+            server: phase("total"),
+            load: phase("load"),
+            start: phase("queue") + phase("isolation"),
+            instantiate: phase("instantiate"),
+            execute: phase("execute"),
+        });
         if status != 200 || body.as_ref() != expect.as_slice() {
             bail!(
                 "{}: {status} {}",
@@ -185,7 +250,7 @@ async fn first_invocations(
         }
         bar.inc(1);
     }
-    Ok(h)
+    Ok((h, calls))
 }
 
 /// One server run over `dir` (`wasmbox serve --functions dir args..`):
@@ -200,9 +265,10 @@ pub(crate) fn pass(
     bar: &ProgressBar,
 ) -> anyhow::Result<Pass> {
     let server = ServerProc::start(dir, args, "/-/live")?;
-    let first = rt.block_on(first_invocations(server.port, kind, n, bar))?;
+    let (first, calls) = rt.block_on(first_invocations(server.port, kind, n, bar))?;
     Ok(Pass {
         first,
+        calls,
         mem: memory(server.pid())?,
         fds: open_fds(server.pid())?,
     })
@@ -350,6 +416,16 @@ fn print_modules(rt: &tokio::runtime::Runtime, n: usize, processes: usize) -> an
             mib(p.mem.0),
             p.fds
         );
+        let (k, t) = p.tail(0.99);
+        println!(
+            "  its slowest {k}, medians: client {:.0} µs, server {:.0} µs: load {:.0} µs, queue and isolation {:.0} µs, instantiate {:.0} µs, execute {:.0} µs",
+            t.client as f64 / 1e3,
+            t.server as f64 / 1e3,
+            t.load as f64 / 1e3,
+            t.start as f64 / 1e3,
+            t.instantiate as f64 / 1e3,
+            t.execute as f64 / 1e3
+        );
     }
     println!(
         "idle RSS per loaded function, all loaded: {:.0} KiB",
@@ -368,6 +444,35 @@ fn print_modules(rt: &tokio::runtime::Runtime, n: usize, processes: usize) -> an
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_tail_is_its_slowest_calls_phase_by_phase() {
+        let mut first = Histogram::new(3).unwrap();
+        // Made out of order, the slowest by client latency not the last.
+        let calls: Vec<FirstCall> = (1..=300u64)
+            .map(|i| (i * 7919) % 300 + 1)
+            .map(|i| FirstCall {
+                client: i * 1000,
+                server: i * 900,
+                load: (301 - i) * 10,
+                ..FirstCall::default()
+            })
+            .collect();
+        for c in &calls {
+            first.record(c.client).unwrap();
+        }
+        let pass = Pass {
+            first,
+            calls,
+            mem: (0, 0),
+            fds: 0,
+        };
+        let (k, t) = pass.tail(0.99);
+        assert_eq!(k, 3);
+        // The three slowest are 300, 299, 298: the median is 299's.
+        assert_eq!((t.client, t.server, t.load), (299_000, 269_100, 20));
+        assert_eq!(pass.tail(1.0).0, 1, "at least one call");
+    }
 
     #[test]
     fn custom_section_is_appended_after_the_binary() {

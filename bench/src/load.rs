@@ -98,7 +98,7 @@ impl LoadResult {
 }
 
 /// Parses one phase (ms) of a `Server-Timing` header into ns.
-fn phase_ns(header: &str, phase: &str) -> Option<u64> {
+pub(crate) fn phase_ns(header: &str, phase: &str) -> Option<u64> {
     header.split(',').find_map(|part| {
         let (name, rest) = part.trim().split_once(';')?;
         if name != phase {

@@ -171,9 +171,15 @@ pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
         Some(rss <= 300.0),
     ));
     let p99 = us(d.cached.first.value_at_quantile(0.99));
+    let (_, tail) = d.cached.tail(0.99);
     g.push(goal(
         "density: first invocation p99, defaults, after a restart (code in the AOT cache)",
-        fmt_us(p99),
+        format!(
+            "{} (the slowest 1 %, medians: server {}, of it load {})",
+            fmt_us(p99),
+            fmt_us(us(tail.server)),
+            fmt_us(us(tail.load))
+        ),
         "<= 2 ms",
         Some(p99 <= 2000.0),
     ));

@@ -25,7 +25,7 @@ use super::app::App;
 use super::error::{ErrorKind, HttpError};
 use super::function_config::Effective;
 use super::handler_body::{self, BodyFault};
-use super::invoke::{admit_and_run, failure_error, output_cap, PhaseTimes};
+use super::invoke::{admit_and_run, failure_error, output_cap, Arrival, PhaseTimes};
 use super::response::Body;
 use super::stream::Streamed;
 use crate::accounting::Pending;
@@ -85,7 +85,7 @@ pub(super) async fn run(
     req: Request<Incoming>,
     route: Route<'_>,
     config: Effective,
-    (received, usage): (Instant, &Pending),
+    (arrival, usage): (Arrival, &Pending),
 ) -> Result<Response<Body>, HttpError> {
     let Route {
         name,
@@ -150,7 +150,7 @@ pub(super) async fn run(
         First::Head(head) => (head, None),
         First::End(Some(head), ended) => (Some(head), Some(ended)),
         First::End(None, ended) => {
-            return answer_without_head(name, ended, &fault, &resources, received)
+            return answer_without_head(name, ended, &fault, &resources, arrival)
         }
     };
     let Some(Head {
@@ -159,7 +159,7 @@ pub(super) async fn run(
         held,
     }) = head
     else {
-        return answer_without_head(name, ran.await, &fault, &resources, received);
+        return answer_without_head(name, ran.await, &fault, &resources, arrival);
     };
     // The guest goes on writing its body; its outcome is logged when it
     // comes (after its store is torn down).
@@ -174,6 +174,7 @@ pub(super) async fn run(
         }
     });
     let timing = PhaseTimes {
+        load: arrival.load,
         // Waiting for admission and a worker, and applying the CPU quota
         // (not the guest's time with its head held after it set it).
         queue: admitting
@@ -181,7 +182,7 @@ pub(super) async fn run(
             .saturating_sub(timings.instantiate + timings.execute + held),
         isolation: Duration::ZERO,
         t: timings,
-        total: received.elapsed(),
+        total: arrival.at.elapsed(),
     };
     app.metrics
         .execution
@@ -239,15 +240,16 @@ fn answer_without_head(
     (waited, ran): (Duration, Result<Ran, ExecError>),
     fault: &BodyFault,
     resources: &Resources,
-    received: Instant,
+    arrival: Arrival,
 ) -> Result<Response<Body>, HttpError> {
     let ran = ran?;
     log_outcome(name.as_str(), &ran);
     let timing = PhaseTimes {
+        load: arrival.load,
         queue: waited + ran.queued,
         isolation: ran.isolation,
         t: ran.outcome.timings,
-        total: received.elapsed(),
+        total: arrival.at.elapsed(),
     };
     if let Some(mut e) = fault.take() {
         e.headers.extend(timing.header());

@@ -49,6 +49,16 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// When a request arrived, and how long finding its function and its
+/// settings took (the lookup, loading or compiling the function when it
+/// was not loaded, and looking at its manifest): the `load` phase of its
+/// `Server-Timing`.
+#[derive(Clone, Copy)]
+pub(super) struct Arrival {
+    pub(super) at: Instant,
+    pub(super) load: Duration,
+}
+
 /// `GET|POST /{target}` (any method and `/{function}/sub/path` for a
 /// wasi:http handler): checks the request, finds the function, runs it,
 /// and records its usage (every request, whatever became of it: see
@@ -90,6 +100,7 @@ async fn checked_run(
     target: &str,
     (received, usage): (Instant, &Pending),
 ) -> Result<Response<Body>, HttpError> {
+    let looking = Instant::now();
     let get_or_post = matches!(*req.method(), Method::GET | Method::POST);
     if target.is_empty() && get_or_post {
         return Err(HttpError::new(
@@ -125,13 +136,17 @@ async fn checked_run(
         server_resources,
     )
     .await?;
+    let arrival = Arrival {
+        at: received,
+        load: looking.elapsed(),
+    };
     if function.is_http_handler() {
         let route = handler::Route {
             name: &name,
             function,
             sub_path,
         };
-        return handler::run(app, req, route, config, (received, usage)).await;
+        return handler::run(app, req, route, config, (arrival, usage)).await;
     }
     let query_args = parse_args(&name, req.uri().query());
     let method = req.method().clone();
@@ -151,7 +166,7 @@ async fn checked_run(
         config,
         argv,
         (stdin, body_hold),
-        (received, usage),
+        (arrival, usage),
     )
     .await
 }
@@ -164,7 +179,7 @@ async fn run(
     config: Effective,
     argv: Vec<String>,
     (stdin, body_hold): (Bytes, Hold),
-    (received, usage): (Instant, &Pending),
+    (arrival, usage): (Arrival, &Pending),
 ) -> Result<Response<Body>, HttpError> {
     let resources = config.resources;
     let key = function.id.clone();
@@ -207,11 +222,12 @@ async fn run(
         tracing::info!(function = %name, stderr = %String::from_utf8_lossy(&outcome.stderr).trim_end(), "guest stderr");
     }
     let timing = PhaseTimes {
+        load: arrival.load,
         queue: waited + queued,
         // Applying the quota, and any wait for the function's CPU debt.
         isolation: isolation + outcome.timings.held,
         t: outcome.timings,
-        total: received.elapsed(),
+        total: arrival.at.elapsed(),
     };
     app.metrics
         .execution
@@ -304,6 +320,8 @@ impl std::fmt::Display for Ms {
 }
 
 pub(super) struct PhaseTimes {
+    /// Finding the function: [`Arrival::load`].
+    pub(super) load: Duration,
     pub(super) queue: Duration,
     pub(super) isolation: Duration,
     pub(super) t: Timings,
@@ -315,7 +333,8 @@ pub(super) struct PhaseTimes {
 impl PhaseTimes {
     fn server_timing(&self) -> String {
         format!(
-            "queue;dur={}, isolation;dur={}, instantiate;dur={}, execute;dur={}, cpu;dur={}, total;dur={}",
+            "load;dur={}, queue;dur={}, isolation;dur={}, instantiate;dur={}, execute;dur={}, cpu;dur={}, total;dur={}",
+            Ms(self.load),
             Ms(self.queue),
             Ms(self.isolation),
             Ms(self.t.instantiate),

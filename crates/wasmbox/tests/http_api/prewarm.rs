@@ -107,9 +107,22 @@ async fn prewarm_poll_0_leaves_compiling_to_the_first_request() {
     let s = TestServer::start(&["hello.wat"], &["--prewarm-poll", "0"]).await;
     let r = &s.app.registry;
     let loads = r.loads();
-    s.get("/hello").await.expect(200, &["Hello"]);
+    let first = s.get("/hello").await;
+    first.expect(200, &["Hello"]);
     assert_eq!(r.loads(), loads + 1);
     assert_eq!(r.prewarmed(), 0);
     assert_eq!(r.prewarm_scans(), 0);
+    // The compile is in the first call's `load` phase, and part of its
+    // `total`; the second call finds the function loaded.
+    let second = s.get("/hello").await;
+    second.expect(200, &["Hello"]);
+    assert_eq!(r.loads(), loads + 1);
+    let timing = |r: &common::Reply| r.header("server-timing").unwrap().to_string();
+    let (first, second) = (timing(&first), timing(&second));
+    let load = |t: &str| common::phase(t, "load");
+    assert!(load(&first) > load(&second), "{first} / {second}");
+    for t in [&first, &second] {
+        assert!(load(t) <= common::phase(t, "total"), "{t}");
+    }
     s.stop().await;
 }
