@@ -56,8 +56,8 @@ pub(crate) struct FirstCall {
     pub(crate) client: u64,
     /// Server-Timing `total`: from its arrival in the server to its outcome.
     pub(crate) server: u64,
-    /// Server-Timing `load`: finding the function, loading it when it was
-    /// not loaded.
+    /// Server-Timing `load`: finding the function (loading it when it was
+    /// not loaded) and its manifest.
     pub(crate) load: u64,
     /// Server-Timing `queue` + `isolation`: waiting for a worker, and
     /// applying the CPU quota.
