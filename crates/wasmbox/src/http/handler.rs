@@ -25,7 +25,7 @@ use super::app::App;
 use super::error::{ErrorKind, HttpError};
 use super::function_config::Effective;
 use super::handler_body::{self, BodyFault};
-use super::invoke::{admit_and_run, failure_error, output_cap, Arrival, PhaseTimes};
+use super::invoke::{admit_and_run, failure_error, output_cap, Arrival};
 use super::response::Body;
 use super::stream::Streamed;
 use crate::accounting::Pending;
@@ -173,17 +173,15 @@ pub(super) async fn run(
             log_outcome(&function_name, &ran);
         }
     });
-    let timing = PhaseTimes {
-        load: arrival.load,
+    let timing = arrival.phases(
         // Waiting for admission and a worker, and applying the CPU quota
         // (not the guest's time with its head held after it set it).
-        queue: admitting
+        admitting
             .elapsed()
             .saturating_sub(timings.instantiate + timings.execute + held),
-        isolation: Duration::ZERO,
-        t: timings,
-        total: arrival.at.elapsed(),
-    };
+        Duration::ZERO,
+        timings,
+    );
     app.metrics
         .execution
         .observe((timings.instantiate + timings.execute).as_secs_f64());
@@ -244,13 +242,7 @@ fn answer_without_head(
 ) -> Result<Response<Body>, HttpError> {
     let ran = ran?;
     log_outcome(name.as_str(), &ran);
-    let timing = PhaseTimes {
-        load: arrival.load,
-        queue: waited + ran.queued,
-        isolation: ran.isolation,
-        t: ran.outcome.timings,
-        total: arrival.at.elapsed(),
-    };
+    let timing = arrival.phases(waited + ran.queued, ran.isolation, ran.outcome.timings);
     if let Some(mut e) = fault.take() {
         e.headers.extend(timing.header());
         return Err(e);

@@ -59,6 +59,20 @@ pub(super) struct Arrival {
     pub(super) load: Duration,
 }
 
+impl Arrival {
+    /// The `Server-Timing` phases of this request's invocation, its
+    /// `total` counted up to now.
+    pub(super) fn phases(self, queue: Duration, isolation: Duration, t: Timings) -> PhaseTimes {
+        PhaseTimes {
+            load: self.load,
+            queue,
+            isolation,
+            t,
+            total: self.at.elapsed(),
+        }
+    }
+}
+
 /// `GET|POST /{target}` (any method and `/{function}/sub/path` for a
 /// wasi:http handler): checks the request, finds the function, runs it,
 /// and records its usage (every request, whatever became of it: see
@@ -221,14 +235,12 @@ async fn run(
     if !outcome.stderr.is_empty() {
         tracing::info!(function = %name, stderr = %String::from_utf8_lossy(&outcome.stderr).trim_end(), "guest stderr");
     }
-    let timing = PhaseTimes {
-        load: arrival.load,
-        queue: waited + queued,
+    let timing = arrival.phases(
+        waited + queued,
         // Applying the quota, and any wait for the function's CPU debt.
-        isolation: isolation + outcome.timings.held,
-        t: outcome.timings,
-        total: arrival.at.elapsed(),
-    };
+        isolation + outcome.timings.held,
+        outcome.timings,
+    );
     app.metrics
         .execution
         .observe((outcome.timings.instantiate + outcome.timings.execute).as_secs_f64());
