@@ -68,6 +68,19 @@ pub(crate) struct FirstCall {
     pub(crate) execute: u64,
 }
 
+impl FirstCall {
+    /// Its server-side phases, in words, each duration (ns) written by `fmt`.
+    pub(crate) fn phases(&self, fmt: impl Fn(u64) -> String) -> String {
+        format!(
+            "load {}, queue and isolation {}, instantiate {}, execute {}",
+            fmt(self.load),
+            fmt(self.start),
+            fmt(self.instantiate),
+            fmt(self.execute)
+        )
+    }
+}
+
 impl Pass {
     /// The slowest `1 - q` of the first invocations (by client latency; at
     /// least one), each phase's median over them: what the `q` tail is
@@ -417,14 +430,12 @@ fn print_modules(rt: &tokio::runtime::Runtime, n: usize, processes: usize) -> an
             p.fds
         );
         let (k, t) = p.tail(0.99);
+        let us = |ns: u64| format!("{:.0} µs", ns as f64 / 1e3);
         println!(
-            "  its slowest {k}, medians: client {:.0} µs, server {:.0} µs: load {:.0} µs, queue and isolation {:.0} µs, instantiate {:.0} µs, execute {:.0} µs",
-            t.client as f64 / 1e3,
-            t.server as f64 / 1e3,
-            t.load as f64 / 1e3,
-            t.start as f64 / 1e3,
-            t.instantiate as f64 / 1e3,
-            t.execute as f64 / 1e3
+            "  its slowest {k}, medians: client {}, server {}: {}",
+            us(t.client),
+            us(t.server),
+            t.phases(us)
         );
     }
     println!(

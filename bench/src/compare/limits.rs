@@ -70,16 +70,15 @@ pub(crate) fn write(
         notes.push(format!(
             "**First invocation.** From the AOT cache after a restart, p99 {} (p50 {}); compiling on first use, p99 {}. \
              Its slowest {k} calls after the restart, medians of each: {} as the client saw them, {} in the server \
-             (Server-Timing `total`), of which {} finding the function (`load`: loading it from the cache when \
-             neither the startup scan nor an earlier call had). What the server does not account for is the \
-             client's and the loopback's time, and the server's between reading the request and starting its \
-             clock.",
+             (Server-Timing `total`), of it {} (`load` is finding the function and its manifest, loading it from \
+             the cache when neither the startup scan nor an earlier call had). The server's time outside those \
+             phases is spent between them, handing the call from thread to thread.",
             fmt_us(us(d.cached.first.value_at_quantile(0.99))),
             fmt_us(us(d.cached.first.value_at_quantile(0.5))),
             fmt_us(us(d.cold.first.value_at_quantile(0.99))),
             fmt_us(us(tail.client)),
             fmt_us(us(tail.server)),
-            fmt_us(us(tail.load)),
+            tail.phases(|ns| fmt_us(us(ns))),
         ));
     }
     for (name, _, (wasm, native)) in exec {
