@@ -19,7 +19,9 @@
 //!    timings; the reservation is released once the guest has stopped.
 //!
 //! `unsafe` is denied everywhere but `registry::trusted`, the one place that
-//! loads precompiled native code.
+//! loads precompiled native code, and one system call in
+//! `registry::background` (`sched_setscheduler`, which no safe crate here
+//! wraps).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

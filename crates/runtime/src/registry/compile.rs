@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, Module};
 
+use super::background::Blocking;
 use super::compiled::{is_component, Compiled};
 
 use super::config::CompileLimits;
@@ -142,14 +143,28 @@ impl Compiler {
         &self.limits
     }
 
-    /// Compiles checked binary `wasm` on its lane.
+    /// Compiles checked binary `wasm` on its lane; for the prewarm, a
+    /// light compile runs on its own idle-priority thread instead, without
+    /// a lane's permit (see `background`).
     pub(super) async fn compile(
         &self,
         engine: &Engine,
         file: &str,
         wasm: Vec<u8>,
+        on: Blocking<'_>,
     ) -> Result<Compiled, LoadError> {
         let heavy = wasm.len() as u64 >= self.limits.heavy_threshold_bytes;
+        let panicked = |reason: String| LoadError::Io {
+            file: file.to_string(),
+            reason: format!("the compiler: {reason}"),
+        };
+        if !heavy && on.is_background() {
+            let (engine, f) = (engine.clone(), file.to_string());
+            return on
+                .run(move || compile_here(&engine, &f, &wasm))
+                .await
+                .unwrap_or_else(|e| Err(panicked(e)));
+        }
         let lane = if heavy { &self.heavy } else { &self.light };
         let _permit = lane.acquire().await.expect("never closed");
         let _running = heavy.then(|| Running::new(&self.heavy_running));
@@ -159,12 +174,7 @@ impl Compiler {
         let (engine, f) = (engine.clone(), file.to_string());
         tokio::task::spawn_blocking(move || compile_here(&engine, &f, &wasm))
             .await
-            .unwrap_or_else(|e| {
-                Err(LoadError::Io {
-                    file: file.to_string(),
-                    reason: format!("the compiler panicked: {e}"),
-                })
-            })
+            .unwrap_or_else(|e| Err(panicked(format!("panicked: {e}"))))
     }
 
     /// Runs `exe compile-child`, the module on its stdin, and loads the

@@ -14,11 +14,11 @@ use tokio::sync::Semaphore;
 use wasmtime::Linker;
 
 use super::aot_cache::AotCache;
+use super::background::Blocking;
 use super::compile::{self, Compiler};
 use super::compiled::{is_component, Compiled};
 use super::config::RegistryConfig;
 use super::error::LoadError;
-use super::fs_pool::FsPool;
 use super::resolve::{self, Version};
 use super::trusted;
 use crate::component::{self, host::ComponentHost};
@@ -168,12 +168,13 @@ impl Loader {
         })
     }
 
-    /// Loads one file off the async workers: reading and cache lookups on
-    /// the file system pool, compiling on its lane. Returns the version of
-    /// the bytes read, when any were.
+    /// Loads one file off the async workers: reading and cache lookups
+    /// `on` the file system pool or the prewarm's idle threads, compiling
+    /// on its lane (see `background`). Returns the version of the bytes
+    /// read, when any were.
     pub(super) async fn load(
         self: &Arc<Self>,
-        fs: &FsPool,
+        on: Blocking<'_>,
         file: String,
         path: PathBuf,
         size: u64,
@@ -192,7 +193,7 @@ impl Loader {
         self.loads.fetch_add(1, Ordering::Relaxed);
         let (this, f, p) = (self.clone(), file.clone(), path.clone());
         let limit = self.read_limit(&path);
-        let prepared = fs
+        let prepared = on
             .run(move || {
                 let (bytes, version) = read(&p, limit).map_err(|e| read_error(&f, e, limit))?;
                 Ok::<_, LoadError>((this.prepare(&f, &p, &bytes), version))
@@ -209,13 +210,13 @@ impl Loader {
             Ok(Prepared::Compile { wasm, entry }) => {
                 match self
                     .compiler
-                    .compile(&self.engine.engine, &file, wasm)
+                    .compile(&self.engine.engine, &file, wasm, on)
                     .await
                 {
                     Err(e) => Err(e),
                     Ok(module) => {
                         let (this, name) = (self.clone(), file.clone());
-                        fs.run(move || {
+                        on.run(move || {
                             this.store(entry.as_deref(), &module);
                             this.finish(&file, &path, module)
                         })

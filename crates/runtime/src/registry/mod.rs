@@ -31,10 +31,12 @@
 //!
 //! The parts: `resolve` maps a name to a file and its version, `load`
 //! reads, gates and links one file, `compile` checks the budget and runs
-//! compiles on their lanes (heavy ones in a child process), `aot_cache`
+//! compiles on their lanes (heavy ones in a child process), `background`
+//! runs the prewarm's loads below the requests' priority, `aot_cache`
 //! keeps compiled code on disk, `entry` is one file's slot in the table,
 //! and `trusted` is the only code allowed `unsafe` (deserializing native
-//! code). This module holds the in-memory table.
+//! code; `background` has one system call besides). This module holds the
+//! in-memory table.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,6 +49,7 @@ use crate::function::Function;
 use crate::names::FunctionName;
 
 mod aot_cache;
+mod background;
 mod compile;
 mod compiled;
 mod config;
@@ -62,6 +65,7 @@ mod private_tmp;
 mod resolve;
 mod trusted;
 
+use background::{Blocking, IdleThreads};
 pub use compile::{compile_child_main, CHILD_EXIT_INVALID};
 pub use compiled::precompile;
 pub use config::{Backoff, CompileLimits, RegistryConfig, WASMTIME_MAX_FUNCTION_BODY};
@@ -80,6 +84,8 @@ pub use resolve::EXTENSIONS;
 pub struct Registry {
     loader: Arc<Loader>,
     fs: FsPool,
+    /// Where the prewarm's loads run (see `background`).
+    background: IdleThreads,
     config: RegistryConfig,
     /// Keyed by file name.
     entries: Mutex<HashMap<String, Arc<Entry>>>,
@@ -109,6 +115,7 @@ impl Registry {
         Ok(Registry {
             loader,
             fs: FsPool::new(MAX_FS_CALLS, FS_DEADLINE),
+            background: IdleThreads::new(prewarm::PREWARM_CONCURRENCY),
             config,
             entries: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
@@ -266,7 +273,8 @@ impl Registry {
                 .get_or_init(|| async {
                     let size = entry.version.len();
                     let began = Instant::now();
-                    let (result, read) = this.loader.load(&this.fs, file_name, path, size).await;
+                    let on = Blocking::Request(&this.fs);
+                    let (result, read) = this.loader.load(on, file_name, path, size).await;
                     if let Ok(f) = &result {
                         f.set_load_time(began.elapsed());
                     }
@@ -372,7 +380,12 @@ impl Registry {
     ) -> Result<(), LoadError> {
         let (result, _) = self
             .loader
-            .load(&self.fs, file_name.to_string(), path.to_path_buf(), size)
+            .load(
+                Blocking::Request(&self.fs),
+                file_name.to_string(),
+                path.to_path_buf(),
+                size,
+            )
             .await;
         result.map(|_| ())
     }

@@ -6,10 +6,13 @@
 //! Kubernetes ConfigMap volume that swaps a symlink, or a network mount).
 //! Each scan lists the directory and stats every function file in one call
 //! on the file-system pool, then loads what the table does not hold at its
-//! current version, a few at a time (`PREWARM_CONCURRENCY`; compiles still
-//! go through the compile lanes and their budget):
-//! - while the table has room (below `max_loaded`), the file is loaded into
-//!   it, exactly as a request would have loaded it;
+//! current version, a few at a time (`PREWARM_CONCURRENCY`), on threads
+//! below every request's CPU priority (`background`; compiles keep their
+//! budget, and heavy ones their lane and child):
+//! - while the table has room (below `max_loaded`), the file is loaded as
+//!   a request would load it, and put into the table unless a request has
+//!   loaded it, or started to, meanwhile (a request never waits for the
+//!   prewarm: it loads the file itself, and the prewarm's copy is dropped);
 //! - past that, with an AOT cache, it is compiled into the cache only, so
 //!   its first request deserializes instead of compiling, and nothing
 //!   loaded is pushed out to make room;
@@ -18,6 +21,7 @@
 //! Failed loads are not retried by the scan sooner than a request would
 //! retry them (the entry's backoff decides).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -28,13 +32,14 @@ use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::entry::Verdict;
+use super::background::Blocking;
+use super::entry::{Entry, Loaded, Verdict};
 use super::resolve::{self, Resolved};
 use super::Registry;
 use crate::names::FunctionName;
 
-/// Loads a scan runs at once.
-const PREWARM_CONCURRENCY: usize = 2;
+/// Loads a scan runs at once (and its idle-priority threads).
+pub(super) const PREWARM_CONCURRENCY: usize = 2;
 
 /// Most files remembered as compiled into the cache (forgetting them all
 /// costs one cache lookup each at the next scan).
@@ -46,7 +51,7 @@ const SETTLE: Duration = Duration::from_millis(50);
 /// What one scan decided for a file.
 enum Plan {
     /// Load it into the table.
-    Load(FunctionName),
+    Load(FunctionName, Resolved),
     /// Compile it into the AOT cache only.
     Cache(Resolved),
 }
@@ -174,15 +179,12 @@ impl Registry {
             let this = self.clone();
             running.spawn(async move {
                 match plan {
-                    Plan::Load(name) => {
-                        // Not `get`: its fast path would answer with the
-                        // version held.
-                        let _ = this.look_and_get(&name).await;
-                    }
+                    Plan::Load(name, r) => this.load_ahead(&name, r).await,
                     Plan::Cache(r) => {
                         let size = r.version.len();
                         let file = r.file_name.clone();
-                        let (_, read) = this.loader.load(&this.fs, file, r.path, size).await;
+                        let on = Blocking::Background(&this.background);
+                        let (_, read) = this.loader.load(on, file, r.path, size).await;
                         // Dropped at once: compiled into the cache, not
                         // held. A file changed while it was read is
                         // looked at again by the next scan.
@@ -212,10 +214,8 @@ impl Registry {
         let now = Instant::now();
         let mut plans = Vec::new();
         for (name, r) in found {
-            if let Some(e) = entries.get(&r.file_name) {
-                if matches!(e.verdict(&r.version, now, &self.config.retry), Verdict::Use) {
-                    continue;
-                }
+            if self.holds_version(&entries, &r, now) {
+                continue;
             }
             if precached.get(&r.file_name) == Some(&r.version) {
                 continue;
@@ -223,12 +223,50 @@ impl Registry {
             if room > 0 {
                 room -= 1;
                 if let Ok(name) = FunctionName::validate(name) {
-                    plans.push(Plan::Load(name));
+                    plans.push(Plan::Load(name, r));
                 }
             } else if cached {
                 plans.push(Plan::Cache(r));
             }
         }
         plans
+    }
+
+    /// Whether `entries` hold `r` at its version: loaded, loading, or
+    /// failed and not due for a retry.
+    fn holds_version(
+        &self,
+        entries: &HashMap<String, Arc<Entry>>,
+        r: &Resolved,
+        now: Instant,
+    ) -> bool {
+        entries
+            .get(&r.file_name)
+            .is_some_and(|e| matches!(e.verdict(&r.version, now, &self.config.retry), Verdict::Use))
+    }
+
+    /// Loads `r` (found under `name`) on the idle-priority threads and puts
+    /// it into the table, unless a request has loaded it or started to
+    /// meanwhile: then the request's load is kept, and this one dropped.
+    /// Nothing waits for it but the scan (see `background`).
+    async fn load_ahead(self: &Arc<Self>, name: &FunctionName, r: Resolved) {
+        if self.holds_version(&self.entries.lock().unwrap(), &r, Instant::now()) {
+            return;
+        }
+        let began = Instant::now();
+        let (file, path, size) = (r.file_name.clone(), r.path.clone(), r.version.len());
+        let on = Blocking::Background(&self.background);
+        let (result, read) = self.loader.load(on, file, path, size).await;
+        if let Ok(f) = &result {
+            f.set_load_time(began.elapsed());
+        }
+        self.saw(name.as_str(), &r.file_name);
+        let loaded = Loaded {
+            result,
+            read,
+            at: Instant::now(),
+        };
+        // Fails if a request's load holds the cell (done, or under way).
+        let _ = self.entry_for(r).cell.set(loaded);
     }
 }

@@ -12,6 +12,7 @@ use crate::sandbox::{self, CancelToken, Invocation, Stdio};
 mod aot_cache;
 mod budget;
 mod loading;
+mod prewarm;
 mod resolution;
 mod table;
 

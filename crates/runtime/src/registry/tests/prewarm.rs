@@ -1,0 +1,88 @@
+//! The prewarm's loads run below the requests' priority, and no request
+//! waits for one.
+
+use super::*;
+use crate::registry::background::IdleThreads;
+use crate::registry::prewarm::PREWARM_CONCURRENCY;
+
+/// The calling thread's scheduling policy, field 41 of
+/// `/proc/thread-self/stat` (after the parenthesised name, which may hold
+/// spaces, it is the 39th).
+fn policy() -> u32 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let after_name = stat.rsplit_once(')').unwrap().1;
+    after_name
+        .split_whitespace()
+        .nth(38)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn background_threads_run_at_idle_priority() {
+    assert_ne!(policy(), libc::SCHED_IDLE as u32, "the test's own thread");
+    let threads = IdleThreads::new(1);
+    let on_it = threads.run(policy).await.unwrap();
+    assert_eq!(on_it, libc::SCHED_IDLE as u32);
+}
+
+#[tokio::test]
+async fn a_background_job_that_panics_leaves_its_thread_working() {
+    let threads = IdleThreads::new(1);
+    let err = threads
+        .run(|| panic!("a load gone wrong"))
+        .await
+        .unwrap_err();
+    assert!(err.contains("panicked"), "{err}");
+    assert_eq!(threads.run(|| 7).await.unwrap(), 7);
+}
+
+/// The prewarm's load of `a.wat` cannot progress (its threads are held
+/// busy), and a request for `a` is answered anyway, from its own load; the
+/// prewarm's copy, once it finishes, does not replace the request's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_does_not_wait_for_a_load_the_prewarm_has_under_way() {
+    let engine = engine();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.wat"), guest("from a")).unwrap();
+    let r = with_config(&engine, config(dir.path()));
+
+    // Hold every background thread until `release` is dropped.
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = Arc::new(std::sync::Mutex::new(held));
+    for _ in 0..PREWARM_CONCURRENCY {
+        let (r, started_tx, held) = (r.clone(), started_tx.clone(), held.clone());
+        tokio::spawn(async move {
+            r.background
+                .run(move || {
+                    started_tx.send(()).unwrap();
+                    let _ = held.lock().unwrap().recv();
+                })
+                .await
+        });
+    }
+    for _ in 0..PREWARM_CONCURRENCY {
+        started
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a background thread took the holding job");
+    }
+
+    r.start_prewarm();
+    until("the prewarm started loading a.wat", || r.loads() >= 1).await;
+    let served = tokio::time::timeout(Duration::from_secs(30), r.get(&name("a")))
+        .await
+        .expect("the request waited for the prewarm's load")
+        .unwrap();
+    assert_eq!(run(&engine, &served).await, "from a");
+    assert_eq!(r.loads(), 2, "the request loaded a.wat itself");
+
+    drop(release);
+    until("the startup scan finished", || r.prewarm_scans() >= 1).await;
+    let now = r.get(&name("a")).await.unwrap();
+    assert!(
+        Arc::ptr_eq(&now, &served),
+        "the prewarm's copy replaced the one the request loaded"
+    );
+}
