@@ -4,11 +4,11 @@
 //! is closed or moved in; and a scan every `RegistryConfig::prewarm_poll`
 //! as well, for file systems where inotify says nothing, such as a
 //! Kubernetes ConfigMap volume that swaps a symlink, or a network mount).
-//! Each scan lists the directory and stats every function file in one call
-//! on the file-system pool, then loads what the table does not hold at its
-//! current version, a few at a time (`PREWARM_CONCURRENCY`), on threads
-//! below every request's CPU priority (`background`; compiles keep their
-//! budget, and heavy ones their lane and child):
+//! Each scan lists the directory and stats every function file in one
+//! call, then loads what the table does not hold at its current version, a
+//! few at a time (`PREWARM_CONCURRENCY`), all of it on threads below every
+//! request's CPU priority (`background`; compiles keep their budget, and
+//! heavy ones their lane and child):
 //! - while the table has room (below `max_loaded`), the file is loaded as
 //!   a request would load it, and put into the table unless a request has
 //!   loaded it, or started to, meanwhile (a request never waits for the
@@ -148,8 +148,9 @@ impl Registry {
     /// version and load them (see the module docs).
     async fn scan(self: &Arc<Self>) {
         let (dir, allow) = (self.config.dir.clone(), self.config.allow_precompiled);
-        let listed = self
-            .fs
+        // On the idle threads too: after a restart, a stat of every file
+        // while the first requests arrive.
+        let listed = Blocking::Background(&self.background)
             .run(move || {
                 let names = resolve::list(&dir, |n| FunctionName::validate(n.to_string()).is_ok())?;
                 Ok::<_, std::io::Error>(
