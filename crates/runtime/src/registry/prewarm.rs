@@ -250,7 +250,7 @@ impl Registry {
     /// it into the table, unless a request has loaded it or started to
     /// meanwhile: then the request's load is kept, and this one dropped.
     /// Nothing waits for it but the scan (see `background`).
-    async fn load_ahead(self: &Arc<Self>, name: &FunctionName, r: Resolved) {
+    pub(super) async fn load_ahead(self: &Arc<Self>, name: &FunctionName, r: Resolved) {
         if self.holds_version(&self.entries.lock().unwrap(), &r, Instant::now()) {
             return;
         }

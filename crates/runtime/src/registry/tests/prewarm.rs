@@ -38,9 +38,9 @@ async fn a_background_job_that_panics_leaves_its_thread_working() {
     assert_eq!(threads.run(|| 7).await.unwrap(), 7);
 }
 
-/// The prewarm's load of `a.wat` cannot progress (its threads are held
-/// busy), and a request for `a` is answered anyway, from its own load; the
-/// prewarm's copy, once it finishes, does not replace the request's.
+/// The prewarm's load of `a.wat` cannot progress (the background threads
+/// are held busy), and a request for `a` is answered anyway, from its own
+/// load; the prewarm's copy, once it finishes, does not replace it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_does_not_wait_for_a_load_the_prewarm_has_under_way() {
     let engine = engine();
@@ -69,7 +69,12 @@ async fn a_request_does_not_wait_for_a_load_the_prewarm_has_under_way() {
             .expect("a background thread took the holding job");
     }
 
-    r.start_prewarm();
+    // What a scan does for a file the table does not hold.
+    let found = resolve::resolve(dir.path(), false, "a").unwrap().unwrap();
+    let ahead = tokio::spawn({
+        let r = r.clone();
+        async move { r.load_ahead(&name("a"), found).await }
+    });
     until("the prewarm started loading a.wat", || r.loads() >= 1).await;
     let served = tokio::time::timeout(Duration::from_secs(30), r.get(&name("a")))
         .await
@@ -79,10 +84,29 @@ async fn a_request_does_not_wait_for_a_load_the_prewarm_has_under_way() {
     assert_eq!(r.loads(), 2, "the request loaded a.wat itself");
 
     drop(release);
-    until("the startup scan finished", || r.prewarm_scans() >= 1).await;
+    tokio::time::timeout(Duration::from_secs(30), ahead)
+        .await
+        .expect("the prewarm's load finished once its thread was free")
+        .unwrap();
     let now = r.get(&name("a")).await.unwrap();
     assert!(
         Arc::ptr_eq(&now, &served),
         "the prewarm's copy replaced the one the request loaded"
     );
+}
+
+/// With no request in its way, the prewarm's load is what the first
+/// request finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prewarm_s_load_is_what_the_first_request_finds() {
+    let engine = engine();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.wat"), guest("from a")).unwrap();
+    let r = with_config(&engine, config(dir.path()));
+    let found = resolve::resolve(dir.path(), false, "a").unwrap().unwrap();
+    r.load_ahead(&name("a"), found).await;
+    assert_eq!(r.loads(), 1);
+    let f = r.get(&name("a")).await.unwrap();
+    assert_eq!(r.loads(), 1, "the request loaded a.wat again");
+    assert_eq!(run(&engine, &f).await, "from a");
 }
