@@ -25,7 +25,9 @@ async fn sixty_four_concurrent_invocations_are_all_correct() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_requests_compile_once() {
-    let s = std::sync::Arc::new(TestServer::start(&["echo.wasm"], &[]).await);
+    // No prewarm: its own load of echo.wasm, racing the requests, would be
+    // a second one (a request never waits for the prewarm's).
+    let s = std::sync::Arc::new(TestServer::start(&["echo.wasm"], &["--prewarm-poll", "0"]).await);
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let s = s.clone();
