@@ -69,14 +69,17 @@ pub(crate) struct FirstCall {
 }
 
 impl FirstCall {
-    /// Its server-side phases, in words, each duration (ns) written by `fmt`.
+    /// Its server-side phases, in words, each duration (ns) written by
+    /// `fmt`, and the server's time outside them.
     pub(crate) fn phases(&self, fmt: impl Fn(u64) -> String) -> String {
+        let named = self.load + self.start + self.instantiate + self.execute;
         format!(
-            "load {}, queue and isolation {}, instantiate {}, execute {}",
+            "load {}, queue and isolation {}, instantiate {}, execute {}, outside these {}",
             fmt(self.load),
             fmt(self.start),
             fmt(self.instantiate),
-            fmt(self.execute)
+            fmt(self.execute),
+            fmt(self.server.saturating_sub(named))
         )
     }
 }
@@ -482,6 +485,12 @@ mod tests {
         assert_eq!(k, 3);
         // The three slowest are 300, 299, 298: the median is 299's.
         assert_eq!((t.client, t.server, t.load), (299_000, 269_100, 20));
+        assert!(
+            t.phases(|ns| ns.to_string())
+                .ends_with("outside these 269080"),
+            "{}",
+            t.phases(|ns| ns.to_string())
+        );
         assert_eq!(pass.tail(1.0).0, 1, "at least one call");
     }
 

@@ -71,8 +71,8 @@ pub(crate) fn write(
             "**First invocation.** From the AOT cache after a restart, p99 {} (p50 {}); compiling on first use, p99 {}. \
              Its slowest {k} calls after the restart, medians of each: {} as the client saw them, {} in the server \
              (Server-Timing `total`), of it {} (`load` is finding the function and its manifest, loading it from \
-             the cache when neither the startup scan nor an earlier call had). The server's time outside those \
-             phases is spent between them, handing the call from thread to thread.",
+             the cache when neither the startup scan nor an earlier call had; the time outside the phases is the \
+             server's median less theirs).",
             fmt_us(us(d.cached.first.value_at_quantile(0.99))),
             fmt_us(us(d.cached.first.value_at_quantile(0.5))),
             fmt_us(us(d.cold.first.value_at_quantile(0.99))),
