@@ -168,7 +168,11 @@ async fn components_are_compiled_once_and_served_from_the_aot_cache_after_a_rest
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("aot");
     let args = ["--cache-dir", cache_dir.to_str().unwrap()];
+    // The startup scan loads both first (a request for a file it is still
+    // loading would load the file again, not wait for it).
+    let scanned = |s: &TestServer| s.app.registry.prewarm_scans() >= 1;
     let s = TestServer::start(&["cli-echo.wasm", "httpkit.wasm"], &args).await;
+    common::until("the startup scan finished", || scanned(&s)).await;
     s.get("/cli-echo?arg=a").await.expect(200, &["a"]);
     s.get("/httpkit/x").await.expect(200, &["path: /x"]);
     s.get("/cli-echo?arg=b").await.expect(200, &["b"]);
@@ -177,6 +181,7 @@ async fn components_are_compiled_once_and_served_from_the_aot_cache_after_a_rest
     s.stop().await;
 
     let s = TestServer::start(&["cli-echo.wasm", "httpkit.wasm"], &args).await;
+    common::until("the startup scan finished", || scanned(&s)).await;
     s.get("/cli-echo?arg=c").await.expect(200, &["c"]);
     s.get("/httpkit/y").await.expect(200, &["path: /y"]);
     assert_eq!(s.app.registry.cache_hits(), 2, "both from the cache");

@@ -44,8 +44,10 @@ async fn concurrent_first_requests_compile_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_added_replaced_and_deleted_while_serving() {
     // Every request looks at the file (by default a loaded function's file
-    // is looked at again only after a second).
-    let s = TestServer::start(&[], &["--revalidate-after", "0"]).await;
+    // is looked at again only after a second); loads happen on request (a
+    // prewarm load racing a request would be a load of its own).
+    let args = ["--revalidate-after", "0", "--prewarm-poll", "0"];
+    let s = TestServer::start(&[], &args).await;
     s.get("/f").await.expect(404, &[]);
     // Deploy the seed's way: write elsewhere, move into the directory.
     let staged = s.dir.path().join(".staged");
