@@ -261,6 +261,19 @@ impl Registry {
         if let Ok(f) = &result {
             f.set_load_time(began.elapsed());
         }
+        // Only if the file is still the one loaded: a request may have
+        // found a newer one meanwhile (the next scan loads that).
+        let (dir, allow, n) = (
+            self.config.dir.clone(),
+            self.config.allow_precompiled,
+            name.to_string(),
+        );
+        let now = on.run(move || resolve::resolve(&dir, allow, &n)).await;
+        let unchanged = matches!(now, Ok(Ok(Some(now)))
+            if now.file_name == r.file_name && now.version == r.version);
+        if !unchanged {
+            return;
+        }
         self.saw(name.as_str(), &r.file_name);
         let loaded = Loaded {
             result,

@@ -110,3 +110,27 @@ async fn the_prewarm_s_load_is_what_the_first_request_finds() {
     assert_eq!(r.loads(), 1, "the request loaded a.wat again");
     assert_eq!(run(&engine, &f).await, "from a");
 }
+
+/// The file changes while the prewarm loads it, and a request loads the
+/// new version: the prewarm's load, of the version its scan saw, does not
+/// replace it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prewarm_load_of_a_file_replaced_meanwhile_leaves_the_request_s() {
+    let engine = engine();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.wat"), guest("one")).unwrap();
+    let r = with_config(&engine, config(dir.path()));
+    let found = resolve::resolve(dir.path(), false, "a").unwrap().unwrap();
+    replace(dir.path(), "a.wat", guest("two"));
+    let served = r.get(&name("a")).await.unwrap();
+    assert_eq!(run(&engine, &served).await, "two");
+
+    r.load_ahead(&name("a"), found).await;
+    assert_eq!(r.loads(), 2, "the prewarm loaded what it found");
+    let now = r.get(&name("a")).await.unwrap();
+    assert!(
+        Arc::ptr_eq(&now, &served),
+        "the prewarm's load replaced the request's"
+    );
+    assert_eq!(r.loads(), 2, "the request loaded a.wat again");
+}
