@@ -96,7 +96,8 @@ pub struct Registry {
     evictions: AtomicUsize,
     /// Ticks once per lookup; orders entries by last use.
     clock: AtomicU64,
-    /// Files loaded or cached ahead of their first request (`prewarm`).
+    /// Files loaded (and put into the table) or cached ahead of their
+    /// first request (`prewarm`).
     prewarmed: AtomicUsize,
     /// Scans of the directory the prewarm has finished.
     prewarm_scans: AtomicUsize,

@@ -132,8 +132,8 @@ async fn run(registry: Weak<Registry>, changed: Arc<Notify>, every: Duration) {
 }
 
 impl Registry {
-    /// Files loaded (or compiled into the cache) ahead of their first
-    /// request.
+    /// Files loaded into the table (or compiled into the cache) ahead of
+    /// their first request; not those whose load a request's overtook.
     pub fn prewarmed(&self) -> usize {
         self.prewarmed.load(Ordering::Relaxed)
     }
@@ -179,7 +179,7 @@ impl Registry {
             }
             let this = self.clone();
             running.spawn(async move {
-                match plan {
+                let ahead = match plan {
                     Plan::Load(name, r) => this.load_ahead(&name, r).await,
                     Plan::Cache(r) => {
                         let size = r.version.len();
@@ -196,9 +196,12 @@ impl Registry {
                             }
                             precached.insert(r.file_name, v);
                         }
+                        true
                     }
+                };
+                if ahead {
+                    this.prewarmed.fetch_add(1, Ordering::Relaxed);
                 }
-                this.prewarmed.fetch_add(1, Ordering::Relaxed);
             });
         }
         while running.join_next().await.is_some() {}
@@ -249,10 +252,11 @@ impl Registry {
     /// Loads `r` (found under `name`) on the idle-priority threads and puts
     /// it into the table, unless a request has loaded it or started to
     /// meanwhile: then the request's load is kept, and this one dropped.
-    /// Nothing waits for it but the scan (see `background`).
-    pub(super) async fn load_ahead(self: &Arc<Self>, name: &FunctionName, r: Resolved) {
+    /// Nothing waits for it but the scan (see `background`). Whether it
+    /// was put into the table.
+    pub(super) async fn load_ahead(self: &Arc<Self>, name: &FunctionName, r: Resolved) -> bool {
         if self.holds_version(&self.entries.lock().unwrap(), &r, Instant::now()) {
-            return;
+            return false;
         }
         let began = Instant::now();
         let (file, path, size) = (r.file_name.clone(), r.path.clone(), r.version.len());
@@ -272,7 +276,7 @@ impl Registry {
         let unchanged = matches!(now, Ok(Ok(Some(now)))
             if now.file_name == r.file_name && now.version == r.version);
         if !unchanged {
-            return;
+            return false;
         }
         self.saw(name.as_str(), &r.file_name);
         let loaded = Loaded {
@@ -281,6 +285,6 @@ impl Registry {
             at: Instant::now(),
         };
         // Fails if a request's load holds the cell (done, or under way).
-        let _ = self.entry_for(r).cell.set(loaded);
+        self.entry_for(r).cell.set(loaded).is_ok()
     }
 }

@@ -84,10 +84,11 @@ async fn a_request_does_not_wait_for_a_load_the_prewarm_has_under_way() {
     assert_eq!(r.loads(), 2, "the request loaded a.wat itself");
 
     drop(release);
-    tokio::time::timeout(Duration::from_secs(30), ahead)
+    let installed = tokio::time::timeout(Duration::from_secs(30), ahead)
         .await
         .expect("the prewarm's load finished once its thread was free")
         .unwrap();
+    assert!(!installed, "the prewarm's load was put into the table");
     let now = r.get(&name("a")).await.unwrap();
     assert!(
         Arc::ptr_eq(&now, &served),
@@ -104,7 +105,7 @@ async fn the_prewarm_s_load_is_what_the_first_request_finds() {
     std::fs::write(dir.path().join("a.wat"), guest("from a")).unwrap();
     let r = with_config(&engine, config(dir.path()));
     let found = resolve::resolve(dir.path(), false, "a").unwrap().unwrap();
-    r.load_ahead(&name("a"), found).await;
+    assert!(r.load_ahead(&name("a"), found).await);
     assert_eq!(r.loads(), 1);
     let f = r.get(&name("a")).await.unwrap();
     assert_eq!(r.loads(), 1, "the request loaded a.wat again");
@@ -125,7 +126,7 @@ async fn a_prewarm_load_of_a_file_replaced_meanwhile_leaves_the_request_s() {
     let served = r.get(&name("a")).await.unwrap();
     assert_eq!(run(&engine, &served).await, "two");
 
-    r.load_ahead(&name("a"), found).await;
+    assert!(!r.load_ahead(&name("a"), found).await);
     assert_eq!(r.loads(), 2, "the prewarm loaded what it found");
     let now = r.get(&name("a")).await.unwrap();
     assert!(
