@@ -38,15 +38,40 @@ async fn a_background_job_that_panics_leaves_its_thread_working() {
     assert_eq!(threads.run(|| 7).await.unwrap(), 7);
 }
 
+/// A registry over a directory holding `a.wat`, which prints `msg`, and
+/// what a scan finds for it (the directory goes when `dir` is dropped).
+struct OneFile {
+    engine: WasmEngine,
+    dir: tempfile::TempDir,
+    r: Arc<Registry>,
+    found: Resolved,
+}
+
+fn one_file(msg: &str) -> OneFile {
+    let engine = engine();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.wat"), guest(msg)).unwrap();
+    let r = with_config(&engine, config(dir.path()));
+    let found = resolve::resolve(dir.path(), false, "a").unwrap().unwrap();
+    OneFile {
+        engine,
+        dir,
+        r,
+        found,
+    }
+}
+
 /// The prewarm's load of `a.wat` cannot progress (the background threads
 /// are held busy), and a request for `a` is answered anyway, from its own
 /// load; the prewarm's copy, once it finishes, does not replace it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_does_not_wait_for_a_load_the_prewarm_has_under_way() {
-    let engine = engine();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.wat"), guest("from a")).unwrap();
-    let r = with_config(&engine, config(dir.path()));
+    let OneFile {
+        engine,
+        dir: _dir,
+        r,
+        found,
+    } = one_file("from a");
 
     // Hold every background thread until `release` is dropped.
     let (started_tx, started) = std::sync::mpsc::channel();
@@ -70,7 +95,6 @@ async fn a_request_does_not_wait_for_a_load_the_prewarm_has_under_way() {
     }
 
     // What a scan does for a file the table does not hold.
-    let found = resolve::resolve(dir.path(), false, "a").unwrap().unwrap();
     let ahead = tokio::spawn({
         let r = r.clone();
         async move { r.load_ahead(&name("a"), found).await }
@@ -100,11 +124,12 @@ async fn a_request_does_not_wait_for_a_load_the_prewarm_has_under_way() {
 /// request finds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_prewarm_s_load_is_what_the_first_request_finds() {
-    let engine = engine();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.wat"), guest("from a")).unwrap();
-    let r = with_config(&engine, config(dir.path()));
-    let found = resolve::resolve(dir.path(), false, "a").unwrap().unwrap();
+    let OneFile {
+        engine,
+        dir: _dir,
+        r,
+        found,
+    } = one_file("from a");
     assert!(r.load_ahead(&name("a"), found).await);
     assert_eq!(r.loads(), 1);
     let f = r.get(&name("a")).await.unwrap();
@@ -117,11 +142,12 @@ async fn the_prewarm_s_load_is_what_the_first_request_finds() {
 /// replace it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prewarm_load_of_a_file_replaced_meanwhile_leaves_the_request_s() {
-    let engine = engine();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.wat"), guest("one")).unwrap();
-    let r = with_config(&engine, config(dir.path()));
-    let found = resolve::resolve(dir.path(), false, "a").unwrap().unwrap();
+    let OneFile {
+        engine,
+        dir,
+        r,
+        found,
+    } = one_file("one");
     replace(dir.path(), "a.wat", guest("two"));
     let served = r.get(&name("a")).await.unwrap();
     assert_eq!(run(&engine, &served).await, "two");
