@@ -180,16 +180,7 @@ impl Loader {
         size: u64,
     ) -> (Result<Arc<Function>, LoadError>, Option<Version>) {
         // Held until the load is done: its bytes live that long.
-        let gate = if size >= self.compiler.limits().heavy_threshold_bytes {
-            &self.large_reads
-        } else {
-            &self.small_reads
-        };
-        let _reading = gate
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the read gates are never closed");
+        let _reading = self.read_gate(size).await;
         self.loads.fetch_add(1, Ordering::Relaxed);
         let (this, f, p) = (self.clone(), file.clone(), path.clone());
         let limit = self.read_limit(&path);
@@ -227,6 +218,68 @@ impl Loader {
             }
         };
         (result, Some(version))
+    }
+
+    /// A permit to hold a file of `size` bytes in memory (see `large_reads`).
+    async fn read_gate(&self, size: u64) -> tokio::sync::OwnedSemaphorePermit {
+        let gate = if size >= self.compiler.limits().heavy_threshold_bytes {
+            &self.large_reads
+        } else {
+            &self.small_reads
+        };
+        gate.clone()
+            .acquire_owned()
+            .await
+            .expect("the read gates are never closed")
+    }
+
+    /// For the prewarm, past the table's room: compiles the file into the
+    /// AOT cache unless the cache holds an entry for its bytes already,
+    /// which is left as it is (not deserialized: its first request does
+    /// that, and one that fails to load is compiled again then). A file
+    /// that is not a module within the budget is left to its first
+    /// request, which reports what is wrong. Returns the version of the
+    /// bytes read, when any were.
+    pub(super) async fn precache(
+        self: &Arc<Self>,
+        on: Blocking<'_>,
+        file: String,
+        path: PathBuf,
+        size: u64,
+    ) -> Option<Version> {
+        self.cache.as_ref()?;
+        let _reading = self.read_gate(size).await;
+        let (this, f) = (self.clone(), file.clone());
+        let limit = self.read_limit(&path);
+        let (todo, version) = on
+            .run(move || {
+                let (bytes, version) = read(&path, limit).ok()?;
+                let todo = this.to_cache(&f, &bytes);
+                Some((todo, version))
+            })
+            .await
+            .ok()??;
+        if let Some((wasm, entry)) = todo {
+            self.loads.fetch_add(1, Ordering::Relaxed);
+            let engine = &self.engine.engine;
+            if let Ok(module) = self.compiler.compile(engine, &file, wasm, on).await {
+                let this = self.clone();
+                let _ = on.run(move || this.store(Some(&entry), &module)).await;
+            }
+        }
+        Some(version)
+    }
+
+    /// What [`Loader::precache`] compiles for `bytes`: the checked module
+    /// and its cache entry, if it is a module within the budget and not in
+    /// the cache yet.
+    fn to_cache(&self, file: &str, bytes: &[u8]) -> Option<(Vec<u8>, PathBuf)> {
+        if wasmtime::Engine::detect_precompiled(bytes).is_some() {
+            return None;
+        }
+        let wasm = compile::check(self.compiler.limits(), file, bytes).ok()?;
+        let entry = self.cache.as_ref()?.entry(&self.engine.engine, bytes);
+        (!entry.is_file()).then_some((wasm, entry))
     }
 
     /// The most bytes a function file may have to be read at all:

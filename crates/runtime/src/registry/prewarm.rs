@@ -13,9 +13,10 @@
 //!   a request would load it, and put into the table unless a request has
 //!   loaded it, or started to, meanwhile (a request never waits for the
 //!   prewarm: it loads the file itself, and the prewarm's copy is dropped);
-//! - past that, with an AOT cache, it is compiled into the cache only, so
-//!   its first request deserializes instead of compiling, and nothing
-//!   loaded is pushed out to make room;
+//! - past that, with an AOT cache, it is compiled into the cache only
+//!   (unless the cache has it already, as after a restart: then nothing is
+//!   done), so its first request deserializes instead of compiling, and
+//!   nothing loaded is pushed out to make room;
 //! - past that without a cache, it is left for its first request.
 //!
 //! Failed loads are not retried by the scan sooner than a request would
@@ -185,10 +186,9 @@ impl Registry {
                         let size = r.version.len();
                         let file = r.file_name.clone();
                         let on = Blocking::Background(&this.background);
-                        let (_, read) = this.loader.load(on, file, r.path, size).await;
-                        // Dropped at once: compiled into the cache, not
-                        // held. A file changed while it was read is
-                        // looked at again by the next scan.
+                        let read = this.loader.precache(on, file, r.path, size).await;
+                        // A file changed while it was read is looked at
+                        // again by the next scan.
                         if let Some(v) = read {
                             let mut precached = this.precached.lock().unwrap();
                             if precached.len() >= PRECACHED_MAX {

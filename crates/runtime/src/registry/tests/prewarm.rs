@@ -2,7 +2,7 @@
 //! waits for one.
 
 use super::*;
-use crate::registry::background::IdleThreads;
+use crate::registry::background::{Blocking, IdleThreads};
 use crate::registry::prewarm::PREWARM_CONCURRENCY;
 
 /// The calling thread's scheduling policy, field 41 of
@@ -160,4 +160,37 @@ async fn a_prewarm_load_of_a_file_replaced_meanwhile_leaves_the_request_s() {
         "the prewarm's load replaced the request's"
     );
     assert_eq!(r.loads(), 2, "the request loaded a.wat again");
+}
+
+/// Past the table's room the prewarm compiles a file into the AOT cache
+/// only, and only once: a file whose code the cache holds (as after a
+/// restart) is neither compiled nor deserialized by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_table_the_prewarm_caches_only_what_the_cache_lacks() {
+    let engine = engine();
+    let (dir, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(dir.path().join("a.wat"), guest("from a")).unwrap();
+    let r = registry(&engine, dir.path(), false, Some(cache.path()), 1);
+    let found = resolve::resolve(dir.path(), false, "a").unwrap().unwrap();
+    let precache = || {
+        let (file, path) = (found.file_name.clone(), found.path.clone());
+        let on = Blocking::Background(&r.background);
+        r.loader.precache(on, file, path, found.version.len())
+    };
+    let cached = || std::fs::read_dir(cache.path()).unwrap().count();
+
+    assert_eq!(precache().await.as_ref(), Some(&found.version));
+    assert_eq!((r.loads(), r.cache_hits(), r.held()), (1, 0, 0));
+    assert_eq!(cached(), 1, "compiled into the cache");
+
+    assert_eq!(precache().await.as_ref(), Some(&found.version));
+    assert_eq!(
+        (r.loads(), r.cache_hits()),
+        (1, 0),
+        "compiled or deserialized again"
+    );
+
+    let f = r.get(&name("a")).await.unwrap();
+    assert_eq!(run(&engine, &f).await, "from a");
+    assert_eq!((r.loads(), r.cache_hits()), (2, 1), "the request's load");
 }
