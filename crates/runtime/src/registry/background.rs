@@ -84,7 +84,7 @@ impl IdleThreads {
             .map_err(|_| "no background thread could be started".to_string())?;
         // A job that panicked dropped its sender unsent.
         rx.await
-            .map_err(|_| "the background load panicked".to_string())
+            .map_err(|_| "it panicked on a background thread".to_string())
     }
 
     fn sender(&self) -> &mpsc::Sender<Job> {
