@@ -14,10 +14,17 @@
 //!
 //! Work at that priority can starve for as long as the cores are busy, so
 //! nothing a request needs may wait for it: the prewarm loads privately and
-//! puts the result in the table only if no request has loaded the file (or
-//! started to) meanwhile (`Registry::load_ahead`), and it compiles without
-//! a compile lane's permit, which a request's compile would otherwise queue
-//! for behind it.
+//! puts the result in the table only if the table still holds what it held
+//! before (`Registry::load_ahead`); its light compiles take no compile
+//! lane's permit and its reads no read gate's, which a request would
+//! otherwise queue for behind it (its two threads bound what it holds).
+//!
+//! wasmtime compiles a module's functions in parallel on rayon's global
+//! pool, which the first thread to use it creates, its threads inheriting
+//! that thread's priority: made by a prewarm thread, every later request's
+//! compile would run at idle priority. So the prewarm's compiles run their
+//! parallel work on a rayon pool of their own, at idle priority
+//! ([`IdleThreads::compile_pool`]), and never touch the global one.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -47,10 +54,6 @@ impl Blocking<'_> {
             Blocking::Background(threads) => threads.run(f).await,
         }
     }
-
-    pub(super) fn is_background(self) -> bool {
-        matches!(self, Blocking::Background(_))
-    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -59,15 +62,40 @@ type Job = Box<dyn FnOnce() + Send>;
 /// order; they end when this is dropped.
 pub(super) struct IdleThreads {
     threads: usize,
+    /// At `SCHED_IDLE`, else at the process's priority (a setting for
+    /// hosts that want new files compiled promptly however busy they are).
+    idle: bool,
     jobs: OnceLock<mpsc::Sender<Job>>,
+    compile: OnceLock<Option<Arc<rayon::ThreadPool>>>,
 }
 
 impl IdleThreads {
-    pub(super) fn new(threads: usize) -> Self {
+    pub(super) fn new(threads: usize, idle: bool) -> Self {
         IdleThreads {
             threads: threads.max(1),
+            idle,
             jobs: OnceLock::new(),
+            compile: OnceLock::new(),
         }
+    }
+
+    /// The rayon pool, at idle priority, that a prewarm compile runs
+    /// wasmtime's parallel work on (`pool.install(..)`; see the module
+    /// docs); `None` if its threads could not be started.
+    pub(super) fn compile_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
+        self.compile
+            .get_or_init(|| {
+                let idle = self.idle;
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.threads)
+                    .thread_name(|i| format!("wasmbox-prewarm-compile-{i}"))
+                    .start_handler(move |_| lower_priority(idle))
+                    .build()
+                    .map_err(|e| tracing::warn!(error = %e, "cannot start the prewarm's compile threads: its compiles run as a request's"))
+                    .ok()
+                    .map(Arc::new)
+            })
+            .clone()
     }
 
     /// Runs `f` on one of the threads once it is free.
@@ -92,10 +120,10 @@ impl IdleThreads {
             let (tx, rx) = mpsc::channel::<Job>();
             let rx = Arc::new(Mutex::new(rx));
             for i in 0..self.threads {
-                let rx = rx.clone();
+                let (rx, idle) = (rx.clone(), self.idle);
                 let spawned = std::thread::Builder::new()
                     .name(format!("wasmbox-prewarm-{i}"))
-                    .spawn(move || take_jobs(&rx));
+                    .spawn(move || take_jobs(&rx, idle));
                 if let Err(e) = spawned {
                     tracing::warn!(error = %e, "cannot start a background load thread");
                 }
@@ -107,8 +135,8 @@ impl IdleThreads {
 
 /// A background thread's life: lower its priority, then run jobs until the
 /// sender is gone. A job that panics is dropped; the thread goes on.
-fn take_jobs(jobs: &Mutex<mpsc::Receiver<Job>>) {
-    idle_priority();
+fn take_jobs(jobs: &Mutex<mpsc::Receiver<Job>>, idle: bool) {
+    lower_priority(idle);
     loop {
         let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(job) = next else { return };
@@ -122,7 +150,10 @@ fn take_jobs(jobs: &Mutex<mpsc::Receiver<Job>>) {
 /// the running one's slice). Any thread may lower its own priority; if this
 /// one may not (a seccomp profile), it falls back to nice 19.
 #[allow(unsafe_code)]
-fn idle_priority() {
+fn lower_priority(idle: bool) {
+    if !idle {
+        return;
+    }
     // The kernel's `struct sched_param` is one int, the static priority,
     // 0 for SCHED_IDLE (libc's may carry more fields, unused on Linux).
     let priority: libc::c_int = 0;
@@ -132,8 +163,8 @@ fn idle_priority() {
     let set = unsafe {
         libc::syscall(
             libc::SYS_sched_setscheduler,
-            0,
-            libc::SCHED_IDLE,
+            0 as libc::c_long,
+            libc::SCHED_IDLE as libc::c_long,
             &priority as *const libc::c_int,
         )
     };

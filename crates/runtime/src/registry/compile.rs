@@ -144,8 +144,9 @@ impl Compiler {
     }
 
     /// Compiles checked binary `wasm` on its lane; for the prewarm, a
-    /// light compile runs on its own idle-priority thread instead, without
-    /// a lane's permit (see `background`).
+    /// light compile runs on its own idle-priority threads instead (its
+    /// parallel work on their rayon pool), without a lane's permit (see
+    /// `background`).
     pub(super) async fn compile(
         &self,
         engine: &Engine,
@@ -158,10 +159,14 @@ impl Compiler {
             file: file.to_string(),
             reason: format!("the compiler: {reason}"),
         };
-        if !heavy && on.is_background() {
+        let idle_pool = match on {
+            Blocking::Background(idle) if !heavy => idle.compile_pool(),
+            _ => None,
+        };
+        if let Some(pool) = idle_pool {
             let (engine, f) = (engine.clone(), file.to_string());
             return on
-                .run(move || compile_here(&engine, &f, &wasm))
+                .run(move || pool.install(|| compile_here(&engine, &f, &wasm)))
                 .await
                 .unwrap_or_else(|e| Err(panicked(e)));
         }

@@ -31,6 +31,9 @@ pub struct RegistryConfig {
     /// How often [`super::Registry::start_prewarm`] scans the directory for
     /// new and changed files besides what inotify reports.
     pub prewarm_poll: Duration,
+    /// Whether the prewarm's work runs at `SCHED_IDLE` (see
+    /// `registry::background`), or at the process's priority.
+    pub prewarm_idle: bool,
 }
 
 impl RegistryConfig {
@@ -46,6 +49,7 @@ impl RegistryConfig {
             retry: Backoff::default(),
             compile: CompileLimits::default(),
             prewarm_poll: Duration::from_secs(10),
+            prewarm_idle: true,
         }
     }
 }

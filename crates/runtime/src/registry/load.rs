@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use wasmtime::Linker;
 
@@ -180,7 +180,7 @@ impl Loader {
         size: u64,
     ) -> (Result<Arc<Function>, LoadError>, Option<Version>) {
         // Held until the load is done: its bytes live that long.
-        let _reading = self.read_gate(size).await;
+        let _reading = self.read_gate(on, size).await;
         self.loads.fetch_add(1, Ordering::Relaxed);
         let (this, f, p) = (self.clone(), file.clone(), path.clone());
         let limit = self.read_limit(&path);
@@ -220,17 +220,21 @@ impl Loader {
         (result, Some(version))
     }
 
-    /// A permit to hold a file of `size` bytes in memory (see `large_reads`).
-    async fn read_gate(&self, size: u64) -> tokio::sync::OwnedSemaphorePermit {
+    /// A permit to hold a file of `size` bytes in memory (see
+    /// `large_reads`); none for the prewarm, whose two threads bound what
+    /// it holds, and whose permits, held while it starves, would keep
+    /// requests waiting (see `background`).
+    async fn read_gate(&self, on: Blocking<'_>, size: u64) -> Option<OwnedSemaphorePermit> {
+        if matches!(on, Blocking::Background(_)) {
+            return None;
+        }
         let gate = if size >= self.compiler.limits().heavy_threshold_bytes {
             &self.large_reads
         } else {
             &self.small_reads
         };
-        gate.clone()
-            .acquire_owned()
-            .await
-            .expect("the read gates are never closed")
+        let permit = gate.clone().acquire_owned().await;
+        Some(permit.expect("the read gates are never closed"))
     }
 
     /// For the prewarm, past the table's room: compiles the file into the
@@ -239,35 +243,42 @@ impl Loader {
     /// that, and one that fails to load is compiled again then). A file
     /// that is not a module within the budget is left to its first
     /// request, which reports what is wrong. Returns the version of the
-    /// bytes read, when any were.
+    /// bytes read, when any were, and whether it compiled the file into
+    /// the cache.
     pub(super) async fn precache(
         self: &Arc<Self>,
         on: Blocking<'_>,
         file: String,
         path: PathBuf,
         size: u64,
-    ) -> Option<Version> {
-        self.cache.as_ref()?;
-        let _reading = self.read_gate(size).await;
+    ) -> (Option<Version>, bool) {
+        if self.cache.is_none() {
+            return (None, false);
+        }
+        let _reading = self.read_gate(on, size).await;
         let (this, f) = (self.clone(), file.clone());
         let limit = self.read_limit(&path);
-        let (todo, version) = on
+        let read = on
             .run(move || {
                 let (bytes, version) = read(&path, limit).ok()?;
                 let todo = this.to_cache(&f, &bytes);
                 Some((todo, version))
             })
-            .await
-            .ok()??;
-        if let Some((wasm, entry)) = todo {
-            self.loads.fetch_add(1, Ordering::Relaxed);
-            let engine = &self.engine.engine;
-            if let Ok(module) = self.compiler.compile(engine, &file, wasm, on).await {
-                let this = self.clone();
-                let _ = on.run(move || this.store(Some(&entry), &module)).await;
-            }
-        }
-        Some(version)
+            .await;
+        let Ok(Some((todo, version))) = read else {
+            return (None, false);
+        };
+        let Some((wasm, entry)) = todo else {
+            return (Some(version), false);
+        };
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        let engine = &self.engine.engine;
+        let Ok(module) = self.compiler.compile(engine, &file, wasm, on).await else {
+            return (Some(version), false);
+        };
+        let this = self.clone();
+        let _ = on.run(move || this.store(Some(&entry), &module)).await;
+        (Some(version), true)
     }
 
     /// What [`Loader::precache`] compiles for `bytes`: the checked module

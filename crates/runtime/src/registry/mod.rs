@@ -10,9 +10,11 @@
 //! Compiled code can also be kept in an on-disk AOT cache so a restart does
 //! not recompile.
 //!
-//! No file-system call runs on an async worker: stats, reads and directory
-//! listings go to a bounded blocking pool with a deadline (`fs_pool`), so a
-//! hung mount cannot stall the runtime. A file that cannot be looked at
+//! No file-system call runs on an async worker: a request's stats, reads
+//! and directory listings go to a bounded blocking pool with a deadline
+//! (`fs_pool`), so a hung mount cannot stall the runtime (the prewarm's go
+//! to its own threads, with no deadline: a hung mount holds only the
+//! prewarm). A file that cannot be looked at
 //! (EIO, ESTALE, EACCES, ...) is an error of its own (`LoadError::Io`):
 //! unlike a missing file it does not make the registry forget what it has
 //! compiled. A failed load is answered from memory for a while, then tried
@@ -116,7 +118,7 @@ impl Registry {
         Ok(Registry {
             loader,
             fs: FsPool::new(MAX_FS_CALLS, FS_DEADLINE),
-            background: IdleThreads::new(prewarm::PREWARM_CONCURRENCY),
+            background: IdleThreads::new(prewarm::PREWARM_CONCURRENCY, config.prewarm_idle),
             config,
             entries: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),

@@ -6,13 +6,14 @@
 //! Kubernetes ConfigMap volume that swaps a symlink, or a network mount).
 //! Each scan lists the directory and stats every function file in one
 //! call, then loads what the table does not hold at its current version, a
-//! few at a time (`PREWARM_CONCURRENCY`), all of it on threads below every
-//! request's CPU priority (`background`; compiles keep their budget, and
-//! heavy ones their lane and child):
+//! few at a time (`PREWARM_CONCURRENCY`), the blocking work on threads
+//! below every request's CPU priority (`background`; compiles keep their
+//! budget, and heavy ones their lane and child):
 //! - while the table has room (below `max_loaded`), the file is loaded as
 //!   a request would load it, and put into the table unless a request has
-//!   loaded it, or started to, meanwhile (a request never waits for the
-//!   prewarm: it loads the file itself, and the prewarm's copy is dropped);
+//!   loaded it, or started to, or the table filled meanwhile (a request
+//!   never waits for the prewarm: it loads the file itself, and the
+//!   prewarm's copy is dropped);
 //! - past that, with an AOT cache, it is compiled into the cache only
 //!   (unless the cache has it already, as after a restart: then nothing is
 //!   done), so its first request deserializes instead of compiling, and
@@ -186,7 +187,7 @@ impl Registry {
                         let size = r.version.len();
                         let file = r.file_name.clone();
                         let on = Blocking::Background(&this.background);
-                        let read = this.loader.precache(on, file, r.path, size).await;
+                        let (read, compiled) = this.loader.precache(on, file, r.path, size).await;
                         // A file changed while it was read is looked at
                         // again by the next scan.
                         if let Some(v) = read {
@@ -196,7 +197,7 @@ impl Registry {
                             }
                             precached.insert(r.file_name, v);
                         }
-                        true
+                        compiled
                     }
                 };
                 if ahead {
@@ -250,14 +251,25 @@ impl Registry {
     }
 
     /// Loads `r` (found under `name`) on the idle-priority threads and puts
-    /// it into the table, unless a request has loaded it or started to
-    /// meanwhile: then the request's load is kept, and this one dropped.
-    /// Nothing waits for it but the scan (see `background`). Whether it
-    /// was put into the table.
+    /// it into the table if the file is still that version, the table's
+    /// slot for it is still what it was before the load, and the table has
+    /// room: a request that loaded the file meanwhile, or started to, or
+    /// found another version of it, keeps what it has, and a function a
+    /// request loaded is never pushed out for this one. Nothing waits for it but the scan (see
+    /// `background`). Whether it was put into the table.
     pub(super) async fn load_ahead(self: &Arc<Self>, name: &FunctionName, r: Resolved) -> bool {
-        if self.holds_version(&self.entries.lock().unwrap(), &r, Instant::now()) {
-            return false;
-        }
+        let (before, failures) = {
+            let entries = self.entries.lock().unwrap();
+            let before = entries.get(&r.file_name).cloned();
+            let verdict = before
+                .as_ref()
+                .map(|e| e.verdict(&r.version, Instant::now(), &self.config.retry));
+            match verdict {
+                Some(Verdict::Use) => return false,
+                Some(Verdict::Replace { failures }) => (before, failures),
+                None => (None, 0),
+            }
+        };
         let began = Instant::now();
         let (file, path, size) = (r.file_name.clone(), r.path.clone(), r.version.len());
         let on = Blocking::Background(&self.background);
@@ -266,7 +278,8 @@ impl Registry {
             f.set_load_time(began.elapsed());
         }
         // Only if the file is still the one loaded: a request may have
-        // found a newer one meanwhile (the next scan loads that).
+        // found a newer one, before the load or during it (the next scan
+        // loads that).
         let (dir, allow, n) = (
             self.config.dir.clone(),
             self.config.allow_precompiled,
@@ -278,13 +291,28 @@ impl Registry {
         if !unchanged {
             return false;
         }
-        self.saw(name.as_str(), &r.file_name);
         let loaded = Loaded {
             result,
             read,
             at: Instant::now(),
         };
-        // Fails if a request's load holds the cell (done, or under way).
-        self.entry_for(r).cell.set(loaded).is_ok()
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut entries = self.entries.lock().unwrap();
+            let held = entries.get(&r.file_name);
+            let untouched = match (held, &before) {
+                (Some(held), Some(before)) => Arc::ptr_eq(held, before),
+                (None, None) => entries.len() < self.config.max_loaded,
+                _ => false,
+            };
+            if !untouched {
+                return false;
+            }
+            let entry = Entry::new(r.version, failures, now);
+            let _ = entry.cell.set(loaded);
+            entries.insert(r.file_name.clone(), Arc::new(entry));
+        }
+        self.saw(name.as_str(), &r.file_name);
+        true
     }
 }

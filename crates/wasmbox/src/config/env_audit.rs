@@ -224,6 +224,15 @@ impl ServeConfig {
             ),
             ("prewarm-poll", format!("{:?}", self.registry.prewarm_poll)),
             (
+                "prewarm-priority",
+                if self.registry.prewarm_idle {
+                    "idle"
+                } else {
+                    "normal"
+                }
+                .to_string(),
+            ),
+            (
                 "cache-max-mb",
                 (self.registry.cache_max_bytes >> 20).to_string(),
             ),

@@ -285,6 +285,15 @@ pub enum Compat {
     Reference,
 }
 
+/// `--prewarm-priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrewarmPriority {
+    /// SCHED_IDLE.
+    Idle,
+    /// The process's priority.
+    Normal,
+}
+
 /// Loading functions: the compile budget and the AOT cache's size.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
@@ -299,6 +308,12 @@ pub struct LoadArgs {
     /// first request).
     #[arg(long, env = "WASMBOX_PREWARM_POLL", default_value = DEFAULT_PREWARM_POLL, value_parser = parse_duration_or_zero)]
     pub prewarm_poll: Duration,
+    /// The CPU priority of that compiling: `idle` (SCHED_IDLE: only on
+    /// cores nothing else wants, so never beside the first requests after
+    /// a restart, but late while the cores are busy) or `normal` (the
+    /// process's own).
+    #[arg(long, env = "WASMBOX_PREWARM_PRIORITY", value_enum, default_value_t = PrewarmPriority::Idle)]
+    pub prewarm_priority: PrewarmPriority,
     /// Most MB (MiB) the --cache-dir keeps; past it the entries used least
     /// recently are deleted.
     #[arg(long, env = "WASMBOX_CACHE_MAX_MB", default_value_t = DEFAULT_CACHE_MAX_MB, value_parser = clap::value_parser!(u64).range(1..))]

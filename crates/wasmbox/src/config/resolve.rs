@@ -15,7 +15,9 @@ use wasmbox_runtime::component::outbound::OutboundPolicy;
 
 use super::admin::{resolve_admin, AdminConfig, AdminConfigError, ENV_ADMIN_TOKEN};
 use super::defaults::*;
-use super::flags::{Compat, CpuIsolation, EngineArgs, LimitArgs, LoadArgs, ServeArgs};
+use super::flags::{
+    Compat, CpuIsolation, EngineArgs, LimitArgs, LoadArgs, PrewarmPriority, ServeArgs,
+};
 use super::front::FrontConfig;
 
 /// Everything `serve` needs, resolved and checked.
@@ -149,6 +151,7 @@ impl LoadArgs {
         RegistryConfig {
             revalidate_after: self.revalidate_after,
             prewarm_poll: self.prewarm_poll,
+            prewarm_idle: self.prewarm_priority == PrewarmPriority::Idle,
             cache_max_bytes: self.cache_max_mb.saturating_mul(1 << 20),
             compile: CompileLimits {
                 max_module_bytes: self.max_module_mb.saturating_mul(1 << 20),

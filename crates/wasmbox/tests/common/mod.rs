@@ -122,9 +122,14 @@ impl TestServer {
         ];
         // Admission capacity is detected from this machine's cgroups unless a
         // test sets it; fix it so tests behave the same on any machine.
+        // The prewarm at the process's priority: at SCHED_IDLE it waits
+        // while other tests keep the cores busy, and tests that wait for
+        // it would time out (the idle threads are tested in the registry's
+        // own tests).
         for (flag, value) in [
             ("--capacity-cpu", "1000000"),
             ("--capacity-memory-mb", "1000000"),
+            ("--prewarm-priority", "normal"),
         ] {
             if !extra.contains(&flag) {
                 argv.extend([flag, value]);

@@ -22,14 +22,31 @@ fn policy() -> u32 {
 #[tokio::test]
 async fn background_threads_run_at_idle_priority() {
     assert_ne!(policy(), libc::SCHED_IDLE as u32, "the test's own thread");
-    let threads = IdleThreads::new(1);
+    let threads = IdleThreads::new(1, true);
     let on_it = threads.run(policy).await.unwrap();
     assert_eq!(on_it, libc::SCHED_IDLE as u32);
 }
 
+/// wasmtime compiles in parallel on the rayon pool it runs in: the
+/// prewarm's compiles run in one at idle priority, and leave rayon's global
+/// pool, which requests' compiles use, alone.
+#[tokio::test]
+async fn a_prewarm_compile_s_parallel_work_runs_at_idle_priority() {
+    let threads = IdleThreads::new(2, true);
+    let pool = threads.compile_pool().unwrap();
+    let policies = threads
+        .run(move || pool.install(|| rayon::join(policy, policy)))
+        .await
+        .unwrap();
+    let idle = libc::SCHED_IDLE as u32;
+    assert_eq!(policies, (idle, idle));
+    let global = rayon::join(policy, policy);
+    assert_ne!(global.0, idle, "rayon's global pool is at idle priority");
+}
+
 #[tokio::test]
 async fn a_background_job_that_panics_leaves_its_thread_working() {
-    let threads = IdleThreads::new(1);
+    let threads = IdleThreads::new(1, true);
     let err = threads
         .run(|| panic!("a load gone wrong"))
         .await
@@ -179,11 +196,11 @@ async fn past_the_table_the_prewarm_caches_only_what_the_cache_lacks() {
     };
     let cached = || std::fs::read_dir(cache.path()).unwrap().count();
 
-    assert_eq!(precache().await.as_ref(), Some(&found.version));
+    assert_eq!(precache().await, (Some(found.version.clone()), true));
     assert_eq!((r.loads(), r.cache_hits(), r.held()), (1, 0, 0));
     assert_eq!(cached(), 1, "compiled into the cache");
 
-    assert_eq!(precache().await.as_ref(), Some(&found.version));
+    assert_eq!(precache().await, (Some(found.version.clone()), false));
     assert_eq!(
         (r.loads(), r.cache_hits()),
         (1, 0),
@@ -193,4 +210,21 @@ async fn past_the_table_the_prewarm_caches_only_what_the_cache_lacks() {
     let f = r.get(&name("a")).await.unwrap();
     assert_eq!(run(&engine, &f).await, "from a");
     assert_eq!((r.loads(), r.cache_hits()), (2, 1), "the request's load");
+}
+
+/// The table filled while the prewarm loaded (room is counted when the scan
+/// plans): its copy is dropped, and what a request loaded stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prewarm_load_never_pushes_out_what_a_request_loaded() {
+    let engine = engine();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.wat"), guest("from a")).unwrap();
+    std::fs::write(dir.path().join("b.wat"), guest("from b")).unwrap();
+    let r = registry(&engine, dir.path(), false, None, 1);
+    let found = resolve::resolve(dir.path(), false, "a").unwrap().unwrap();
+    r.get(&name("b")).await.unwrap();
+
+    assert!(!r.load_ahead(&name("a"), found).await);
+    assert_eq!((r.held(), r.evictions()), (1, 0));
+    assert!(r.is_loaded("b.wat"));
 }
