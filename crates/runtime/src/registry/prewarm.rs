@@ -255,8 +255,9 @@ impl Registry {
     /// slot for it is still what it was before the load, and the table has
     /// room: a request that loaded the file meanwhile, or started to, or
     /// found another version of it, keeps what it has, and a function a
-    /// request loaded is never pushed out for this one. Nothing waits for it but the scan (see
-    /// `background`). Whether it was put into the table.
+    /// request loaded is never pushed out for this one. Nothing waits for
+    /// it but the scan (see `background`). Whether it was put into the
+    /// table.
     pub(super) async fn load_ahead(self: &Arc<Self>, name: &FunctionName, r: Resolved) -> bool {
         let (before, failures) = {
             let entries = self.entries.lock().unwrap();
