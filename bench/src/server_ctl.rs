@@ -57,6 +57,7 @@ pub(crate) fn start(dir: &Path, extra: &[&str], ready_path: &str) -> anyhow::Res
     let mut last = None;
     for mode in ["cgroup-v1", "throttle"] {
         let mut args = vec!["--cpu-isolation", mode];
+        args.extend_from_slice(&crate::PREWARM_NOW);
         args.extend_from_slice(extra);
         match ServerProc::start(dir, &args, ready_path) {
             Ok(server) => {
