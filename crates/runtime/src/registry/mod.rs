@@ -231,26 +231,36 @@ impl Registry {
         seen.insert(name.to_string(), (file_name.to_string(), Instant::now()));
     }
 
-    /// [`Registry::get`] after a stat.
-    async fn look_and_get(
-        self: &Arc<Self>,
+    /// The file that serves `name` now, and its version (`None`: no file),
+    /// from a stat of its candidates run `on` a request's pool or the
+    /// prewarm's threads; errs with a sentence when that stat failed.
+    async fn resolve_on(
+        &self,
+        on: Blocking<'_>,
         name: &FunctionName,
-    ) -> Result<Arc<Function>, LoadError> {
+    ) -> Result<Option<Resolved>, String> {
         let (dir, allow, n) = (
             self.config.dir.clone(),
             self.config.allow_precompiled,
             name.to_string(),
         );
-        let io = |reason: String| LoadError::Io {
-            file: name.to_string(),
-            reason,
-        };
+        on.run(move || resolve::resolve(&dir, allow, &n))
+            .await?
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`Registry::get`] after a stat.
+    async fn look_and_get(
+        self: &Arc<Self>,
+        name: &FunctionName,
+    ) -> Result<Arc<Function>, LoadError> {
         let resolved = self
-            .fs
-            .run(move || resolve::resolve(&dir, allow, &n))
+            .resolve_on(Blocking::Request(&self.fs), name)
             .await
-            .map_err(io)?
-            .map_err(|e| io(e.to_string()))?;
+            .map_err(|reason| LoadError::Io {
+                file: name.to_string(),
+                reason,
+            })?;
         let Some(resolved) = resolved else {
             // Forget anything cached under the candidate names.
             let mut entries = self.entries.lock().unwrap();

@@ -287,13 +287,7 @@ impl Registry {
         // Only if the file is still the one loaded: a request may have
         // found a newer one, before the load or during it (the next scan
         // loads that).
-        let (dir, allow, n) = (
-            self.config.dir.clone(),
-            self.config.allow_precompiled,
-            name.to_string(),
-        );
-        let now = on.run(move || resolve::resolve(&dir, allow, &n)).await;
-        let unchanged = matches!(now, Ok(Ok(Some(now)))
+        let unchanged = matches!(self.resolve_on(on, name).await, Ok(Some(now))
             if now.file_name == r.file_name && now.version == r.version);
         if !unchanged {
             return false;
