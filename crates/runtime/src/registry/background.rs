@@ -15,9 +15,11 @@
 //! Work at that priority can starve for as long as the cores are busy, so
 //! nothing a request needs may wait for it: the prewarm loads privately and
 //! puts the result in the table only if the table still holds what it held
-//! before (`Registry::load_ahead`); its light compiles take no compile
-//! lane's permit and its reads no read gate's, which a request would
-//! otherwise queue for behind it (its two threads bound what it holds).
+//! before (`Registry::load_ahead`); at idle priority its light compiles
+//! take no compile lane's permit and its reads no read gate's, which a
+//! request would otherwise queue for behind it (its two threads bound what
+//! it holds). At normal priority (`--prewarm-priority normal`) it does not
+//! starve, and takes its permits as a request does.
 //!
 //! wasmtime compiles a module's functions in parallel on rayon's global
 //! pool, which the first thread to use it creates, its threads inheriting
@@ -53,6 +55,12 @@ impl Blocking<'_> {
             Blocking::Request(fs) => fs.run(f).await,
             Blocking::Background(threads) => threads.run(f).await,
         }
+    }
+
+    /// Whether work here can starve (the prewarm's threads at idle
+    /// priority): it then holds no permit a request may queue for.
+    pub(super) fn may_starve(self) -> bool {
+        matches!(self, Blocking::Background(threads) if threads.idle)
     }
 }
 

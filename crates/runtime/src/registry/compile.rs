@@ -122,7 +122,7 @@ pub(super) fn compile_here(
 pub(super) struct Compiler {
     limits: CompileLimits,
     engine_config: EngineConfig,
-    light: Semaphore,
+    pub(super) light: Semaphore,
     heavy: Semaphore,
     /// Heavy compiles running now (not waiting for the lane).
     pub(super) heavy_running: AtomicUsize,
@@ -144,8 +144,8 @@ impl Compiler {
     }
 
     /// Compiles checked binary `wasm` on its lane; for the prewarm, a
-    /// light compile runs on its own idle-priority threads instead (its
-    /// parallel work on their rayon pool), without a lane's permit (see
+    /// light compile runs on its own threads instead (its parallel work on
+    /// their rayon pool), at idle priority without a lane's permit (see
     /// `background`).
     pub(super) async fn compile(
         &self,
@@ -159,19 +159,23 @@ impl Compiler {
             file: file.to_string(),
             reason: format!("the compiler: {reason}"),
         };
-        let idle_pool = match on {
-            Blocking::Background(idle) if !heavy => idle.compile_pool(),
+        let lane = if heavy { &self.heavy } else { &self.light };
+        let exempt = !heavy && on.may_starve();
+        let _permit = match exempt {
+            true => None,
+            false => Some(lane.acquire().await.expect("never closed")),
+        };
+        let prewarm_pool = match on {
+            Blocking::Background(threads) if !heavy => threads.compile_pool(),
             _ => None,
         };
-        if let Some(pool) = idle_pool {
+        if let Some(pool) = prewarm_pool {
             let (engine, f) = (engine.clone(), file.to_string());
             return on
                 .run(move || pool.install(|| compile_here(&engine, &f, &wasm)))
                 .await
                 .unwrap_or_else(|e| Err(panicked(e)));
         }
-        let lane = if heavy { &self.heavy } else { &self.light };
-        let _permit = lane.acquire().await.expect("never closed");
         let _running = heavy.then(|| Running::new(&self.heavy_running));
         if let (true, Some(exe)) = (heavy, &self.limits.child) {
             return self.compile_in_child(exe, engine, file, wasm).await;

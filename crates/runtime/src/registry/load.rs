@@ -221,11 +221,11 @@ impl Loader {
     }
 
     /// A permit to hold a file of `size` bytes in memory (see
-    /// `large_reads`); none for the prewarm, whose two threads bound what
-    /// it holds, and whose permits, held while it starves, would keep
-    /// requests waiting (see `background`).
+    /// `large_reads`); none for the prewarm at idle priority, whose two
+    /// threads bound what it holds, and whose permits, held while it
+    /// starves, would keep requests waiting (see `background`).
     async fn read_gate(&self, on: Blocking<'_>, size: u64) -> Option<OwnedSemaphorePermit> {
-        if matches!(on, Blocking::Background(_)) {
+        if on.may_starve() {
             return None;
         }
         let gate = if size >= self.compiler.limits().heavy_threshold_bytes {

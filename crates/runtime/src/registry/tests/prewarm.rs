@@ -228,3 +228,45 @@ async fn a_prewarm_load_never_pushes_out_what_a_request_loaded() {
     assert_eq!((r.held(), r.evictions()), (1, 0));
     assert!(r.is_loaded("b.wat"));
 }
+
+/// A prewarm at idle priority can starve, so its light compile takes no
+/// lane permit a request would then queue for behind it; at normal
+/// priority it cannot, and waits for the lane as a request does.
+#[tokio::test]
+async fn only_a_prewarm_at_idle_priority_compiles_without_a_lane_permit() {
+    use crate::registry::compile::Compiler;
+    let engine = engine();
+    let wasm = wat::parse_str(guest("lane")).unwrap();
+    let limits = CompileLimits {
+        light_concurrency: 1,
+        ..CompileLimits::default()
+    };
+    for idle in [true, false] {
+        let compiler = Compiler::new(limits.clone(), engine.config.clone());
+        let threads = IdleThreads::new(1, idle);
+        let held = compiler.light.acquire().await.unwrap();
+        let compile = compiler.compile(
+            &engine.engine,
+            "lane",
+            wasm.clone(),
+            Blocking::Background(&threads),
+        );
+        tokio::pin!(compile);
+        if idle {
+            let done = tokio::time::timeout(Duration::from_secs(300), &mut compile).await;
+            let compiled = done.expect("the idle prewarm waited for the lane");
+            assert!(compiled.is_ok(), "idle: the compile failed");
+            continue;
+        }
+        // The thread takes jobs in order: once a job sent after the
+        // compile's first step has run, a compile sent to the thread at
+        // that step has run too, and is polled first here.
+        tokio::select! {
+            biased;
+            _ = &mut compile => panic!("compiled while the lane's one permit was held"),
+            marker = threads.run(|| ()) => marker.unwrap(),
+        }
+        drop(held);
+        assert!(compile.await.is_ok(), "normal: the compile failed");
+    }
+}
