@@ -36,7 +36,6 @@ use tokio::task::JoinSet;
 
 use super::background::Blocking;
 use super::entry::{Entry, Loaded, Verdict};
-use super::error::LoadError;
 use super::resolve::{self, Resolved};
 use super::Registry;
 use crate::names::FunctionName;
@@ -276,13 +275,8 @@ impl Registry {
         let (file, path, size) = (r.file_name.clone(), r.path.clone(), r.version.len());
         let on = Blocking::Background(&self.background);
         let (result, read) = self.loader.load(on, file, path, size).await;
-        match &result {
-            Ok(f) => f.set_load_time(began.elapsed()),
-            // A read that failed, or background threads that could not
-            // start, says nothing a request's own load would not find out
-            // afresh: no failure is installed for it to meet.
-            Err(LoadError::Io { .. }) => return false,
-            Err(_) => {}
+        if let Ok(f) = &result {
+            f.set_load_time(began.elapsed());
         }
         // Only if the file is still the one loaded: a request may have
         // found a newer one, before the load or during it (the next scan
