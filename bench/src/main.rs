@@ -293,8 +293,9 @@ pub(crate) async fn http_load_with(
 /// For a server the bench waits to finish its prewarm before measuring:
 /// the prewarm at normal priority, so that wait does not starve behind
 /// whatever else the host runs (at the default, idle, it yields to every
-/// other process). No figure depends on it: nothing is measured until the
-/// prewarm is over.
+/// other process). Nothing is measured until that first scan is over; the
+/// later scans (every 10 s, of files that do not change meanwhile) find
+/// nothing to load.
 pub(crate) const PREWARM_NOW: [&str; 2] = ["--prewarm-priority", "normal"];
 
 pub(crate) struct ServerProc {
