@@ -15,11 +15,13 @@
 //! Work at that priority can starve for as long as the cores are busy, so
 //! nothing a request needs may wait for it: the prewarm loads privately and
 //! puts the result in the table only if the table still holds what it held
-//! before (`Registry::load_ahead`); at idle priority its light compiles
-//! take no compile lane's permit and its reads no read gate's, which a
+//! before (`Registry::load_ahead`); its reads take no read gate's permit,
+//! and at idle priority its light compiles no compile lane's, which a
 //! request would otherwise queue for behind it (its two threads bound what
 //! it holds). At normal priority (`--prewarm-priority normal`) it does not
-//! starve, and takes its permits as a request does.
+//! starve, and its compiles take the lane as a request's do (bounding the
+//! compiles that share the cores); its reads still take no read gate's
+//! permit: they have no deadline, and one hung on a mount would hold it.
 //!
 //! wasmtime compiles a module's functions in parallel on rayon's global
 //! pool, which the first thread to use it creates, its threads inheriting
@@ -58,7 +60,8 @@ impl Blocking<'_> {
     }
 
     /// Whether work here can starve (the prewarm's threads at idle
-    /// priority): it then holds no permit a request may queue for.
+    /// priority): its compiles then hold no lane permit a request may
+    /// queue for.
     pub(super) fn may_starve(self) -> bool {
         matches!(self, Blocking::Background(threads) if threads.idle)
     }

@@ -122,7 +122,7 @@ pub(super) fn compile_here(
 pub(super) struct Compiler {
     limits: CompileLimits,
     engine_config: EngineConfig,
-    pub(super) light: Semaphore,
+    light: Semaphore,
     heavy: Semaphore,
     /// Heavy compiles running now (not waiting for the lane).
     pub(super) heavy_running: AtomicUsize,
@@ -137,6 +137,12 @@ impl Compiler {
             engine_config,
             heavy_running: AtomicUsize::new(0),
         }
+    }
+
+    /// The light lane, for a test to hold.
+    #[cfg(test)]
+    pub(super) fn light_lane(&self) -> &Semaphore {
+        &self.light
     }
 
     pub(super) fn limits(&self) -> &CompileLimits {
@@ -159,15 +165,17 @@ impl Compiler {
             file: file.to_string(),
             reason: format!("the compiler: {reason}"),
         };
-        let lane = if heavy { &self.heavy } else { &self.light };
-        let exempt = !heavy && on.may_starve();
-        let _permit = match exempt {
-            true => None,
-            false => Some(lane.acquire().await.expect("never closed")),
-        };
         let prewarm_pool = match on {
             Blocking::Background(threads) if !heavy => threads.compile_pool(),
             _ => None,
+        };
+        // Without its pool (its threads could not start) the prewarm's
+        // compile runs as a request's, on the lane.
+        let exempt = prewarm_pool.is_some() && on.may_starve();
+        let lane = if heavy { &self.heavy } else { &self.light };
+        let _permit = match exempt {
+            true => None,
+            false => Some(lane.acquire().await.expect("never closed")),
         };
         if let Some(pool) = prewarm_pool {
             let (engine, f) = (engine.clone(), file.to_string());

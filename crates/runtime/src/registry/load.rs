@@ -221,11 +221,12 @@ impl Loader {
     }
 
     /// A permit to hold a file of `size` bytes in memory (see
-    /// `large_reads`); none for the prewarm at idle priority, whose two
-    /// threads bound what it holds, and whose permits, held while it
-    /// starves, would keep requests waiting (see `background`).
+    /// `large_reads`); none for the prewarm, whose two threads bound what
+    /// it holds, and whose permits, held while it starves (at idle
+    /// priority) or while a read hangs with no deadline (its reads have
+    /// none), would keep requests waiting (see `background`).
     async fn read_gate(&self, on: Blocking<'_>, size: u64) -> Option<OwnedSemaphorePermit> {
-        if on.may_starve() {
+        if matches!(on, Blocking::Background(_)) {
             return None;
         }
         let gate = if size >= self.compiler.limits().heavy_threshold_bytes {

@@ -244,7 +244,7 @@ async fn only_a_prewarm_at_idle_priority_compiles_without_a_lane_permit() {
     for idle in [true, false] {
         let compiler = Compiler::new(limits.clone(), engine.config.clone());
         let threads = IdleThreads::new(1, idle);
-        let held = compiler.light.acquire().await.unwrap();
+        let held = compiler.light_lane().acquire().await.unwrap();
         let compile = compiler.compile(
             &engine.engine,
             "lane",
