@@ -89,12 +89,11 @@ impl Pass {
     /// least one), each phase's median over them: what the `q` tail is
     /// made of.
     pub(crate) fn tail(&self, q: f64) -> (usize, FirstCall) {
-        let mut calls = self.calls.clone();
-        calls.sort_by_key(|c| std::cmp::Reverse(c.client));
-        let k = ((calls.len() as f64 * (1.0 - q)).round() as usize).max(1);
-        let tail = &calls[..k.min(calls.len())];
+        let order = self.slowest_first();
+        let k = ((order.len() as f64 * (1.0 - q)).round() as usize).max(1);
+        let tail: Vec<&FirstCall> = order.iter().take(k).map(|&i| &self.calls[i]).collect();
         let median = |f: fn(&FirstCall) -> u64| {
-            let mut v: Vec<u64> = tail.iter().map(f).collect();
+            let mut v: Vec<u64> = tail.iter().map(|c| f(c)).collect();
             v.sort_unstable();
             v.get(v.len() / 2).copied().unwrap_or(0)
         };
@@ -107,6 +106,20 @@ impl Pass {
             execute: median(|c| c.execute),
         };
         (tail.len(), m)
+    }
+
+    /// Where in the pass its `k` slowest first invocations were made (0:
+    /// the first request after the server started), slowest first: whether
+    /// the tail is the first calls after a restart or spread over the pass.
+    pub(crate) fn slowest_positions(&self, k: usize) -> Vec<usize> {
+        self.slowest_first().into_iter().take(k).collect()
+    }
+
+    /// The calls' positions, by client latency, slowest first.
+    fn slowest_first(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.calls.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.calls[i].client));
+        order
     }
 }
 
@@ -440,6 +453,10 @@ fn print_modules(rt: &tokio::runtime::Runtime, n: usize, processes: usize) -> an
             us(t.server),
             t.phases(us)
         );
+        println!(
+            "  made at positions {:?} of the pass (0: its first request)",
+            p.slowest_positions(k)
+        );
     }
     println!(
         "idle RSS per loaded function, all loaded: {:.0} KiB",
@@ -492,6 +509,10 @@ mod tests {
             t.phases(|ns| ns.to_string())
         );
         assert_eq!(pass.tail(1.0).0, 1, "at least one call");
+        // Where the calls of 300, 299 and 298 µs were made.
+        let at = |us: u64| pass.calls.iter().position(|c| c.client == us * 1000);
+        let expected: Vec<usize> = [300, 299, 298].map(|us| at(us).unwrap()).to_vec();
+        assert_eq!(pass.slowest_positions(3), expected);
     }
 
     #[test]

@@ -72,13 +72,16 @@ pub(crate) fn write(
              Its slowest {k} calls after the restart, medians of each: {} as the client saw them, {} in the server \
              (Server-Timing `total`), of it {} (`load` is finding the function and its manifest, loading it from \
              the cache when neither the startup scan nor an earlier call had; the time outside the phases is the \
-             server's median less theirs).",
+             server's median less theirs). They were made at positions {:?} of the pass's {} calls (0: the first \
+             request after the restart).",
             fmt_us(us(d.cached.first.value_at_quantile(0.99))),
             fmt_us(us(d.cached.first.value_at_quantile(0.5))),
             fmt_us(us(d.cold.first.value_at_quantile(0.99))),
             fmt_us(us(tail.client)),
             fmt_us(us(tail.server)),
             tail.phases(|ns| fmt_us(us(ns))),
+            d.cached.slowest_positions(k),
+            d.cached.calls.len(),
         ));
     }
     for (name, _, (wasm, native)) in exec {
