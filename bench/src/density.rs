@@ -370,6 +370,10 @@ pub(crate) fn run(
 
     let (mut per_process, mut per_process_skip) = (None, None);
     match wasmtime {
+        // None measured: no per-process figures (they would divide by 0).
+        Some(_) if processes == 0 => {
+            per_process_skip = Some("none asked for (--processes 0)".into())
+        }
         Some(w) => {
             let mut procs = Vec::new();
             for _ in 0..processes {
