@@ -314,21 +314,25 @@ impl Registry {
     /// place (see [`Entry::verdict`]).
     fn entry_for(&self, resolved: Resolved) -> Arc<Entry> {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        let mut entries = self.entries.lock().unwrap();
-        let verdict = match entries.get(&resolved.file_name) {
-            Some(e) => e.verdict(&resolved.version, Instant::now(), &self.config.retry),
-            None => Verdict::Replace { failures: 0 },
-        };
-        let e = match verdict {
-            Verdict::Use => entries[&resolved.file_name].clone(),
-            Verdict::Replace { failures } => {
-                let e = Arc::new(Entry::new(resolved.version, failures, now));
-                entries.insert(resolved.file_name.clone(), e.clone());
-                self.evict_beyond_limit(&mut entries, &resolved.file_name);
-                e
+        let mut dropped = Vec::new();
+        let e = {
+            let mut entries = self.entries.lock().unwrap();
+            let verdict = match entries.get(&resolved.file_name) {
+                Some(e) => e.verdict(&resolved.version, Instant::now(), &self.config.retry),
+                None => Verdict::Replace { failures: 0 },
+            };
+            match verdict {
+                Verdict::Use => entries[&resolved.file_name].clone(),
+                Verdict::Replace { failures } => {
+                    let e = Arc::new(Entry::new(resolved.version, failures, now));
+                    dropped.extend(entries.insert(resolved.file_name.clone(), e.clone()));
+                    self.evict_beyond_limit(&mut entries, &resolved.file_name, &mut dropped);
+                    e
+                }
             }
         };
         e.last_used.store(now, Ordering::Relaxed);
+        unload(dropped);
         e
     }
 
@@ -336,7 +340,12 @@ impl Registry {
     /// added) while more than `max_loaded` are held. Entries still loading
     /// are skipped: their waiters share the result. A linear scan, on
     /// insertions only.
-    fn evict_beyond_limit(&self, entries: &mut HashMap<String, Arc<Entry>>, keep: &str) {
+    fn evict_beyond_limit(
+        &self,
+        entries: &mut HashMap<String, Arc<Entry>>,
+        keep: &str,
+        dropped: &mut Vec<Arc<Entry>>,
+    ) {
         while entries.len() > self.config.max_loaded.max(1) {
             let oldest = entries
                 .iter()
@@ -344,7 +353,7 @@ impl Registry {
                 .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
                 .map(|(name, _)| name.clone());
             let Some(name) = oldest else { return };
-            entries.remove(&name);
+            dropped.extend(entries.remove(&name));
             self.evictions.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(function = %name, "unloaded (least recently used)");
         }
@@ -415,6 +424,21 @@ impl Registry {
             })
             .await
             .map_err(std::io::Error::other)?
+    }
+}
+
+/// Lets go of entries taken out of the table (evicted or replaced). The
+/// last holder of a compiled function unmaps its code and memory image;
+/// for the table's, that happens on the blocking pool, neither on the
+/// request's path nor under the table's lock, which every other request's
+/// lookup takes.
+fn unload(dropped: Vec<Arc<Entry>>) {
+    if dropped.is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(move || drop(dropped))),
+        Err(_) => drop(dropped),
     }
 }
 

@@ -128,3 +128,21 @@ async fn the_least_recently_used_function_is_unloaded_first() {
     assert_eq!(reg.loads(), 5, "c had been unloaded");
     assert_eq!(run(&e, &a).await, "a");
 }
+
+/// An evicted function is let go of (on the blocking pool, off the
+/// request's path and the table's lock): once nothing else holds it, its
+/// compiled code is freed, not kept by the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_function_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine();
+    for f in ["a", "b"] {
+        std::fs::write(dir.path().join(format!("{f}.wat")), guest(f)).unwrap();
+    }
+    let reg = registry(&e, dir.path(), false, None, 1);
+    let a = Arc::downgrade(&reg.get(&name("a")).await.unwrap());
+    assert!(a.upgrade().is_some(), "held by the table");
+    reg.get(&name("b")).await.unwrap(); // unloads a
+    assert_eq!(reg.evictions(), 1);
+    until("a's function is freed", || a.upgrade().is_none()).await;
+}
