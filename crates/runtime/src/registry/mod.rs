@@ -336,8 +336,8 @@ impl Registry {
         e
     }
 
-    /// Drops the least recently used entries (never `keep`, the one just
-    /// added) while more than `max_loaded` are held. Entries still loading
+    /// Takes the least recently used entries out (into `dropped`; never
+    /// `keep`, the one just added) while more than `max_loaded` are held. Entries still loading
     /// are skipped: their waiters share the result. A linear scan, on
     /// insertions only.
     fn evict_beyond_limit(
