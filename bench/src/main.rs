@@ -3,6 +3,9 @@
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The same memcpy and memmove as the server's (crates/memcopy), so that
+// in-process figures are the server's.
+use wasmbox_memcopy as _;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,6 +3,9 @@ use std::process::ExitCode;
 // mimalloc: +10-20 % invocations/s over glibc malloc in bench/results/core.md runs.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The static musl build's memcpy and memmove: musl's cost a guest's
+// memory.copy and every buffer copy tens of cycles each (crates/memcopy).
+use wasmbox_memcopy as _;
 
 use clap::Parser;
 use wasmbox::config::{Cli, Command};
