@@ -13,18 +13,24 @@
 //! [`copy`] copies up to 64 bytes with overlapping unaligned loads and
 //! stores (everything read before anything is written, so overlap is
 //! safe), longer runs in 64-byte blocks, and from [`REP_MOVSB_FROM`] bytes
-//! on with `rep movsb` (fast strings on every x86_64 since Ivy Bridge and
-//! Zen). Only SSE2 is used: the baseline of the x86_64 target.
+//! on with `rep movsb` (fast on CPUs with ERMS, which these have; correct
+//! on any). Only SSE2 is used: the baseline of the x86_64 target.
 //!
-//! For `target_env = "musl"` the crate defines the two C symbols; the
-//! linker resolves them to these before it reaches libc.a (object files
-//! before archive members), so every copy in the binary, the C allocator's
-//! and the engine's included, comes here. A binary opts in with
-//! `use wasmbox_memcopy as _;`. Elsewhere (glibc, whose copies are already
-//! fast) only [`copy`] is compiled, for the tests.
+//! For `target_env = "musl"` the crate defines the two C symbols. This
+//! crate's rlib comes before libc.a on the link line, and `memcpy` and
+//! `memmove` are still undefined when the linker reaches it, so it takes
+//! these, and every call to either in the binary (the C allocator's, musl's
+//! own and the engine's included) comes here; copies a compiler inlines do
+//! not. Both must stay in one module (one object file): musl's `memmove`
+//! alone would pull in its `memcpy` and fail the link with a duplicate
+//! symbol. A binary opts in with `use wasmbox_memcopy as _;`. Elsewhere
+//! (glibc, whose copies are already fast) only [`copy`] is compiled, for
+//! the tests.
 
 // LLVM must not turn the copy loops below back into calls to `memcpy`:
-// inside `memcpy` itself that would recurse.
+// inside `memcpy` itself that would recurse. (Moves of aggregates in
+// unoptimised code are another way there: the code keeps none, and the
+// workspace builds this crate optimised in debug builds too.)
 #![no_builtins]
 // Raw pointers and the `rep movsb` instruction, in this crate only.
 #![allow(unsafe_code)]

@@ -22,23 +22,30 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) {
             return up_to_16(dst, src, n);
         }
         if n <= 32 {
-            let (a, b) = (load(src), load(src.add(n - 16)));
+            let a = load(src);
+            let b = load(src.add(n - 16));
             store(dst, a);
             store(dst.add(n - 16), b);
             return;
         }
         if n <= 64 {
-            let head = load32(src);
-            let tail = load32(src.add(n - 32));
-            store32(dst, head);
-            store32(dst.add(n - 32), tail);
+            let a = load(src);
+            let b = load(src.add(16));
+            let c = load(src.add(n - 32));
+            let d = load(src.add(n - 16));
+            store(dst, a);
+            store(dst.add(16), b);
+            store(dst.add(n - 32), c);
+            store(dst.add(n - 16), d);
             return;
         }
         // `dst` does not start inside `src`: forwards is safe (a region
         // copied forwards onto a lower address reads each byte before it is
         // written).
         if (dst as usize).wrapping_sub(src as usize) >= n {
-            if n >= REP_MOVSB_FROM {
+            // Not onto itself a few bytes lower: `rep movsb` is slow there
+            // on some CPUs (glibc avoids it below 64 bytes of distance).
+            if n >= REP_MOVSB_FROM && (src as usize).wrapping_sub(dst as usize) >= 64 {
                 rep_movsb(dst, src, n);
             } else {
                 forwards(dst, src, n);
@@ -48,8 +55,6 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) {
         }
     }
 }
-
-type Block = [__m128i; 4];
 
 /// `n` <= 16 bytes: two overlapping moves of the widest size that fits.
 #[inline(always)]
@@ -86,14 +91,21 @@ unsafe fn forwards(dst: *mut u8, src: *const u8, n: usize) {
     // SAFETY: as in `copy`; block `i` reads `src[i..i + 64]`, which the
     // writes so far (`dst[..i]`, at or below it) have not reached.
     unsafe {
-        let tail = load64(src.add(n - 64));
+        let t = src.add(n - 64);
+        let u = dst.add(n - 64);
+        let ta = load(t);
+        let tb = load(t.add(16));
+        let tc = load(t.add(32));
+        let td = load(t.add(48));
         let mut i = 0;
         while i + 64 < n {
-            let b = load64(src.add(i));
-            store64(dst.add(i), b);
+            block(dst.add(i), src.add(i));
             i += 64;
         }
-        store64(dst.add(n - 64), tail);
+        store(u, ta);
+        store(u.add(16), tb);
+        store(u.add(32), tc);
+        store(u.add(48), td);
     }
 }
 
@@ -105,14 +117,37 @@ unsafe fn backwards(dst: *mut u8, src: *const u8, n: usize) {
     // `src[end - 64..end]`, which the writes so far (`dst[end..]`, at or
     // above it) have not reached.
     unsafe {
-        let head = load64(src);
+        let ha = load(src);
+        let hb = load(src.add(16));
+        let hc = load(src.add(32));
+        let hd = load(src.add(48));
         let mut end = n;
         while end > 64 {
-            let b = load64(src.add(end - 64));
-            store64(dst.add(end - 64), b);
+            block(dst.add(end - 64), src.add(end - 64));
             end -= 64;
         }
-        store64(dst, head);
+        store(dst, ha);
+        store(dst.add(16), hb);
+        store(dst.add(32), hc);
+        store(dst.add(48), hd);
+    }
+}
+
+/// 64 bytes, all four loads before the stores. Values stay in separate
+/// locals, never in an array or tuple moved by value: unoptimised code
+/// copies those with a call to `memcpy`, which here would be itself.
+#[inline(always)]
+unsafe fn block(dst: *mut u8, src: *const u8) {
+    // SAFETY: the caller's range.
+    unsafe {
+        let a = load(src);
+        let b = load(src.add(16));
+        let c = load(src.add(32));
+        let d = load(src.add(48));
+        store(dst, a);
+        store(dst.add(16), b);
+        store(dst.add(32), c);
+        store(dst.add(48), d);
     }
 }
 
@@ -142,36 +177,4 @@ unsafe fn load(p: *const u8) -> __m128i {
 unsafe fn store(p: *mut u8, v: __m128i) {
     // SAFETY: the caller's range.
     unsafe { _mm_storeu_si128(p.cast(), v) }
-}
-
-#[inline(always)]
-unsafe fn load32(p: *const u8) -> [__m128i; 2] {
-    // SAFETY: the caller's range.
-    unsafe { [load(p), load(p.add(16))] }
-}
-
-#[inline(always)]
-unsafe fn store32(p: *mut u8, v: [__m128i; 2]) {
-    // SAFETY: the caller's range.
-    unsafe {
-        store(p, v[0]);
-        store(p.add(16), v[1]);
-    }
-}
-
-#[inline(always)]
-unsafe fn load64(p: *const u8) -> Block {
-    // SAFETY: the caller's range.
-    unsafe { [load(p), load(p.add(16)), load(p.add(32)), load(p.add(48))] }
-}
-
-#[inline(always)]
-unsafe fn store64(p: *mut u8, v: Block) {
-    // SAFETY: the caller's range.
-    unsafe {
-        store(p, v[0]);
-        store(p.add(16), v[1]);
-        store(p.add(32), v[2]);
-        store(p.add(48), v[3]);
-    }
 }
