@@ -44,7 +44,7 @@ table() {
     local reqs
     reqs=$(awk -v s="$SECS" '/Requests\/sec/{print $2 * s}' "$OUT/$name.wrk")
     perf script -i "$OUT/$name.data" -F comm,ip,dso --hide-call-graph 2>/dev/null |
-      awk -v name="$name" -v reqs="$reqs" -v hz=$HZ '
+      awk -v name="$name" -v reqs="$reqs" -v hz=$HZ -v secs="$SECS" '
         NF >= 3 {
           comm = $1; dso = $NF
           side = (dso ~ /kernel/) ? "kernel" : "user"
@@ -59,7 +59,7 @@ table() {
         END {
           for (k in n) printf "%s\t%s\t%.1f\n", name, k, n[k] / hz / reqs * 1e6
           printf "%s\tbusy, all\t%.1f\n", name, busy / hz / reqs * 1e6
-          printf "%s\treq/s (under perf)\t%.0f\n", name, reqs / '"$SECS"'
+          printf "%s\treq/s (under perf)\t%.0f\n", name, reqs / secs
         }'
   done | awk -F'\t' -v names="$*" '
     # One markdown row per thread kind, one column per server.
@@ -77,16 +77,11 @@ table() {
     }'
 }
 
-serve() {
-  echo "$bin/wasmbox serve --port $1 --functions functions --log-level warn --prewarm-poll 0 ${*:2}"
-}
+serve=("$bin/wasmbox" serve --functions functions --log-level warn --prewarm-poll 0)
 for c in 16 1; do
-  # shellcheck disable=SC2046
-  profile "bare$c" $c / 9411 -- $bin/wasmbox-bench bare-hyper --port 9411
-  # shellcheck disable=SC2046
-  profile "defaults$c" $c /hello 9412 -- $(serve 9412)
-  # shellcheck disable=SC2046
-  profile "none$c" $c /hello 9413 -- $(serve 9413 --cpu-isolation none)
+  profile "bare$c" $c / 9411 -- "$bin/wasmbox-bench" bare-hyper --port 9411
+  profile "defaults$c" $c /hello 9412 -- "${serve[@]}" --port 9412
+  profile "none$c" $c /hello 9413 -- "${serve[@]}" --port 9413 --cpu-isolation none
   echo "== c=$c"
   table "bare$c" "none$c" "defaults$c"
 done
