@@ -76,6 +76,14 @@ impl Drop for OwnCgroups {
 /// work too), holds a new request, and lets it in once the measured
 /// utilisation drops (not at the moment a request ends, when the 250 ms
 /// average is still high).
+///
+/// The gate must be closed by the spinners and nothing else: the startup
+/// prewarm compiles both guests (in a child process, in this cgroup), and
+/// that CPU alone can close it. Then the spinners themselves were queued
+/// behind it with the new request, the queue never held exactly one, and
+/// the test timed out once in CI. So both functions are called once and the
+/// gate seen open before the spinners start, and both spinners are seen
+/// admitted before the gate is awaited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_gate_holds_and_releases() {
     let Some(_own) = OwnCgroups::enter() else {
@@ -92,12 +100,18 @@ async fn the_cpu_gate_holds_and_releases() {
         "20s",
     ];
     let s = Arc::new(TestServer::start(&["spin.wasm", "hello.wat"], &args).await);
+    s.call("/spin?arg=0", 1000, 10).await.expect(200, &["spun"]);
+    s.call("/hello", 100, 10).await.expect(200, &["Hello"]);
+    s.until("the compiles' CPU to leave the average", |a| !a.gate_closed)
+        .await;
     let spins: Vec<_> = (0..2)
         .map(|_| {
             let s2 = s.clone();
             tokio::spawn(async move { s2.call("/spin?arg=1500", 1000, 10).await })
         })
         .collect();
+    s.until("both spinners admitted", |a| a.reserved.cpu_millis == 2000)
+        .await;
     s.until("the gate to close", |a| a.gate_closed).await;
     let s2 = s.clone();
     let held = tokio::spawn(async move { s2.call("/hello", 100, 10).await });
