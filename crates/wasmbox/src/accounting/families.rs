@@ -19,6 +19,22 @@ pub struct Function {
 type Seconds = Family<Function, Counter<f64, AtomicU64>>;
 type Hist = Family<Function, Histogram, fn() -> Histogram>;
 
+/// One function's series in every family (see [`UsageFamilies::series`]).
+/// A handle outliving its function's removal from the families counts
+/// into nothing scraped: the accounting drops both together.
+pub struct Series {
+    pub cpu_seconds: Counter<f64, AtomicU64>,
+    pub wall_seconds: Counter<f64, AtomicU64>,
+    pub queue_seconds: Counter<f64, AtomicU64>,
+    pub memory_mb_seconds: Counter<f64, AtomicU64>,
+    pub compile_seconds: Counter<f64, AtomicU64>,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub cpu_hist: Histogram,
+    pub wall_hist: Histogram,
+    pub peak_memory_hist: Histogram,
+}
+
 /// The families (clones share their values).
 #[derive(Clone)]
 pub struct UsageFamilies {
@@ -118,6 +134,27 @@ impl UsageFamilies {
             f.log_dropped.clone(),
         );
         f
+    }
+
+    /// `function`'s series in every family, created if need be: handles
+    /// that share their values with the families, so that recording into
+    /// them needs no lookup (the label's hash and each family's lock).
+    pub fn series(&self, function: &str) -> Series {
+        let l = Function {
+            function: function.to_string(),
+        };
+        Series {
+            cpu_seconds: self.cpu_seconds.get_or_create_owned(&l),
+            wall_seconds: self.wall_seconds.get_or_create_owned(&l),
+            queue_seconds: self.queue_seconds.get_or_create_owned(&l),
+            memory_mb_seconds: self.memory_mb_seconds.get_or_create_owned(&l),
+            compile_seconds: self.compile_seconds.get_or_create_owned(&l),
+            bytes_in: self.bytes_in.get_or_create_owned(&l),
+            bytes_out: self.bytes_out.get_or_create_owned(&l),
+            cpu_hist: self.cpu_hist.get_or_create_owned(&l),
+            wall_hist: self.wall_hist.get_or_create_owned(&l),
+            peak_memory_hist: self.peak_memory_hist.get_or_create_owned(&l),
+        }
     }
 
     /// Removes `function` from every family.

@@ -30,7 +30,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 pub use access_log::AccessLog;
-pub use families::UsageFamilies;
+pub use families::{Series, UsageFamilies};
 pub use usage::{Abandon, Pending, Usage, CLIENT_GONE};
 
 use crate::metrics::InvocationLabels;
@@ -53,21 +53,18 @@ pub struct FunctionStats {
     pub cpu_seconds: f64,
     /// Load (compile) seconds.
     pub compile_seconds: f64,
-    #[serde(skip)]
-    last_seen: Option<Instant>,
 }
 
-impl FunctionStats {
-    fn new() -> Self {
-        FunctionStats {
-            invocations: 0,
-            outcomes: BTreeMap::new(),
-            last_invoked_unix: None,
-            cpu_seconds: 0.0,
-            compile_seconds: 0.0,
-            last_seen: None,
-        }
-    }
+/// One tracked function: its totals, when it was last recorded (any
+/// record) and last invoked, and its series in every family, so that a
+/// request's record finds them all by its name under one lock.
+struct Tracked {
+    stats: FunctionStats,
+    last_seen: Instant,
+    last_invoked: Option<Instant>,
+    series: Series,
+    /// Its series in `wasmbox_invocations_total`, by outcome.
+    outcomes: Vec<(&'static str, Counter)>,
 }
 
 /// See the module docs.
@@ -75,7 +72,7 @@ pub struct Accounting {
     families: UsageFamilies,
     invocations: Family<InvocationLabels, Counter>,
     log: Option<AccessLog>,
-    stats: Mutex<HashMap<String, FunctionStats>>,
+    tracked: Mutex<HashMap<String, Tracked>>,
     max_functions: usize,
     idle_drop: Duration,
 }
@@ -95,89 +92,138 @@ impl Accounting {
             families,
             invocations,
             log,
-            stats: Mutex::new(HashMap::new()),
+            tracked: Mutex::new(HashMap::new()),
             max_functions: MAX_FUNCTIONS,
             idle_drop: IDLE_DROP,
         }
     }
 
-    /// Records one finished request.
+    /// Records one finished request: its outcome count and its figures.
     pub fn record(&self, u: &Usage) {
-        self.count(u);
-        self.record_usage(u);
+        self.write(u, true);
     }
 
     /// Counts the request's outcome in `wasmbox_invocations_total` only.
     pub fn count(&self, u: &Usage) {
-        let function = u.function.as_deref().unwrap_or(NO_FUNCTION);
-        self.invocations
-            .get_or_create(&InvocationLabels {
-                function: function.into(),
-                outcome: u.outcome.into(),
-            })
-            .inc();
+        let Some(name) = &u.function else {
+            self.count_unnamed(u);
+            return;
+        };
+        let now = Instant::now();
+        let mut tracked = self.tracked.lock().unwrap();
+        self.track(&mut tracked, name, now)
+            .count(&self.invocations, name, u.outcome);
+        self.bound(&mut tracked);
     }
 
-    /// Records everything but the outcome count ([`Accounting::count`]).
-    pub fn record_usage(&self, u: &Usage) {
+    /// Records everything but the outcome count, already made
+    /// ([`Accounting::count`]).
+    pub fn record_counted(&self, u: &Usage) {
+        self.write(u, false);
+    }
+
+    fn write(&self, u: &Usage, count: bool) {
         if let Some(log) = &self.log {
             log.write(u.json_line());
         }
-        let Some(name) = &u.function else { return };
-        let l = families::Function {
-            function: name.clone(),
+        let Some(name) = &u.function else {
+            if count {
+                self.count_unnamed(u);
+            }
+            return;
         };
-        let f = &self.families;
+        let now = Instant::now();
+        let mut tracked = self.tracked.lock().unwrap();
+        let t = self.track(&mut tracked, name, now);
+        if count {
+            t.count(&self.invocations, name, u.outcome);
+        }
         let (cpu, wall) = (u.cpu.as_secs_f64(), u.wall.as_secs_f64());
-        f.cpu_seconds.get_or_create(&l).inc_by(cpu);
-        f.wall_seconds.get_or_create(&l).inc_by(wall);
-        f.queue_seconds
-            .get_or_create(&l)
-            .inc_by(u.queue.as_secs_f64());
-        f.memory_mb_seconds
-            .get_or_create(&l)
-            .inc_by(u.memory_mb_seconds);
-        f.bytes_in.get_or_create(&l).inc_by(u.bytes_in);
-        f.bytes_out.get_or_create(&l).inc_by(u.bytes_out);
+        let f = &t.series;
+        f.cpu_seconds.inc_by(cpu);
+        f.wall_seconds.inc_by(wall);
+        f.queue_seconds.inc_by(u.queue.as_secs_f64());
+        f.memory_mb_seconds.inc_by(u.memory_mb_seconds);
+        f.bytes_in.inc_by(u.bytes_in);
+        f.bytes_out.inc_by(u.bytes_out);
         if u.ran {
-            f.cpu_hist.get_or_create(&l).observe(cpu);
+            f.cpu_hist.observe(cpu);
             f.peak_memory_hist
-                .get_or_create(&l)
                 .observe(u.peak_memory as f64 / f64::from(1 << 20));
         }
-        f.wall_hist.get_or_create(&l).observe(wall);
-        let mut stats = self.stats.lock().unwrap();
-        let s = stats.entry(name.clone()).or_insert_with(FunctionStats::new);
+        f.wall_hist.observe(wall);
+        let s = &mut t.stats;
         s.invocations += 1;
         *s.outcomes.entry(u.outcome).or_default() += 1;
-        s.last_invoked_unix = Some(unix_now());
         s.cpu_seconds += cpu;
-        s.last_seen = Some(Instant::now());
-        self.bound(&mut stats);
+        t.last_invoked = Some(now);
+        self.bound(&mut tracked);
+    }
+
+    /// Requests that named no existing function: counted only, under
+    /// [`NO_FUNCTION`], a label never dropped.
+    fn count_unnamed(&self, u: &Usage) {
+        self.invocations
+            .get_or_create(&InvocationLabels {
+                function: NO_FUNCTION.into(),
+                outcome: u.outcome.into(),
+            })
+            .inc();
     }
 
     /// Records the time `function` took to load (compile, or read from the
     /// AOT cache).
     pub fn record_compile(&self, function: &str, took: Duration) {
         let secs = took.as_secs_f64();
-        self.families
-            .compile_seconds
-            .get_or_create(&families::Function {
-                function: function.to_string(),
-            })
-            .inc_by(secs);
-        let mut stats = self.stats.lock().unwrap();
-        let s = stats
-            .entry(function.to_string())
-            .or_insert_with(FunctionStats::new);
-        s.compile_seconds += secs;
-        s.last_seen = Some(Instant::now());
-        self.bound(&mut stats);
+        let mut tracked = self.tracked.lock().unwrap();
+        let t = self.track(&mut tracked, function, Instant::now());
+        t.series.compile_seconds.inc_by(secs);
+        t.stats.compile_seconds += secs;
+        self.bound(&mut tracked);
+    }
+
+    /// `name`'s entry, created (with its series) if it is not tracked;
+    /// seen at `now`. The caller bounds the map after its update, so that
+    /// the entry it just touched, the newest, is never the one dropped.
+    fn track<'m>(
+        &self,
+        tracked: &'m mut HashMap<String, Tracked>,
+        name: &str,
+        now: Instant,
+    ) -> &'m mut Tracked {
+        // Looked up by `&str` first: no allocation for a tracked function.
+        if !tracked.contains_key(name) {
+            tracked.insert(
+                name.to_string(),
+                Tracked {
+                    stats: FunctionStats {
+                        invocations: 0,
+                        outcomes: BTreeMap::new(),
+                        last_invoked_unix: None,
+                        cpu_seconds: 0.0,
+                        compile_seconds: 0.0,
+                    },
+                    last_seen: now,
+                    last_invoked: None,
+                    series: self.families.series(name),
+                    outcomes: Vec::new(),
+                },
+            );
+        }
+        let t = tracked.get_mut(name).expect("inserted above");
+        t.last_seen = now;
+        t
     }
 
     /// The totals of `function`, if it is tracked.
     pub fn stats(&self, function: &str) -> Option<FunctionStats> {
-        self.stats.lock().unwrap().get(function).cloned()
+        let tracked = self.tracked.lock().unwrap();
+        let t = tracked.get(function)?;
+        let mut s = t.stats.clone();
+        s.last_invoked_unix = t
+            .last_invoked
+            .map(|at| unix_now() - at.elapsed().as_secs_f64());
+        Some(s)
     }
 
     /// Drops functions not seen for the idle period; brings the dropped
@@ -189,35 +235,37 @@ impl Accounting {
                 .inner()
                 .fetch_max(log.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        let mut stats = self.stats.lock().unwrap();
-        let idle: Vec<String> = stats
+        let mut tracked = self.tracked.lock().unwrap();
+        let idle: Vec<String> = tracked
             .iter()
-            .filter(|(_, s)| s.last_seen.is_some_and(|t| t.elapsed() >= self.idle_drop))
+            .filter(|(_, t)| t.last_seen.elapsed() >= self.idle_drop)
             .map(|(k, _)| k.clone())
             .collect();
         for name in idle {
-            self.drop_function(&mut stats, &name);
+            self.drop_function(&mut tracked, &name);
         }
     }
 
     /// Drops the least recently seen functions past the bound.
-    fn bound(&self, stats: &mut HashMap<String, FunctionStats>) {
-        while stats.len() > self.max_functions {
-            let Some(oldest) = stats
+    fn bound(&self, tracked: &mut HashMap<String, Tracked>) {
+        while tracked.len() > self.max_functions {
+            let Some(oldest) = tracked
                 .iter()
-                .min_by_key(|(_, s)| s.last_seen)
+                .min_by_key(|(_, t)| t.last_seen)
                 .map(|(k, _)| k.clone())
             else {
                 return;
             };
-            self.drop_function(stats, &oldest);
+            self.drop_function(tracked, &oldest);
         }
     }
 
-    fn drop_function(&self, stats: &mut HashMap<String, FunctionStats>, name: &str) {
-        let Some(s) = stats.remove(name) else { return };
+    fn drop_function(&self, tracked: &mut HashMap<String, Tracked>, name: &str) {
+        let Some(t) = tracked.remove(name) else {
+            return;
+        };
         self.families.remove(name);
-        for outcome in s.outcomes.keys() {
+        for (outcome, _) in &t.outcomes {
             self.invocations.remove(&InvocationLabels {
                 function: name.to_string(),
                 outcome: (*outcome).to_string(),
@@ -231,6 +279,27 @@ impl Accounting {
         self.max_functions = max;
         self.idle_drop = idle;
         self
+    }
+}
+
+impl Tracked {
+    /// Counts one request of this function with `outcome`.
+    fn count(
+        &mut self,
+        invocations: &Family<InvocationLabels, Counter>,
+        function: &str,
+        outcome: &'static str,
+    ) {
+        if let Some((_, c)) = self.outcomes.iter().find(|(o, _)| *o == outcome) {
+            c.inc();
+            return;
+        }
+        let c = invocations.get_or_create_owned(&InvocationLabels {
+            function: function.into(),
+            outcome: outcome.into(),
+        });
+        c.inc();
+        self.outcomes.push((outcome, c));
     }
 }
 

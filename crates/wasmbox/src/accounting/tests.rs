@@ -39,6 +39,54 @@ fn past_the_bound_the_least_recently_seen_function_is_dropped() {
     assert_eq!(a.stats("two.wasm").unwrap().invocations, 1);
 }
 
+/// Each function's series are held by its entry; a function dropped and
+/// seen again records into new series, the ones scraped, from zero.
+#[test]
+fn a_function_dropped_and_back_records_into_the_scraped_series() {
+    let (a, r) = accounting(1, Duration::from_secs(3600));
+    served(&a, "one.wasm");
+    served(&a, "one.wasm");
+    let text = render(&r);
+    assert!(
+        text.contains("function_response_bytes_total{function=\"one.wasm\"} 6"),
+        "{text}"
+    );
+    served(&a, "two.wasm");
+    assert!(!render(&r).contains("one.wasm"));
+    served(&a, "one.wasm");
+    let text = render(&r);
+    assert!(
+        text.contains("function_response_bytes_total{function=\"one.wasm\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("invocations_total{function=\"one.wasm\",outcome=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("two.wasm"), "{text}");
+    assert_eq!(a.stats("one.wasm").unwrap().invocations, 1);
+}
+
+#[test]
+fn a_compile_and_the_calls_after_it_share_one_entry() {
+    let (a, r) = accounting(10, Duration::from_secs(3600));
+    a.record_compile("c.wasm", Duration::from_millis(40));
+    let s = a.stats("c.wasm").unwrap();
+    assert_eq!((s.invocations, s.last_invoked_unix), (0, None));
+    served(&a, "c.wasm");
+    let s = a.stats("c.wasm").unwrap();
+    assert_eq!(s.invocations, 1);
+    assert!((s.compile_seconds - 0.04).abs() < 1e-9);
+    let now = super::unix_now();
+    let at = s.last_invoked_unix.unwrap();
+    assert!(at <= now && now - at < 60.0, "last invoked {at}, now {now}");
+    let text = render(&r);
+    assert!(
+        text.contains("function_compile_seconds_total{function=\"c.wasm\"} 0.04"),
+        "{text}"
+    );
+}
+
 #[test]
 fn idle_functions_are_dropped_at_the_sweep() {
     let (a, r) = accounting(10, Duration::ZERO);
@@ -55,10 +103,13 @@ fn a_client_gone_while_the_worker_runs_is_recorded_once_with_the_workers_figures
     p.update(|u| u.function = Some("f.wasm".into()));
     p.worker_started();
     drop(p.guard());
-    assert!(
-        a.stats("f.wasm").is_none(),
+    // Counted (its series exists), not yet recorded.
+    assert_eq!(
+        a.stats("f.wasm").map(|s| s.invocations),
+        Some(0),
         "recorded before the worker was done"
     );
+    assert!(render(&r).contains("outcome=\"client-gone\"} 1"));
     p.worker_done(|u| {
         u.ran = true;
         u.cpu = Duration::from_millis(250);

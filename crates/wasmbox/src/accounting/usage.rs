@@ -80,10 +80,11 @@ impl State {
     fn record(&mut self) {
         self.done = true;
         self.usage.wall = self.received.elapsed();
-        if !self.counted {
-            self.accounting.count(&self.usage);
+        if self.counted {
+            self.accounting.record_counted(&self.usage);
+        } else {
+            self.accounting.record(&self.usage);
         }
-        self.accounting.record_usage(&self.usage);
     }
 
     fn record_client_gone(&mut self) {

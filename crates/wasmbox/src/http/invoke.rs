@@ -343,8 +343,13 @@ pub(super) struct PhaseTimes {
 }
 
 impl PhaseTimes {
-    fn server_timing(&self) -> String {
-        format!(
+    /// The `Server-Timing` header, as (name, value). Written straight into
+    /// the value's own buffer (one allocation, no copy).
+    pub(super) fn header(&self) -> Option<(HeaderName, HeaderValue)> {
+        use std::fmt::Write as _;
+        let mut v = bytes::BytesMut::with_capacity(160);
+        write!(
+            v,
             "load;dur={}, queue;dur={}, isolation;dur={}, instantiate;dur={}, execute;dur={}, cpu;dur={}, total;dur={}",
             Ms(self.load),
             Ms(self.queue),
@@ -354,11 +359,8 @@ impl PhaseTimes {
             Ms(self.t.cpu),
             Ms(self.total)
         )
-    }
-
-    /// The `Server-Timing` header, as (name, value).
-    pub(super) fn header(&self) -> Option<(HeaderName, HeaderValue)> {
-        let v = HeaderValue::from_str(&self.server_timing()).ok()?;
+        .ok()?;
+        let v = HeaderValue::from_maybe_shared(v.freeze()).ok()?;
         Some((HeaderName::from_static("server-timing"), v))
     }
 }
