@@ -131,7 +131,20 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
 
     // 1. wasmbox, CPU isolation auto (cgroup-v1 on this machine).
     {
-        let server = ServerProc::start_with(&[])?;
+        // The closed loop keeps up to the highest concurrency in flight,
+        // all but a core's worth of it queued for admission. The queue is
+        // sized to hold all of it, so that a cell measures throughput and
+        // not the queue's bound: by default one function may queue half
+        // the memory limit, and jsoncompress's 300 MB calls at c=64 were
+        // answered 503 on a 24 GiB host.
+        let most_mb = all.iter().map(|w| w.memory_mb).max().unwrap_or(0);
+        let queue_mb = (most_mb * CONCURRENCY[CONCURRENCY.len() - 1] as u64).to_string();
+        let server = ServerProc::start_with(&[
+            "--max-queue-mb",
+            &queue_mb,
+            "--max-function-queue-share",
+            "1",
+        ])?;
         for w in &all {
             let target = HttpTarget {
                 port: server.port,
