@@ -364,7 +364,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
     std::fs::write(out, text)?;
     let goals_md = out.with_file_name("goals.md");
     let mut g = format!(
-        "# Issue 13's goals and issue 14's benchmark goals, measured\n\n{}\n\nCommand: `target/release/wasmbox-bench compare {}` (written with compare.md, \
+        "# Issue 13's goals and issue 14's benchmark goals, measured\n\n{}\n\nCommand: `target/release/wasmbox-bench compare{}` (written with compare.md, \
          which has every table these figures come from). This run took {:.0} s.\n\n",
         crate::machine(),
         scale.name(),

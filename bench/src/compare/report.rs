@@ -68,7 +68,7 @@ impl Report<'_> {
         writeln!(r, "{}\n", machine())?;
         writeln!(
             r,
-            "Command: `./bench/run.sh` (builds everything, then `target/release/wasmbox-bench compare {}`). \
+            "Command: `./bench/run.sh` (builds everything, then `target/release/wasmbox-bench compare{}`). \
              This run took {:.0} s. Load: closed loop, hyper HTTP/1.1 clients with one keep-alive connection each \
              (or one OS thread each spawning processes), {} ms per cell and at least one request per client, \
              latencies in hdrhistogram. Peers: {}. The workloads' requests carry `cpu_quota: 1000`; hello's carry \

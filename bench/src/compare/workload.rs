@@ -36,11 +36,11 @@ impl Scale {
             _ => &CONCURRENCY,
         }
     }
-    /// The command-line flag of this scale.
+    /// The command line's words of this scale, each after a space.
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Scale::Smoke => "--smoke",
-            Scale::Quick => "--quick",
+            Scale::Smoke => " --smoke",
+            Scale::Quick => " --quick",
             Scale::Full => "",
         }
     }

@@ -10,7 +10,12 @@ use std::process::{Child, Command, Stdio};
 
 fn wasmbox() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wasmbox"));
-    // Keep the caller's environment from leaking settings into the tests.
+    clean_env(&mut c);
+    c
+}
+
+/// Keeps the caller's environment from leaking settings into the tests.
+fn clean_env(c: &mut Command) {
     for (k, _) in std::env::vars() {
         if k.starts_with("WASMBOX_")
             || [
@@ -25,7 +30,6 @@ fn wasmbox() -> Command {
             c.env_remove(k);
         }
     }
-    c
 }
 
 fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
@@ -253,6 +257,66 @@ fn serve_refuses_bad_settings_with_a_message() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a duration"));
+}
+
+/// `wasmbox serve --check-config ..` under an open-file limit of 1,024
+/// (soft and hard, as the image test runs the container): (exit code,
+/// stdout, stderr).
+fn check_config_at_1024(args: &[&str]) -> (i32, String, String) {
+    let mut sh = Command::new("sh");
+    clean_env(&mut sh);
+    let out = sh
+        .arg("-c")
+        .arg(r#"ulimit -Sn 1024 && ulimit -Hn 1024 && exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_wasmbox"))
+        .args([
+            "serve",
+            "--check-config",
+            "--functions",
+            "/",
+            "--workers",
+            "256",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A loaded function may keep a descriptor open: under the container's
+/// 1,024 the default shrinks so that functions, workers' files and
+/// connections fit together, and a flag asking for more is refused.
+#[test]
+fn loaded_functions_and_connections_fit_the_open_file_limit() {
+    let (code, out, err) = check_config_at_1024(&[]);
+    assert_eq!(code, 0, "{err}");
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(" = "))
+            .unwrap_or_else(|| panic!("no {key} in {out}"))
+            .to_string()
+    };
+    // 1,024 - 256 reserved - 2 x 256 workers - 64 connections.
+    assert_eq!(value("max-loaded-functions"), "192");
+    assert!(
+        value("max-connections").starts_with("64 "),
+        "{}",
+        value("max-connections")
+    );
+    let (code, _, err) = check_config_at_1024(&["--max-loaded-functions", "512"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--max-loaded-functions 512: the open-file limit 1024 holds at most 192"),
+        "{err}"
+    );
+    let (code, out, err) = check_config_at_1024(&["--max-loaded-functions", "100"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("max-loaded-functions = 100\n"), "{out}");
 }
 
 fn raw_get(port: u16, path: &str, headers: &str) -> std::io::Result<String> {

@@ -77,9 +77,13 @@ pub struct LimitArgs {
     pub cache_dir: Option<PathBuf>,
     /// Most functions kept compiled in memory; past it the least recently
     /// used is unloaded and reloaded on its next request (from the cache
-    /// dir when set, else by compiling again).
-    #[arg(long, env = "WASMBOX_MAX_LOADED_FUNCTIONS", default_value_t = DEFAULT_MAX_LOADED_FUNCTIONS, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_loaded_functions: u64,
+    /// dir when set, else by compiling again). Each loaded function may
+    /// hold an open descriptor: without the flag, fewer than the default
+    /// where the open-file limit cannot hold that many beside two per
+    /// worker, 256 reserved and 64 connections; a larger value than it
+    /// can hold is refused [default: 512].
+    #[arg(long, env = "WASMBOX_MAX_LOADED_FUNCTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_loaded_functions: Option<u64>,
     #[command(flatten)]
     pub load: LoadArgs,
 }

@@ -19,9 +19,27 @@ pub const DEFAULT_WRITE_TIMEOUT: &str = "30s";
 /// `--http2-max-streams` default.
 pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 32;
 /// Descriptors kept out of the connection limit for everything else the
-/// server opens (functions, cache entries, probes, the admin port), on top
-/// of two per worker (its slot cgroup's files).
+/// server opens (cache entries being written, the prewarm's reads, probes,
+/// the admin port), on top of two per worker (its slot cgroup's files) and
+/// one per loaded function (see [`descriptors_besides_connections`]).
 pub const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// Descriptors the server may hold besides its connections: the reserve,
+/// two per worker, and one per loaded function (wasmtime keeps a loaded
+/// module's code mapped from its AOT cache file, or its memory's
+/// copy-on-write image in a memfd, open for as long as it is loaded).
+pub fn descriptors_besides_connections(workers: u32, max_loaded: u64) -> u64 {
+    RESERVED_DESCRIPTORS + 2 * u64::from(workers) + max_loaded
+}
+
+/// The most functions that can stay loaded under the open-file limit
+/// `nofile` beside `workers`, the reserve and [`MIN_CONNECTIONS`].
+pub fn loaded_within(nofile: u64, workers: u32) -> u64 {
+    nofile.saturating_sub(descriptors_besides_connections(
+        workers,
+        MIN_CONNECTIONS as u64,
+    ))
+}
 /// Fewest connections the derived limit allows.
 pub const MIN_CONNECTIONS: usize = 64;
 /// Most connections the derived limit allows (each costs a few KiB of
@@ -90,13 +108,13 @@ pub struct FrontConfig {
 
 impl FrontArgs {
     /// Resolves the connection limit against the open-file limit (`nofile`:
-    /// the hard limit, to which the server raises its soft limit at start)
-    /// and `workers`.
-    pub fn resolve(&self, nofile: Option<u64>, workers: u32) -> FrontConfig {
+    /// the hard limit, to which the server raises its soft limit at start),
+    /// `workers` and the most functions kept loaded.
+    pub fn resolve(&self, nofile: Option<u64>, workers: u32, max_loaded: u64) -> FrontConfig {
         let (max_connections, from) = match (self.max_connections, nofile) {
             (Some(n), _) => (n as usize, "--max-connections".to_string()),
             (None, Some(limit)) => {
-                let reserved = RESERVED_DESCRIPTORS + 2 * u64::from(workers);
+                let reserved = descriptors_besides_connections(workers, max_loaded);
                 let n = (limit.saturating_sub(reserved) as usize)
                     .clamp(MIN_CONNECTIONS, MAX_DERIVED_CONNECTIONS);
                 (n, format!("open-file limit {limit} - {reserved} reserved"))
@@ -179,21 +197,25 @@ mod tests {
 
     #[test]
     fn connection_limit_follows_the_descriptor_limit() {
-        let c = args(&[]).resolve(Some(1024), 256);
-        assert_eq!(c.max_connections, 1024 - 256 - 512);
+        let c = args(&[]).resolve(Some(4096), 256, 512);
+        assert_eq!(c.max_connections, 4096 - 256 - 512 - 512);
+        assert_eq!(
+            args(&[]).resolve(Some(4096), 256, 10).max_connections,
+            4096 - 256 - 512 - 10
+        );
         // A tiny limit still leaves the minimum.
         assert_eq!(
-            args(&[]).resolve(Some(100), 256).max_connections,
+            args(&[]).resolve(Some(100), 256, 512).max_connections,
             MIN_CONNECTIONS
         );
         assert_eq!(
-            args(&[]).resolve(Some(1 << 20), 256).max_connections,
+            args(&[]).resolve(Some(1 << 20), 256, 512).max_connections,
             MAX_DERIVED_CONNECTIONS
         );
         // The flag wins.
         assert_eq!(
             args(&["--max-connections", "7"])
-                .resolve(Some(1 << 20), 256)
+                .resolve(Some(1 << 20), 256, 512)
                 .max_connections,
             7
         );
@@ -201,15 +223,15 @@ mod tests {
 
     #[test]
     fn body_budget_is_a_share_of_memory_and_at_least_one_body() {
-        let c = args(&[]).resolve(None, 1);
+        let c = args(&[]).resolve(None, 1, 512);
         assert_eq!(c.buffered_bytes(2048, 16 << 20), 512 << 20);
         assert_eq!(c.buffered_bytes(1 << 20, 16 << 20), 1024 << 20);
         assert_eq!(c.buffered_bytes(8, 16 << 20), 16 << 20);
-        let c = args(&["--max-buffered-mb", "3"]).resolve(None, 1);
+        let c = args(&["--max-buffered-mb", "3"]).resolve(None, 1, 512);
         assert_eq!(c.buffered_bytes(2048, 1), 3 << 20);
         assert!(c.http2_max_streams.is_none());
         assert_eq!(
-            args(&["--http2"]).resolve(None, 1).http2_max_streams,
+            args(&["--http2"]).resolve(None, 1, 512).http2_max_streams,
             Some(DEFAULT_HTTP2_MAX_STREAMS)
         );
     }

@@ -18,7 +18,7 @@ use super::defaults::*;
 use super::flags::{
     Compat, CpuIsolation, EngineArgs, LimitArgs, LoadArgs, PrewarmPriority, ServeArgs,
 };
-use super::front::FrontConfig;
+use super::front::{self, FrontConfig};
 
 /// Everything `serve` needs, resolved and checked.
 #[derive(Debug, Clone)]
@@ -80,6 +80,19 @@ pub struct RequestLimits {
 /// A setting that cannot be resolved: which flag or variable, and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "--max-loaded-functions {value}: the open-file limit {nofile} holds at most {within} loaded \
+         functions (each may keep a descriptor open) beside 2 per worker (--workers {workers}), \
+         {} reserved and {} connections; lower it, or --workers, or raise the limit (ulimit -n)",
+        front::RESERVED_DESCRIPTORS,
+        front::MIN_CONNECTIONS
+    )]
+    LoadedOverFileLimit {
+        value: u64,
+        nofile: u64,
+        within: u64,
+        workers: u32,
+    },
     #[error("PORT={0} is not a port number")]
     Port(String),
     #[error("--host {0} is not an IP address")]
@@ -108,6 +121,7 @@ impl ConfigError {
     /// The flag or environment variable at fault.
     pub fn setting(&self) -> &'static str {
         match self {
+            ConfigError::LoadedOverFileLimit { .. } => "--max-loaded-functions",
             ConfigError::Port(_) => ENV_PORT,
             ConfigError::Host(_) => "--host",
             ConfigError::DefaultMemory { .. } => "--default-memory-mb",
@@ -133,12 +147,41 @@ impl EngineArgs {
     }
 }
 
+/// The most functions kept loaded: the flag's value if the open-file
+/// limit `nofile` can hold it (see [`front::loaded_within`]), else an
+/// error; without the flag, the default or as many as the limit holds, if
+/// fewer (at least 1).
+pub fn max_loaded_within(
+    flag: Option<u64>,
+    nofile: Option<u64>,
+    workers: u32,
+) -> Result<u64, ConfigError> {
+    let within = nofile.map(|n| (n, front::loaded_within(n, workers)));
+    match (flag, within) {
+        (Some(value), Some((nofile, within))) if value > within => {
+            Err(ConfigError::LoadedOverFileLimit {
+                value,
+                nofile,
+                within,
+                workers,
+            })
+        }
+        (Some(value), _) => Ok(value),
+        (None, Some((_, within))) => Ok(DEFAULT_MAX_LOADED_FUNCTIONS.min(within).max(1)),
+        (None, None) => Ok(DEFAULT_MAX_LOADED_FUNCTIONS),
+    }
+}
+
 impl LimitArgs {
     pub fn registry_config(&self, dir: PathBuf) -> RegistryConfig {
         RegistryConfig {
             allow_precompiled: self.allow_precompiled,
             cache_dir: self.cache_dir.clone(),
-            max_loaded: usize::try_from(self.max_loaded_functions).unwrap_or(usize::MAX),
+            max_loaded: usize::try_from(
+                self.max_loaded_functions
+                    .unwrap_or(DEFAULT_MAX_LOADED_FUNCTIONS),
+            )
+            .unwrap_or(usize::MAX),
             ..self.load.registry_config(dir)
         }
     }
@@ -200,6 +243,8 @@ impl ServeArgs {
             .map_err(|_| ConfigError::Host(self.host.clone()))?;
         self.check()?;
         let l = &self.limits;
+        let nofile = crate::host::open_file_limit();
+        let max_loaded = max_loaded_within(l.max_loaded_functions, nofile, self.workers)?;
         let listen = SocketAddr::new(ip, port);
         let health_listen = self.health_listen()?;
         let mut others = vec![("--port", listen)];
@@ -235,6 +280,7 @@ impl ServeArgs {
             registry: {
                 let mut registry = l.registry_config(self.functions.clone());
                 registry.compile.child = l.load.compile_child();
+                registry.max_loaded = usize::try_from(max_loaded).unwrap_or(usize::MAX);
                 registry
             },
             // Admission lets in at most one call per worker, so the job
@@ -277,9 +323,7 @@ impl ServeArgs {
             readiness_threshold: self.readiness_threshold,
             qp_report: self.qp_report(),
             reporting_period: Duration::from_millis(self.reporting_period_ms.max(1)),
-            front: self
-                .front
-                .resolve(crate::host::open_file_limit(), self.workers),
+            front: self.front.resolve(nofile, self.workers, max_loaded),
         })
     }
 
@@ -379,6 +423,44 @@ mod tests {
             Command::Serve(args) => args,
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    /// Each loaded function may hold a descriptor: the default shrinks to
+    /// what the open-file limit holds, and a flag past it is refused with
+    /// the numbers, where before a container with a hard limit of 1,024
+    /// admitted 512 loaded functions, 2 x 256 workers' files and 256
+    /// connections (1,280 descriptors plus the reserve).
+    #[test]
+    fn loaded_functions_fit_the_open_file_limit() {
+        // 1,024 - 256 reserved - 2 x 256 workers - 64 connections.
+        assert_eq!(max_loaded_within(None, Some(1024), 256).unwrap(), 192);
+        assert_eq!(
+            max_loaded_within(None, Some(1 << 20), 256).unwrap(),
+            DEFAULT_MAX_LOADED_FUNCTIONS
+        );
+        assert_eq!(
+            max_loaded_within(None, None, 256).unwrap(),
+            DEFAULT_MAX_LOADED_FUNCTIONS
+        );
+        // Nothing left for functions: still one.
+        assert_eq!(max_loaded_within(None, Some(300), 256).unwrap(), 1);
+        assert_eq!(max_loaded_within(Some(192), Some(1024), 256).unwrap(), 192);
+        let e = max_loaded_within(Some(193), Some(1024), 256).unwrap_err();
+        assert_eq!(e.setting(), "--max-loaded-functions");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--max-loaded-functions 193")
+                && msg.contains("open-file limit 1024 holds at most 192")
+                && msg.contains("--workers 256"),
+            "{msg}"
+        );
+        // Whatever is loaded, the connections derived fit in what is left.
+        let front = serve(&[]).front.resolve(Some(1024), 256, 192);
+        assert_eq!(
+            front.max_connections as u64,
+            1024 - front::descriptors_besides_connections(256, 192)
+        );
+        assert_eq!(front.max_connections, front::MIN_CONNECTIONS);
     }
 
     #[test]
