@@ -7,6 +7,10 @@
 //! listing shows, and to the optional JSON-lines access log
 //! ([`access_log`]).
 //!
+//! A function tracked has a series in every per-function family from its
+//! first record on (zero where nothing of that kind has been recorded: a
+//! function only compiled so far shows empty CPU and memory histograms).
+//!
 //! Label cardinality is bounded: at most [`MAX_FUNCTIONS`] functions are
 //! tracked; a function not seen for [`IDLE_DROP`] is dropped at the next
 //! scrape, and past the bound the one seen least recently is dropped at

@@ -80,8 +80,8 @@ pub struct LimitArgs {
     /// dir when set, else by compiling again). Each loaded function may
     /// hold an open descriptor: without the flag, fewer than the default
     /// where the open-file limit cannot hold that many beside two per
-    /// worker, 256 reserved and 64 connections; a larger value than it
-    /// can hold is refused [default: 512].
+    /// worker, 256 reserved and --max-connections (else 64); a larger
+    /// value than it can hold is refused [default: 512].
     #[arg(long, env = "WASMBOX_MAX_LOADED_FUNCTIONS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_loaded_functions: Option<u64>,
     #[command(flatten)]

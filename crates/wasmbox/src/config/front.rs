@@ -33,12 +33,11 @@ pub fn descriptors_besides_connections(workers: u32, max_loaded: u64) -> u64 {
 }
 
 /// The most functions that can stay loaded under the open-file limit
-/// `nofile` beside `workers`, the reserve and [`MIN_CONNECTIONS`].
-pub fn loaded_within(nofile: u64, workers: u32) -> u64 {
-    nofile.saturating_sub(descriptors_besides_connections(
-        workers,
-        MIN_CONNECTIONS as u64,
-    ))
+/// `nofile` beside `workers`, the reserve and `connections` (at least 1).
+pub fn loaded_within(nofile: u64, workers: u32, connections: u64) -> u64 {
+    nofile
+        .saturating_sub(descriptors_besides_connections(workers, connections))
+        .max(1)
 }
 /// Fewest connections the derived limit allows.
 pub const MIN_CONNECTIONS: usize = 64;

@@ -83,15 +83,16 @@ pub enum ConfigError {
     #[error(
         "--max-loaded-functions {value}: the open-file limit {nofile} holds at most {within} loaded \
          functions (each may keep a descriptor open) beside 2 per worker (--workers {workers}), \
-         {} reserved and {} connections; lower it, or --workers, or raise the limit (ulimit -n)",
-        front::RESERVED_DESCRIPTORS,
-        front::MIN_CONNECTIONS
+         {} reserved and {connections} connections; lower it, --workers or --max-connections, or \
+         raise the limit (ulimit -n)",
+        front::RESERVED_DESCRIPTORS
     )]
     LoadedOverFileLimit {
         value: u64,
         nofile: u64,
         within: u64,
         workers: u32,
+        connections: u64,
     },
     #[error("PORT={0} is not a port number")]
     Port(String),
@@ -148,15 +149,18 @@ impl EngineArgs {
 }
 
 /// The most functions kept loaded: the flag's value if the open-file
-/// limit `nofile` can hold it (see [`front::loaded_within`]), else an
-/// error; without the flag, the default or as many as the limit holds, if
-/// fewer (at least 1).
+/// limit `nofile` can hold it beside `workers` and `connections`
+/// (`--max-connections`, else the fewest derived: see
+/// [`front::loaded_within`]), else an error; without the flag, the
+/// default or as many as the limit holds, if fewer.
 pub fn max_loaded_within(
     flag: Option<u64>,
     nofile: Option<u64>,
     workers: u32,
+    connections: Option<u64>,
 ) -> Result<u64, ConfigError> {
-    let within = nofile.map(|n| (n, front::loaded_within(n, workers)));
+    let connections = connections.unwrap_or(front::MIN_CONNECTIONS as u64);
+    let within = nofile.map(|n| (n, front::loaded_within(n, workers, connections)));
     match (flag, within) {
         (Some(value), Some((nofile, within))) if value > within => {
             Err(ConfigError::LoadedOverFileLimit {
@@ -164,10 +168,11 @@ pub fn max_loaded_within(
                 nofile,
                 within,
                 workers,
+                connections,
             })
         }
         (Some(value), _) => Ok(value),
-        (None, Some((_, within))) => Ok(DEFAULT_MAX_LOADED_FUNCTIONS.min(within).max(1)),
+        (None, Some((_, within))) => Ok(DEFAULT_MAX_LOADED_FUNCTIONS.min(within)),
         (None, None) => Ok(DEFAULT_MAX_LOADED_FUNCTIONS),
     }
 }
@@ -244,7 +249,12 @@ impl ServeArgs {
         self.check()?;
         let l = &self.limits;
         let nofile = crate::host::open_file_limit();
-        let max_loaded = max_loaded_within(l.max_loaded_functions, nofile, self.workers)?;
+        let max_loaded = max_loaded_within(
+            l.max_loaded_functions,
+            nofile,
+            self.workers,
+            self.front.max_connections,
+        )?;
         let listen = SocketAddr::new(ip, port);
         let health_listen = self.health_listen()?;
         let mut others = vec![("--port", listen)];
@@ -433,19 +443,31 @@ mod tests {
     #[test]
     fn loaded_functions_fit_the_open_file_limit() {
         // 1,024 - 256 reserved - 2 x 256 workers - 64 connections.
-        assert_eq!(max_loaded_within(None, Some(1024), 256).unwrap(), 192);
+        assert_eq!(max_loaded_within(None, Some(1024), 256, None).unwrap(), 192);
         assert_eq!(
-            max_loaded_within(None, Some(1 << 20), 256).unwrap(),
+            max_loaded_within(None, Some(1 << 20), 256, None).unwrap(),
             DEFAULT_MAX_LOADED_FUNCTIONS
         );
         assert_eq!(
-            max_loaded_within(None, None, 256).unwrap(),
+            max_loaded_within(None, None, 256, None).unwrap(),
             DEFAULT_MAX_LOADED_FUNCTIONS
         );
         // Nothing left for functions: still one.
-        assert_eq!(max_loaded_within(None, Some(300), 256).unwrap(), 1);
-        assert_eq!(max_loaded_within(Some(192), Some(1024), 256).unwrap(), 192);
-        let e = max_loaded_within(Some(193), Some(1024), 256).unwrap_err();
+        assert_eq!(max_loaded_within(None, Some(300), 256, None).unwrap(), 1);
+        assert_eq!(max_loaded_within(Some(1), Some(300), 256, None).unwrap(), 1);
+        assert_eq!(
+            max_loaded_within(Some(192), Some(1024), 256, None).unwrap(),
+            192
+        );
+        // An explicit connection limit is what the functions sit beside.
+        assert_eq!(
+            max_loaded_within(None, Some(1024), 256, Some(16)).unwrap(),
+            240
+        );
+        let e = max_loaded_within(Some(200), Some(1024), 256, Some(200)).unwrap_err();
+        assert!(e.to_string().contains("at most 56 loaded"), "{e}");
+        assert!(e.to_string().contains("and 200 connections"), "{e}");
+        let e = max_loaded_within(Some(193), Some(1024), 256, None).unwrap_err();
         assert_eq!(e.setting(), "--max-loaded-functions");
         let msg = e.to_string();
         assert!(
