@@ -45,7 +45,7 @@ pub const MAX_FUNCTIONS: usize = 1000;
 pub const IDLE_DROP: Duration = Duration::from_secs(3600);
 
 /// Totals of one function since it was first (or again) tracked.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct FunctionStats {
     /// Requests recorded.
     pub invocations: u64,
@@ -200,13 +200,7 @@ impl Accounting {
             tracked.insert(
                 name.to_string(),
                 Tracked {
-                    stats: FunctionStats {
-                        invocations: 0,
-                        outcomes: BTreeMap::new(),
-                        last_invoked_unix: None,
-                        cpu_seconds: 0.0,
-                        compile_seconds: 0.0,
-                    },
+                    stats: FunctionStats::default(),
                     last_seen: now,
                     last_invoked: None,
                     series: self.families.series(name),
