@@ -39,7 +39,9 @@ use self::systems::{
     WASMTIME_SERVE,
 };
 pub(crate) use self::workload::Scale;
-use self::workload::{expected_digest, workloads, Workload, CONCURRENCY, HELLO_QUOTAS};
+use self::workload::{
+    expected_digest, workloads, Workload, CONCURRENCY, HELLO_QUOTAS, MOST_CONCURRENT,
+};
 use crate::load::{self, Expect, HttpTarget, LoadResult};
 use crate::peers::{self, WasmtimeServe};
 use crate::reference::RefServer;
@@ -143,7 +145,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         // the memory limit, and jsoncompress's 300 MB calls at c=64 were
         // answered 503 on a 24 GiB host.
         let most_mb = all.iter().map(|w| w.memory_mb).max().unwrap_or(0);
-        let queue_mb = (most_mb * CONCURRENCY[CONCURRENCY.len() - 1] as u64).to_string();
+        let queue_mb = (most_mb * MOST_CONCURRENT as u64).to_string();
         let server = ServerProc::start_with(&[
             "--max-queue-mb",
             &queue_mb,

@@ -48,6 +48,8 @@ impl Scale {
 
 /// The concurrencies every system is measured at.
 pub(crate) const CONCURRENCY: [usize; 4] = [1, 2, 16, 64];
+/// The highest of them.
+pub(crate) const MOST_CONCURRENT: usize = CONCURRENCY[CONCURRENCY.len() - 1];
 
 /// The cpu_quota (millicores) of hello's requests, round robin: each
 /// invocation changes its worker's quota.
