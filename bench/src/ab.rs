@@ -67,6 +67,8 @@ const SPECS: &[Spec] = &[
 struct Cell {
     rate: f64,
     p50_us: f64,
+    /// Server-Timing `total` p50 (the c=1 goal's figure).
+    server_p50_us: f64,
 }
 
 impl From<&LoadResult> for Cell {
@@ -74,6 +76,7 @@ impl From<&LoadResult> for Cell {
         Cell {
             rate: r.rate,
             p50_us: r.latency.value_at_quantile(0.5) as f64 / 1e3,
+            server_p50_us: r.server_total.value_at_quantile(0.5) as f64 / 1e3,
         }
     }
 }
@@ -117,12 +120,13 @@ pub(crate) fn run(builds: &Builds, out: &Path) -> anyhow::Result<()> {
                     .all_ok(&what)?;
                 let cell = Cell::from(&r);
                 println!(
-                    "round {} {}: {what} q{}: {:.0} req/s, p50 {:.1} µs",
+                    "round {} {}: {what} q{}: {:.0} req/s, p50 {:.1} µs (server {:.1} µs)",
                     round + 1,
                     ["A", "B"][which],
                     spec.cpu_quota,
                     cell.rate,
-                    cell.p50_us
+                    cell.p50_us,
+                    cell.server_p50_us
                 );
                 cells[i][which].push(cell);
             }
@@ -188,7 +192,9 @@ fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {
          and B first in even ones; \
          a server serves only `hello.wat` and `hellohttp.wasm`, both called once before \
          the row; closed-loop hyper clients in the bench process (sharing the cores with \
-         the server), {} s per cell after a warm-up of a quarter of that.\n",
+         the server), {} s per cell after a warm-up of a quarter of that. \
+         p50: the client's latency; server p50: the server's `Server-Timing` `total` \
+         (the median round of each).\n",
         builds.a.display(),
         builds.b.display(),
         builds.rounds,
@@ -197,9 +203,9 @@ fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {
     )?;
     writeln!(
         s,
-        "| row | c | cpu_quota | A req/s (rounds) | B req/s (rounds) | B / A (medians) | A p50 µs | B p50 µs |"
+        "| row | c | cpu_quota | A req/s (rounds) | B req/s (rounds) | B / A (medians) | A p50 µs | B p50 µs | A server p50 µs | B server p50 µs |"
     )?;
-    writeln!(s, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(s, "|---|---|---|---|---|---|---|---|---|---|")?;
     for (spec, [a, b]) in SPECS.iter().zip(cells) {
         let rates = |c: &[Cell]| {
             c.iter()
@@ -212,7 +218,7 @@ fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {
         let (ra, rb) = (med(a, |c| c.rate), med(b, |c| c.rate));
         writeln!(
             s,
-            "| {} | {} | {} | {:.0} ({}) | {:.0} ({}) | {:.2} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.0} ({}) | {:.0} ({}) | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} |",
             spec.label,
             spec.concurrency,
             spec.cpu_quota,
@@ -223,6 +229,8 @@ fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {
             rb / ra,
             med(a, |c| c.p50_us),
             med(b, |c| c.p50_us),
+            med(a, |c| c.server_p50_us),
+            med(b, |c| c.server_p50_us),
         )?;
     }
     Ok(s)
