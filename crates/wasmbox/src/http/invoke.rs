@@ -16,6 +16,7 @@ use wasmbox_runtime::sandbox::{Stdio, Timings};
 use wasmbox_runtime::{CancelToken, Failure, Function, FunctionName, Invocation};
 
 use super::app::App;
+use super::await_end::await_end;
 use super::body::read_body;
 use super::budget::Hold;
 use super::compat::Phases;
@@ -220,7 +221,7 @@ async fn run(
         hold: Box::new(()),
     };
     let rx = admit_and_run(app, (&key, resources), task, body_hold, usage).await?;
-    let (waited, ran) = rx.await.map_err(|_| {
+    let (waited, ran) = await_end(rx, &app.in_flight).await.map_err(|_| {
         HttpError::new(
             ErrorKind::Internal,
             "internal error: the invocation's result was lost",

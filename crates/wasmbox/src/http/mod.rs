@@ -20,13 +20,15 @@
 //!    into stdin, and finds the compiled function in the registry.
 //! 3. `invoke::run` reserves the declared resources in admission (maybe
 //!    waiting in its FIFO queue) and hands the job to a worker thread, which
-//!    applies the CPU quota to its slot and runs the sandbox.
+//!    applies the CPU quota to its slot and runs the sandbox; the request
+//!    waits for its end (`await_end`: polling briefly when it is alone).
 //! 4. The outcome becomes the response: stdout through the wire format on
 //!    success, or an [`HttpError`] whose [`ErrorKind::status`] is the status
 //!    table of the README (`error`).
 
 mod admin;
 mod app;
+mod await_end;
 mod body;
 mod budget;
 mod compat;

@@ -1,0 +1,52 @@
+//! Waiting for an admitted invocation's end on the request's own thread.
+//!
+//! When a request is the only one the server is handling, its HTTP thread
+//! has nothing else to do while the guest runs, and parking it costs the
+//! reply a wake-up: on a virtual machine whose idle vCPUs halt, waking one
+//! takes tens of microseconds, as long as a hello call itself. So a lone
+//! request polls its result for a short while before it parks; a request
+//! that has company (another one comes in meanwhile) parks at once, leaving
+//! the thread to the others, and so does one where the process has a single
+//! CPU to run on (the guest's worker would wait for the poller's core).
+//! The poll is bounded, so a long call costs at most [`POLL_FOR`] of an
+//! otherwise idle core.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot::{self, error::TryRecvError};
+
+/// How long a lone request polls for its invocation's end before it parks:
+/// longer than a small guest's call, worker wake-up included.
+const POLL_FOR: Duration = Duration::from_micros(100);
+
+/// The value `rx` delivers, polled for while `in_flight` stays at one (this
+/// request alone) for up to [`POLL_FOR`], then awaited.
+pub(super) async fn await_end<T>(
+    rx: oneshot::Receiver<T>,
+    in_flight: &AtomicUsize,
+) -> Result<T, oneshot::error::RecvError> {
+    let mut rx = rx;
+    if several_cpus() {
+        let since = Instant::now();
+        while in_flight.load(Ordering::Relaxed) == 1 && since.elapsed() < POLL_FOR {
+            match rx.try_recv() {
+                Ok(v) => return Ok(v),
+                // Awaiting it below reports the loss.
+                Err(TryRecvError::Closed) => break,
+                // Runs whatever else this thread has (a request that came
+                // in meanwhile ends the poll), and polls for I/O.
+                Err(TryRecvError::Empty) => tokio::task::yield_now().await,
+            }
+        }
+    }
+    rx.await
+}
+
+/// Whether the process may run on more than one CPU (its affinity and its
+/// cgroup's quota, as the standard library reads them), read once.
+fn several_cpus() -> bool {
+    static SEVERAL: OnceLock<bool> = OnceLock::new();
+    *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
