@@ -22,26 +22,24 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 const POLL_FOR: Duration = Duration::from_micros(100);
 
 /// The value `rx` delivers, polled for while `in_flight` stays at one (this
-/// request alone) for up to [`POLL_FOR`], then awaited.
-pub(super) async fn await_end<T>(
-    rx: oneshot::Receiver<T>,
-    in_flight: &AtomicUsize,
-) -> Result<T, oneshot::error::RecvError> {
+/// request alone) for up to [`POLL_FOR`], then awaited; `None` if its
+/// sender was dropped unsent.
+pub(super) async fn await_end<T>(rx: oneshot::Receiver<T>, in_flight: &AtomicUsize) -> Option<T> {
     let mut rx = rx;
     if several_cpus() {
         let since = Instant::now();
         while in_flight.load(Ordering::Relaxed) == 1 && since.elapsed() < POLL_FOR {
             match rx.try_recv() {
-                Ok(v) => return Ok(v),
-                // Awaiting it below reports the loss.
-                Err(TryRecvError::Closed) => break,
+                Ok(v) => return Some(v),
+                // The receiver is spent: it must not be awaited now.
+                Err(TryRecvError::Closed) => return None,
                 // Runs whatever else this thread has (a request that came
                 // in meanwhile ends the poll), and polls for I/O.
                 Err(TryRecvError::Empty) => tokio::task::yield_now().await,
             }
         }
     }
-    rx.await
+    rx.await.ok()
 }
 
 /// Whether the process may run on more than one CPU (its affinity and its
@@ -49,4 +47,45 @@ pub(super) async fn await_end<T>(
 fn several_cpus() -> bool {
     static SEVERAL: OnceLock<bool> = OnceLock::new();
     *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_lone_request_gets_a_value_sent_from_another_thread() {
+        let in_flight = AtomicUsize::new(1);
+        let (tx, rx) = oneshot::channel();
+        let sender = std::thread::spawn(move || tx.send(7).unwrap());
+        assert_eq!(await_end(rx, &in_flight).await.unwrap(), 7);
+        sender.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_lost_result_is_an_error_not_a_hang() {
+        for alone in [1, 2] {
+            let in_flight = AtomicUsize::new(alone);
+            let (tx, rx) = oneshot::channel::<u8>();
+            drop(tx);
+            assert!(await_end(rx, &in_flight).await.is_none());
+        }
+    }
+
+    /// The poll gives the thread to its other tasks: the value comes from
+    /// a task on the same single-threaded runtime, which a poll that held
+    /// the thread would keep from running until the poll ended.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_poll_lets_the_threads_other_tasks_run() {
+        let in_flight = AtomicUsize::new(1);
+        let (tx, rx) = oneshot::channel();
+        let (polled_tx, polled_rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            // Runs only once await_end has given the thread up.
+            let _ = polled_tx.send(());
+            tx.send("end").unwrap();
+        });
+        assert_eq!(await_end(rx, &in_flight).await.unwrap(), "end");
+        polled_rx.await.unwrap();
+    }
 }

@@ -221,7 +221,7 @@ async fn run(
         hold: Box::new(()),
     };
     let rx = admit_and_run(app, (&key, resources), task, body_hold, usage).await?;
-    let (waited, ran) = await_end(rx, &app.in_flight).await.map_err(|_| {
+    let (waited, ran) = await_end(rx, &app.in_flight).await.ok_or_else(|| {
         HttpError::new(
             ErrorKind::Internal,
             "internal error: the invocation's result was lost",
