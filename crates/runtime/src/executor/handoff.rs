@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 /// How often an idle worker yields its core before it parks, where it
 /// shares a run queue with the threads that send it jobs (at home,
@@ -44,10 +45,24 @@ use std::thread::Thread;
 /// against 14.6-17.2k with none.
 const YIELDS_BEFORE_PARKING: u32 = 4;
 
+/// How long one idle worker at home (the lookout, one at a time) goes on
+/// yielding before it parks: a request arriving meanwhile finds it awake.
+/// On a virtual machine whose idle vCPUs halt, waking a parked worker on
+/// one costs tens of microseconds, as much as a hello call; a lone client's
+/// next request comes some 60 µs after the last answer. Yielding gives the
+/// core to any thread of the process that is ready (they share the cgroup
+/// at home), so a busy server loses little to it; one worker at most does
+/// it, so an idle server burns at most one core's yields for this long
+/// after its last call.
+const LOOKOUT_FOR: Duration = Duration::from_micros(200);
+
 /// The queue of jobs (`T`) and the stack of idle workers.
 pub(super) struct Handoff<T> {
     state: Mutex<State<T>>,
     max_queued: usize,
+    /// Taken by the idle worker at home that yields for up to
+    /// [`LOOKOUT_FOR`] before it parks.
+    lookout: AtomicBool,
 }
 
 struct State<T> {
@@ -98,6 +113,46 @@ impl Seat {
 
     fn wake(&self) {
         self.thread.unpark();
+    }
+}
+
+/// The lookout's post, held by one idle worker at home until its time is
+/// up, it parks, or it gets a job.
+struct Lookout<'a> {
+    post: Option<&'a AtomicBool>,
+    since: Instant,
+}
+
+impl<'a> Lookout<'a> {
+    /// The post if it is free and the worker waits at home (inside a slot,
+    /// yielding gives way to nobody, and the spin would be charged to the
+    /// slot's quota).
+    fn take(post: &'a AtomicBool, at_home: bool) -> Self {
+        let taken = at_home
+            && post
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok();
+        Lookout {
+            post: taken.then_some(post),
+            since: Instant::now(),
+        }
+    }
+
+    /// Still on the post, within [`LOOKOUT_FOR`].
+    fn watching(&self) -> bool {
+        self.post.is_some() && self.since.elapsed() < LOOKOUT_FOR
+    }
+
+    fn leave(&mut self) {
+        if let Some(post) = self.post.take() {
+            post.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Lookout<'_> {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -159,6 +214,7 @@ impl<T> Handoff<T> {
                 woken: 0,
             }),
             max_queued: max_queued.max(1),
+            lookout: AtomicBool::new(false),
         }
     }
 
@@ -262,12 +318,14 @@ impl<T> Handoff<T> {
                 }
                 st.idle.push(seat.clone());
             }
+            let mut lookout = Lookout::take(&self.lookout, at_home);
             let mut yielded = 0;
             while seat.listed.load(Ordering::Acquire) {
-                if yielded < yields {
+                if yielded < yields || lookout.watching() {
                     yielded += 1;
                     std::thread::yield_now();
                 } else {
+                    lookout.leave();
                     // A `wake` before this makes it return at once; a
                     // spurious return finds the seat still listed.
                     std::thread::park();
@@ -290,6 +348,12 @@ impl<T> Handoff<T> {
             );
             std::thread::yield_now();
         }
+    }
+
+    /// Whether an idle worker is keeping watch (tests).
+    #[cfg(test)]
+    pub(super) fn watched(&self) -> bool {
+        self.lookout.load(Ordering::Acquire)
     }
 
     /// Idle workers woken for a job so far.

@@ -360,6 +360,27 @@ async fn calls_one_at_a_time_stay_on_the_worker_idle_last() {
     );
 }
 
+/// The idle worker that keeps watch before it parks gives up its post:
+/// an idle server ends up with no thread yielding, and a call after that
+/// wakes a parked worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_keeping_watch_parks_in_the_end() {
+    let ex = executor(4, none());
+    all_at_once(&ex, 4).await;
+    ex.pool.handoff.until_idle(4);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ex.pool.handoff.watched() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a worker still keeps watch"
+        );
+        std::thread::yield_now();
+    }
+    let woken = ex.pool.handoff.woken();
+    assert_eq!(ex.submit(|w| w.id).await.ok().map(|_| ()), Some(()));
+    assert_eq!(ex.pool.handoff.woken() - woken, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_is_bounded() {
     let ex = Executor::new(
