@@ -146,6 +146,7 @@ impl Server {
             compat: config.compat,
             pod: config.pod.clone(),
             in_flight: AtomicUsize::new(0),
+            end_poll: Default::default(),
             admission,
             readiness: Readiness::new(config.readiness_window, config.readiness_threshold),
             metrics,

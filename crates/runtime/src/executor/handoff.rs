@@ -51,9 +51,9 @@ const YIELDS_BEFORE_PARKING: u32 = 4;
 /// one costs tens of microseconds, as much as a hello call; a lone client's
 /// next request comes some 60 µs after the last answer. Yielding gives the
 /// core to any thread of the process that is ready (they share the cgroup
-/// at home), so a busy server loses little to it; one worker at most does
-/// it, so an idle server burns at most one core's yields for this long
-/// after its last call.
+/// at home), so a busy server loses little to it. A watch that runs out
+/// turns watching off until a worker is next asked for a job within this
+/// time of going idle: calls far apart cost no CPU beyond one watch.
 const LOOKOUT_FOR: Duration = Duration::from_micros(200);
 
 /// The queue of jobs (`T`) and the stack of idle workers.
@@ -63,6 +63,9 @@ pub(super) struct Handoff<T> {
     /// Taken by the idle worker at home that yields for up to
     /// [`LOOKOUT_FOR`] before it parks.
     lookout: AtomicBool,
+    /// Whether watching pays: no watch has run out since a worker was last
+    /// asked for a job within [`LOOKOUT_FOR`] of going idle.
+    watch_pays: AtomicBool,
 }
 
 struct State<T> {
@@ -117,18 +120,20 @@ impl Seat {
 }
 
 /// The lookout's post, held by one idle worker at home until its time is
-/// up, it parks, or it gets a job.
+/// up (it parks) or it gets a job.
 struct Lookout<'a> {
     post: Option<&'a AtomicBool>,
     since: Instant,
 }
 
 impl<'a> Lookout<'a> {
-    /// The post if it is free and the worker waits at home (inside a slot,
-    /// yielding gives way to nobody, and the spin would be charged to the
-    /// slot's quota).
-    fn take(post: &'a AtomicBool, at_home: bool) -> Self {
-        let taken = at_home
+    /// The post if watching pays, the post is free, and the worker may
+    /// watch: it waits at home (inside a slot, yielding gives way to
+    /// nobody, and the spin would be charged to the slot's quota), and no
+    /// other job runs (a busy server needs its cores).
+    fn take(post: &'a AtomicBool, pays: &AtomicBool, may: bool) -> Self {
+        let taken = may
+            && pays.load(Ordering::Relaxed)
             && post
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok();
@@ -138,9 +143,18 @@ impl<'a> Lookout<'a> {
         }
     }
 
-    /// Still on the post, within [`LOOKOUT_FOR`].
-    fn watching(&self) -> bool {
-        self.post.is_some() && self.since.elapsed() < LOOKOUT_FOR
+    /// Still on the post, within [`LOOKOUT_FOR`]; a watch that has run out
+    /// leaves the post and turns watching off (`pays`).
+    fn watching(&mut self, pays: &AtomicBool) -> bool {
+        if self.post.is_none() {
+            return false;
+        }
+        if self.since.elapsed() < LOOKOUT_FOR {
+            return true;
+        }
+        pays.store(false, Ordering::Relaxed);
+        self.leave();
+        false
     }
 
     fn leave(&mut self) {
@@ -215,6 +229,7 @@ impl<T> Handoff<T> {
             }),
             max_queued: max_queued.max(1),
             lookout: AtomicBool::new(false),
+            watch_pays: AtomicBool::new(true),
         }
     }
 
@@ -291,10 +306,11 @@ impl<T> Handoff<T> {
     }
 
     /// The next job for the worker at `seat`, waiting for one (at home, it
-    /// yields its core a few times before it parks); the worker is no
-    /// longer free once it has it. `None` once the pool has closed and no
-    /// job is queued: the worker leaves, no longer counted.
-    pub(super) fn recv(&self, seat: &Arc<Seat>, at_home: bool) -> Option<T> {
+    /// yields its core a few times before it parks, and if `alone`, with no
+    /// other job running, it may keep watch: [`LOOKOUT_FOR`]); the worker
+    /// is no longer free once it has it. `None` once the pool has closed
+    /// and no job is queued: the worker leaves, no longer counted.
+    pub(super) fn recv(&self, seat: &Arc<Seat>, at_home: bool, alone: bool) -> Option<T> {
         // A worker in a cgroup of its own would yield to nobody.
         let yields = if at_home { YIELDS_BEFORE_PARKING } else { 0 };
         loop {
@@ -318,18 +334,21 @@ impl<T> Handoff<T> {
                 }
                 st.idle.push(seat.clone());
             }
-            let mut lookout = Lookout::take(&self.lookout, at_home);
+            let mut lookout = Lookout::take(&self.lookout, &self.watch_pays, at_home && alone);
             let mut yielded = 0;
             while seat.listed.load(Ordering::Acquire) {
-                if yielded < yields || lookout.watching() {
+                if yielded < yields || lookout.watching(&self.watch_pays) {
                     yielded += 1;
                     std::thread::yield_now();
                 } else {
-                    lookout.leave();
                     // A `wake` before this makes it return at once; a
                     // spurious return finds the seat still listed.
                     std::thread::park();
                 }
+            }
+            if at_home && lookout.since.elapsed() < LOOKOUT_FOR {
+                // A watch would have caught this job.
+                self.watch_pays.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -350,10 +369,10 @@ impl<T> Handoff<T> {
         }
     }
 
-    /// Whether an idle worker is keeping watch (tests).
+    /// Whether idle workers at home keep watch before they park (tests).
     #[cfg(test)]
-    pub(super) fn watched(&self) -> bool {
-        self.lookout.load(Ordering::Acquire)
+    pub(super) fn watch_pays(&self) -> bool {
+        self.watch_pays.load(Ordering::Relaxed)
     }
 
     /// Idle workers woken for a job so far.
@@ -410,7 +429,7 @@ mod tests {
         let (h, took) = (h.clone(), took.clone());
         std::thread::spawn(move || {
             h.freed();
-            let job = h.recv(&Seat::here(), at_home);
+            let job = h.recv(&Seat::here(), at_home, false);
             took.send((name, job)).unwrap();
         })
     }
@@ -477,7 +496,7 @@ mod tests {
         let seat = Seat::here();
         let next = || {
             h.freed();
-            h.recv(&seat, true)
+            h.recv(&seat, true, false)
         };
         assert_eq!(next(), Some(1));
         assert_eq!(next(), Some(2));
@@ -499,7 +518,7 @@ mod tests {
         h.send(2).unwrap();
         assert!(h.claim());
         // A worker takes a job: one fewer free, one fewer waiting.
-        assert_eq!(h.recv(&Seat::here(), false), Some(1));
+        assert_eq!(h.recv(&Seat::here(), false, false), Some(1));
         assert_eq!(h.counts(), (1, 1));
         assert!(!h.claim());
         // The claimed worker could not be started: the job needs another.
@@ -509,9 +528,9 @@ mod tests {
         // A worker told the pool has closed leaves the count.
         assert!(h.close());
         h.freed();
-        assert_eq!(h.recv(&Seat::here(), false), Some(2));
+        assert_eq!(h.recv(&Seat::here(), false, false), Some(2));
         h.freed();
-        assert_eq!(h.recv(&Seat::here(), false), None);
+        assert_eq!(h.recv(&Seat::here(), false, false), None);
         assert_eq!(h.counts(), (0, 1), "the claimed worker that never came");
     }
 
@@ -545,7 +564,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let seat = Seat::here();
                     h.freed();
-                    while let Some(j) = h.recv(&seat, true) {
+                    while let Some(j) = h.recv(&seat, true, false) {
                         tx.send(j).unwrap();
                         h.freed();
                     }

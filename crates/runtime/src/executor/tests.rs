@@ -360,25 +360,29 @@ async fn calls_one_at_a_time_stay_on_the_worker_idle_last() {
     );
 }
 
-/// The idle worker that keeps watch before it parks gives up its post:
-/// an idle server ends up with no thread yielding, and a call after that
-/// wakes a parked worker.
+/// The idle worker that keeps watch before it parks gives up in the end,
+/// and watching stays off while calls come further apart than a watch
+/// lasts: an idle server ends up with no thread yielding, and a call after
+/// that wakes a parked worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_keeping_watch_parks_in_the_end() {
-    let ex = executor(4, none());
-    all_at_once(&ex, 4).await;
-    ex.pool.handoff.until_idle(4);
+async fn watching_stops_while_calls_come_further_apart_than_a_watch() {
+    // One worker: the one woken below is the one whose watch ran out.
+    let ex = executor(1, none());
+    all_at_once(&ex, 1).await;
+    ex.pool.handoff.until_idle(1);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while ex.pool.handoff.watched() {
+    while ex.pool.handoff.watch_pays() {
         assert!(
             std::time::Instant::now() < deadline,
-            "a worker still keeps watch"
+            "a watch never ran out"
         );
         std::thread::yield_now();
     }
     let woken = ex.pool.handoff.woken();
     assert_eq!(ex.submit(|w| w.id).await.ok().map(|_| ()), Some(()));
     assert_eq!(ex.pool.handoff.woken() - woken, 1);
+    // Its worker had been idle for longer than a watch.
+    assert!(!ex.pool.handoff.watch_pays());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,7 +87,13 @@ fn serve(
         pool: pool.clone(),
     };
     let seat = Seat::here();
-    while let Some(job) = pool.handoff.recv(&seat, worker.slot.at_home()) {
+    // Keeping watch for the next job is for a worker with no company: with
+    // other jobs running, the cores are better left to them.
+    while let Some(job) = pool.handoff.recv(
+        &seat,
+        worker.slot.at_home(),
+        shared.busy.load(Ordering::Relaxed) == 0,
+    ) {
         shared.busy.fetch_add(1, Ordering::Relaxed);
         // A panicking job must not take the worker down; its caller sees
         // `ExecError::Panicked` because the result sender is dropped.

@@ -8,6 +8,7 @@ use wasmbox_admission::{Admission, Resources};
 use wasmbox_runtime::registry::Manifests;
 use wasmbox_runtime::{Executor, Registry, WasmEngine};
 
+use super::await_end::EndPoll;
 use super::body::BodyRules;
 use super::budget::BodyBudget;
 use crate::accounting::Accounting;
@@ -25,6 +26,8 @@ pub struct App {
     pub pod: String,
     /// Requests being handled right now (the reference's Num-Current-Requests).
     pub in_flight: AtomicUsize,
+    /// Whether a lone request polls for its invocation's end.
+    pub end_poll: EndPoll,
     pub admission: Arc<Admission>,
     pub readiness: Readiness,
     pub metrics: Metrics,

@@ -9,9 +9,11 @@
 //! the thread to the others, and so does one where the process has a single
 //! CPU to run on (the guest's worker would wait for the poller's core).
 //! The poll is bounded, so a long call costs at most [`POLL_FOR`] of an
-//! otherwise idle core.
+//! otherwise idle core, and it is tried only while calls end within that
+//! time ([`EndPoll`]): a server of long calls, or of lone calls far apart
+//! whose poll keeps running out, parks at once.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -21,25 +23,57 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 /// longer than a small guest's call, worker wake-up included.
 const POLL_FOR: Duration = Duration::from_micros(100);
 
-/// The value `rx` delivers, polled for while `in_flight` stays at one (this
-/// request alone) for up to [`POLL_FOR`], then awaited; `None` if its
-/// sender was dropped unsent.
-pub(super) async fn await_end<T>(rx: oneshot::Receiver<T>, in_flight: &AtomicUsize) -> Option<T> {
-    let mut rx = rx;
-    if several_cpus() {
+/// Whether polling has paid off lately: the last invocation to end took
+/// longer than [`POLL_FOR`] (a poll would have run out), so the next lone
+/// request parks at once; one that ends sooner turns polling back on. So
+/// a server whose calls are long, or one where the poll keeps losing the
+/// race, spends no CPU on it.
+#[derive(Default)]
+pub struct EndPoll {
+    futile: AtomicBool,
+}
+
+impl EndPoll {
+    /// The value `rx` delivers: polled for while `in_flight` stays at one
+    /// (this request alone) for up to [`POLL_FOR`] if polling paid off
+    /// lately, then awaited; `None` if its sender was dropped unsent.
+    pub(super) async fn wait<T>(
+        &self,
+        rx: oneshot::Receiver<T>,
+        in_flight: &AtomicUsize,
+    ) -> Option<T> {
         let since = Instant::now();
-        while in_flight.load(Ordering::Relaxed) == 1 && since.elapsed() < POLL_FOR {
-            match rx.try_recv() {
-                Ok(v) => return Some(v),
-                // The receiver is spent: it must not be awaited now.
-                Err(TryRecvError::Closed) => return None,
-                // Runs whatever else this thread has (a request that came
-                // in meanwhile ends the poll), and polls for I/O.
-                Err(TryRecvError::Empty) => tokio::task::yield_now().await,
+        let end = self.poll(rx, in_flight, since).await;
+        self.futile
+            .store(since.elapsed() > POLL_FOR, Ordering::Relaxed);
+        end
+    }
+
+    async fn poll<T>(
+        &self,
+        mut rx: oneshot::Receiver<T>,
+        in_flight: &AtomicUsize,
+        since: Instant,
+    ) -> Option<T> {
+        if several_cpus() && !self.futile.load(Ordering::Relaxed) {
+            while in_flight.load(Ordering::Relaxed) == 1 && since.elapsed() < POLL_FOR {
+                match rx.try_recv() {
+                    Ok(v) => return Some(v),
+                    // The receiver is spent: it must not be awaited now.
+                    Err(TryRecvError::Closed) => return None,
+                    Err(TryRecvError::Empty) => {
+                        // Whatever else this thread has (a request that came
+                        // in meanwhile ends the poll) and I/O, then the
+                        // core to any other thread of the cgroup (the
+                        // guest's worker, at home, if it shares the core).
+                        tokio::task::yield_now().await;
+                        std::thread::yield_now();
+                    }
+                }
             }
         }
+        rx.await.ok()
     }
-    rx.await.ok()
 }
 
 /// Whether the process may run on more than one CPU (its affinity and its
@@ -58,7 +92,7 @@ mod tests {
         let in_flight = AtomicUsize::new(1);
         let (tx, rx) = oneshot::channel();
         let sender = std::thread::spawn(move || tx.send(7).unwrap());
-        assert_eq!(await_end(rx, &in_flight).await.unwrap(), 7);
+        assert_eq!(EndPoll::default().wait(rx, &in_flight).await.unwrap(), 7);
         sender.join().unwrap();
     }
 
@@ -68,7 +102,7 @@ mod tests {
             let in_flight = AtomicUsize::new(alone);
             let (tx, rx) = oneshot::channel::<u8>();
             drop(tx);
-            assert!(await_end(rx, &in_flight).await.is_none());
+            assert!(EndPoll::default().wait(rx, &in_flight).await.is_none());
         }
     }
 
@@ -81,11 +115,43 @@ mod tests {
         let (tx, rx) = oneshot::channel();
         let (polled_tx, polled_rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            // Runs only once await_end has given the thread up.
+            // Runs only once the wait has given the thread up.
             let _ = polled_tx.send(());
             tx.send("end").unwrap();
         });
-        assert_eq!(await_end(rx, &in_flight).await.unwrap(), "end");
+        assert_eq!(
+            EndPoll::default().wait(rx, &in_flight).await.unwrap(),
+            "end"
+        );
         polled_rx.await.unwrap();
+    }
+
+    /// An end that comes later than a poll would wait turns polling off
+    /// for the next lone request; one that comes in time turns it back on.
+    #[tokio::test(flavor = "current_thread")]
+    async fn polling_stays_off_while_calls_outlast_it() {
+        let poll = EndPoll::default();
+        let in_flight = AtomicUsize::new(1);
+        let (tx, rx) = oneshot::channel();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(POLL_FOR * 20);
+            tx.send(()).unwrap();
+        });
+        poll.wait(rx, &in_flight).await.unwrap();
+        late.join().unwrap();
+        assert!(poll.futile.load(Ordering::Relaxed));
+        // An end sent already comes at once, unless this thread is
+        // preempted for longer than a poll (a loaded machine): a few tries.
+        let mut back_on = false;
+        for _ in 0..50 {
+            let (tx, rx) = oneshot::channel();
+            tx.send(()).unwrap();
+            poll.wait(rx, &in_flight).await.unwrap();
+            if !poll.futile.load(Ordering::Relaxed) {
+                back_on = true;
+                break;
+            }
+        }
+        assert!(back_on, "a call that ended at once left polling off");
     }
 }

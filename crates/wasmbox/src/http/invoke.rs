@@ -16,7 +16,6 @@ use wasmbox_runtime::sandbox::{Stdio, Timings};
 use wasmbox_runtime::{CancelToken, Failure, Function, FunctionName, Invocation};
 
 use super::app::App;
-use super::await_end::await_end;
 use super::body::read_body;
 use super::budget::Hold;
 use super::compat::Phases;
@@ -221,7 +220,7 @@ async fn run(
         hold: Box::new(()),
     };
     let rx = admit_and_run(app, (&key, resources), task, body_hold, usage).await?;
-    let (waited, ran) = await_end(rx, &app.in_flight).await.ok_or_else(|| {
+    let (waited, ran) = app.end_poll.wait(rx, &app.in_flight).await.ok_or_else(|| {
         HttpError::new(
             ErrorKind::Internal,
             "internal error: the invocation's result was lost",

@@ -53,6 +53,7 @@ use hyper::{Method, Request, Response};
 
 pub use admin::handle_admin;
 pub use app::App;
+pub use await_end::EndPoll;
 pub use body::BodyRules;
 pub use budget::BodyBudget;
 pub use error::{ErrorKind, HttpError};
