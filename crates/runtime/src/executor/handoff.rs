@@ -48,13 +48,17 @@ const YIELDS_BEFORE_PARKING: u32 = 4;
 /// How long one idle worker at home (the lookout, one at a time) goes on
 /// yielding before it parks: a request arriving meanwhile finds it awake.
 /// On a virtual machine whose idle vCPUs halt, waking a parked worker on
-/// one costs tens of microseconds, as much as a hello call; a lone client's
-/// next request comes some 60 µs after the last answer. Yielding gives the
-/// core to any thread of the process that is ready (they share the cgroup
-/// at home), so a busy server loses little to it. A watch that runs out
-/// turns watching off until a worker is next asked for a job within this
-/// time of going idle: calls far apart cost no CPU beyond one watch.
-const LOOKOUT_FOR: Duration = Duration::from_micros(200);
+/// one costs tens of microseconds, as much as a hello call; a fast lone
+/// client's next request comes some 60 µs after the last answer. Yielding
+/// gives the core to any thread of the process that is ready (they share
+/// the cgroup at home). A watch that runs out turns watching off until a
+/// worker is next asked for a job within this time of going idle, so calls
+/// further apart cost no CPU beyond one watch: a Python client calling
+/// hello 4,000-5,000 times a second on one connection (about 200 µs apart)
+/// cost the server 107-115 µs of CPU per call with this at 100 µs, as with
+/// no watch, and 200-203 µs with it at 200 µs
+/// (`bench/results/idle_watch_cpu.md`).
+const LOOKOUT_FOR: Duration = Duration::from_micros(100);
 
 /// The queue of jobs (`T`) and the stack of idle workers.
 pub(super) struct Handoff<T> {
