@@ -50,14 +50,14 @@ const YIELDS_BEFORE_PARKING: u32 = 4;
 /// On a virtual machine whose idle vCPUs halt, waking a parked worker on
 /// one costs tens of microseconds, as much as a hello call; a fast lone
 /// client's next request comes some 60 µs after the last answer. Yielding
-/// gives the core to any thread of the process that is ready (they share
-/// the cgroup at home). A watch that runs out turns watching off until a
-/// worker is next asked for a job within this time of going idle, so calls
-/// further apart cost no CPU beyond one watch: a Python client calling
-/// hello 4,000-5,000 times a second on one connection (about 200 µs apart)
-/// cost the server 107-115 µs of CPU per call with this at 100 µs, as with
-/// no watch, and 200-203 µs with it at 200 µs
-/// (`bench/results/idle_watch_cpu.md`).
+/// gives the core to the threads of its cgroup queued on the same CPU (at
+/// home, the HTTP threads and other workers). A watch that runs out turns
+/// watching off until a worker is next asked for a job within this time of
+/// going idle, so calls further apart cost no CPU beyond one watch: a
+/// Python client calling hello 4,000-5,000 times a second on one
+/// connection (about 200 µs apart) cost the server 107-115 µs of CPU per
+/// call with this at 100 µs, as with no watch, and 200-203 µs with it at
+/// 200 µs (`bench/results/idle_watch_cpu.md`).
 const LOOKOUT_FOR: Duration = Duration::from_micros(100);
 
 /// The queue of jobs (`T`) and the stack of idle workers.
@@ -137,6 +137,7 @@ impl<'a> Lookout<'a> {
     /// other job runs (a busy server needs its cores).
     fn take(post: &'a AtomicBool, pays: &AtomicBool, may: bool) -> Self {
         let taken = may
+            && several_cpus()
             && pays.load(Ordering::Relaxed)
             && post
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -166,6 +167,14 @@ impl<'a> Lookout<'a> {
             post.store(false, Ordering::Release);
         }
     }
+}
+
+/// Whether the process may run on more than one CPU (its affinity and its
+/// cgroup's quota, as the standard library reads them), read once: on one,
+/// a watching worker would hold the core the call's sender needs.
+fn several_cpus() -> bool {
+    static SEVERAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
 
 impl Drop for Lookout<'_> {
@@ -350,7 +359,10 @@ impl<T> Handoff<T> {
                     std::thread::park();
                 }
             }
-            if at_home && lookout.since.elapsed() < LOOKOUT_FOR {
+            if at_home
+                && lookout.since.elapsed() < LOOKOUT_FOR
+                && !self.watch_pays.load(Ordering::Relaxed)
+            {
                 // A watch would have caught this job.
                 self.watch_pays.store(true, Ordering::Relaxed);
             }
