@@ -42,6 +42,7 @@ use wasmbox_isolation::Isolation;
 use crate::engine::WasmEngine;
 
 pub use config::{ExecutorConfig, DEFAULT_MAX_QUEUED, DEFAULT_MAX_WORKERS};
+pub use handoff::several_cpus;
 use handoff::Refused;
 use pool::Pool;
 pub use shared::{all_busy, PoolStats};

@@ -170,9 +170,10 @@ impl<'a> Lookout<'a> {
 }
 
 /// Whether the process may run on more than one CPU (its affinity and its
-/// cgroup's quota, as the standard library reads them), read once: on one,
-/// a watching worker would hold the core the call's sender needs.
-fn several_cpus() -> bool {
+/// cgroup's quota, as the standard library reads them), read once. On one,
+/// neither a watching worker nor a request polling for its end may spin:
+/// each would hold the core the other side needs.
+pub fn several_cpus() -> bool {
     static SEVERAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }

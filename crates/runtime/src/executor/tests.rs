@@ -370,6 +370,11 @@ async fn watching_stops_while_calls_come_further_apart_than_a_watch() {
     let ex = executor(1, none());
     all_at_once(&ex, 1).await;
     ex.pool.handoff.until_idle(1);
+    if !super::several_cpus() {
+        // No worker watches on one CPU: watching never runs out.
+        assert!(ex.pool.handoff.watch_pays());
+        return;
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while ex.pool.handoff.watch_pays() {
         assert!(

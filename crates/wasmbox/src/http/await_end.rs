@@ -16,11 +16,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot::{self, error::TryRecvError};
+use wasmbox_runtime::executor::several_cpus;
 
 /// How long a lone request polls for its invocation's end before it parks:
 /// longer than a small guest's call, worker wake-up included.
@@ -126,13 +126,6 @@ impl Future for Reschedule {
         cx.waker().wake_by_ref();
         Poll::Pending
     }
-}
-
-/// Whether the process may run on more than one CPU (its affinity and its
-/// cgroup's quota, as the standard library reads them), read once.
-fn several_cpus() -> bool {
-    static SEVERAL: OnceLock<bool> = OnceLock::new();
-    *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
 
 #[cfg(test)]
