@@ -70,9 +70,11 @@ impl EndPoll {
         } else {
             rx.await.ok()
         };
+        // One clock read for both: this runs on every request.
+        let ended = Instant::now();
         self.futile
-            .store(since.elapsed() > POLL_FOR, Ordering::Relaxed);
-        let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            .store(ended - since > POLL_FOR, Ordering::Relaxed);
+        let ns = u64::try_from((ended - self.epoch).as_nanos()).unwrap_or(u64::MAX);
         self.last_end.store(ns, Ordering::Relaxed);
         end
     }
