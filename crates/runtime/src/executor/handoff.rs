@@ -169,6 +169,12 @@ impl<'a> Lookout<'a> {
     }
 }
 
+impl Drop for Lookout<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
 /// Whether the process may run on more than one CPU (its affinity and its
 /// cgroup's quota, as the standard library reads them), read once. On one,
 /// neither a watching worker nor a request polling for its end may spin:
@@ -176,12 +182,6 @@ impl<'a> Lookout<'a> {
 pub fn several_cpus() -> bool {
     static SEVERAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
-}
-
-impl Drop for Lookout<'_> {
-    fn drop(&mut self) {
-        self.leave();
-    }
 }
 
 impl<T> State<T> {
