@@ -75,9 +75,11 @@ pub struct Spent {
     pub cpu: Duration,
     /// Wall time from the end of its wait to its end.
     pub wall: Duration,
-    /// The part of the wait [`Ledger::begin`] asked for that it did not
-    /// wait (stopped early).
-    pub unpaid: Duration,
+    /// The wait [`Ledger::begin`] asked for.
+    pub asked: Duration,
+    /// How long it waited: less than asked when stopped early, more when
+    /// its timer woke it late.
+    pub waited: Duration,
     /// The call's own quota (what its `begin` was given): concurrent calls
     /// of one function may carry different quotas.
     pub millicores: u64,
@@ -140,17 +142,21 @@ impl Ledger {
         let Spent {
             cpu,
             wall,
-            unpaid,
+            asked,
+            waited,
             millicores,
         } = spent;
         let mut accounts = self.accounts.lock().unwrap();
         if let Some(account) = accounts.get_mut(function) {
             let rate = rate(millicores);
-            // A wait cut short (the client went away) repaid only part of
-            // the debt `begin` cleared: the rest is owed again, so hanging
-            // up cannot wipe a debt.
-            let excess = cpu.as_nanos() as f64 - rate * wall.as_nanos() as f64
-                + rate * unpaid.as_nanos() as f64;
+            // `begin` cleared the debt against the wait it asked for. A
+            // wait cut short (the client went away) repaid only part of
+            // it: the rest is owed again, so hanging up cannot wipe a
+            // debt. A wait longer than asked (a timer's lateness) repaid
+            // more: the surplus is credit, so the function is not held
+            // below its quota by how late its timers fire.
+            let unpaid = asked.as_nanos() as f64 - waited.as_nanos() as f64;
+            let excess = cpu.as_nanos() as f64 - rate * wall.as_nanos() as f64 + rate * unpaid;
             account.credit = (account.credit - excess).min(account.cap(self.period));
             account.running = account.running.saturating_sub(1);
             if account.running == 0 {
@@ -185,8 +191,8 @@ mod tests {
         Spent {
             cpu,
             wall,
-            unpaid: Duration::ZERO,
             millicores: 100,
+            ..Spent::default()
         }
     }
 
@@ -352,7 +358,8 @@ mod tests {
         l.end(
             &f,
             Spent {
-                unpaid,
+                asked: wait,
+                waited: Duration::from_secs(1),
                 millicores: 100,
                 ..Spent::default()
             },
@@ -363,6 +370,42 @@ mod tests {
             again + 2 * MS >= unpaid && again <= unpaid,
             "{again:?} vs {unpaid:?}"
         );
+    }
+
+    /// A wait its timer ended late repaid more than the debt: the surplus
+    /// is credit, so short calls whose waits each overshoot (a timer's
+    /// granularity) still get their whole quota.
+    #[test]
+    fn a_wait_longer_than_asked_is_credited() {
+        let l = Ledger::new(PERIOD);
+        let f = name("f");
+        let t0 = Instant::now();
+        l.begin(&f, 100, t0);
+        // 10 ms of credit used and 1 ms more: 10 ms to wait at 100 m.
+        l.end(&f, spent(11 * MS + MS / 10, MS), t0 + MS);
+        let wait = l.begin(&f, 100, t0 + MS);
+        assert!((9 * MS..=11 * MS).contains(&wait), "{wait:?}");
+        // The timer fired 5 ms late: 0.5 ms of CPU repaid beyond the debt.
+        let t1 = t0 + MS + wait + 5 * MS;
+        l.end(
+            &f,
+            Spent {
+                asked: wait,
+                waited: wait + 5 * MS,
+                millicores: 100,
+                ..Spent::default()
+            },
+            t1,
+        );
+        // So a call right after, which spends 0.4 ms beyond its quota,
+        // owes nothing, where without the surplus it would wait 4 ms.
+        assert_eq!(l.begin(&f, 100, t1), Duration::ZERO);
+        l.end(&f, spent(MS / 10 * 4, Duration::ZERO), t1);
+        // And one more 0.2 ms finds the 0.1 ms left used up: 1 ms owed.
+        assert_eq!(l.begin(&f, 100, t1), Duration::ZERO);
+        l.end(&f, spent(MS / 10 * 2, Duration::ZERO), t1);
+        let owed = l.begin(&f, 100, t1);
+        assert!((MS * 9 / 10..=MS * 11 / 10).contains(&owed), "{owed:?}");
     }
 
     #[test]

@@ -271,7 +271,8 @@ impl Pending {
             // instantiation finished (its CPU counts either way).
             s.spent.cpu = t.cpu;
             s.spent.wall = began.elapsed().saturating_sub(t.held);
-            s.spent.unpaid = hold_off.saturating_sub(t.held);
+            s.spent.asked = hold_off;
+            s.spent.waited = t.held;
         }
         drop(settle);
         Done {
