@@ -37,6 +37,13 @@ const SPECS: &[Spec] = &[
         label: "hello, defaults",
         extra: &[],
         path: "/hello",
+        concurrency: 1,
+        cpu_quota: 100,
+    },
+    Spec {
+        label: "hello, defaults",
+        extra: &[],
+        path: "/hello",
         concurrency: 16,
         cpu_quota: 1000,
     },
@@ -67,6 +74,7 @@ const SPECS: &[Spec] = &[
 struct Cell {
     rate: f64,
     p50_us: f64,
+    p99_us: f64,
     /// Server-Timing `total` p50 (the c=1 goal's figure).
     server_p50_us: f64,
 }
@@ -76,6 +84,7 @@ impl From<&LoadResult> for Cell {
         Cell {
             rate: r.rate,
             p50_us: r.latency.value_at_quantile(0.5) as f64 / 1e3,
+            p99_us: r.latency.value_at_quantile(0.99) as f64 / 1e3,
             server_p50_us: r.server_total.value_at_quantile(0.5) as f64 / 1e3,
         }
     }
@@ -193,7 +202,7 @@ fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {
          a server serves only `hello.wat` and `hellohttp.wasm`, both called once before \
          the row; closed-loop hyper clients in the bench process (sharing the cores with \
          the server), {} s per cell after a warm-up of a quarter of that. \
-         p50: the client's latency; server p50: the server's `Server-Timing` `total` \
+         p50, p99: the client's latency; server p50: the server's `Server-Timing` `total` \
          (the median round of each).\n",
         builds.a.display(),
         builds.b.display(),
@@ -203,9 +212,9 @@ fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {
     )?;
     writeln!(
         s,
-        "| row | c | cpu_quota | A req/s (rounds) | B req/s (rounds) | B / A (medians) | A p50 µs | B p50 µs | A server p50 µs | B server p50 µs |"
+        "| row | c | cpu_quota | A req/s (rounds) | B req/s (rounds) | B / A (medians) | A p50 µs | B p50 µs | A p99 µs | B p99 µs | A server p50 µs | B server p50 µs |"
     )?;
-    writeln!(s, "|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for (spec, [a, b]) in SPECS.iter().zip(cells) {
         let rates = |c: &[Cell]| {
             c.iter()
@@ -218,7 +227,7 @@ fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {
         let (ra, rb) = (med(a, |c| c.rate), med(b, |c| c.rate));
         writeln!(
             s,
-            "| {} | {} | {} | {:.0} ({}) | {:.0} ({}) | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.0} ({}) | {:.0} ({}) | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
             spec.label,
             spec.concurrency,
             spec.cpu_quota,
@@ -229,8 +238,32 @@ fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {
             rb / ra,
             med(a, |c| c.p50_us),
             med(b, |c| c.p50_us),
+            med(a, |c| c.p99_us),
+            med(b, |c| c.p99_us),
             med(a, |c| c.server_p50_us),
             med(b, |c| c.server_p50_us),
+        )?;
+    }
+    // The back-to-back goal: one connection's p99 at quota 100 over the
+    // same at 1000 (compare's row), each build's median rounds.
+    let at = |quota: u64| {
+        SPECS
+            .iter()
+            .position(|p| {
+                p.extra.is_empty()
+                    && p.path == "/hello"
+                    && p.concurrency == 1
+                    && p.cpu_quota == quota
+            })
+            .map(|i| &cells[i])
+    };
+    if let (Some(slow), Some(fast)) = (at(100), at(1000)) {
+        let p99 = |c: &[Cell]| median(&mut c.iter().map(|c| c.p99_us).collect::<Vec<_>>());
+        writeln!(
+            s,
+            "\nhello c=1, defaults, client p99 at `cpu_quota: 100` / at 1000 (compare's back-to-back goal, <= 2x): A {:.2}x, B {:.2}x",
+            p99(&slow[0]) / p99(&fast[0]),
+            p99(&slow[1]) / p99(&fast[1]),
         )?;
     }
     Ok(s)
