@@ -15,7 +15,8 @@
 //!   the quota's rate;
 //! - an invocation that finds the credit below zero first waits until the
 //!   debt is repaid at its quota's rate ([`Ledger::begin`] says how long),
-//!   and starts from zero.
+//!   and starts from zero; what it waited beyond that (a late timer) is
+//!   credit, up to the cap, and what it did not wait is owed again.
 //!
 //! So a function that runs its calls one after another uses at most
 //! `quota * T + quota * period` CPU over any interval T, however it splits
@@ -155,9 +156,17 @@ impl Ledger {
             // debt. A wait longer than asked (a timer's lateness) repaid
             // more: the surplus is credit, so the function is not held
             // below its quota by how late its timers fire.
-            let unpaid = asked.as_nanos() as f64 - waited.as_nanos() as f64;
+            // The surplus is capped before the call's own use is charged,
+            // as idle refill is, so a very late timer cannot buy a burst
+            // beyond one period.
+            let cap = account.cap(self.period);
+            let surplus = waited.as_nanos() as f64 - asked.as_nanos() as f64;
+            if surplus > 0.0 {
+                account.credit = (account.credit + rate * surplus).min(cap);
+            }
+            let unpaid = (-surplus).max(0.0);
             let excess = cpu.as_nanos() as f64 - rate * wall.as_nanos() as f64 + rate * unpaid;
-            account.credit = (account.credit - excess).min(account.cap(self.period));
+            account.credit = (account.credit - excess).min(cap);
             account.running = account.running.saturating_sub(1);
             if account.running == 0 {
                 account.idle_since = now;
@@ -397,8 +406,9 @@ mod tests {
             },
             t1,
         );
-        // So a call right after, which spends 0.4 ms beyond its quota,
-        // owes nothing, where without the surplus it would wait 4 ms.
+        // So a call right after spends 0.4 ms beyond its quota and leaves
+        // the function in credit, where without the surplus the call after
+        // it would wait 4 ms.
         assert_eq!(l.begin(&f, 100, t1), Duration::ZERO);
         l.end(&f, spent(MS / 10 * 4, Duration::ZERO), t1);
         // And one more 0.2 ms finds the 0.1 ms left used up: 1 ms owed.
@@ -406,6 +416,40 @@ mod tests {
         l.end(&f, spent(MS / 10 * 2, Duration::ZERO), t1);
         let owed = l.begin(&f, 100, t1);
         assert!((MS * 9 / 10..=MS * 11 / 10).contains(&owed), "{owed:?}");
+    }
+
+    /// However late a timer, its surplus fills the credit to one period's
+    /// worth at most, before the call's own use is charged: a call after
+    /// a wait 10 s late still ends in debt for what it used.
+    #[test]
+    fn a_late_timer_buys_no_more_than_one_period() {
+        let l = Ledger::new(PERIOD);
+        let f = name("f");
+        let t0 = Instant::now();
+        l.begin(&f, 100, t0);
+        // 1 ms in debt after spending the 10 ms credit.
+        l.end(&f, spent(11 * MS + MS / 10, MS), t0 + MS);
+        let wait = l.begin(&f, 100, t0 + MS);
+        let late = Duration::from_secs(10);
+        // The call then burns a whole period's budget at full speed.
+        let t1 = t0 + MS + wait + late + 10 * MS;
+        l.end(
+            &f,
+            Spent {
+                cpu: 10 * MS,
+                wall: 10 * MS,
+                asked: wait,
+                waited: wait + late,
+                millicores: 100,
+            },
+            t1,
+        );
+        // Credit 10 ms (capped), less 9 ms of excess: 1 ms left, so a
+        // second such call owes 8 ms (80 ms of waiting).
+        assert_eq!(l.begin(&f, 100, t1), Duration::ZERO);
+        l.end(&f, spent(10 * MS, 10 * MS), t1 + 10 * MS);
+        let owed = l.begin(&f, 100, t1 + 10 * MS);
+        assert!((79 * MS..=81 * MS).contains(&owed), "{owed:?}");
     }
 
     #[test]

@@ -224,8 +224,8 @@ pub fn invoke_until(
 /// microsecond: tokio's timer fires on millisecond ticks and rounds every
 /// sleep up to one, which turned a short call's 30 µs debt into a wait of
 /// 1-2 ms (the tail of every tenant calling faster than its quota, and
-/// less than its quota delivered). Such a wait does not see a stop signal;
-/// it is over before one would matter.
+/// less than its quota delivered). Such a wait sees a stop signal only at
+/// its end: the invocation then does not start.
 const SLEEP_THREAD_BELOW: Duration = Duration::from_millis(2);
 
 /// Waits `hold_off` (a function's CPU debt, [`invoke_until`]), at most
@@ -235,15 +235,19 @@ async fn hold(hold_off: Duration, timeout: Duration, signals: Signals<'_>) -> Re
         return Ok(());
     }
     if hold_off < SLEEP_THREAD_BELOW && hold_off < timeout {
-        if signals.shutdown.is_cancelled() {
-            return Err(Stop::Shutdown);
-        }
-        if signals.cancel.is_cancelled() {
-            return Err(Stop::Cancelled);
-        }
+        let stopped = || {
+            if signals.shutdown.is_cancelled() {
+                Err(Stop::Shutdown)
+            } else if signals.cancel.is_cancelled() {
+                Err(Stop::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
+        stopped()?;
         // This worker's own thread, with nothing else on its runtime.
         std::thread::sleep(hold_off);
-        return Ok(());
+        return stopped();
     }
     tokio::select! {
         biased;
