@@ -381,6 +381,17 @@ mod tests {
         );
     }
 
+    /// A new function at 100 m spends its 10 ms of credit and 1 ms more in
+    /// a call ending at `t0` + 1 ms; the next call begins then. Its wait
+    /// (10 ms, to repay the 1 ms).
+    fn one_ms_in_debt(l: &Ledger, f: &Arc<str>, t0: Instant) -> Duration {
+        l.begin(f, 100, t0);
+        l.end(f, spent(11 * MS + MS / 10, MS), t0 + MS);
+        let wait = l.begin(f, 100, t0 + MS);
+        assert!((9 * MS..=11 * MS).contains(&wait), "{wait:?}");
+        wait
+    }
+
     /// A wait its timer ended late repaid more than the debt: the surplus
     /// is credit, so short calls whose waits each overshoot (a timer's
     /// granularity) still get their whole quota.
@@ -389,11 +400,7 @@ mod tests {
         let l = Ledger::new(PERIOD);
         let f = name("f");
         let t0 = Instant::now();
-        l.begin(&f, 100, t0);
-        // 10 ms of credit used and 1 ms more: 10 ms to wait at 100 m.
-        l.end(&f, spent(11 * MS + MS / 10, MS), t0 + MS);
-        let wait = l.begin(&f, 100, t0 + MS);
-        assert!((9 * MS..=11 * MS).contains(&wait), "{wait:?}");
+        let wait = one_ms_in_debt(&l, &f, t0);
         // The timer fired 5 ms late: 0.5 ms of CPU repaid beyond the debt.
         let t1 = t0 + MS + wait + 5 * MS;
         l.end(
@@ -426,10 +433,7 @@ mod tests {
         let l = Ledger::new(PERIOD);
         let f = name("f");
         let t0 = Instant::now();
-        l.begin(&f, 100, t0);
-        // 1 ms in debt after spending the 10 ms credit.
-        l.end(&f, spent(11 * MS + MS / 10, MS), t0 + MS);
-        let wait = l.begin(&f, 100, t0 + MS);
+        let wait = one_ms_in_debt(&l, &f, t0);
         let late = Duration::from_secs(10);
         // The call then burns a whole period's budget at full speed.
         let t1 = t0 + MS + wait + late + 10 * MS;
