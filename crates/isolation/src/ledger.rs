@@ -155,10 +155,9 @@ impl Ledger {
             // it: the rest is owed again, so hanging up cannot wipe a
             // debt. A wait longer than asked (a timer's lateness) repaid
             // more: the surplus is credit, so the function is not held
-            // below its quota by how late its timers fire.
-            // The surplus is capped before the call's own use is charged,
-            // as idle refill is, so a very late timer cannot buy a burst
-            // beyond one period.
+            // below its quota by how late its timers fire. It is capped
+            // before the call's own use is charged, as idle refill is, so
+            // a very late timer cannot buy a burst beyond one period.
             let cap = account.cap(self.period);
             let surplus = waited.as_nanos() as f64 - asked.as_nanos() as f64;
             if surplus > 0.0 {
