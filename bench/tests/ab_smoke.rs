@@ -1,7 +1,7 @@
 //! `wasmbox-bench ab` with the same build as A and B, for a fraction of a
-//! second per cell: every row is written with a rate for both builds, and
-//! a binary that does not exist is named in the error. No timing is
-//! asserted.
+//! second per cell: every row is written with a rate for both builds, the
+//! back-to-back ratio is printed, and a binary that does not exist is
+//! named in the error. No timing is asserted.
 
 mod common;
 
@@ -45,7 +45,11 @@ fn every_row_gets_a_rate_for_both_builds() {
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| row"))
         .collect();
-    assert_eq!(rows.len(), 5, "{report}");
+    assert_eq!(rows.len(), 6, "{report}");
+    assert!(
+        report.contains("client p99 at `cpu_quota: 100` / at 1000"),
+        "no back-to-back ratio: {report}"
+    );
     for row in rows {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         // A's and B's median rates, and their ratio: positive numbers.
