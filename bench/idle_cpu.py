@@ -14,15 +14,14 @@ what an idle server's polling (a lone request waiting for its end, a worker
 keeping watch for the next call) costs where it does not pay.
 """
 import glob
-import http.client
 import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
+
+from served import functions_dir, serve
 
 GAPS = [0.0, 0.0005, 0.005]
 HEADERS = {"cpu_quota": "1000"}
@@ -52,21 +51,7 @@ def call(conn):
 
 
 def measure(exe, functions, port, gap, n):
-    server = subprocess.Popen(
-        [exe, "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--admin-listen", f"127.0.0.1:{port + 1}", "--log-level", "error",
-         "--functions", functions])
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port)
-                call(conn)
-                break
-            except (OSError, RuntimeError, http.client.HTTPException):
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"{exe} did not serve /hello")
-                time.sleep(0.1)
+    with serve(exe, functions, port, call) as (server, conn):
         for _ in range(500):
             call(conn)
         before, start = cpu_ns(server.pid), time.monotonic()
@@ -77,18 +62,13 @@ def measure(exe, functions, port, gap, n):
                 time.sleep(gap)
         elapsed, used = time.monotonic() - start, cpu_ns(server.pid) - before
         return used / n / 1000.0, statistics.median(totals), n / elapsed
-    finally:
-        server.kill()
-        server.wait()
 
 
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     out, exes = sys.argv[1], sys.argv[2:]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    functions = tempfile.mkdtemp()
-    shutil.copy(os.path.join(root, "functions", "hello.wat"), functions)
+    functions = functions_dir(["hello.wat"])
     rows = []
     for rnd in range(2):
         for gap in GAPS:

@@ -14,15 +14,14 @@ wall time; latency is the answers' Server-Timing `total`. A spin of
 ledger must hold it to 0.100 of a core: less is a tenant short-changed,
 more is a quota beaten. Two rounds, builds alternating.
 """
-import http.client
 import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
+
+from served import functions_dir, serve
 
 SECONDS = 4.0
 ROWS = [("/spin?arg=0.05", 100), ("/spin?arg=0.05", 1000), ("/hello", 100)]
@@ -42,27 +41,13 @@ def call(conn, path, quota):
     return phases["cpu"], phases["total"]
 
 
-def connect(server, port):
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port)
-            call(conn, "/hello", 1000)
-            call(conn, "/spin?arg=0.05", 1000)
-            return conn
-        except (OSError, RuntimeError, KeyError, http.client.HTTPException):
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("the server did not serve /hello and /spin")
-            time.sleep(0.1)
+def ready(conn):
+    call(conn, "/hello", 1000)
+    call(conn, "/spin?arg=0.05", 1000)
 
 
 def measure(exe, functions, port):
-    server = subprocess.Popen(
-        [exe, "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--admin-listen", f"127.0.0.1:{port + 1}", "--log-level", "error",
-         "--functions", functions])
-    try:
-        conn = connect(server, port)
+    with serve(exe, functions, port, ready) as (_, conn):
         rows = []
         for path, quota in ROWS:
             for _ in range(300):
@@ -78,19 +63,13 @@ def measure(exe, functions, port):
                          statistics.median(totals),
                          totals[int(len(totals) * 0.99)]))
         return rows
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     out, exes = sys.argv[1], sys.argv[2:]
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    functions = tempfile.mkdtemp()
-    for name in ["spin.wasm", "hello.wat"]:
-        shutil.copy(os.path.join(repo, "functions", name), functions)
+    functions = functions_dir(["spin.wasm", "hello.wat"])
     results = {exe: [] for exe in exes}
     for rnd in range(2):
         order = exes if rnd % 2 == 0 else list(reversed(exes))

@@ -215,6 +215,7 @@ fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {
         "| row | c | cpu_quota | A req/s (rounds) | B req/s (rounds) | B / A (medians) | A p50 µs | B p50 µs | A p99 µs | B p99 µs | A server p50 µs | B server p50 µs |"
     )?;
     writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    let med = |c: &[Cell], f: fn(&Cell) -> f64| median(&mut c.iter().map(f).collect::<Vec<_>>());
     for (spec, [a, b]) in SPECS.iter().zip(cells) {
         let rates = |c: &[Cell]| {
             c.iter()
@@ -222,8 +223,6 @@ fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let med =
-            |c: &[Cell], f: fn(&Cell) -> f64| median(&mut c.iter().map(f).collect::<Vec<_>>());
         let (ra, rb) = (med(a, |c| c.rate), med(b, |c| c.rate));
         writeln!(
             s,
@@ -258,7 +257,7 @@ fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {
             .map(|i| &cells[i])
     };
     if let (Some(slow), Some(fast)) = (at(100), at(1000)) {
-        let p99 = |c: &[Cell]| median(&mut c.iter().map(|c| c.p99_us).collect::<Vec<_>>());
+        let p99 = |c: &[Cell]| med(c, |c| c.p99_us);
         writeln!(
             s,
             "\nhello c=1, defaults, client p99 at `cpu_quota: 100` / at 1000 (compare's back-to-back goal, <= 2x): A {:.2}x, B {:.2}x",
