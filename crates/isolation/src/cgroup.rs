@@ -18,19 +18,18 @@
 //! The creator then gets ENOENT on that move, and [`create_instance`] starts
 //! over with a new id, so correctness does not depend on timing.
 //!
-//! A slot is a cgroup directory its worker thread sits in while its calls
-//! are held to a quota, with the quota file kept open. A worker whose calls
-//! ask for a whole core or more ([`LEAVE_AFTER_UNBOUNDED`] of them in a row,
-//! and none with a limit on any worker for [`LEAVE_WHEN_NO_LIMIT_FOR`])
-//! waits in the process's own cgroup instead, beside the HTTP threads, until
-//! a call asks for less. It moves out between calls ([`Slot::tidy`]).
+//! A slot is a cgroup directory its worker thread moves into when a call
+//! runs ahead of its quota, with the quota file kept open. The thread
+//! waits, and starts each call, in the process's own cgroup, and moves back
+//! there between calls ([`CgroupSlot`], [`Door`]).
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::{fs, quota_us, IsolationError, Slot, Throttle};
 
@@ -161,52 +160,10 @@ pub fn remove_tree(tree: &Path, dirs: &Dirs, patience: Duration) -> Result<(), I
 /// spent this fraction (1/100) of it since the last refill.
 pub const REFILL_AFTER_DIVISOR: u64 = 100;
 
-/// After this many calls in a row with no limit (a whole core or more), a
-/// worker leaves its slot for the process's own cgroup; the next call with a
-/// limit moves it back in.
-///
-/// A thread in a child cgroup costs every wake-up across the boundary, from
-/// an HTTP thread in the parent to the worker and back: the scheduler walks
-/// the hierarchy on each enqueue and switches about twice as often per call
-/// (hello at c=16: 0.70x the throughput of `--cpu-isolation none` with every
-/// worker in a slot). A slot with no quota holds nothing, so there is no
-/// reason to pay it.
-///
-/// Moving a thread between cgroups is dear, against about 1 µs for a quota
-/// rewrite: cgroup v1 takes the threadgroup lock for writing, which waits
-/// for an RCU grace period unless another move did so moments before. A
-/// move on its own took 6-19 ms (median 8 ms) on the 2-core machines here,
-/// one right after another about 20 µs. So a worker moves out only when its
-/// calls keep asking for no limit (calls that alternate between quotas, as
-/// a mixed load's do, keep it in its slot), and it moves out between calls
-/// ([`Slot::tidy`]), not in a call's `apply`.
-pub const LEAVE_AFTER_UNBOUNDED: u32 = 8;
-
-/// Nor does a worker leave while any worker has had a call with a limit
-/// within this long: under a mixed load, a worker that left would be moved
-/// back in by the next call with a limit it takes. (hello at c=8 with no
-/// limit beside c=1 at `cpu_quota: 500` moved threads about 1,900 times a
-/// second without this rule.)
-pub const LEAVE_WHEN_NO_LIMIT_FOR: Duration = Duration::from_secs(1);
-
-/// What one instance's slots share: when any of them last had a call with
-/// a limit, and how often their threads have moved.
-#[derive(Debug)]
+/// What one instance's slots share: how often their threads have moved.
+#[derive(Debug, Default)]
 pub struct SlotsShared {
-    start: Instant,
-    /// Milliseconds after `start`, plus one (0: never).
-    last_ms: AtomicU64,
     moves: AtomicU64,
-}
-
-impl Default for SlotsShared {
-    fn default() -> Self {
-        SlotsShared {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            moves: AtomicU64::new(0),
-        }
-    }
 }
 
 impl SlotsShared {
@@ -218,31 +175,6 @@ impl SlotsShared {
     fn moved(&self) {
         self.moves.fetch_add(1, Ordering::Relaxed);
     }
-
-    fn ms(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// A call with a limit starts now.
-    fn seen(&self) {
-        self.last_ms
-            .store(self.ms(Instant::now()) + 1, Ordering::Relaxed);
-    }
-
-    /// Whether no call with a limit has started within `quiet`.
-    fn none_within(&self, quiet: Duration) -> bool {
-        self.none_within_at(quiet, Instant::now())
-    }
-
-    fn none_within_at(&self, quiet: Duration, now: Instant) -> bool {
-        match self.last_ms.load(Ordering::Relaxed) {
-            0 => true,
-            last => {
-                let now = self.ms(now) + 1;
-                now.saturating_sub(last) >= u64::try_from(quiet.as_millis()).unwrap_or(u64::MAX)
-            }
-        }
-    }
 }
 
 /// Formats "<quota µs or unlimited (`None`)>, <period µs>" as one mode's
@@ -250,19 +182,25 @@ impl SlotsShared {
 pub type QuotaText = fn(Option<u64>, u64) -> String;
 
 /// One worker thread's cgroup.
+///
+/// The thread waits, and starts every call, in the process's own cgroup
+/// (`home`), beside the HTTP threads that hand it work: a thread in a child
+/// cgroup pays on every wake-up across the boundary (the scheduler walks
+/// the hierarchy on each enqueue and switches about twice as often per
+/// call; hello at c=16 and `cpu_quota: 500` ran at 0.55-0.60x the
+/// throughput of `--cpu-isolation none` with every worker in its slot).
+/// A call with a limit carries a [`Throttle`] holding its slot's [`Door`]:
+/// at the first epoch tick at which the call has used more CPU than its
+/// quota allowed since it began, the thread moves into the slot, under the
+/// quota (written before the call, which refills the period's budget), and
+/// the kernel holds it from there. Between calls it moves back out
+/// ([`Slot::tidy`]). So a call short of a tick never crosses the boundary,
+/// and one that runs ahead of its quota does so by at most about a tick
+/// (as in the throttle mode); the [`crate::Ledger`] charges that to the
+/// function's next calls.
 pub struct CgroupSlot {
     dir: PathBuf,
-    /// Where the TID is written to move the thread in (`<dir>/tasks` or
-    /// `<dir>/cgroup.threads`).
-    join: PathBuf,
-    /// Where the TID is written to move the thread back out (v1
-    /// `<base>/tasks`, v2 `<domain>/cgroup.threads`).
-    home: PathBuf,
-    tid: i32,
-    /// Whether the thread sits in the slot (else at `home`).
-    inside: bool,
-    /// Calls with no limit since the last one with a limit.
-    unbounded: u32,
+    door: Arc<Door>,
     /// False once leaving failed: the slot then keeps its thread.
     may_leave: bool,
     /// The kept-open quota file and the text a quota in µs becomes there;
@@ -274,16 +212,82 @@ pub struct CgroupSlot {
     /// CPU used by invocations since the quota file was last written.
     spent: Duration,
     dirs: Dirs,
-    /// Shared by the instance's slots.
+}
+
+/// How a slot's thread moves in and out.
+///
+/// Moving a thread between cgroups by its TID takes the threadgroup lock
+/// for writing, which waits for an RCU grace period unless another move
+/// did so moments before: 6-19 ms (median 8 ms) on the 2-core machines
+/// here. A thread that moves itself writes `0` (itself) instead, which the
+/// kernel (since 6.0) does without that lock: 30-60 µs, p90 62 µs against
+/// 7.3 ms by TID (200 moves each way, cgroup v1, this machine). Every move
+/// is made by the slot's own thread, so every move but the last (`Drop`)
+/// writes `0`.
+pub struct Door {
+    /// `<slot>/tasks` or `<slot>/cgroup.threads`.
+    join: PathBuf,
+    /// Where the thread goes back to (v1 `<base>/tasks`, v2
+    /// `<domain>/cgroup.threads`).
+    home: PathBuf,
+    tid: i32,
+    /// What a move writes: `0` when the slot's own thread makes it (the
+    /// kernel's "this thread"), else the TID (stand-in slots in unit tests).
+    who: String,
+    /// Whether the thread sits in the slot (else at `home`).
+    inside: AtomicBool,
+    /// A move in during a call that failed; the slot's next `apply`
+    /// returns it, which retires the worker.
+    failed: Mutex<Option<IsolationError>>,
     shared: Arc<SlotsShared>,
+}
+
+impl fmt::Debug for Door {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Door")
+            .field("join", &self.join)
+            .field("inside", &self.inside())
+            .finish()
+    }
+}
+
+impl Door {
+    fn inside(&self) -> bool {
+        self.inside.load(Ordering::Relaxed)
+    }
+
+    /// Moves the slot's thread in (called on that thread, from its call's
+    /// epoch tick). A failure is logged and kept for the slot's next
+    /// `apply`; the caller then holds the call itself.
+    pub fn enter(&self) -> bool {
+        match fs::write(&self.join, &self.who) {
+            Ok(()) => {
+                self.inside.store(true, Ordering::Relaxed);
+                self.shared.moved();
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a worker could not move into its slot cgroup; its call is throttled in userspace and the worker retires");
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                false
+            }
+        }
+    }
+
+    fn leave(&self) -> Result<(), IsolationError> {
+        fs::write(&self.home, &self.who)?;
+        self.inside.store(false, Ordering::Relaxed);
+        self.shared.moved();
+        Ok(())
+    }
 }
 
 /// How to make one slot.
 pub struct SlotSpec<'a> {
     /// The slot's cgroup directory, `<tree>/slot-<n>`.
     pub dir: PathBuf,
-    /// Where the TID is written to move the thread back out when the slot
-    /// is dropped (v1 `<base>/tasks`, v2 `<domain>/cgroup.threads`).
+    /// Where the TID is written to move the thread back out (v1
+    /// `<base>/tasks`, v2 `<domain>/cgroup.threads`).
     pub home: PathBuf,
     /// The worker thread's OS thread id.
     pub tid: i32,
@@ -297,20 +301,35 @@ pub struct SlotSpec<'a> {
     pub join_file: &'a str,
     /// How the directory is made and removed.
     pub dirs: Dirs,
-    /// What the instance's slots share (the last call with a limit, the
-    /// count of moves).
+    /// What the instance's slots share (the count of moves).
     pub shared: Arc<SlotsShared>,
 }
 
 impl CgroupSlot {
-    /// Creates (or reuses) the directory, sets it up, opens the quota file
-    /// and moves the thread in; removes the directory again on failure.
+    /// Creates (or reuses) the directory, sets it up, opens the quota file,
+    /// and moves the thread in and back out once, so that a slot that
+    /// cannot hold its thread fails here, before any call; removes the
+    /// directory again on failure. Called on the slot's own thread.
     pub fn create(spec: SlotSpec<'_>) -> Result<Box<dyn Slot>, IsolationError> {
         let dir = spec.dir;
         match (spec.dirs.mkdir)(&dir) {
             Err(e) if !e.is_already_there() => return Err(e),
             _ => {}
         }
+        let own = crate::current_tid() == spec.tid;
+        let door = Door {
+            join: dir.join(spec.join_file),
+            home: spec.home,
+            tid: spec.tid,
+            who: if own {
+                "0".into()
+            } else {
+                spec.tid.to_string()
+            },
+            inside: AtomicBool::new(false),
+            failed: Mutex::new(None),
+            shared: spec.shared,
+        };
         let made = (|| {
             (spec.setup)(&dir)?;
             let quota = match spec.quota_file {
@@ -324,26 +343,24 @@ impl CgroupSlot {
                 }
                 None => None,
             };
-            fs::write(&dir.join(spec.join_file), &spec.tid.to_string())?;
+            fs::write(&door.join, &door.who)?;
+            fs::write(&door.home, &door.who)?;
             Ok(quota)
         })();
         match made {
             Ok(quota) => Ok(Box::new(CgroupSlot {
-                join: dir.join(spec.join_file),
                 dir,
-                home: spec.home,
-                tid: spec.tid,
-                inside: true,
-                unbounded: 0,
+                door: Arc::new(door),
                 may_leave: true,
                 quota,
                 period_us: spec.period_us,
                 current: None,
                 spent: Duration::ZERO,
                 dirs: spec.dirs,
-                shared: spec.shared,
             })),
             Err(e) => {
+                // Back out if the move in worked and the one out did not.
+                let _ = fs::write(&door.home, &spec.tid.to_string());
                 let _ = (spec.dirs.rmdir)(&dir, fs::REMOVE_PATIENCE);
                 Err(e)
             }
@@ -353,65 +370,58 @@ impl CgroupSlot {
 
 impl Slot for CgroupSlot {
     fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError> {
+        if let Some(e) = self
+            .door
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Err(e);
+        }
         // A slot holds one thread, which cannot use more than a core: a
         // quota of a whole period or more is no limit, and is written as
-        // none. Bandwidth control costs even when it never throttles: each
-        // sleep returns the thread's unused runtime to the group's pool and
-        // each wake-up takes some back, under the group's lock.
+        // none (if the thread is in the slot at all). Bandwidth control
+        // costs even when it never throttles: each sleep returns the
+        // thread's unused runtime to the group's pool and each wake-up
+        // takes some back, under the group's lock.
         let q = Some(quota_us(millicores, self.period_us)).filter(|&q| q < self.period_us);
-        let Some((file, path, format)) = &self.quota else {
-            return Ok(None);
-        };
-        if q.is_none() {
-            self.unbounded = self.unbounded.saturating_add(1);
-        } else {
-            self.unbounded = 0;
-            self.shared.seen();
-        }
-        if !self.inside && q.is_none() {
-            return Ok(None);
-        }
+        let inside = self.door.inside();
         // Writing the quota refills the group's budget for the current
         // period (the kernel's tg_set_cfs_bandwidth), so the invocation
-        // starts with all of it, whatever its predecessors spent. Cheap
-        // calls skip the write until they have spent 1 % of a budget.
+        // gets all of it, whatever its predecessors spent. Cheap calls
+        // skip the write until they have spent 1 % of a budget. No limit
+        // needs no write while the thread is at home.
         let stale = q.is_some_and(|q| self.spent.as_micros() as u64 >= q / REFILL_AFTER_DIVISOR);
-        if self.current != Some(q) || stale {
-            fs::rewrite(file, path, &format(q, self.period_us))?;
-            self.current = Some(q);
-            self.spent = Duration::ZERO;
+        if let Some((file, path, format)) = &self.quota {
+            if (q.is_some() || inside) && (self.current != Some(q) || stale) {
+                fs::rewrite(file, path, &format(q, self.period_us))?;
+                self.current = Some(q);
+                self.spent = Duration::ZERO;
+            }
         }
-        if !self.inside {
-            // The quota is in place before the thread is under it.
-            fs::write(&self.join, &self.tid.to_string())?;
-            self.inside = true;
-            self.shared.moved();
+        if inside || q.is_none() {
+            // Held by the kernel already (a slot whose thread could not
+            // leave), or not held at all.
+            return Ok(None);
         }
-        Ok(None)
+        Ok(Some(Throttle::entering(millicores, self.door.clone())))
     }
 
     fn wants_tidy(&self) -> bool {
-        self.inside
-            && self.may_leave
-            && self.unbounded >= LEAVE_AFTER_UNBOUNDED
-            && self.shared.none_within(LEAVE_WHEN_NO_LIMIT_FOR)
+        self.door.inside() && self.may_leave
     }
 
     fn tidy(&mut self) {
         if !self.wants_tidy() {
             return;
         }
-        // Only a saving: a failure leaves the thread where it was (and no
-        // later call tries again).
-        match fs::write(&self.home, &self.tid.to_string()) {
-            Ok(()) => {
-                self.inside = false;
-                self.shared.moved();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "a worker could not leave its slot cgroup; it stays in it");
-                self.may_leave = false;
-            }
+        // A failure leaves the thread where it was (and no later call
+        // tries again): its calls then run under their quotas from the
+        // start.
+        if let Err(e) = self.door.leave() {
+            tracing::warn!(error = %e, "a worker could not leave its slot cgroup; it stays in it");
+            self.may_leave = false;
         }
     }
 
@@ -420,15 +430,15 @@ impl Slot for CgroupSlot {
     }
 
     fn at_home(&self) -> bool {
-        !self.inside
+        !self.door.inside()
     }
 }
 
 impl Drop for CgroupSlot {
-    /// Runs on the worker thread as it exits: move it back, remove the slot.
+    /// Runs as the worker thread exits: move it back, remove the slot.
     fn drop(&mut self) {
-        if self.inside {
-            let _ = fs::write(&self.home, &self.tid.to_string());
+        if self.door.inside() {
+            let _ = fs::write(&self.door.home, &self.door.tid.to_string());
         }
         if let Err(e) = (self.dirs.rmdir)(&self.dir, fs::REMOVE_PATIENCE) {
             tracing::warn!(error = %e, "slot cgroup not removed; shutdown removes it");
@@ -476,16 +486,16 @@ mod tests {
     use super::*;
 
     /// A slot over STAND-IN directories (crate::standin) whose thread goes
-    /// home to `home`; no thread really moves.
-    fn standin_slot(dir: &Path, home: PathBuf) -> Box<dyn Slot> {
-        standin_slot_sharing(dir, home, Arc::default())
-    }
-
-    /// [`standin_slot`] sharing `shared` with other slots of one instance.
-    fn standin_slot_sharing(dir: &Path, home: PathBuf, shared: Arc<SlotsShared>) -> Box<dyn Slot> {
-        CgroupSlot::create(SlotSpec {
-            dir: dir.to_path_buf(),
-            home,
+    /// home to `<tmp>/tasks`; no thread really moves (the slot's TID, 4242,
+    /// is not the test's thread, so the "moves" write it). The files the
+    /// slot's creation wrote are emptied.
+    fn standin_slot(tmp: &Path, shared: Arc<SlotsShared>) -> (Box<dyn Slot>, PathBuf, PathBuf) {
+        let dir = tmp.join("slot-0");
+        let home = tmp.join("tasks");
+        std::fs::write(&home, "").unwrap();
+        let slot = CgroupSlot::create(SlotSpec {
+            dir: dir.clone(),
+            home: home.clone(),
             tid: 4242,
             period_us: 100_000,
             setup: &|_| Ok(()),
@@ -496,85 +506,109 @@ mod tests {
             dirs: crate::standin::STANDIN,
             shared,
         })
-        .unwrap()
+        .unwrap();
+        let join = dir.join("tasks");
+        assert_eq!(read(&join), "4242", "creation tried the move in");
+        assert_eq!(read(&home), "4242", "and back out");
+        std::fs::write(&join, "").unwrap();
+        std::fs::write(&home, "").unwrap();
+        (slot, join, home)
+    }
+
+    fn read(p: &Path) -> String {
+        std::fs::read_to_string(p).unwrap()
+    }
+
+    /// Uses `d` of this thread's CPU time.
+    fn burn(d: Duration) {
+        let t = crate::thread_cpu_time();
+        while crate::thread_cpu_time() - t < d {}
+    }
+
+    fn far() -> std::time::Instant {
+        std::time::Instant::now() + Duration::from_secs(60)
+    }
+
+    /// A call with a limit starts at home; its throttle moves the thread
+    /// into the slot (under the quota written before the call) at the first
+    /// check that finds it ahead of its quota, not at one that finds it
+    /// behind, and the worker moves it back out after the call. Calls with
+    /// no limit never go in.
+    #[test]
+    fn a_call_enters_its_slot_only_once_it_runs_ahead_of_its_quota() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = Arc::new(SlotsShared::default());
+        let (mut slot, join, home) = standin_slot(tmp.path(), shared.clone());
+        let quota = tmp.path().join("slot-0/cpu.cfs_quota_us");
+
+        assert!(
+            slot.apply(1000).unwrap().is_none(),
+            "no limit, nothing held"
+        );
+        assert!(slot.at_home() && !slot.wants_tidy());
+
+        let mut t = slot.apply(250).unwrap().expect("a limit is held");
+        assert_eq!(read(&quota), "25000", "the quota is in place first");
+        assert_eq!(read(&join), "", "the call starts at home");
+        // Behind its quota (it waited, using no CPU): stays at home.
+        std::thread::sleep(Duration::from_millis(20));
+        t.check(far());
+        assert!(!t.entered() && slot.at_home() && read(&join).is_empty());
+        // Ahead of it: in, with nothing slept (the kernel holds it now).
+        burn(Duration::from_millis(30));
+        t.check(far());
+        assert!(t.entered() && t.slept.is_zero());
+        assert_eq!(read(&join), "4242");
+        assert!(!slot.at_home() && slot.wants_tidy());
+        assert_eq!(shared.moves(), 1);
+        burn(Duration::from_millis(30));
+        t.check(far());
+        assert_eq!(shared.moves(), 1, "moved once");
+
+        slot.tidy();
+        assert_eq!(read(&home), "4242");
+        assert!(slot.at_home() && !slot.wants_tidy());
+        assert_eq!(shared.moves(), 2);
     }
 
     /// Leaving the slot only saves time: where the move out fails, the
-    /// call still runs and the thread stays in its slot (and no later call
-    /// tries again).
+    /// thread stays in its slot (no later call tries again), and its calls
+    /// run under their quotas from the start, with no throttle.
     #[test]
     fn a_worker_that_cannot_leave_its_slot_stays_in_it_and_its_calls_run() {
         let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("gone/tasks");
-        let mut slot = standin_slot(&tmp.path().join("slot-0"), home.clone());
-        for _ in 0..3 * LEAVE_AFTER_UNBOUNDED {
-            slot.apply(1000).unwrap();
-            slot.tidy();
-            assert!(!slot.at_home());
-        }
-        assert!(!home.exists());
-        assert!(!slot.wants_tidy(), "tries to leave once");
-        slot.apply(250).unwrap();
-        assert!(!slot.at_home());
-
-        // Where home can be written, the same calls take it there and a
-        // call with a limit back (its TID written to the slot's `tasks`).
-        std::fs::write(tmp.path().join("tasks"), "").unwrap();
-        let dir = tmp.path().join("slot-1");
-        let mut slot = standin_slot(&dir, tmp.path().join("tasks"));
-        for _ in 0..LEAVE_AFTER_UNBOUNDED {
-            assert!(!slot.wants_tidy());
-            slot.apply(1000).unwrap();
-        }
-        // The last call ran in the slot; the move waits for `tidy`.
-        assert!(!slot.at_home() && slot.wants_tidy());
-        assert_eq!(
-            std::fs::read_to_string(tmp.path().join("tasks")).unwrap(),
-            ""
-        );
+        let (mut slot, _join, home) = standin_slot(tmp.path(), Arc::default());
+        let mut t = slot.apply(250).unwrap().unwrap();
+        burn(Duration::from_millis(10));
+        t.check(far());
+        assert!(t.entered());
+        std::fs::remove_file(&home).unwrap();
         slot.tidy();
-        assert!(slot.at_home() && !slot.wants_tidy());
-        assert_eq!(
-            std::fs::read_to_string(tmp.path().join("tasks")).unwrap(),
-            "4242"
-        );
-        slot.apply(250).unwrap();
         assert!(!slot.at_home());
-        assert_eq!(std::fs::read_to_string(dir.join("tasks")).unwrap(), "4242");
-        assert_eq!(
-            std::fs::read_to_string(dir.join("cpu.cfs_quota_us")).unwrap(),
-            "25000"
-        );
+        assert!(!slot.wants_tidy(), "tries to leave once");
+        assert!(slot.apply(500).unwrap().is_none(), "the kernel holds it");
+        let quota = tmp.path().join("slot-0/cpu.cfs_quota_us");
+        assert_eq!(read(&quota), "50000");
+        std::fs::write(&quota, "").unwrap();
+        assert!(slot.apply(1000).unwrap().is_none());
+        assert_eq!(read(&quota), "-1", "no limit, written as none");
     }
 
+    /// A move in that fails during a call: the call is held in userspace
+    /// instead (it sleeps at its ticks), and the slot's next `apply` fails,
+    /// which retires the worker.
     #[test]
-    fn workers_stay_in_their_slots_while_any_call_has_had_a_limit_lately() {
-        let seen = SlotsShared::default();
-        let quiet = Duration::from_secs(1);
-        let now = Instant::now();
-        assert!(seen.none_within_at(quiet, now), "no limit yet");
-        seen.seen();
-        let at = Instant::now();
-        assert!(!seen.none_within_at(quiet, at));
-        assert!(!seen.none_within_at(quiet, at + quiet / 2));
-        assert!(seen.none_within_at(quiet, at + quiet + Duration::from_millis(2)));
-
-        // A slot whose instance saw a limit lately keeps its thread.
+    fn a_failed_move_in_is_throttled_in_userspace_and_fails_the_next_apply() {
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("tasks"), "").unwrap();
-        let shared = Arc::new(SlotsShared::default());
-        let slot = |n: usize| {
-            let dir = tmp.path().join(format!("slot-{n}"));
-            standin_slot_sharing(&dir, tmp.path().join("tasks"), shared.clone())
-        };
-        let (mut a, mut b) = (slot(0), slot(1));
-        b.apply(500).unwrap();
-        for _ in 0..3 * LEAVE_AFTER_UNBOUNDED {
-            a.apply(1000).unwrap();
-            assert!(!a.wants_tidy(), "another slot had a limit lately");
-            a.tidy();
-        }
-        assert_eq!(shared.moves(), 0, "no thread moved");
+        let (mut slot, join, _home) = standin_slot(tmp.path(), Arc::default());
+        std::fs::remove_file(&join).unwrap();
+        let mut t = slot.apply(100).unwrap().unwrap();
+        burn(Duration::from_millis(10));
+        t.check(far());
+        assert!(!t.entered() && slot.at_home());
+        assert!(t.slept >= Duration::from_millis(50), "slept {:?}", t.slept);
+        let e = slot.apply(100).expect_err("the failed move is reported");
+        assert!(e.to_string().contains("tasks"), "{e}");
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! └── wasmbox-<id>/           the instance tree (see crate::cgroup); the whole
 //!     │                       process moves here (P must hold no processes to
 //!     │                       delegate cpu: no-internal-process rule)
-//!     ├── slot-0/             cgroup.type = threaded; worker 0's TID in
-//!     │                       cgroup.threads; cpu.max = "<quota> <period>"
+//!     ├── slot-0/             cgroup.type = threaded; worker 0, while a call
+//!     │                       runs ahead, in cgroup.threads; cpu.max
 //!     └── slot-1/ ...
 //! ```
 //! The process in the tree keeps it live for the sweep of other servers.

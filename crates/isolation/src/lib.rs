@@ -2,11 +2,11 @@
 //!
 //! Every worker thread gets one [`Slot`] when it starts and keeps it for its
 //! life. Before each invocation the worker calls [`Slot::apply`] with the
-//! request's `cpu_quota` (millicores, 1000 = one core); that is the only
-//! per-invocation cost, and a slot only touches the kernel when the quota
-//! differs from the one it already has (or, in the cgroup modes, when a
-//! worker whose calls keep asking for a whole core leaves its cgroup, or
-//! comes back to it: [`cgroup::LEAVE_AFTER_UNBOUNDED`]).
+//! request's `cpu_quota` (millicores, 1000 = one core); a slot only touches
+//! the kernel there when the quota differs from the one it already has. In
+//! the cgroup modes the thread moves into its slot cgroup only when a call
+//! runs ahead of its quota, at an epoch tick, and back out after that call
+//! ([`cgroup::CgroupSlot`]): a short call never crosses a cgroup boundary.
 //!
 //! Modes, one file each:
 //! - [`cgroup_v2`]: one threaded cgroup per worker, `cpu.max`;
@@ -118,8 +118,8 @@ pub trait Isolation: Send + Sync {
         None
     }
     /// Worker threads moved into or out of their slots after the slots
-    /// were made (cgroup modes; each move can wait for an RCU grace period,
-    /// see [`cgroup::LEAVE_AFTER_UNBOUNDED`]).
+    /// were made (cgroup modes: two per call that ran ahead of its quota,
+    /// see [`cgroup::Door`]).
     fn moves(&self) -> u64 {
         0
     }
@@ -131,8 +131,10 @@ pub trait Isolation: Send + Sync {
 /// One worker thread's place in the isolation mechanism.
 pub trait Slot: Send {
     /// Holds the thread to `millicores` for its next invocation. Returns a
-    /// [`Throttle`] when the limit must be enforced from inside the
-    /// invocation (throttle mode), `None` when the kernel enforces it.
+    /// [`Throttle`] when the limit is enforced from inside the invocation,
+    /// checked at its epoch ticks (throttle mode: by sleeping; cgroup modes:
+    /// by moving into the slot cgroup once the call runs ahead), `None` when
+    /// nothing is to be held or the kernel holds it already.
     fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError>;
     /// The invocation run after the last `apply` used `cpu` of this
     /// thread's time. A kernel slot refills its period's budget at the next
@@ -150,8 +152,8 @@ pub trait Slot: Send {
     fn wants_tidy(&self) -> bool {
         false
     }
-    /// Does that work: a cgroup slot whose calls keep asking for no limit
-    /// moves its thread out to the process's own cgroup. Its worker calls
+    /// Does that work: a cgroup slot whose thread moved in during the last
+    /// call moves it back out to the process's own cgroup. Its worker calls
     /// it after delivering a result and before it takes the next job, not
     /// counted free meanwhile, so no job waits for it.
     fn tidy(&mut self) {}

@@ -8,11 +8,18 @@
 //! period, so oversleeping and tick granularity correct themselves over the
 //! run. Host calls that block are not throttled (they use no CPU) and guests
 //! can only run ahead by about one epoch tick.
+//!
+//! The cgroup modes use the same check to decide when a call enters its
+//! slot cgroup: a [`Throttle`] made by [`Throttle::entering`] moves the
+//! thread into the slot at the first tick at which it runs ahead, and from
+//! then on leaves the holding to the kernel.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::time::{clock_gettime, ClockId};
 
+use crate::cgroup::Door;
 use crate::{Isolation, IsolationConfig, IsolationError, Mode, Slot};
 
 /// CPU time used by the calling thread.
@@ -31,6 +38,11 @@ pub struct Throttle {
     start_cpu: Duration,
     /// Time spent asleep so far (for reporting).
     pub slept: Duration,
+    /// The slot cgroup to move into when the call runs ahead (cgroup
+    /// modes); `None` once it has (or in the throttle mode).
+    door: Option<Arc<Door>>,
+    /// In its slot cgroup: the kernel holds it, nothing is checked here.
+    entered: bool,
 }
 
 impl Throttle {
@@ -41,7 +53,25 @@ impl Throttle {
             start_wall: Instant::now(),
             start_cpu: thread_cpu_time(),
             slept: Duration::ZERO,
+            door: None,
+            entered: false,
         }
+    }
+
+    /// A budget of `millicores` that, the first time the call runs ahead
+    /// of it, moves the calling thread into its slot cgroup through `door`
+    /// (whose quota is in place) instead of sleeping. If that move fails,
+    /// the call is held here, by sleeping, as in the throttle mode.
+    pub fn entering(millicores: u64, door: Arc<Door>) -> Self {
+        Throttle {
+            door: Some(door),
+            ..Throttle::new(millicores)
+        }
+    }
+
+    /// Whether the call has moved into its slot cgroup.
+    pub fn entered(&self) -> bool {
+        self.entered
     }
 
     /// Starts the budget again from now (after a wait before the guest
@@ -55,13 +85,19 @@ impl Throttle {
     /// Called on the guest's thread: sleeps while the thread is over its
     /// budget, but never past `deadline`.
     pub fn check(&mut self, deadline: Instant) {
-        if self.rate >= 1.0 {
+        if self.rate >= 1.0 || self.entered {
             return; // a thread cannot use more than one core anyway
         }
         let used = (thread_cpu_time() - self.start_cpu).as_secs_f64();
         let now = Instant::now();
         let allowed = self.rate * (now - self.start_wall).as_secs_f64();
         if used > allowed {
+            if let Some(door) = self.door.take() {
+                if door.enter() {
+                    self.entered = true;
+                    return;
+                }
+            }
             let wait = Duration::from_secs_f64((used - allowed) / self.rate);
             let wait = wait.min(deadline.saturating_duration_since(now));
             std::thread::sleep(wait);

@@ -100,7 +100,7 @@ fn worker(
     let h = std::thread::spawn(move || {
         let tid = wasmbox_isolation::current_tid();
         let mut slot = iso.slot(n, tid).unwrap();
-        slot.apply(250).unwrap();
+        enter(&mut slot, 250);
         ready_tx.send(tid.to_string()).unwrap();
         let _ = go_rx.recv();
         drop(slot);
@@ -320,6 +320,18 @@ fn burn(cpu: std::time::Duration) {
     while wasmbox_isolation::thread_cpu_time() - start < cpu {}
 }
 
+/// Applies `millicores` (a limit) as a call would and runs ahead of it, so
+/// that the calling thread (the slot's) is in its slot cgroup afterwards,
+/// as a call's epoch tick would put it.
+fn enter(slot: &mut Box<dyn wasmbox_isolation::Slot>, millicores: u64) {
+    if let Some(mut t) = slot.apply(millicores).unwrap() {
+        burn(std::time::Duration::from_millis(2));
+        t.check(std::time::Instant::now() + std::time::Duration::from_secs(60));
+        assert!(t.entered(), "ran ahead of its quota, so it moved in");
+    }
+    assert!(!slot.at_home());
+}
+
 /// What one invocation spent on a worker does not throttle the next: once
 /// the slot is told what was used, its next `apply` refills the period's
 /// budget (and without that report a burn past what is left is throttled).
@@ -349,7 +361,7 @@ fn an_invocation_starts_with_a_fresh_budget_after_a_costly_one() {
                 slot.used(Duration::from_secs(1));
                 let periods = cpu_stat(&dir, "nr_periods");
                 // 100 millicores of a 1 s period: 100 ms of CPU per period.
-                slot.apply(100).unwrap();
+                enter(&mut slot, 100);
                 burn(80 * ms);
                 // Not reported: the budget is left as it is, 20 ms.
                 slot.apply(100).unwrap();
@@ -380,14 +392,14 @@ fn an_invocation_starts_with_a_fresh_budget_after_a_costly_one() {
     });
 }
 
-/// A worker whose calls keep asking for a whole core leaves its slot for
-/// the base cgroup (beside the process's other threads), and the next call
-/// with a limit puts it back in under that limit. Calls that alternate
-/// between quotas keep it in, and so does a limit seen lately.
+/// A worker waits in the base cgroup (beside the process's other threads)
+/// and starts every call there; a call with a limit moves it into its slot
+/// (written by the thread itself: only that thread moves) only once it runs
+/// ahead of its quota, under that quota, and it moves back out after the
+/// call. A call with no limit never moves it.
 #[test]
-fn a_worker_waits_outside_its_slot_while_its_calls_ask_for_a_whole_core() {
-    use wasmbox_isolation::cgroup::LEAVE_AFTER_UNBOUNDED;
-    let Some(root) = TestRoot::new("leave") else {
+fn a_worker_enters_its_slot_only_for_a_call_that_runs_ahead_and_leaves_after() {
+    let Some(root) = TestRoot::new("enter") else {
         return;
     };
     let iso = root.open();
@@ -399,42 +411,30 @@ fn a_worker_waits_outside_its_slot_while_its_calls_ask_for_a_whole_core() {
             let mut slot = iso.slot(0, tid.parse().unwrap()).unwrap();
             let inside = || tasks(&dir) == std::slice::from_ref(&tid);
             let at_base = || tasks(&root.0).contains(&tid);
-            for _ in 1..LEAVE_AFTER_UNBOUNDED {
-                slot.apply(1000).unwrap();
-                assert!(inside() && !at_base());
+            assert!(
+                at_base() && tasks(&dir).is_empty(),
+                "made, and waiting at the base"
+            );
+            for _ in 0..3 {
+                assert!(slot.apply(1000).unwrap().is_none());
+                assert!(at_base() && slot.at_home() && !slot.wants_tidy());
             }
-            assert_eq!(quota().trim(), "-1");
-            // Two cores ask for no limit too: this one is the last in a row.
-            // It still runs in the slot; the worker moves out between calls.
-            slot.apply(2000).unwrap();
-            assert!(inside() && !at_base());
-            assert!(slot.wants_tidy());
-            assert_eq!(iso.moves(), 0);
-            slot.tidy();
-            assert!(tasks(&dir).is_empty() && at_base());
-            assert_eq!(iso.moves(), 1);
-            slot.apply(1000).unwrap();
-            assert!(at_base() && !slot.wants_tidy());
-
-            // A limit: back in, under it (a quarter of the 100 ms period).
-            slot.apply(250).unwrap();
-            assert!(inside() && !at_base());
+            let mut t = slot.apply(250).unwrap().expect("a limit is held");
             assert_eq!(quota().trim(), "25000");
-            assert_eq!(iso.moves(), 2);
-
-            for i in 0..3 * LEAVE_AFTER_UNBOUNDED {
-                slot.apply(if i % 2 == 0 { 1000 } else { 500 }).unwrap();
-                slot.tidy();
-                assert!(inside(), "left the slot at call {i} of an alternating run");
-            }
-            // Calls with a limit ran just now, so a run of calls without
-            // one does not take it out (a mixed load would move it back in).
-            for _ in 0..LEAVE_AFTER_UNBOUNDED {
-                slot.apply(1000).unwrap();
-            }
-            assert!(!slot.wants_tidy());
+            assert!(at_base(), "the call starts at the base");
+            burn(std::time::Duration::from_millis(10));
+            t.check(std::time::Instant::now() + std::time::Duration::from_secs(60));
+            // Only this thread is in the slot: `0` moved the writer, not its process.
+            assert!(t.entered() && inside() && !at_base());
+            assert_eq!(iso.moves(), 1);
+            assert!(slot.wants_tidy());
             slot.tidy();
-            assert!(inside() && !at_base());
+            assert!(at_base() && tasks(&dir).is_empty());
+            assert_eq!(iso.moves(), 2);
+            // In again, then dropped while inside (as a worker that exits).
+            enter(&mut slot, 500);
+            assert!(inside());
+            assert_eq!(quota().trim(), "50000");
             // Dropped, it goes back to the base and the slot goes.
             drop(slot);
             assert!(at_base() && !dir.exists());

@@ -70,8 +70,10 @@ pub struct Invocation {
     /// it the guest is stopped at its next epoch tick
     /// ([`Failure::CpuBudget`]). `None`: no budget.
     pub cpu_budget: Option<Duration>,
-    /// CPU budget enforced from inside the invocation (throttle mode); cgroup
-    /// modes enforce the quota in the kernel and pass `None`.
+    /// The quota as held from inside the invocation, at its epoch ticks: by
+    /// sleeping (throttle mode), or by moving into the worker's slot cgroup
+    /// once the call runs ahead of it (cgroup modes, after which the kernel
+    /// holds it). `None`: no limit, or the kernel holds it already.
     pub throttle: Option<Throttle>,
 }
 

@@ -141,7 +141,7 @@ fn sigterm_with_sleepers_and_spinners_in_flight_ends_within_the_drain_timeout() 
         .args(["--functions", dir.path().to_str().unwrap()])
         .args(["--cpu-isolation", "cgroup-v1", "--cgroup-root"])
         .arg(&cg.0)
-        .args(["--drain-timeout", "1s", "--timeout", "1h"])
+        .args(["--drain-timeout", "1s", "--timeout", "1h", "--workers", "6"])
         .args([
             "--capacity-cpu",
             "1000000",
@@ -163,17 +163,12 @@ fn sigterm_with_sleepers_and_spinners_in_flight_ends_within_the_drain_timeout() 
             clients.push(send_get(&base, "/sleep", "connection: close\r\n").await);
             clients.push(send_get(&base, "/spin", "connection: close\r\n").await);
         }
-        // Every one of them holds a worker in its own slot cgroup.
-        until("six slots with a thread each", || {
-            cg.children()
-                .iter()
-                .filter(|d| {
-                    std::fs::read_to_string(d.join("tasks"))
-                        .map(|t| !t.trim().is_empty())
-                        .unwrap_or(false)
-                })
-                .count()
-                >= 6
+        // Every one of them holds a worker, and a seventh waits for one:
+        // readiness says so.
+        clients.push(send_get(&base, "/sleep", "connection: close\r\n").await);
+        until("six busy workers and one call waiting", || {
+            common::raw_get(port, "/-/ready")
+                .contains("all 6 workers are busy and 1 invocations wait")
         })
         .await;
         clients

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -165,24 +165,11 @@ fn start(root: &mut Root) -> Server {
     }
 }
 
-fn get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp
-}
-
 /// Sends `n` concurrent hello requests and checks every answer.
 fn burst(s: &Server, n: usize) {
     let port = s.port;
     let replies: Vec<_> = (0..n)
-        .map(|_| std::thread::spawn(move || get(port, "/hello")))
+        .map(|_| std::thread::spawn(move || common::raw_get(port, "/hello")))
         .collect();
     for r in replies {
         let r = r.join().unwrap();
@@ -221,28 +208,29 @@ fn tree_of(root: &Root, pid: u32) -> PathBuf {
     found.into_iter().next().unwrap()
 }
 
-/// Slot cgroups of a tree, with the tasks in each.
-/// The slots of `tree` once each holds its worker's thread. A worker
-/// started by the last burst may still be setting up its slot (the
-/// directory exists before its thread moves in): polled, with a deadline,
-/// as the cgroup files have no change notification to await.
+/// The slots of `tree` once none holds a thread: workers wait in the
+/// server's own cgroup and enter their slots only during a call that runs
+/// ahead of its quota, leaving right after it delivers its result. Polled,
+/// with a deadline, as the cgroup files have no change notification to
+/// await.
 fn settled_slots(tree: &Path) -> Vec<(String, String)> {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let s = slots(tree);
         assert!(!s.is_empty(), "{} has no worker slot", tree.display());
-        if s.iter().all(|(_, tasks)| tasks.lines().count() == 1) {
+        if s.iter().all(|(_, tasks)| tasks.is_empty()) {
             return s;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "a slot of {} never held exactly its worker: {s:?}",
+            "a slot of {} still holds a thread between calls: {s:?}",
             tree.display()
         );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
+/// Slot cgroups of a tree, with the tasks in each.
 fn slots(tree: &Path) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = std::fs::read_dir(tree)
         .unwrap()
@@ -311,8 +299,8 @@ fn servers_sharing_a_cgroup_root_sweep_only_the_dead_ones() {
     let c = start(&mut root);
     assert!(!tree_a.exists(), "{} was not swept", tree_a.display());
     assert!(tree_b.join("anchor").is_dir());
-    // Every slot b had is still there with its thread (b may have started
-    // more workers since: it makes them lazily).
+    // Every slot b had is still there (b may have started more workers
+    // since: it makes them lazily).
     let now_b = settled_slots(&tree_b);
     assert!(
         slots_b.iter().all(|s| now_b.contains(s)),

@@ -115,9 +115,9 @@ fn serve(
             }) => {
                 *backoff = pool.config.retry_backoff;
                 if worker.slot.wants_tidy() {
-                    // Not counted free while the slot moves the thread (a
-                    // cgroup move can take milliseconds): a job sent
-                    // meanwhile goes to another worker instead of waiting.
+                    // Not counted free while the slot moves the thread out
+                    // (tens of µs): a job sent meanwhile goes to another
+                    // worker instead of waiting.
                     deliver_on(id, deliver);
                     worker.slot.tidy();
                     pool.handoff.freed();

@@ -57,7 +57,7 @@ impl Workers {
             slot_moves: counter(
                 r,
                 "worker_slot_moves",
-                "Worker threads moved into or out of their cgroup slots after the slots were made (a move can wait milliseconds for the kernel)",
+                "Worker threads moved into or out of their cgroup slots after the slots were made (two per call that ran ahead of its quota)",
             ),
             function_queued: family(
                 r,

@@ -16,6 +16,24 @@ use wasmbox::config::{Cli, Command};
 use wasmbox::http::App;
 use wasmbox::server::Server;
 
+/// `GET path` on 127.0.0.1:`port` over a fresh connection, blocking, with
+/// `connection: close`: the whole response as text (for a server running
+/// as a child process; read timeout 30 s).
+pub fn raw_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
+
 /// A loopback port that was free a moment ago, for a child process to bind.
 pub fn free_port() -> u16 {
     let [port] = free_ports();
