@@ -20,10 +20,9 @@ use crate::server_ctl::{self, Served};
 /// Admission capacity (millicores) that never binds for hello.
 pub(crate) const NOT_BINDING: &str = "256000";
 
-/// A quota below a core, for the rows where calls are held to one: a
-/// worker whose calls ask for a whole core waits outside its cgroup
-/// (crates/isolation/src/cgroup.rs, `LEAVE_AFTER_UNBOUNDED`), one held to a
-/// quota stays in it.
+/// A quota below a core, for the rows where calls are held to one (a
+/// cgroup mode's worker moves into its slot cgroup for such a call once it
+/// runs ahead of the quota, crates/isolation/src/cgroup.rs).
 pub(crate) const HELD_QUOTA: u64 = 500;
 
 /// One measured hello cell.

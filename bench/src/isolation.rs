@@ -176,8 +176,9 @@ pub fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     writeln!(r, "## Per-invocation isolation cost\n")?;
     writeln!(
         r,
-        "wasmbox: `Slot::apply` on a worker thread already in its slot, quota alternating 250/500 so every call \
-         writes (the worst case; an unchanged quota writes nothing). Reference: its per-request cgroup lifecycle \
+        "wasmbox: `Slot::apply` on a worker thread, quota alternating 250/500 so every call \
+         writes (the worst case; an unchanged quota writes nothing); a call that runs ahead of its quota also \
+         moves its thread into the slot and back, not measured here. Reference: its per-request cgroup lifecycle \
          re-enacted (mkdir, quota, move thread in, move back, rmdir). Back to back: {n} invocations; after idle: \
          {n_idle} invocations each after 50 ms of sleep.\n"
     )?;

@@ -1,9 +1,8 @@
 //! Two tenants on one cgroup-v1 server: hello with no limit (`cpu_quota:
 //! 1000`, a whole core) beside hello held to half a core, and how often
-//! worker threads moved between cgroups meanwhile. A worker running only
-//! calls with no limit waits outside its slot; moving it (out, or back in
-//! for a call with a limit) can wait for an RCU grace period, milliseconds,
-//! so under a mixed load the workers stay in their slots.
+//! worker threads moved between cgroups meanwhile. Workers wait outside
+//! their slots and enter one only for a call with a limit that runs ahead
+//! of it (two moves per such call, tens of µs each).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -71,8 +70,7 @@ pub(crate) fn section(dur: Duration) -> anyhow::Result<String> {
          {UNLIMITED_CLIENTS} clients calling hello with `cpu_quota: 1000` (no limit: one thread cannot use more \
          than a core) beside one client calling it with `cpu_quota: {LIMITED_QUOTA}`, each on its own keep-alive \
          connection. Moves: worker threads moved into or out of their slot cgroups in the window \
-         (`wasmbox_worker_slot_moves_total`). A lone move waits for an RCU grace period (6-19 ms measured here), \
-         so a worker stays in its slot while any call has had a limit within the last second.\n",
+         (`wasmbox_worker_slot_moves_total`): two per call that ran ahead of its quota.\n",
         dur.as_secs_f64()
     )?;
     writeln!(

@@ -260,6 +260,10 @@ impl Door {
     /// epoch tick). A failure is logged and kept for the slot's next
     /// `apply`; the caller then holds the call itself.
     pub fn enter(&self) -> bool {
+        debug_assert!(
+            self.who != "0" || crate::current_tid() == self.tid,
+            "a slot's door is used on its own thread only: `0` moves the caller"
+        );
         match fs::write(&self.join, &self.who) {
             Ok(()) => {
                 self.inside.store(true, Ordering::Relaxed);
@@ -405,7 +409,11 @@ impl Slot for CgroupSlot {
             // leave), or not held at all.
             return Ok(None);
         }
-        Ok(Some(Throttle::entering(millicores, self.door.clone())))
+        Ok(Some(Throttle::entering(
+            millicores,
+            Duration::from_micros(self.period_us),
+            self.door.clone(),
+        )))
     }
 
     fn wants_tidy(&self) -> bool {
@@ -554,7 +562,8 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         t.check(far());
         assert!(!t.entered() && slot.at_home() && read(&join).is_empty());
-        // Ahead of it: in, with nothing slept (the kernel holds it now).
+        // Ahead of it (30 ms of CPU, more than the 25 ms it can bank): in,
+        // with nothing slept (the kernel holds it now).
         burn(Duration::from_millis(30));
         t.check(far());
         assert!(t.entered() && t.slept.is_zero());
@@ -571,6 +580,25 @@ mod tests {
         assert_eq!(shared.moves(), 2);
     }
 
+    /// A call that waited a long time (in a host call) and then spins
+    /// enters once it has used more than one period's quota beyond what it
+    /// earned: waiting banks no more than that.
+    #[test]
+    fn a_call_that_waited_enters_once_it_spends_more_than_a_period_banks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut slot, join, _home) = standin_slot(tmp.path(), Arc::default());
+        let mut t = slot.apply(250).unwrap().unwrap();
+        // 200 ms at 250 millicores earns 50 ms; at most 25 ms is banked.
+        std::thread::sleep(Duration::from_millis(200));
+        burn(Duration::from_millis(40));
+        t.check(far());
+        assert!(
+            t.entered(),
+            "40 ms of CPU after a wait is ahead of 25 ms banked"
+        );
+        assert_eq!(read(&join), "4242");
+    }
+
     /// Leaving the slot only saves time: where the move out fails, the
     /// thread stays in its slot (no later call tries again), and its calls
     /// run under their quotas from the start, with no throttle.
@@ -579,7 +607,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (mut slot, _join, home) = standin_slot(tmp.path(), Arc::default());
         let mut t = slot.apply(250).unwrap().unwrap();
-        burn(Duration::from_millis(10));
+        // More than the 25 ms a call at 250 millicores can bank.
+        burn(Duration::from_millis(30));
         t.check(far());
         assert!(t.entered());
         std::fs::remove_file(&home).unwrap();
@@ -603,10 +632,11 @@ mod tests {
         let (mut slot, join, _home) = standin_slot(tmp.path(), Arc::default());
         std::fs::remove_file(&join).unwrap();
         let mut t = slot.apply(100).unwrap().unwrap();
-        burn(Duration::from_millis(10));
+        // 10 ms ahead at least (at most 10 ms banked): 100 ms of sleep.
+        burn(Duration::from_millis(20));
         t.check(far());
         assert!(!t.entered() && slot.at_home());
-        assert!(t.slept >= Duration::from_millis(50), "slept {:?}", t.slept);
+        assert!(t.slept >= Duration::from_millis(100), "slept {:?}", t.slept);
         let e = slot.apply(100).expect_err("the failed move is reported");
         assert!(e.to_string().contains("tasks"), "{e}");
     }

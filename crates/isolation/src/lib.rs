@@ -109,8 +109,9 @@ pub trait Isolation: Send + Sync {
     fn mode(&self) -> Mode;
     /// One line for the startup log: what is used, where.
     fn describe(&self) -> String;
-    /// Creates the calling worker thread's slot and puts the thread in it.
-    /// Called once, on the worker thread itself.
+    /// Creates the calling worker thread's slot (a cgroup mode moves the
+    /// thread in and back out once, to prove it can). Called once, on the
+    /// worker thread itself.
     fn slot(&self, worker: usize, tid: i32) -> Result<Box<dyn Slot>, IsolationError>;
     /// The period over which quotas are enforced, `None` when this mode
     /// enforces none (then no [`Ledger`] is kept either).

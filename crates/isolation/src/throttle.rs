@@ -4,10 +4,13 @@
 //! (CLOCK_THREAD_CPUTIME_ID) with what its quota allowed since the
 //! invocation began, and sleep the thread until the budget catches up.
 //!
-//! The budget is continuous (quota x elapsed wall time) rather than reset per
-//! period, so oversleeping and tick granularity correct themselves over the
-//! run. Host calls that block are not throttled (they use no CPU) and guests
-//! can only run ahead by about one epoch tick.
+//! The budget is continuous (quota x elapsed wall time, less what was used)
+//! rather than reset per period, so oversleeping and tick granularity
+//! correct themselves over the run; what a call saves by using less is
+//! banked up to one period's quota. Host calls that block are not throttled
+//! (they use no CPU). A guest runs ahead by what it does between two checks:
+//! about one epoch tick of Wasm, or one operation that has no check inside
+//! it (instantiation, a bulk memory instruction, a host call's own CPU).
 //!
 //! The cgroup modes use the same check to decide when a call enters its
 //! slot cgroup: a [`Throttle`] made by [`Throttle::entering`] moves the
@@ -30,12 +33,24 @@ pub fn thread_cpu_time() -> Duration {
 }
 
 /// The budget of one invocation; lives in the store, checked at each tick.
+///
+/// A leaky bucket: the call earns its quota's rate of CPU time per wall
+/// second and spends what it uses; it is ahead once it has spent more than
+/// it earned. What it earns while using less (waiting in a host call, or
+/// asleep here) is banked up to one period's quota, what a fresh CFS period
+/// gives: a guest that waits a minute cannot then run at a whole core for
+/// seconds.
 #[derive(Debug, Clone)]
 pub struct Throttle {
     /// CPU seconds allowed per wall second (millicores / 1000).
     rate: f64,
-    start_wall: Instant,
-    start_cpu: Duration,
+    /// The most credit the call can bank, in CPU seconds.
+    cap: f64,
+    /// CPU seconds the call may still use before it is ahead (negative:
+    /// ahead by that much).
+    credit: f64,
+    last_wall: Instant,
+    last_cpu: Duration,
     /// Time spent asleep so far (for reporting).
     pub slept: Duration,
     /// The slot cgroup to move into when the call runs ahead (cgroup
@@ -46,26 +61,31 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// Starts a budget of `millicores` for the calling thread.
-    pub fn new(millicores: u64) -> Self {
+    /// Starts a budget of `millicores` for the calling thread, banking at
+    /// most one `period`'s quota.
+    pub fn new(millicores: u64, period: Duration) -> Self {
+        let rate = millicores as f64 / 1000.0;
         Throttle {
-            rate: millicores as f64 / 1000.0,
-            start_wall: Instant::now(),
-            start_cpu: thread_cpu_time(),
+            rate,
+            cap: rate * period.as_secs_f64(),
+            credit: 0.0,
+            last_wall: Instant::now(),
+            last_cpu: thread_cpu_time(),
             slept: Duration::ZERO,
             door: None,
             entered: false,
         }
     }
 
-    /// A budget of `millicores` that, the first time the call runs ahead
-    /// of it, moves the calling thread into its slot cgroup through `door`
-    /// (whose quota is in place) instead of sleeping. If that move fails,
-    /// the call is held here, by sleeping, as in the throttle mode.
-    pub fn entering(millicores: u64, door: Arc<Door>) -> Self {
+    /// A budget of `millicores` (banking at most one `period`'s quota)
+    /// that, the first time the call runs ahead of it, moves the calling
+    /// thread into its slot cgroup through `door` (whose quota is in
+    /// place) instead of sleeping. If that move fails, the call is held
+    /// here, by sleeping, as in the throttle mode.
+    pub fn entering(millicores: u64, period: Duration, door: Arc<Door>) -> Self {
         Throttle {
             door: Some(door),
-            ..Throttle::new(millicores)
+            ..Throttle::new(millicores, period)
         }
     }
 
@@ -78,27 +98,34 @@ impl Throttle {
     /// starts: time spent waiting is not CPU the guest may then use at
     /// once).
     pub fn restart(&mut self) {
-        self.start_wall = Instant::now();
-        self.start_cpu = thread_cpu_time();
+        self.credit = 0.0;
+        self.last_wall = Instant::now();
+        self.last_cpu = thread_cpu_time();
     }
 
-    /// Called on the guest's thread: sleeps while the thread is over its
-    /// budget, but never past `deadline`.
+    /// Called on the guest's thread: once the call is ahead of its
+    /// budget, moves it into its slot (see [`Throttle::entering`]) or
+    /// sleeps until it is not, but never past `deadline`.
     pub fn check(&mut self, deadline: Instant) {
         if self.rate >= 1.0 || self.entered {
             return; // a thread cannot use more than one core anyway
         }
-        let used = (thread_cpu_time() - self.start_cpu).as_secs_f64();
         let now = Instant::now();
-        let allowed = self.rate * (now - self.start_wall).as_secs_f64();
-        if used > allowed {
+        let cpu = thread_cpu_time();
+        // Earned, capped, then spent: banked credit never exceeds the cap.
+        let earned = self.rate * (now - self.last_wall).as_secs_f64();
+        self.credit = (self.credit + earned).min(self.cap) - (cpu - self.last_cpu).as_secs_f64();
+        self.last_wall = now;
+        self.last_cpu = cpu;
+        if self.credit < 0.0 {
             if let Some(door) = self.door.take() {
                 if door.enter() {
                     self.entered = true;
                     return;
                 }
             }
-            let wait = Duration::from_secs_f64((used - allowed) / self.rate);
+            // The sleep earns the credit back at the next check.
+            let wait = Duration::from_secs_f64(-self.credit / self.rate);
             let wait = wait.min(deadline.saturating_duration_since(now));
             std::thread::sleep(wait);
             self.slept += wait;
@@ -135,7 +162,9 @@ impl Isolation for ThrottleMode {
         "userspace throttle: guests sleep at epoch ticks when their thread CPU time runs ahead of cpu_quota (no cgroup privileges needed)".into()
     }
     fn slot(&self, _worker: usize, _tid: i32) -> Result<Box<dyn Slot>, IsolationError> {
-        Ok(Box::new(ThrottleSlot))
+        Ok(Box::new(ThrottleSlot {
+            period: self.period,
+        }))
     }
     /// Each invocation's [`Throttle`] is continuous, not periodic; the
     /// period sizes the [`crate::Ledger`]'s burst, as for the cgroup modes.
@@ -144,11 +173,13 @@ impl Isolation for ThrottleMode {
     }
 }
 
-struct ThrottleSlot;
+struct ThrottleSlot {
+    period: Duration,
+}
 
 impl Slot for ThrottleSlot {
     fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError> {
-        Ok(Some(Throttle::new(millicores)))
+        Ok(Some(Throttle::new(millicores, self.period)))
     }
 }
 
@@ -160,7 +191,7 @@ mod tests {
     /// epoch ticks would, holds close to its share.
     #[test]
     fn a_busy_thread_is_held_near_its_quota() {
-        let mut t = Throttle::new(250);
+        let mut t = Throttle::new(250, Duration::from_millis(100));
         let start = Instant::now();
         let cpu0 = thread_cpu_time();
         let deadline = start + Duration::from_secs(60);
@@ -174,9 +205,24 @@ mod tests {
         assert!(t.slept > Duration::from_millis(300), "slept {:?}", t.slept);
     }
 
+    /// What a call saves while it waits (in a host call, using no CPU) is
+    /// banked up to one period's quota, not without end: after 200 ms of
+    /// waiting at 250 millicores (50 ms earned, 25 ms banked), 60 ms of CPU
+    /// at once puts it 35 ms ahead, and it sleeps that off (140 ms at its
+    /// rate). Banking all it earned, it would not sleep at all.
+    #[test]
+    fn credit_banked_while_waiting_is_capped_at_one_period() {
+        let mut t = Throttle::new(250, Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(200));
+        let tick = thread_cpu_time();
+        while thread_cpu_time() - tick < Duration::from_millis(60) {}
+        t.check(Instant::now() + Duration::from_secs(60));
+        assert!(t.slept >= Duration::from_millis(100), "slept {:?}", t.slept);
+    }
+
     #[test]
     fn never_sleeps_past_the_deadline() {
-        let mut t = Throttle::new(10);
+        let mut t = Throttle::new(10, Duration::from_millis(100));
         let tick = thread_cpu_time();
         while thread_cpu_time() - tick < Duration::from_millis(20) {}
         let start = Instant::now();

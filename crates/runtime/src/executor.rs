@@ -101,8 +101,8 @@ impl Executor {
 
     /// Starts `n` workers now (no more than `max_workers` in all), each of
     /// which makes its isolation slot and waits for jobs, so the first
-    /// calls do not wait for a thread and its slot (a cgroup move alone can
-    /// take milliseconds). Returns how many started.
+    /// calls do not wait for a thread and its slot (making one is a mkdir
+    /// and a move in and out). Returns how many started.
     pub fn prestart(&self, n: usize) -> usize {
         self.pool.prestart(n)
     }

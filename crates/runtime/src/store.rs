@@ -20,7 +20,9 @@ pub struct Host {
     pub wasi: WasiP1Ctx,
     /// The memory cap, and the growth it refused.
     pub limits: MemoryCap,
-    /// Userspace CPU budget (throttle mode), checked at every epoch tick.
+    /// The quota as held from inside the call, checked at every epoch tick
+    /// (throttle mode: sleeps; cgroup modes: moves into the slot once
+    /// ahead).
     pub throttle: Option<Throttle>,
     /// Set when the host stopped the guest: why.
     pub stopped: Option<Stop>,

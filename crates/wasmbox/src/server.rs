@@ -56,8 +56,8 @@ impl Server {
             isolation,
         ));
         // One worker per core the container may use starts now, so that the
-        // first calls find a thread in its slot rather than wait while one
-        // is made (a lone cgroup move can take milliseconds).
+        // first calls find a thread and its slot rather than wait while
+        // they are made.
         let cores = detected.capacity.cpu_millis.div_ceil(1000).max(1);
         executor.prestart(usize::try_from(cores).unwrap_or(1));
         // After isolation is set up: cgroup-v2 moves this process into its

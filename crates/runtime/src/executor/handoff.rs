@@ -17,16 +17,14 @@
 //! stays shared: a worker that finishes takes the next job before it parks,
 //! whoever was woken for it, so no job waits for one particular thread.
 //!
-//! Where workers wait in different places, a job wakes the most recently
-//! idle worker that waits where the job runs, if any: one held to a quota
-//! below a core, a worker inside its slot cgroup; one with no limit, a
-//! worker at home (whose calls asked for no limit lately). A worker at home
-//! would move its thread into its cgroup for a quota, on the request path,
-//! and a lone cgroup move can wait out an RCU grace period (milliseconds).
-//! Calls with no limit kept off the workers inside keep them there, and so
-//! ready for the next call with a quota. Only the choice of whom to wake
-//! follows the call: the worker woken takes the job at the front of the
-//! queue, which may be another one.
+//! Idle workers wait at home, in the process's own cgroup, unless a cgroup
+//! mode's worker could not move back out of its slot. Where workers wait in
+//! different places, a job wakes the most recently idle worker that waits
+//! where the job runs, if any: one held to a quota below a core, a worker
+//! inside its slot cgroup (already under a quota); one with no limit, a
+//! worker at home. Only the choice of whom to wake follows the call: the
+//! worker woken takes the job at the front of the queue, which may be
+//! another one.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

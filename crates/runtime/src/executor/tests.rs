@@ -715,8 +715,7 @@ impl Isolation for SlowTidySlots {
 
 /// A worker moving its thread out of its cgroup between calls is not free
 /// meanwhile: the next job goes to another worker instead of waiting for
-/// the move (which takes milliseconds when the kernel waits for an RCU
-/// grace period).
+/// the move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_sent_while_a_worker_tidies_its_slot_runs_on_another() {
     let (entered_tx, entered) = std::sync::mpsc::channel();

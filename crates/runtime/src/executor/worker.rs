@@ -127,6 +127,9 @@ fn serve(
                 }
             }
             Err(_) => {
+                // A call that panicked after moving into its slot leaves it
+                // as any other does.
+                worker.slot.tidy();
                 pool.handoff.freed();
                 tracing::error!(worker = id, "invocation panicked");
             }
