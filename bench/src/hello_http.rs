@@ -22,7 +22,7 @@ pub(crate) const NOT_BINDING: &str = "256000";
 
 /// A quota below a core, for the rows where calls are held to one (a
 /// cgroup mode's worker moves into its slot cgroup for such a call once it
-/// runs ahead of the quota, crates/isolation/src/cgroup.rs).
+/// reaches its first epoch tick, crates/isolation/src/cgroup.rs).
 pub(crate) const HELD_QUOTA: u64 = 500;
 
 /// One measured hello cell.

@@ -177,7 +177,7 @@ pub fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     writeln!(
         r,
         "wasmbox: `Slot::apply` on a worker thread, quota alternating 250/500 so every call \
-         writes (the worst case; an unchanged quota writes nothing); a call that runs ahead of its quota also \
+         writes (the worst case; an unchanged quota writes nothing); a call that reaches an epoch tick also \
          moves its thread into the slot and back, not measured here. Reference: its per-request cgroup lifecycle \
          re-enacted (mkdir, quota, move thread in, move back, rmdir). Back to back: {n} invocations; after idle: \
          {n_idle} invocations each after 50 ms of sleep.\n"

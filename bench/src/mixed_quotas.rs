@@ -1,8 +1,8 @@
 //! Two tenants on one cgroup-v1 server: hello with no limit (`cpu_quota:
 //! 1000`, a whole core) beside hello held to half a core, and how often
 //! worker threads moved between cgroups meanwhile. Workers wait outside
-//! their slots and enter one only for a call with a limit that runs ahead
-//! of it (two moves per such call, tens of µs each).
+//! their slots and enter one only for a call with a limit that reaches an
+//! epoch tick (two moves per such call, tens of µs each).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -70,7 +70,7 @@ pub(crate) fn section(dur: Duration) -> anyhow::Result<String> {
          {UNLIMITED_CLIENTS} clients calling hello with `cpu_quota: 1000` (no limit: one thread cannot use more \
          than a core) beside one client calling it with `cpu_quota: {LIMITED_QUOTA}`, each on its own keep-alive \
          connection. Moves: worker threads moved into or out of their slot cgroups in the window \
-         (`wasmbox_worker_slot_moves_total`): two per call that ran ahead of its quota.\n",
+         (`wasmbox_worker_slot_moves_total`): two per call with a limit that reached an epoch tick.\n",
         dur.as_secs_f64()
     )?;
     writeln!(

@@ -4,13 +4,13 @@
 //! ```text
 //! <base>/wasmbox-<id>/            the instance tree (see crate::cgroup)
 //!     ├── anchor/                 a parked thread of ours, from open to shutdown
-//!     ├── slot-0/                 worker 0 while a call runs ahead; cpu.cfs_quota_us
+//!     ├── slot-0/                 worker 0 while a limited call runs; cpu.cfs_quota_us
 //!     └── slot-1/ ...
 //! ```
 //! Workers wait in `<base>`; per invocation with a limit only
 //! `cpu.cfs_quota_us` is rewritten, on a kept-open fd, and only when the
 //! quota changes, and the worker moves into its slot only once the call
-//! runs ahead of its quota ([`cgroup::CgroupSlot`]). The anchor keeps
+//! reaches its first epoch tick ([`cgroup::CgroupSlot`]). The anchor keeps
 //! the tree live (to the sweep of other servers) before any worker has
 //! started. The tree's `cpu.shares` is [`tree_shares`].
 

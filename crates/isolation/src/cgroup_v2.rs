@@ -9,7 +9,7 @@
 //!     │                       process moves here (P must hold no processes to
 //!     │                       delegate cpu: no-internal-process rule)
 //!     ├── slot-0/             cgroup.type = threaded; worker 0, while a call
-//!     │                       runs ahead, in cgroup.threads; cpu.max
+//!     │                       with a limit runs, in cgroup.threads; cpu.max
 //!     └── slot-1/ ...
 //! ```
 //! The process in the tree keeps it live for the sweep of other servers.

@@ -4,9 +4,10 @@
 //! life. Before each invocation the worker calls [`Slot::apply`] with the
 //! request's `cpu_quota` (millicores, 1000 = one core); a slot only touches
 //! the kernel there when the quota differs from the one it already has. In
-//! the cgroup modes the thread moves into its slot cgroup only when a call
-//! runs ahead of its quota, at an epoch tick, and back out after that call
-//! ([`cgroup::CgroupSlot`]): a short call never crosses a cgroup boundary.
+//! the cgroup modes the thread moves into its slot cgroup only once a call
+//! with a limit reaches its first epoch tick, and back out after that call
+//! ([`cgroup::CgroupSlot`]): a call shorter than that never crosses a
+//! cgroup boundary.
 //!
 //! Modes, one file each:
 //! - [`cgroup_v2`]: one threaded cgroup per worker, `cpu.max`;
@@ -119,7 +120,7 @@ pub trait Isolation: Send + Sync {
         None
     }
     /// Worker threads moved into or out of their slots after the slots
-    /// were made (cgroup modes: two per call that ran ahead of its quota,
+    /// were made (cgroup modes: two per limited call that reached an epoch tick,
     /// see [`cgroup::Door`]).
     fn moves(&self) -> u64 {
         0
@@ -134,7 +135,7 @@ pub trait Slot: Send {
     /// Holds the thread to `millicores` for its next invocation. Returns a
     /// [`Throttle`] when the limit is enforced from inside the invocation,
     /// checked at its epoch ticks (throttle mode: by sleeping; cgroup modes:
-    /// by moving into the slot cgroup once the call runs ahead), `None` when
+    /// by moving into the slot cgroup at the call's first tick), `None` when
     /// nothing is to be held or the kernel holds it already.
     fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError>;
     /// The invocation run after the last `apply` used `cpu` of this

@@ -72,7 +72,7 @@ pub struct Invocation {
     pub cpu_budget: Option<Duration>,
     /// The quota as held from inside the invocation, at its epoch ticks: by
     /// sleeping (throttle mode), or by moving into the worker's slot cgroup
-    /// once the call runs ahead of it (cgroup modes, after which the kernel
+    /// at the call's first tick (cgroup modes, after which the kernel
     /// holds it). `None`: no limit, or the kernel holds it already.
     pub throttle: Option<Throttle>,
 }

@@ -21,8 +21,8 @@ pub struct Host {
     /// The memory cap, and the growth it refused.
     pub limits: MemoryCap,
     /// The quota as held from inside the call, checked at every epoch tick
-    /// (throttle mode: sleeps; cgroup modes: moves into the slot once
-    /// ahead).
+    /// (throttle mode: sleeps; cgroup modes: moves into the slot at the
+    /// call's first tick).
     pub throttle: Option<Throttle>,
     /// Set when the host stopped the guest: why.
     pub stopped: Option<Stop>,

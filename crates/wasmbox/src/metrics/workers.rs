@@ -57,7 +57,7 @@ impl Workers {
             slot_moves: counter(
                 r,
                 "worker_slot_moves",
-                "Worker threads moved into or out of their cgroup slots after the slots were made (two per call that ran ahead of its quota)",
+                "Worker threads moved into or out of their cgroup slots after the slots were made (two per call with a limit that reached an epoch tick)",
             ),
             function_queued: family(
                 r,
