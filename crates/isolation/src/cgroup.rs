@@ -20,9 +20,8 @@
 //!
 //! A slot is a cgroup directory its worker thread moves into once a call
 //! with a limit reaches its first epoch tick, with the quota file kept
-//! open. The thread
-//! waits, and starts each call, in the process's own cgroup, and moves back
-//! there between calls ([`CgroupSlot`], [`Door`]).
+//! open. The thread waits, and starts each call, in the process's own
+//! cgroup, and moves back there between calls ([`CgroupSlot`], [`Door`]).
 
 use std::fmt;
 use std::fs::File;
