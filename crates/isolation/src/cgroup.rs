@@ -266,12 +266,8 @@ impl Door {
             self.who != "0" || crate::current_tid() == self.tid,
             "a slot's door is used on its own thread only: `0` moves the caller"
         );
-        match fs::write(&self.join, &self.who) {
-            Ok(()) => {
-                self.inside.store(true, Ordering::Relaxed);
-                self.shared.moved();
-                true
-            }
+        match self.go(&self.join, true) {
+            Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "a worker could not move into its slot cgroup; its call is throttled in userspace and the worker retires");
                 *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -281,8 +277,14 @@ impl Door {
     }
 
     fn leave(&self) -> Result<(), IsolationError> {
-        fs::write(&self.home, &self.who)?;
-        self.inside.store(false, Ordering::Relaxed);
+        self.go(&self.home, false)
+    }
+
+    /// One move: the thread into the cgroup whose file is `to`, which is
+    /// the slot if `inside`.
+    fn go(&self, to: &Path, inside: bool) -> Result<(), IsolationError> {
+        fs::write(to, &self.who)?;
+        self.inside.store(inside, Ordering::Relaxed);
         self.shared.moved();
         Ok(())
     }
@@ -494,6 +496,7 @@ pub fn v1_trees_of_process(pid: u32, v1_cpu_root: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::throttle::burn;
 
     /// A slot over STAND-IN directories (crate::standin) whose thread goes
     /// home to `<tmp>/tasks`; no thread really moves (the slot's TID, 4242,
@@ -527,12 +530,6 @@ mod tests {
 
     fn read(p: &Path) -> String {
         std::fs::read_to_string(p).unwrap()
-    }
-
-    /// Uses `d` of this thread's CPU time.
-    fn burn(d: Duration) {
-        let t = crate::thread_cpu_time();
-        while crate::thread_cpu_time() - t < d {}
     }
 
     fn far() -> std::time::Instant {

@@ -31,6 +31,13 @@ pub fn thread_cpu_time() -> Duration {
         .unwrap_or_default()
 }
 
+/// Uses `d` of the calling thread's CPU time (for this crate's tests).
+#[cfg(test)]
+pub(crate) fn burn(d: Duration) {
+    let t = thread_cpu_time();
+    while thread_cpu_time() - t < d {}
+}
+
 /// The budget of one invocation; lives in the store, checked at each tick.
 ///
 /// A leaky bucket: the call earns its quota's rate of CPU time per wall
@@ -207,8 +214,7 @@ mod tests {
         let cpu0 = thread_cpu_time();
         let deadline = start + Duration::from_secs(60);
         while start.elapsed() < Duration::from_millis(600) {
-            let tick = thread_cpu_time();
-            while thread_cpu_time() - tick < Duration::from_millis(1) {}
+            burn(Duration::from_millis(1));
             t.check(deadline);
         }
         let share = (thread_cpu_time() - cpu0).as_secs_f64() / start.elapsed().as_secs_f64();
@@ -225,8 +231,7 @@ mod tests {
     fn credit_banked_while_waiting_is_capped_at_one_period() {
         let mut t = Throttle::new(250, Duration::from_millis(100));
         std::thread::sleep(Duration::from_millis(200));
-        let tick = thread_cpu_time();
-        while thread_cpu_time() - tick < Duration::from_millis(60) {}
+        burn(Duration::from_millis(60));
         t.check(Instant::now() + Duration::from_secs(60));
         assert!(t.slept >= Duration::from_millis(60), "slept {:?}", t.slept);
     }
@@ -234,8 +239,7 @@ mod tests {
     #[test]
     fn never_sleeps_past_the_deadline() {
         let mut t = Throttle::new(10, Duration::from_millis(100));
-        let tick = thread_cpu_time();
-        while thread_cpu_time() - tick < Duration::from_millis(20) {}
+        burn(Duration::from_millis(20));
         let start = Instant::now();
         t.check(start + Duration::from_millis(50));
         assert!(start.elapsed() < Duration::from_millis(500));
