@@ -217,8 +217,8 @@ async fn cgroup_v1_leaves_no_cgroup_after_traps_timeouts_and_shutdown() {
     half("/boom").await.expect(500, &["unreachable"]);
 
     // While serving: one slot per worker, each empty between calls (a
-    // worker enters its slot only while a call runs ahead of its quota, as
-    // the spinner did, and leaves right after delivering its result:
+    // worker enters its slot only for a limited call that reaches an epoch
+    // tick, as the spinner did, and leaves right after delivering its result:
     // polled, with a deadline, as cgroup files have no change notification).
     let dirs = our_v1_dirs();
     assert_eq!(dirs.len(), s.app.executor.workers(), "{dirs:?}");
@@ -348,8 +348,8 @@ async fn cgroup_v2_places_a_worker_thread_in_a_threaded_child_on_the_real_mount(
             .spawn(|| {
                 let tid = wasmbox_isolation::current_tid();
                 let mut slot = v2.slot(0, tid).unwrap();
-                // A call that runs ahead of its quota enters its slot (with
-                // no cpu controller, only placed there).
+                // A limited call enters its slot at its first tick (with no
+                // cpu controller, it is only placed there).
                 let mut hold = slot.apply(500).unwrap().expect("a limit");
                 let burn = |ms| {
                     let t = wasmbox_isolation::thread_cpu_time();
