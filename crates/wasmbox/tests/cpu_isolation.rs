@@ -120,13 +120,17 @@ async fn throttle_quota_change_between_invocations() {
 /// A tenant that splits its work into many short calls, one after another,
 /// each of which a fresh budget lets run at full speed, is still held to
 /// its quota over the whole run (the executor's CPU ledger): 8 ms spins at
-/// 100 millicores on 4 workers, for 2 s.
+/// 100 millicores on 4 workers, for 2 s. And held no more than that: each
+/// call runs to its first tick and then waits out what it ran ahead, so
+/// dozens fit in 2 s (a CI run found only 7, each billed 28 ms of CPU: the
+/// throttle charged its own wake-ups to the guest and slept again and
+/// again on them).
 async fn short_calls_are_held_to_the_quota(mode: &str) {
     let s = TestServer::start(&["spin.wasm"], &["--cpu-isolation", mode, "--workers", "4"]).await;
     // Loaded (compiled) before the clock starts.
     s.get("/spin?arg=1").await.expect(200, &["spun"]);
     let start = std::time::Instant::now();
-    let (mut cpu_ms, mut calls) = (0.0, 0);
+    let (mut cpu_ms, mut most_ms, mut calls) = (0.0f64, 0.0f64, 0);
     while start.elapsed() < std::time::Duration::from_secs(2) {
         let r = s
             .request(
@@ -137,12 +141,14 @@ async fn short_calls_are_held_to_the_quota(mode: &str) {
             )
             .await;
         r.expect(200, &["spun"]);
-        cpu_ms += phase(r.header("server-timing").unwrap(), "cpu");
+        let cpu = phase(r.header("server-timing").unwrap(), "cpu");
+        cpu_ms += cpu;
+        most_ms = most_ms.max(cpu);
         calls += 1;
     }
     let share = cpu_ms / start.elapsed().as_secs_f64() / 1e3;
     eprintln!(
-        "{mode}: {calls} calls of 8 ms at 100 m: {:.1} % of a core",
+        "{mode}: {calls} calls of 8 ms at 100 m, at most {most_ms:.1} ms of CPU in one: {:.1} % of a core",
         share * 100.0
     );
     // Not more than the quota (nor much less): 10 % of a core, give or
