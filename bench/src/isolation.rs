@@ -134,7 +134,10 @@ pub(crate) fn v1_base() -> Option<PathBuf> {
 }
 
 /// CPU share `spin` gets over `ms` at `quota` from a server in `mode`.
-fn measured_share(port: u16, quota: u64, ms: u64) -> anyhow::Result<f64> {
+/// The CPU share one `spin` call of `ms` received (Server-Timing `cpu` /
+/// `execute`), and the work the guest did: its rounds per second of
+/// execution.
+fn measured_share(port: u16, quota: u64, ms: u64) -> anyhow::Result<(f64, f64)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     write!(
         s,
@@ -160,7 +163,15 @@ fn measured_share(port: u16, quota: u64, ms: u64) -> anyhow::Result<f64> {
     if !r.starts_with("HTTP/1.1 200") {
         bail!("spin failed: {r}");
     }
-    Ok(phase("cpu") / phase("execute"))
+    let rounds: f64 = r
+        .split_once("spun ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("spin printed no round count")?;
+    Ok((
+        phase("cpu") / phase("execute"),
+        rounds / phase("execute") * 1e3,
+    ))
 }
 
 pub fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
@@ -263,26 +274,49 @@ pub fn run(quick: bool, out: &Path) -> anyhow::Result<()> {
     }
 
     writeln!(r, "\n## Quota accuracy\n")?;
-    writeln!(r, "CPU share received by `spin` running 2 s of wall time over HTTP, thread CPU time / wall time (Server-Timing `cpu` / `execute`).\n")?;
+    writeln!(r, "CPU share received by `spin` running 2 s of wall time over HTTP, thread CPU time / wall time (Server-Timing `cpu` / `execute`), and in brackets the work it did: its rounds per second as a share of the same call's with no limit (`none` at 1000, this run). A share of CPU the guest did not get to use for its work (spent by the throttle sleeping and waking, for example) shows as less work than CPU.\n")?;
     writeln!(
         r,
         "| mode | 100 | 250 | 500 | 1000 |\n|---|---|---|---|---|"
     )?;
+    let mut rows = Vec::new();
     for mode in ["cgroup-v1", "throttle", "none"] {
         let server = match ServerProc::start_with(&["--cpu-isolation", mode]) {
             Ok(s) => s,
             Err(e) => {
-                writeln!(r, "| {mode} | not available: {e} | | | |")?;
+                rows.push((mode, Err(e.to_string())));
                 continue;
             }
         };
         let mut cells = Vec::new();
         for q in [100, 250, 500, 1000] {
-            let share = measured_share(server.port, q, if quick { 500 } else { 2000 })?;
-            println!("{mode} quota {q}: {:.1} %", share * 100.0);
-            cells.push(format!("{:.1} %", share * 100.0));
+            let (share, rounds) = measured_share(server.port, q, if quick { 500 } else { 2000 })?;
+            println!(
+                "{mode} quota {q}: {:.1} %, {rounds:.0} rounds/s",
+                share * 100.0
+            );
+            cells.push((share, rounds));
         }
-        writeln!(r, "| {mode} | {} |", cells.join(" | "))?;
+        rows.push((mode, Ok(cells)));
+    }
+    let full = rows.iter().find_map(|(mode, cells)| match (mode, cells) {
+        (&"none", Ok(c)) => Some(c[3].1),
+        _ => None,
+    });
+    for (mode, cells) in rows {
+        match cells {
+            Err(e) => writeln!(r, "| {mode} | not available: {e} | | | |")?,
+            Ok(cells) => {
+                let cells: Vec<String> = cells
+                    .iter()
+                    .map(|(share, rounds)| match full {
+                        Some(f) => format!("{:.1} % ({:.1} %)", share * 100.0, rounds / f * 100.0),
+                        None => format!("{:.1} %", share * 100.0),
+                    })
+                    .collect();
+                writeln!(r, "| {mode} | {} |", cells.join(" | "))?;
+            }
+        }
     }
     if v1_base().is_some() {
         let dur = Duration::from_secs(if quick { 3 } else { 10 });
