@@ -19,18 +19,20 @@
 //! over with a new id, so correctness does not depend on timing.
 //!
 //! A slot is a cgroup directory its worker thread moves into once a call
-//! with a limit reaches its first epoch tick, with the quota file kept
-//! open. The thread waits, and starts each call, in the process's own
-//! cgroup, and moves back there between calls ([`CgroupSlot`], [`Door`]).
+//! with a limit reaches its first epoch tick (or the [`crate::watch`]
+//! finds it running long without one), with the quota file kept open. The
+//! thread waits, and starts each call, in the process's own cgroup, and
+//! moves back there between calls ([`CgroupSlot`], [`Door`]).
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::watch::Watch;
 use crate::{fs, quota_us, IsolationError, Slot, Throttle};
 
 /// Prefix of every directory wasmbox makes in a cgroup root.
@@ -160,16 +162,25 @@ pub fn remove_tree(tree: &Path, dirs: &Dirs, patience: Duration) -> Result<(), I
 /// spent this fraction (1/100) of it since the last refill.
 pub const REFILL_AFTER_DIVISOR: u64 = 100;
 
-/// What one instance's slots share: how often their threads have moved.
+/// What one instance's slots share: how often their threads have moved,
+/// and the watch over calls running outside their slots.
 #[derive(Debug, Default)]
 pub struct SlotsShared {
     moves: AtomicU64,
+    rescues: AtomicU64,
+    watch: Watch,
 }
 
 impl SlotsShared {
     /// Threads moved into or out of a slot after it was made.
     pub fn moves(&self) -> u64 {
         self.moves.load(Ordering::Relaxed)
+    }
+
+    /// Calls the watch moved into their slots because they ran too long
+    /// outside ([`crate::watch`]).
+    pub fn rescues(&self) -> u64 {
+        self.rescues.load(Ordering::Relaxed)
     }
 
     fn moved(&self) {
@@ -197,9 +208,12 @@ pub type QuotaText = fn(Option<u64>, u64) -> String;
 /// So a call that ends before the next tick (on average half of one, 2.5
 /// ms) never crosses the boundary, and one that runs longer is held by the
 /// kernel after at most what it ran before its first tick: about a tick of
-/// Wasm, or one operation with no check inside it (instantiation, a bulk
-/// memory instruction, a host call's own CPU). The [`crate::Ledger`]
-/// charges what a call ran ahead of its quota to the function's next calls.
+/// Wasm. One operation with no check inside it (instantiation, a bulk
+/// memory instruction, a host call's own CPU) can run longer than that;
+/// the instance's [`crate::watch`] moves such a call in by its TID once it
+/// has used [`crate::watch::OVERDUE`] of CPU outside. The
+/// [`crate::Ledger`] charges what a call ran ahead of its quota to the
+/// function's next calls.
 pub struct CgroupSlot {
     dir: PathBuf,
     door: Arc<Door>,
@@ -223,9 +237,16 @@ pub struct CgroupSlot {
 /// did so moments before: 6-19 ms (median 8 ms) on the 2-core machines
 /// here. A thread that moves itself writes `0` (itself) instead, which the
 /// kernel (since 6.0) does without that lock: 30-60 µs, p90 62 µs against
-/// 7.3 ms by TID (200 moves each way, cgroup v1, this machine). Every move
-/// is made by the slot's own thread, so every move but the last (`Drop`)
-/// writes `0`.
+/// 7.3 ms by TID (200 moves each way, cgroup v1, this machine). Moves are
+/// made by the slot's own thread and write `0`, but for two: the last
+/// (`Drop`), and the watch's move of a call that runs long outside the slot
+/// without reaching a check ([`crate::watch`]), by TID from its own thread.
+///
+/// Its state says where the thread is and who may move it: [`HOME`],
+/// [`ARMED`] (a limited call runs at home; its first tick or the watch
+/// moves it in, whichever is first: both compare-and-swap it to
+/// [`MOVING`]), [`INSIDE`]. The call's end disarms it (`Slot::used`), and
+/// the worker waits out a move by the watch before it leaves.
 pub struct Door {
     /// `<slot>/tasks` or `<slot>/cgroup.threads`.
     join: PathBuf,
@@ -236,8 +257,15 @@ pub struct Door {
     /// What a move writes: `0` when the slot's own thread makes it (the
     /// kernel's "this thread"), else the TID (stand-in slots in unit tests).
     who: String,
-    /// Whether the thread sits in the slot (else at `home`).
-    inside: AtomicBool,
+    /// Where the thread is, and whether a call may move it ([`HOME`],
+    /// [`ARMED`], [`MOVING`], [`INSIDE`]).
+    state: AtomicU8,
+    /// How often a call was armed (tells the watch one call from the next).
+    armings: AtomicU64,
+    /// Whether the watch looks after this door: a slot made on its own
+    /// thread (every real one; not the stand-ins of unit tests, whose TID
+    /// is made up).
+    watched: bool,
     /// A move in during a call that failed; the slot's next `apply`
     /// returns it, which retires the worker.
     failed: Mutex<Option<IsolationError>>,
@@ -253,42 +281,140 @@ impl fmt::Debug for Door {
     }
 }
 
+/// [`Door`] states. The thread is at home, no call may move it.
+const HOME: u8 = 0;
+/// At home, running a call with a limit: its first tick (or the watch)
+/// moves it in.
+const ARMED: u8 = 1;
+/// Being moved in (by itself or by the watch); inside once the write ends.
+const MOVING: u8 = 2;
+/// In the slot.
+const INSIDE: u8 = 3;
+
 impl Door {
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
     fn inside(&self) -> bool {
-        self.inside.load(Ordering::Relaxed)
+        self.state() == INSIDE
+    }
+
+    /// A call with a limit begins (on the slot's thread, at home).
+    fn arm(&self) {
+        self.armings.fetch_add(1, Ordering::Relaxed);
+        self.state.store(ARMED, Ordering::SeqCst);
+        if self.watched {
+            self.shared.watch.armed();
+        }
+    }
+
+    /// The call is over: a thread still at home stays there.
+    fn disarm(&self) {
+        let _ = self
+            .state
+            .compare_exchange(ARMED, HOME, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// For the watch: `Some(n)` while the `n`th call is armed.
+    pub(crate) fn armed(&self) -> Option<u64> {
+        (self.watched && self.state() == ARMED).then(|| self.armings.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn tid(&self) -> i32 {
+        self.tid
     }
 
     /// Moves the slot's thread in (called on that thread, from its call's
-    /// epoch tick). A failure is logged and kept for the slot's next
-    /// `apply`; the caller then holds the call itself.
+    /// epoch tick); true once it is in, or the watch is moving it. A
+    /// failure is logged and kept for the slot's next `apply`; the caller
+    /// then holds the call itself.
     pub fn enter(&self) -> bool {
         debug_assert!(
             self.who != "0" || crate::current_tid() == self.tid,
             "a slot's door is used on its own thread only: `0` moves the caller"
         );
-        match self.go(&self.join, true) {
-            Ok(()) => true,
+        match self
+            .state
+            .compare_exchange(ARMED, MOVING, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {}
+            Err(MOVING | INSIDE) => return true,
+            Err(_) => return false,
+        }
+        match fs::write(&self.join, &self.who) {
+            Ok(()) => {
+                self.state.store(INSIDE, Ordering::Release);
+                self.shared.moved();
+                true
+            }
             Err(e) => {
                 tracing::error!(error = %e, "a worker could not move into its slot cgroup; its call is throttled in userspace and the worker retires");
                 *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                self.state.store(HOME, Ordering::Release);
                 false
             }
         }
     }
 
-    fn leave(&self) -> Result<(), IsolationError> {
-        self.go(&self.home, false)
+    /// For the watch, on its own thread: moves the armed call's thread in
+    /// by its TID. False (logged, kept for the slot's next `apply`, which
+    /// retires the worker) if that failed; the call may still move itself
+    /// in at its next tick.
+    pub(crate) fn rescue(&self) -> bool {
+        if self
+            .state
+            .compare_exchange(ARMED, MOVING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return true;
+        }
+        match fs::write(&self.join, &self.tid.to_string()) {
+            Ok(()) => {
+                self.state.store(INSIDE, Ordering::Release);
+                self.shared.moved();
+                self.shared.rescues.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    tid = self.tid,
+                    "a call ran outside its slot cgroup past its first tick; moved in"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not move a call that runs outside its slot cgroup in; the worker retires after it");
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                self.state.store(ARMED, Ordering::Release);
+                false
+            }
+        }
     }
 
-    /// One move: the thread into the cgroup whose file is `to`, which is
-    /// the slot if `inside`.
-    fn go(&self, to: &Path, inside: bool) -> Result<(), IsolationError> {
-        fs::write(to, &self.who)?;
-        self.inside.store(inside, Ordering::Relaxed);
+    /// Moves the thread (in its slot) back home, on its own thread.
+    fn leave(&self) -> Result<(), IsolationError> {
+        fs::write(&self.home, &self.who)?;
+        self.state.store(HOME, Ordering::Release);
         self.shared.moved();
         Ok(())
     }
+
+    /// Waits out a move in by the watch (one write, milliseconds); false
+    /// if it has not ended in [`MOVE_PATIENCE`].
+    fn settled(&self) -> bool {
+        let start = std::time::Instant::now();
+        while self.state() == MOVING {
+            if start.elapsed() > MOVE_PATIENCE {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
 }
+
+/// How long a worker waits, after its call, for the watch's move of its
+/// thread to end before it leaves the slot (a move by TID takes up to
+/// about 11 ms here).
+const MOVE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How to make one slot.
 pub struct SlotSpec<'a> {
@@ -334,7 +460,9 @@ impl CgroupSlot {
             } else {
                 spec.tid.to_string()
             },
-            inside: AtomicBool::new(false),
+            state: AtomicU8::new(HOME),
+            armings: AtomicU64::new(0),
+            watched: own,
             failed: Mutex::new(None),
             shared: spec.shared,
         };
@@ -358,7 +486,13 @@ impl CgroupSlot {
         match made {
             Ok(quota) => Ok(Box::new(CgroupSlot {
                 dir,
-                door: Arc::new(door),
+                door: {
+                    let door = Arc::new(door);
+                    if door.watched {
+                        door.shared.watch.register(&door);
+                    }
+                    door
+                },
                 may_leave: true,
                 quota,
                 period_us: spec.period_us,
@@ -394,6 +528,8 @@ impl Slot for CgroupSlot {
         // thread's unused runtime to the group's pool and each wake-up
         // takes some back, under the group's lock.
         let q = Some(quota_us(millicores, self.period_us)).filter(|&q| q < self.period_us);
+        // A move by the watch that outlasted the last tidy ends first.
+        self.door.settled();
         let inside = self.door.inside();
         // Writing the quota refills the group's budget for the current
         // period (the kernel's tg_set_cfs_bandwidth), so the invocation
@@ -413,6 +549,7 @@ impl Slot for CgroupSlot {
             // leave), or not held at all.
             return Ok(None);
         }
+        self.door.arm();
         Ok(Some(Throttle::entering(
             millicores,
             Duration::from_micros(self.period_us),
@@ -421,10 +558,19 @@ impl Slot for CgroupSlot {
     }
 
     fn wants_tidy(&self) -> bool {
-        self.door.inside() && self.may_leave
+        match self.door.state() {
+            HOME => false,
+            INSIDE => self.may_leave,
+            _ => true,
+        }
     }
 
     fn tidy(&mut self) {
+        self.door.disarm();
+        if !self.door.settled() {
+            tracing::warn!("the move of a worker into its slot cgroup has not ended; it leaves after a later call");
+            return;
+        }
         if !self.wants_tidy() {
             return;
         }
@@ -437,7 +583,9 @@ impl Slot for CgroupSlot {
         }
     }
 
+    /// Also ends the call's arming: a thread still at home stays there.
     fn used(&mut self, cpu: Duration) {
+        self.door.disarm();
         self.spent += cpu;
     }
 
@@ -449,7 +597,8 @@ impl Slot for CgroupSlot {
 impl Drop for CgroupSlot {
     /// Runs as the worker thread exits: move it back, remove the slot.
     fn drop(&mut self) {
-        if self.door.inside() {
+        self.door.disarm();
+        if self.door.settled() && self.door.state() != HOME {
             let _ = fs::write(&self.door.home, &self.door.tid.to_string());
         }
         if let Err(e) = (self.dirs.rmdir)(&self.dir, fs::REMOVE_PATIENCE) {
@@ -503,13 +652,28 @@ mod tests {
     /// is not the test's thread, so the "moves" write it). The files the
     /// slot's creation wrote are emptied.
     fn standin_slot(tmp: &Path, shared: Arc<SlotsShared>) -> (Box<dyn Slot>, PathBuf, PathBuf) {
+        standin_slot_of(tmp, shared, 4242)
+    }
+
+    /// [`standin_slot`] for thread `tid`: the calling thread's makes a slot
+    /// as a worker does (moves write `0`, the watch looks after it).
+    fn standin_slot_of(
+        tmp: &Path,
+        shared: Arc<SlotsShared>,
+        tid: i32,
+    ) -> (Box<dyn Slot>, PathBuf, PathBuf) {
+        let who = if tid == crate::current_tid() {
+            "0".to_string()
+        } else {
+            tid.to_string()
+        };
         let dir = tmp.join("slot-0");
         let home = tmp.join("tasks");
         std::fs::write(&home, "").unwrap();
         let slot = CgroupSlot::create(SlotSpec {
             dir: dir.clone(),
             home: home.clone(),
-            tid: 4242,
+            tid,
             period_us: 100_000,
             setup: &|_| Ok(()),
             quota_file: Some(("cpu.cfs_quota_us", |q, _| {
@@ -521,8 +685,8 @@ mod tests {
         })
         .unwrap();
         let join = dir.join("tasks");
-        assert_eq!(read(&join), "4242", "creation tried the move in");
-        assert_eq!(read(&home), "4242", "and back out");
+        assert_eq!(read(&join), who, "creation tried the move in");
+        assert_eq!(read(&home), who, "and back out");
         std::fs::write(&join, "").unwrap();
         std::fs::write(&home, "").unwrap();
         (slot, join, home)
@@ -629,6 +793,61 @@ mod tests {
         assert!(t.slept >= Duration::from_millis(100), "slept {:?}", t.slept);
         let e = slot.apply(100).expect_err("the failed move is reported");
         assert!(e.to_string().contains("tasks"), "{e}");
+    }
+
+    /// A call that uses CPU at home and never reaches a check (one long
+    /// operation with no epoch check inside) is moved in by the watch
+    /// thread, by its TID; a check after that finds it in; the worker moves
+    /// it back out (itself, `0`) after the call.
+    #[test]
+    fn a_call_that_runs_long_without_a_check_is_moved_in_by_the_watch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = Arc::new(SlotsShared::default());
+        let tid = crate::current_tid();
+        let (mut slot, join, home) = standin_slot_of(tmp.path(), shared.clone(), tid);
+        let mut t = slot.apply(100).unwrap().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while slot.at_home() {
+            assert!(std::time::Instant::now() < deadline, "never moved in");
+            burn(Duration::from_millis(1));
+        }
+        assert_eq!(
+            read(&join),
+            tid.to_string(),
+            "moved by its TID, from the watch"
+        );
+        assert_eq!((shared.rescues(), shared.moves()), (1, 1));
+        t.check(far());
+        assert!(
+            t.entered() && t.slept.is_zero(),
+            "in already: nothing to hold here"
+        );
+        assert_eq!(shared.moves(), 1);
+        slot.used(Duration::from_millis(20));
+        assert!(slot.wants_tidy());
+        slot.tidy();
+        assert_eq!(read(&home), "0");
+        assert!(slot.at_home() && !slot.wants_tidy());
+        assert_eq!(shared.moves(), 2);
+    }
+
+    /// A call that ends (`used`) is no longer watched: its thread stays at
+    /// home, however much CPU it uses afterwards, and has nothing to tidy.
+    #[test]
+    fn a_call_that_ended_is_not_moved_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = Arc::new(SlotsShared::default());
+        let tid = crate::current_tid();
+        let (mut slot, join, _home) = standin_slot_of(tmp.path(), shared.clone(), tid);
+        let _t = slot.apply(100).unwrap().unwrap();
+        assert!(slot.wants_tidy(), "armed");
+        slot.used(Duration::from_micros(500));
+        assert!(!slot.wants_tidy());
+        // Well past what an armed call may use outside its slot.
+        burn(crate::watch::OVERDUE * 4);
+        assert!(slot.at_home());
+        assert_eq!(read(&join), "");
+        assert_eq!(shared.rescues(), 0);
     }
 
     #[test]

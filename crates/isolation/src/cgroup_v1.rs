@@ -193,6 +193,9 @@ impl Isolation for CgroupV1 {
     fn moves(&self) -> u64 {
         self.slots_shared.moves()
     }
+    fn rescues(&self) -> u64 {
+        self.slots_shared.rescues()
+    }
     /// Removes the whole tree: what slots are left, the anchor (its thread
     /// moves out and exits), the tree itself. Idempotent.
     fn shutdown(&self) {

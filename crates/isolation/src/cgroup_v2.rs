@@ -227,6 +227,9 @@ impl Isolation for CgroupV2 {
     fn moves(&self) -> u64 {
         self.slots_shared.moves()
     }
+    fn rescues(&self) -> u64 {
+        self.slots_shared.rescues()
+    }
     fn shutdown(&self) {
         self.undo();
     }

@@ -36,6 +36,7 @@ pub mod none;
 mod standin;
 pub mod sweep;
 pub mod throttle;
+pub mod watch;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -123,6 +124,11 @@ pub trait Isolation: Send + Sync {
     /// were made (cgroup modes: two per limited call that reached an epoch tick,
     /// see [`cgroup::Door`]).
     fn moves(&self) -> u64 {
+        0
+    }
+    /// Calls the watch moved into their slots after they ran too long
+    /// outside (cgroup modes, [`watch`]).
+    fn rescues(&self) -> u64 {
         0
     }
     /// Removes whatever this instance made (after the workers have exited):

@@ -448,3 +448,48 @@ fn a_worker_enters_its_slot_only_for_a_call_that_runs_ahead_and_leaves_after() {
         });
     });
 }
+
+/// A call with a limit that uses CPU at home and never reaches a check (one
+/// long operation with no epoch check inside, such as a bulk memory
+/// instruction) is moved into its slot by the watch thread, by its TID,
+/// and held by the kernel from there; the worker moves it back out after.
+#[test]
+fn a_call_that_runs_long_without_a_check_is_moved_into_its_slot_by_the_watch() {
+    use std::time::{Duration, Instant};
+    let Some(root) = TestRoot::new("watch") else {
+        return;
+    };
+    let iso = root.open();
+    let dir = iso.slot_dir(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let tid = wasmbox_isolation::current_tid().to_string();
+            let mut slot = iso.slot(0, tid.parse().unwrap()).unwrap();
+            let t = slot.apply(100).unwrap().expect("a limit is held");
+            assert!(tasks(&root.0).contains(&tid), "the call starts at the base");
+            // No check: only the watch can move it.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while slot.at_home() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the watch never moved the call in"
+                );
+                burn(Duration::from_millis(1));
+            }
+            assert_eq!(tasks(&dir), std::slice::from_ref(&tid));
+            assert_eq!((iso.rescues(), iso.moves()), (1, 1));
+            // Held by the kernel now: 100 millicores of a 100 ms period.
+            let throttled = cpu_stat(&dir, "nr_throttled");
+            burn(Duration::from_millis(30));
+            assert!(
+                cpu_stat(&dir, "nr_throttled") > throttled,
+                "not held in its slot"
+            );
+            assert!(!t.entered(), "no check ran");
+            slot.used(Duration::from_millis(40));
+            slot.tidy();
+            assert!(tasks(&dir).is_empty() && tasks(&root.0).contains(&tid));
+            assert_eq!((iso.rescues(), iso.moves()), (1, 2));
+        });
+    });
+}

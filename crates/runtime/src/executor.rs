@@ -96,6 +96,7 @@ impl Executor {
             slot_failures: s.slot_failures.load(Ordering::Relaxed),
             last_slot_error: s.state.lock().unwrap().last_slot_error.clone(),
             slot_moves: self.pool.isolation.moves(),
+            slot_rescues: self.pool.isolation.rescues(),
         }
     }
 

@@ -172,6 +172,70 @@ async fn throttle_holds_short_calls_to_the_quota() {
     short_calls_are_held_to_the_quota("throttle").await;
 }
 
+/// A guest that grows its memory to 256 MiB and fills all of it with one
+/// `memory.fill`: one instruction, with no epoch check inside it (wasmtime
+/// checks after a bulk operation, not during), about 150 ms of CPU here.
+/// Its call does not reach a tick while it fills. (Instantiation is one
+/// page, so the entry's check almost never finds a tick passed already.)
+const BULK_FILL: &str = r#"(module
+  (memory 1)
+  (func (export "_start")
+    (drop (memory.grow (i32.const 4095)))
+    (memory.fill (i32.const 0) (i32.const 7) (i32.const 0x10000000))))"#;
+
+/// Without the watch thread, the call above used a whole core for all of
+/// its fill at `cpu_quota: 100`, outside its slot; with it, the call is
+/// moved into its slot after a few milliseconds and the kernel holds it to
+/// its quota from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroup_v1_holds_a_call_that_never_reaches_a_check() {
+    let _g = SERIAL.lock().await;
+    if !v1_usable() {
+        return;
+    }
+    let s = TestServer::start(&[], &["--cpu-isolation", "cgroup-v1", "--timeout", "60s"]).await;
+    std::fs::write(s.path("bulkfill.wat"), BULK_FILL).unwrap();
+    let memory = ("Memory-Request", "300");
+    // Compiled, at no limit.
+    let r = s
+        .request(Method::GET, "/bulkfill", &[memory], Bytes::new())
+        .await;
+    r.expect(200, &[]);
+    let full = phase(r.header("server-timing").unwrap(), "cpu");
+    let r = s
+        .request(
+            Method::GET,
+            "/bulkfill",
+            &[memory, ("cpu_quota", "100")],
+            Bytes::new(),
+        )
+        .await;
+    r.expect(200, &[]);
+    let timing = r.header("server-timing").unwrap();
+    let (cpu, execute) = (phase(timing, "cpu"), phase(timing, "execute"));
+    let stats = s.app.executor.stats();
+    eprintln!(
+        "bulk fill: {full:.1} ms of CPU at no limit; at 100 m {cpu:.1} ms of CPU in {execute:.1} ms ({:.0} %); moves {}, by the watch {}",
+        cpu / execute * 100.0,
+        stats.slot_moves,
+        stats.slot_rescues
+    );
+    // Held: a tenth of a core once in its slot (it ran a few ms at full
+    // speed first, up to the watch's move). Unheld, close to 100 %.
+    assert!(
+        cpu / execute < 0.5,
+        "ran at {:.0} % of a core",
+        cpu / execute * 100.0
+    );
+    assert!(stats.slot_moves >= 1, "never went in");
+    // And back out after the call (the worker tidies after delivering).
+    common::until("the worker left its slot after the call", || {
+        s.app.executor.stats().slot_moves >= 2
+    })
+    .await;
+    s.stop().await;
+}
+
 /// Slot cgroups ("wasmbox-<id>/slot-<n>") of the instance trees in V1_ROOT
 /// anchored by a thread of this process.
 fn our_v1_dirs() -> Vec<String> {

@@ -56,6 +56,9 @@ pub struct PoolStats {
     pub last_slot_error: Option<String>,
     /// Worker threads moved into or out of their slots since start.
     pub slot_moves: u64,
+    /// Calls moved into their slots by the watch (cgroup modes): they ran
+    /// past their first epoch tick outside them.
+    pub slot_rescues: u64,
 }
 
 impl PoolStats {

@@ -24,6 +24,7 @@ fn values(functions: (usize, usize, usize, usize), slot_failures: usize) -> Gaug
             busy: 2,
             slot_failures,
             slot_moves: 5,
+            slot_rescues: 1,
             ..Default::default()
         },
         per_function: vec![wasmbox_admission::FunctionSnapshot {
@@ -65,6 +66,8 @@ fn running_totals_are_counters_named_total() {
         "wasmbox_worker_slot_failures_total 3",
         "# TYPE wasmbox_worker_slot_moves counter",
         "wasmbox_worker_slot_moves_total 5",
+        "# TYPE wasmbox_worker_slot_rescues counter",
+        "wasmbox_worker_slot_rescues_total 1",
         "# TYPE wasmbox_functions_loaded gauge",
         "wasmbox_functions_loaded 2",
         "wasmbox_open_connections 7",

@@ -23,6 +23,8 @@ pub(super) struct Workers {
     slot_failures: Counter,
     /// `wasmbox_worker_slot_moves_total`.
     slot_moves: Counter,
+    /// `wasmbox_worker_slot_rescues_total`.
+    slot_rescues: Counter,
     function_queued: Family<FunctionLabel, Gauge>,
     function_running: Family<FunctionLabel, Gauge>,
     function_reserved_cpu: Family<FunctionLabel, Gauge>,
@@ -59,6 +61,11 @@ impl Workers {
                 "worker_slot_moves",
                 "Worker threads moved into or out of their cgroup slots after the slots were made (two per call with a limit that reached an epoch tick)",
             ),
+            slot_rescues: counter(
+                r,
+                "worker_slot_rescues",
+                "Calls with a limit moved into their cgroup slot by the watch thread because they ran outside it past their first epoch tick (one long operation with no check: instantiation, bulk memory, a costly host call)",
+            ),
             function_queued: family(
                 r,
                 "function_queued",
@@ -87,6 +94,10 @@ impl Workers {
         raise_to(
             &self.slot_moves,
             usize::try_from(p.slot_moves).unwrap_or(usize::MAX),
+        );
+        raise_to(
+            &self.slot_rescues,
+            usize::try_from(p.slot_rescues).unwrap_or(usize::MAX),
         );
         // Only functions with something queued or running are listed, so
         // the label set stays bounded by the work in flight.

@@ -1,0 +1,224 @@
+//! The watch over calls that run ahead outside their slots (cgroup modes).
+//!
+//! A call with a limit starts in the process's own cgroup and moves itself
+//! into its slot at its first epoch tick ([`Door`]). What runs before that
+//! tick, or between two checks, is not held: instantiation, one bulk memory
+//! instruction over up to the memory cap, a host call's own CPU
+//! (`random_get` into a large buffer). A tenant can make that long: a
+//! `memory.fill` of 256 MiB is tens of milliseconds of a whole core, and a
+//! function may run many of them back to back with no check between.
+//!
+//! One thread per instance keeps watch over the doors that are armed (a
+//! limited call runs, its thread not yet in its slot). It notes each armed
+//! call's thread CPU time when it first sees it; once the call has used
+//! [`OVERDUE`] more without entering, it moves the thread in by its TID.
+//! That move is the slow kind (the threadgroup lock's RCU wait: p90 7.3 ms
+//! here against 62 µs for a thread moving itself), so it is the exception
+//! and never on a request's path: the call runs on meanwhile. A call held
+//! up this way runs at most about `POLL + OVERDUE + POLL` of CPU plus one
+//! slow move outside its slot, however long its unchecked operation.
+//!
+//! The thread parks while nothing is armed (an idle server costs nothing),
+//! and polls every [`POLL`] while anything is.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use nix::time::{clock_gettime, ClockId};
+
+use crate::cgroup::Door;
+
+/// How often armed doors are looked at.
+pub const POLL: Duration = Duration::from_millis(5);
+
+/// CPU a call may use outside its slot, after the watch first saw it
+/// armed, before the watch moves it in. Two epoch ticks: a call that
+/// executes Wasm reaches its first tick well before.
+pub const OVERDUE: Duration = Duration::from_millis(10);
+
+/// The watch of one instance's slots; its thread starts with the first
+/// door and ends when this is dropped.
+#[derive(Default)]
+pub struct Watch {
+    inner: Arc<Inner>,
+    thread: OnceLock<Option<std::thread::Thread>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Doors registered since the thread last took them.
+    new: Mutex<Vec<Weak<Door>>>,
+    /// Set by the thread before it parks with nothing armed.
+    idle: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("idle", &self.inner.idle.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Watch {
+    /// Watches `door` from now on (until it is dropped). Starts the thread
+    /// with the first door; if the thread cannot start, calls are not
+    /// watched (logged once), as before this existed.
+    pub fn register(&self, door: &Arc<Door>) {
+        self.inner
+            .new
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(door));
+        let thread = self.thread.get_or_init(|| {
+            let inner = self.inner.clone();
+            std::thread::Builder::new()
+                .name("wasmbox-watch".into())
+                .spawn(move || run(&inner))
+                .map(|h| h.thread().clone())
+                .inspect_err(|e| {
+                    tracing::error!(error = %e, "cannot start the thread that watches calls running outside their slot cgroups; such calls are held only from their first epoch tick")
+                })
+                .ok()
+        });
+        if let Some(t) = thread {
+            t.unpark();
+        }
+    }
+
+    /// A door was armed: wakes the thread if it parked with nothing to
+    /// watch (one atomic load otherwise).
+    pub fn armed(&self) {
+        if self.inner.idle.load(Ordering::SeqCst) && self.inner.idle.swap(false, Ordering::SeqCst) {
+            if let Some(Some(t)) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        if let Some(Some(t)) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// What the thread knows of one door.
+struct Seen {
+    door: Weak<Door>,
+    /// The arming it last saw (the door's count) and the thread's CPU time
+    /// then.
+    arming: Option<(u64, Duration)>,
+    /// A move by the watch failed: the worker retires at its next call;
+    /// not tried again.
+    given_up: bool,
+}
+
+fn run(inner: &Inner) {
+    let mut doors: Vec<Seen> = Vec::new();
+    while !inner.stop.load(Ordering::SeqCst) {
+        doors.extend(
+            std::mem::take(&mut *inner.new.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .map(|door| Seen {
+                    door,
+                    arming: None,
+                    given_up: false,
+                }),
+        );
+        doors.retain(|s| s.door.strong_count() > 0);
+        if look(&mut doors) {
+            std::thread::park_timeout(POLL);
+            continue;
+        }
+        // Nothing armed: park until a door is. Announce it first, then look
+        // once more, so an arming in between is seen either here or by its
+        // `Watch::armed` (which then finds `idle` set and unparks).
+        inner.idle.store(true, Ordering::SeqCst);
+        if any_armed(&doors) {
+            inner.idle.store(false, Ordering::SeqCst);
+            continue;
+        }
+        std::thread::park();
+        inner.idle.store(false, Ordering::SeqCst);
+    }
+}
+
+fn any_armed(doors: &[Seen]) -> bool {
+    doors
+        .iter()
+        .any(|s| s.door.upgrade().is_some_and(|d| d.armed().is_some()))
+}
+
+/// One look at every door: moves in the threads of calls overdue. Returns
+/// whether any door is armed.
+fn look(doors: &mut [Seen]) -> bool {
+    let mut any = false;
+    for seen in doors.iter_mut() {
+        let Some(door) = seen.door.upgrade() else {
+            continue;
+        };
+        let Some(arming) = door.armed() else {
+            seen.arming = None;
+            continue;
+        };
+        any = true;
+        if seen.given_up {
+            continue;
+        }
+        let Some(cpu) = thread_cpu_time_of(door.tid()) else {
+            continue;
+        };
+        match seen.arming {
+            Some((n, since)) if n == arming => {
+                if cpu.saturating_sub(since) >= OVERDUE && !door.rescue() {
+                    seen.given_up = true;
+                }
+            }
+            _ => seen.arming = Some((arming, cpu)),
+        }
+    }
+    any
+}
+
+/// The CPU time of thread `tid` of this process (the clock glibc's
+/// `pthread_getcpuclockid` names: `MAKE_THREAD_CPUCLOCK(tid,
+/// CPUCLOCK_SCHED)`); `None` for a thread that is gone or not ours.
+pub fn thread_cpu_time_of(tid: i32) -> Option<Duration> {
+    const CPUCLOCK_PERTHREAD_SCHED: i32 = 4 | 2;
+    let id = ((!tid) << 3) | CPUCLOCK_PERTHREAD_SCHED;
+    clock_gettime(ClockId::from_raw(id))
+        .ok()
+        .map(Duration::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::throttle::{burn, thread_cpu_time};
+
+    #[test]
+    fn another_threads_cpu_time_is_read_by_its_tid() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            burn(Duration::from_millis(20));
+            tx.send((crate::current_tid(), thread_cpu_time())).unwrap();
+            let _ = done.recv();
+        });
+        let (tid, own) = rx.recv().unwrap();
+        let seen = thread_cpu_time_of(tid).expect("a thread of this process");
+        assert!(
+            seen >= own && seen >= Duration::from_millis(20),
+            "{seen:?} {own:?}"
+        );
+        done_tx.send(()).unwrap();
+        h.join().unwrap();
+        assert_eq!(thread_cpu_time_of(tid), None, "a thread that is gone");
+    }
+}
