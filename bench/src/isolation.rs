@@ -133,7 +133,6 @@ pub(crate) fn v1_base() -> Option<PathBuf> {
     p.join("tasks").exists().then_some(p)
 }
 
-/// CPU share `spin` gets over `ms` at `quota` from a server in `mode`.
 /// The CPU share one `spin` call of `ms` received (Server-Timing `cpu` /
 /// `execute`), and the work the guest did: its rounds per second of
 /// execution.

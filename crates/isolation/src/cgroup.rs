@@ -302,7 +302,7 @@ impl Door {
 
     /// A call with a limit begins (on the slot's thread, at home).
     fn arm(&self) {
-        self.armings.fetch_add(1, Ordering::Relaxed);
+        self.armings.fetch_add(1, Ordering::AcqRel);
         self.state.store(ARMED, Ordering::SeqCst);
         if self.watched {
             self.shared.watch.armed();
@@ -326,7 +326,8 @@ impl Door {
     }
 
     /// Moves the slot's thread in (called on that thread, from its call's
-    /// epoch tick); true once it is in, or the watch is moving it. A
+    /// epoch tick); true once it is in. If the watch is moving it, waits
+    /// for that move to end, and makes its own if the watch's failed. A
     /// failure is logged and kept for the slot's next `apply`; the caller
     /// then holds the call itself.
     pub fn enter(&self) -> bool {
@@ -334,18 +335,27 @@ impl Door {
             self.who != "0" || crate::current_tid() == self.tid,
             "a slot's door is used on its own thread only: `0` moves the caller"
         );
-        match self
-            .state
-            .compare_exchange(ARMED, MOVING, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => {}
-            Err(MOVING | INSIDE) => return true,
-            Err(_) => return false,
+        loop {
+            match self
+                .state
+                .compare_exchange(ARMED, MOVING, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(INSIDE) => return true,
+                // The watch is moving it: in once that ends, or back to
+                // armed (its move failed) and this thread tries itself.
+                Err(MOVING) => {
+                    if !self.settled() {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
         }
         match fs::write(&self.join, &self.who) {
             Ok(()) => {
-                self.state.store(INSIDE, Ordering::Release);
                 self.shared.moved();
+                self.state.store(INSIDE, Ordering::Release);
                 true
             }
             Err(e) => {
@@ -357,11 +367,11 @@ impl Door {
         }
     }
 
-    /// For the watch, on its own thread: moves the armed call's thread in
-    /// by its TID. False (logged, kept for the slot's next `apply`, which
-    /// retires the worker) if that failed; the call may still move itself
-    /// in at its next tick.
-    pub(crate) fn rescue(&self) -> bool {
+    /// For the watch, on its own thread: moves the thread of the
+    /// `arming`th call in by its TID, if that call is still armed. False
+    /// (logged, kept for the slot's next `apply`, which retires the worker)
+    /// if the move failed; the call then moves itself in at its next tick.
+    pub(crate) fn rescue(&self, arming: u64) -> bool {
         if self
             .state
             .compare_exchange(ARMED, MOVING, Ordering::AcqRel, Ordering::Acquire)
@@ -369,11 +379,16 @@ impl Door {
         {
             return true;
         }
+        if self.armings.load(Ordering::Acquire) != arming {
+            // A later call, armed since the watch looked: not overdue.
+            self.state.store(ARMED, Ordering::Release);
+            return true;
+        }
         match fs::write(&self.join, &self.tid.to_string()) {
             Ok(()) => {
-                self.state.store(INSIDE, Ordering::Release);
                 self.shared.moved();
                 self.shared.rescues.fetch_add(1, Ordering::Relaxed);
+                self.state.store(INSIDE, Ordering::Release);
                 tracing::debug!(
                     tid = self.tid,
                     "a call ran outside its slot cgroup past its first tick; moved in"
@@ -392,8 +407,8 @@ impl Door {
     /// Moves the thread (in its slot) back home, on its own thread.
     fn leave(&self) -> Result<(), IsolationError> {
         fs::write(&self.home, &self.who)?;
-        self.state.store(HOME, Ordering::Release);
         self.shared.moved();
+        self.state.store(HOME, Ordering::Release);
         Ok(())
     }
 
@@ -528,8 +543,19 @@ impl Slot for CgroupSlot {
         // thread's unused runtime to the group's pool and each wake-up
         // takes some back, under the group's lock.
         let q = Some(quota_us(millicores, self.period_us)).filter(|&q| q < self.period_us);
-        // A move by the watch that outlasted the last tidy ends first.
-        self.door.settled();
+        // A move by the watch that outlasted the last tidy ends first (a
+        // worker whose thread may be anywhere retires).
+        if !self.door.settled() {
+            return Err(IsolationError::step(
+                "move",
+                &self.door.join,
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the watch thread's move of this worker into its slot has not ended",
+                ),
+            ));
+        }
+        self.door.disarm();
         let inside = self.door.inside();
         // Writing the quota refills the group's budget for the current
         // period (the kernel's tg_set_cfs_bandwidth), so the invocation

@@ -13,17 +13,21 @@
 //! call's thread CPU time when it first sees it; once the call has used
 //! [`OVERDUE`] more without entering, it moves the thread in by its TID.
 //! That move is the slow kind (the threadgroup lock's RCU wait: p90 7.3 ms
-//! here against 62 µs for a thread moving itself), so it is the exception
-//! and never on a request's path: the call runs on meanwhile. A call held
-//! up this way runs at most about `POLL + OVERDUE + POLL` of CPU plus one
-//! slow move outside its slot, however long its unchecked operation.
+//! here against 62 µs for a thread moving itself), so it is the exception;
+//! the call runs on meanwhile. It holds the cgroup mutex while it waits, so
+//! other workers' own moves (a limited call's first tick, a worker leaving
+//! its slot) wait for it too: the watch paces itself
+//! ([`QUIET_AFTER_MOVE`]). A call moved this way runs at most about
+//! `OVERDUE` plus two `POLL`s of CPU and one slow move outside its slot,
+//! however long its unchecked operation, while the watch is not pacing
+//! itself.
 //!
 //! The thread parks while nothing is armed (an idle server costs nothing),
 //! and polls every [`POLL`] while anything is.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::time::{clock_gettime, ClockId};
 
@@ -36,6 +40,14 @@ pub const POLL: Duration = Duration::from_millis(5);
 /// armed, before the watch moves it in. Two epoch ticks: a call that
 /// executes Wasm reaches its first tick well before.
 pub const OVERDUE: Duration = Duration::from_millis(10);
+
+/// After a move that took `d`, the watch moves nothing for this many times
+/// `d`: a move by TID holds the cgroup mutex (and the threadgroup lock)
+/// for its RCU wait, so every other worker's own move waits meanwhile.
+/// Paced so, the watch holds them at most a fifth of the time, however many
+/// tenants run long operations; calls it has no time for run on at home
+/// until their next check or their end (and are charged for it).
+const QUIET_AFTER_MOVE: u32 = 4;
 
 /// The watch of one instance's slots; its thread starts with the first
 /// door and ends when this is dropped.
@@ -67,11 +79,6 @@ impl Watch {
     /// with the first door; if the thread cannot start, calls are not
     /// watched (logged once), as before this existed.
     pub fn register(&self, door: &Arc<Door>) {
-        self.inner
-            .new
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(door));
         let thread = self.thread.get_or_init(|| {
             let inner = self.inner.clone();
             std::thread::Builder::new()
@@ -84,6 +91,11 @@ impl Watch {
                 .ok()
         });
         if let Some(t) = thread {
+            self.inner
+                .new
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Arc::downgrade(door));
             t.unpark();
         }
     }
@@ -121,6 +133,7 @@ struct Seen {
 
 fn run(inner: &Inner) {
     let mut doors: Vec<Seen> = Vec::new();
+    let mut quiet_until = Instant::now();
     while !inner.stop.load(Ordering::SeqCst) {
         doors.extend(
             std::mem::take(&mut *inner.new.lock().unwrap_or_else(|p| p.into_inner()))
@@ -132,7 +145,7 @@ fn run(inner: &Inner) {
                 }),
         );
         doors.retain(|s| s.door.strong_count() > 0);
-        if look(&mut doors) {
+        if look(&mut doors, &mut quiet_until) {
             std::thread::park_timeout(POLL);
             continue;
         }
@@ -140,6 +153,10 @@ fn run(inner: &Inner) {
         // once more, so an arming in between is seen either here or by its
         // `Watch::armed` (which then finds `idle` set and unparks).
         inner.idle.store(true, Ordering::SeqCst);
+        // Orders the store above before the loads of the doors' states
+        // (which are Acquire only), against `Door::arm`'s SeqCst store of
+        // its state before its load of `idle`.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if any_armed(&doors) {
             inner.idle.store(false, Ordering::SeqCst);
             continue;
@@ -155,9 +172,10 @@ fn any_armed(doors: &[Seen]) -> bool {
         .any(|s| s.door.upgrade().is_some_and(|d| d.armed().is_some()))
 }
 
-/// One look at every door: moves in the threads of calls overdue. Returns
-/// whether any door is armed.
-fn look(doors: &mut [Seen]) -> bool {
+/// One look at every door: moves in the threads of calls overdue, unless
+/// still quiet after the last move ([`QUIET_AFTER_MOVE`]). Returns whether
+/// any door is armed.
+fn look(doors: &mut [Seen], quiet_until: &mut Instant) -> bool {
     let mut any = false;
     for seen in doors.iter_mut() {
         let Some(door) = seen.door.upgrade() else {
@@ -176,9 +194,14 @@ fn look(doors: &mut [Seen]) -> bool {
         };
         match seen.arming {
             Some((n, since)) if n == arming => {
-                if cpu.saturating_sub(since) >= OVERDUE && !door.rescue() {
+                if cpu.saturating_sub(since) < OVERDUE || Instant::now() < *quiet_until {
+                    continue;
+                }
+                let start = Instant::now();
+                if !door.rescue(arming) {
                     seen.given_up = true;
                 }
+                *quiet_until = Instant::now() + start.elapsed() * QUIET_AFTER_MOVE;
             }
             _ => seen.arming = Some((arming, cpu)),
         }
@@ -219,6 +242,14 @@ mod tests {
         );
         done_tx.send(()).unwrap();
         h.join().unwrap();
-        assert_eq!(thread_cpu_time_of(tid), None, "a thread that is gone");
+        // A joined thread's clock goes a moment after the join returns.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while thread_cpu_time_of(tid).is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "a thread that is gone still has a clock"
+            );
+            std::thread::yield_now();
+        }
     }
 }

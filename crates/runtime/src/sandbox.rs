@@ -152,10 +152,6 @@ pub enum Failure {
     PoolExhausted,
 }
 
-/// Longest a throttled guest sleeps before the stop signals are checked
-/// again.
-const THROTTLE_SLICE: Duration = Duration::from_millis(10);
-
 thread_local! {
     /// This thread's driver for async host calls: timers only.
     static DRIVER: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
@@ -334,13 +330,7 @@ async fn run(
         // A throttled guest sleeps off its CPU debt here, in slices, so a
         // stop signal or the deadline still ends it promptly.
         if let Some(t) = &mut cx.data_mut().throttle {
-            while stop_now().is_none() {
-                let before = t.slept;
-                t.check(deadline.min(Instant::now() + THROTTLE_SLICE));
-                if t.slept == before {
-                    break;
-                }
-            }
+            t.check_until(deadline, || stop_now().is_some());
         }
         let Some(stop) = stop_now() else {
             return Ok(UpdateDeadline::Continue(1));

@@ -17,10 +17,6 @@ use crate::capture::Capture;
 use crate::sandbox::Failure;
 use crate::store::{Stop, Stopped};
 
-/// Longest a throttled guest sleeps before the stop signals are checked
-/// again.
-const THROTTLE_SLICE: Duration = Duration::from_millis(10);
-
 /// The three stop signals of one invocation.
 #[derive(Clone)]
 pub struct Signals {
@@ -62,13 +58,7 @@ impl Signals {
                 tick();
             }
             if let Some(t) = &mut cx.data_mut().throttle {
-                while signals.now().is_none() {
-                    let before = t.slept;
-                    t.check(signals.deadline.min(Instant::now() + THROTTLE_SLICE));
-                    if t.slept == before {
-                        break;
-                    }
-                }
+                t.check_until(signals.deadline, || signals.now().is_some());
             }
             let Some(stop) = signals.now() else {
                 return Ok(UpdateDeadline::Continue(1));
