@@ -4,9 +4,9 @@
 //! into its slot at its first epoch tick ([`Door`]). What runs before that
 //! tick, or between two checks, is not held: instantiation, one bulk memory
 //! instruction over up to the memory cap, a host call's own CPU
-//! (`random_get` into a large buffer). A tenant can make that long: a
-//! `memory.fill` of 256 MiB is tens of milliseconds of a whole core, and a
-//! function may run many of them back to back with no check between.
+//! (`random_get` into a large buffer). A tenant can make that long: one
+//! `memory.fill` of 256 MiB is about 150 ms of a whole core here (wasmtime
+//! checks the epoch after a bulk operation, not during it).
 //!
 //! One thread per instance keeps watch over the doors that are armed (a
 //! limited call runs, its thread not yet in its slot). It notes each armed
