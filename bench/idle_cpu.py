@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 
-from served import functions_dir, serve
+from served import functions_dir, serve, timed_get
 
 GAPS = [0.0, 0.0005, 0.005]
 HEADERS = {"cpu_quota": "1000"}
@@ -38,16 +38,10 @@ def cpu_ns(pid):
 
 
 def call(conn):
-    conn.request("GET", "/hello", headers=HEADERS)
-    r = conn.getresponse()
-    r.read()
-    if r.status != 200:
-        raise RuntimeError(f"/hello answered {r.status}")
-    for phase in r.getheader("server-timing", "").split(","):
-        phase = phase.strip()
-        if phase.startswith("total;dur="):
-            return float(phase[len("total;dur="):]) * 1000.0
-    raise RuntimeError("no Server-Timing total")
+    phases = timed_get(conn, "/hello", HEADERS)
+    if "total" not in phases:
+        raise RuntimeError("no Server-Timing total")
+    return phases["total"] * 1000.0
 
 
 def measure(exe, functions, port, gap, n):

@@ -21,23 +21,14 @@ import statistics
 import sys
 import time
 
-from served import functions_dir, serve
+from served import functions_dir, serve, timed_get
 
 SECONDS = 4.0
 ROWS = [("/spin?arg=0.05", 100), ("/spin?arg=0.05", 1000), ("/hello", 100)]
 
 
 def call(conn, path, quota):
-    conn.request("GET", path, headers={"cpu_quota": str(quota)})
-    r = conn.getresponse()
-    r.read()
-    if r.status != 200:
-        raise RuntimeError(f"{path} answered {r.status}")
-    phases = {}
-    for phase in r.getheader("server-timing", "").split(","):
-        name, _, dur = phase.strip().partition(";dur=")
-        if dur:
-            phases[name] = float(dur)
+    phases = timed_get(conn, path, {"cpu_quota": str(quota)})
     return phases["cpu"], phases["total"]
 
 

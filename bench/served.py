@@ -2,7 +2,8 @@
 
 `functions_dir` copies named guests from functions/ into a fresh directory;
 `serve` runs `EXE serve` over it on 127.0.0.1 and yields a keep-alive
-connection once `ready(conn)` has succeeded on it.
+connection once `ready(conn)` has succeeded on it; `timed_get` makes one
+call and returns its Server-Timing phases.
 """
 import contextlib
 import http.client
@@ -21,6 +22,22 @@ def functions_dir(names):
     for name in names:
         shutil.copy(os.path.join(REPO, "functions", name), path)
     return path
+
+
+def timed_get(conn, path, headers):
+    """GET `path` on `conn`; the answer's Server-Timing phases as
+    {name: milliseconds}. RuntimeError unless it answered 200."""
+    conn.request("GET", path, headers=headers)
+    r = conn.getresponse()
+    r.read()
+    if r.status != 200:
+        raise RuntimeError(f"{path} answered {r.status}")
+    phases = {}
+    for phase in r.getheader("server-timing", "").split(","):
+        name, _, dur = phase.strip().partition(";dur=")
+        if dur:
+            phases[name] = float(dur)
+    return phases
 
 
 @contextlib.contextmanager

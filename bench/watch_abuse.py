@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from served import functions_dir, serve
+from served import functions_dir, serve, timed_get as call
 
 SECONDS = 10.0
 ABUSERS = 6
@@ -37,20 +37,6 @@ FILL = """(module
   (func (export "_start")
     (drop (memory.grow (i32.const 4095)))
     (memory.fill (i32.const 0) (i32.const 7) (i32.const 0x10000000))))"""
-
-
-def call(conn, path, headers):
-    conn.request("GET", path, headers=headers)
-    r = conn.getresponse()
-    r.read()
-    if r.status != 200:
-        raise RuntimeError(f"{path} answered {r.status}")
-    phases = {}
-    for phase in r.getheader("server-timing", "").split(","):
-        name, _, dur = phase.strip().partition(";dur=")
-        if dur:
-            phases[name] = float(dur)
-    return phases
 
 
 def rescues():
