@@ -352,12 +352,8 @@ impl Door {
                 Err(_) => return false,
             }
         }
-        match fs::write(&self.join, &self.who) {
-            Ok(()) => {
-                self.shared.moved();
-                self.state.store(INSIDE, Ordering::Release);
-                true
-            }
+        match self.move_in(&self.who, false) {
+            Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "a worker could not move into its slot cgroup; its call is throttled in userspace and the worker retires");
                 *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -384,11 +380,8 @@ impl Door {
             self.state.store(ARMED, Ordering::Release);
             return true;
         }
-        match fs::write(&self.join, &self.tid.to_string()) {
+        match self.move_in(&self.tid.to_string(), true) {
             Ok(()) => {
-                self.shared.moved();
-                self.shared.rescues.fetch_add(1, Ordering::Relaxed);
-                self.state.store(INSIDE, Ordering::Release);
                 tracing::debug!(
                     tid = self.tid,
                     "a call ran outside its slot cgroup past its first tick; moved in"
@@ -402,6 +395,20 @@ impl Door {
                 false
             }
         }
+    }
+
+    /// The move in itself, once this side has won it (state MOVING):
+    /// writes `who` to the slot, counts the move (and the watch's
+    /// `rescue`), and only then says the thread is inside, so whoever sees
+    /// it inside sees the counts.
+    fn move_in(&self, who: &str, rescue: bool) -> Result<(), IsolationError> {
+        fs::write(&self.join, who)?;
+        self.shared.moved();
+        if rescue {
+            self.shared.rescues.fetch_add(1, Ordering::Relaxed);
+        }
+        self.state.store(INSIDE, Ordering::Release);
+        Ok(())
     }
 
     /// Moves the thread (in its slot) back home, on its own thread.
