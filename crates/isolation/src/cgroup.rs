@@ -24,14 +24,17 @@
 //! thread waits, and starts each call, in the process's own cgroup, and
 //! moves back there between calls ([`CgroupSlot`], [`Door`]).
 
+use std::ffi::CString;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::nudge;
 use crate::watch::Watch;
 use crate::{fs, quota_us, IsolationError, Slot, Throttle};
 
@@ -210,8 +213,9 @@ pub type QuotaText = fn(Option<u64>, u64) -> String;
 /// kernel after at most what it ran before its first tick: about a tick of
 /// Wasm. One operation with no check inside it (instantiation, a bulk
 /// memory instruction, a host call's own CPU) can run longer than that;
-/// the instance's [`crate::watch`] moves such a call in by its TID once it
-/// has used [`crate::watch::OVERDUE`] of CPU outside. The
+/// the instance's [`crate::watch`] has such a call move itself in (a
+/// signal, [`crate::nudge`]) once it has used [`crate::watch::OVERDUE`] of
+/// CPU outside. The
 /// [`crate::Ledger`] charges what a call ran ahead of its quota to the
 /// function's next calls.
 pub struct CgroupSlot {
@@ -237,19 +241,25 @@ pub struct CgroupSlot {
 /// did so moments before: 6-19 ms (median 8 ms) on the 2-core machines
 /// here. A thread that moves itself writes `0` (itself) instead, which the
 /// kernel (since 6.0) does without that lock: 30-60 µs, p90 62 µs against
-/// 7.3 ms by TID (200 moves each way, cgroup v1, this machine). Moves are
-/// made by the slot's own thread and write `0`, but for two: the last
-/// (`Drop`), and the watch's move of a call that runs long outside the slot
-/// without reaching a check ([`crate::watch`]), by TID from its own thread.
+/// 7.3 ms by TID (200 moves each way, cgroup v1, this machine). Every move
+/// is made by the slot's own thread and writes `0`, but the last (`Drop`),
+/// which writes the TID: also a call that runs long outside the slot
+/// without reaching a check, which the watch nudges ([`crate::nudge`]):
+/// the signal's handler makes the move on the thread itself.
 ///
 /// Its state says where the thread is and who may move it: [`HOME`],
-/// [`ARMED`] (a limited call runs at home; its first tick or the watch
-/// moves it in, whichever is first: both compare-and-swap it to
-/// [`MOVING`]), [`INSIDE`]. The call's end disarms it (`Slot::used`), and
-/// the worker waits out a move by the watch before it leaves.
+/// [`ARMED`] (a limited call runs at home; its first tick moves it in),
+/// [`NUDGED`] (the watch has signalled it: the handler or the first tick,
+/// whichever runs first, moves it in), [`MOVING`], [`INSIDE`]. Only the
+/// thread itself moves it (both compare-and-swap the state to `MOVING`,
+/// and a handler interrupting the tick's move finds it taken), so the
+/// thread never finds a move of another in progress. The call's end
+/// disarms it (`Slot::used`).
 pub struct Door {
     /// `<slot>/tasks` or `<slot>/cgroup.threads`.
     join: PathBuf,
+    /// The same, for the nudge's handler (which may not allocate).
+    join_c: CString,
     /// Where the thread goes back to (v1 `<base>/tasks`, v2
     /// `<domain>/cgroup.threads`).
     home: PathBuf,
@@ -258,7 +268,7 @@ pub struct Door {
     /// kernel's "this thread"), else the TID (stand-in slots in unit tests).
     who: String,
     /// Where the thread is, and whether a call may move it ([`HOME`],
-    /// [`ARMED`], [`MOVING`], [`INSIDE`]).
+    /// [`ARMED`], [`NUDGED`], [`MOVING`], [`INSIDE`]).
     state: AtomicU8,
     /// How often a call was armed (tells the watch one call from the next).
     armings: AtomicU64,
@@ -269,6 +279,9 @@ pub struct Door {
     /// A move in during a call that failed; the slot's next `apply`
     /// returns it, which retires the worker.
     failed: Mutex<Option<IsolationError>>,
+    /// The `errno` of a nudged move that failed (0: none), for the watch
+    /// (which then nudges no more) and the slot's next `apply`.
+    nudge_failed: AtomicI32,
     shared: Arc<SlotsShared>,
 }
 
@@ -283,13 +296,15 @@ impl fmt::Debug for Door {
 
 /// [`Door`] states. The thread is at home, no call may move it.
 const HOME: u8 = 0;
-/// At home, running a call with a limit: its first tick (or the watch)
-/// moves it in.
+/// At home, running a call with a limit: its first tick moves it in.
 const ARMED: u8 = 1;
-/// Being moved in (by itself or by the watch); inside once the write ends.
-const MOVING: u8 = 2;
+/// Armed, and signalled by the watch: the signal's handler or the first
+/// tick, whichever runs first, moves it in.
+const NUDGED: u8 = 2;
+/// Being moved in, by the thread itself; inside once the write ends.
+const MOVING: u8 = 3;
 /// In the slot.
-const INSIDE: u8 = 3;
+const INSIDE: u8 = 4;
 
 impl Door {
     fn state(&self) -> u8 {
@@ -309,11 +324,14 @@ impl Door {
         }
     }
 
-    /// The call is over: a thread still at home stays there.
+    /// The call is over: a thread still at home stays there (a nudge
+    /// that arrives later finds nothing to do).
     fn disarm(&self) {
         let _ = self
             .state
-            .compare_exchange(ARMED, HOME, Ordering::AcqRel, Ordering::Acquire);
+            .try_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                matches!(s, ARMED | NUDGED).then_some(HOME)
+            });
     }
 
     /// For the watch: `Some(n)` while the `n`th call is armed.
@@ -326,33 +344,33 @@ impl Door {
     }
 
     /// Moves the slot's thread in (called on that thread, from its call's
-    /// epoch tick); true once it is in. If the watch is moving it, waits
-    /// for that move to end, and makes its own if the watch's failed. A
-    /// failure is logged and kept for the slot's next `apply`; the caller
-    /// then holds the call itself.
+    /// epoch tick); true once it is in. A nudge on its way finds the move
+    /// made. A failure is logged and kept for the slot's next `apply`; the
+    /// caller then holds the call itself.
     pub fn enter(&self) -> bool {
         debug_assert!(
             self.who != "0" || crate::current_tid() == self.tid,
             "a slot's door is used on its own thread only: `0` moves the caller"
         );
         loop {
-            match self
-                .state
-                .compare_exchange(ARMED, MOVING, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(INSIDE) => return true,
-                // The watch is moving it: in once that ends, or back to
-                // armed (its move failed) and this thread tries itself.
-                Err(MOVING) => {
-                    if !self.settled() {
-                        return false;
+            let s = self.state();
+            match s {
+                INSIDE => return true,
+                // The watch may nudge it meanwhile (armed to nudged): look
+                // again.
+                ARMED | NUDGED => {
+                    if self
+                        .state
+                        .compare_exchange(s, MOVING, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        break;
                     }
                 }
-                Err(_) => return false,
+                _ => return false,
             }
         }
-        match self.move_in(&self.who, false) {
+        match self.move_in() {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "a worker could not move into its slot cgroup; its call is throttled in userspace and the worker retires");
@@ -363,50 +381,72 @@ impl Door {
         }
     }
 
-    /// For the watch, on its own thread: moves the thread of the
-    /// `arming`th call in by its TID, if that call is still armed. False
-    /// (logged, kept for the slot's next `apply`, which retires the worker)
-    /// if the move failed; the call then moves itself in at its next tick.
+    /// For the watch, on its own thread: nudges the thread of the
+    /// `arming`th call to move itself in ([`crate::nudge`]), if that call
+    /// is still armed. False (logged) if it cannot be nudged, or a nudged
+    /// move has failed (kept for the slot's next `apply`, which retires the
+    /// worker); the call then moves itself in at its next tick.
     pub(crate) fn rescue(&self, arming: u64) -> bool {
+        if self.nudge_failed.load(Ordering::Acquire) != 0 {
+            return false;
+        }
         if self
             .state
-            .compare_exchange(ARMED, MOVING, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(ARMED, NUDGED, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             return true;
         }
+        let unnudge = || {
+            let _ = self
+                .state
+                .compare_exchange(NUDGED, ARMED, Ordering::AcqRel, Ordering::Acquire);
+        };
         if self.armings.load(Ordering::Acquire) != arming {
             // A later call, armed since the watch looked: not overdue.
-            self.state.store(ARMED, Ordering::Release);
+            unnudge();
             return true;
         }
-        match self.move_in(&self.tid.to_string(), true) {
-            Ok(()) => {
-                tracing::debug!(
-                    tid = self.tid,
-                    "a call ran outside its slot cgroup past its first tick; moved in"
-                );
-                true
-            }
+        match nudge::send(self.tid) {
+            Ok(()) => true,
             Err(e) => {
-                tracing::error!(error = %e, "could not move a call that runs outside its slot cgroup in; the worker retires after it");
-                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                self.state.store(ARMED, Ordering::Release);
+                tracing::error!(error = %e, tid = self.tid, "cannot signal a worker whose call runs outside its slot cgroup to move in; it moves in at its next epoch tick");
+                unnudge();
                 false
             }
         }
     }
 
-    /// The move in itself, once this side has won it (state MOVING):
-    /// writes `who` to the slot, counts the move (and the watch's
-    /// `rescue`), and only then says the thread is inside, so whoever sees
-    /// it inside sees the counts.
-    fn move_in(&self, who: &str, rescue: bool) -> Result<(), IsolationError> {
-        fs::write(&self.join, who)?;
-        self.shared.moved();
-        if rescue {
-            self.shared.rescues.fetch_add(1, Ordering::Relaxed);
+    /// The nudge's handler, on the slot's own thread (async-signal-safe:
+    /// atomics and [`nudge::move_self`] only): moves the thread in, unless
+    /// its call ended or its tick got there first.
+    pub(crate) fn nudged(&self) {
+        if self
+            .state
+            .compare_exchange(NUDGED, MOVING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
         }
+        match nudge::move_self(&self.join_c) {
+            Ok(()) => {
+                self.shared.moved();
+                self.shared.rescues.fetch_add(1, Ordering::Relaxed);
+                self.state.store(INSIDE, Ordering::Release);
+            }
+            Err(errno) => {
+                self.nudge_failed.store(errno.max(1), Ordering::Release);
+                self.state.store(ARMED, Ordering::Release);
+            }
+        }
+    }
+
+    /// The move in itself, once the thread has won it (state MOVING):
+    /// writes to the slot, counts the move, and only then says the thread
+    /// is inside, so whoever sees it inside sees the count.
+    fn move_in(&self) -> Result<(), IsolationError> {
+        fs::write(&self.join, &self.who)?;
+        self.shared.moved();
         self.state.store(INSIDE, Ordering::Release);
         Ok(())
     }
@@ -418,25 +458,7 @@ impl Door {
         self.state.store(HOME, Ordering::Release);
         Ok(())
     }
-
-    /// Waits out a move in by the watch (one write, milliseconds); false
-    /// if it has not ended in [`MOVE_PATIENCE`].
-    fn settled(&self) -> bool {
-        let start = std::time::Instant::now();
-        while self.state() == MOVING {
-            if start.elapsed() > MOVE_PATIENCE {
-                return false;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        true
-    }
 }
-
-/// How long a worker waits, after its call, for the watch's move of its
-/// thread to end before it leaves the slot (a move by TID takes up to
-/// about 11 ms here).
-const MOVE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How to make one slot.
 pub struct SlotSpec<'a> {
@@ -467,14 +489,27 @@ impl CgroupSlot {
     /// cannot hold its thread fails here, before any call; removes the
     /// directory again on failure. Called on the slot's own thread.
     pub fn create(spec: SlotSpec<'_>) -> Result<Box<dyn Slot>, IsolationError> {
+        Ok(Box::new(Self::make(spec)?))
+    }
+
+    fn make(spec: SlotSpec<'_>) -> Result<Self, IsolationError> {
         let dir = spec.dir;
         match (spec.dirs.mkdir)(&dir) {
             Err(e) if !e.is_already_there() => return Err(e),
             _ => {}
         }
         let own = crate::current_tid() == spec.tid;
+        let join = dir.join(spec.join_file);
+        let join_c = CString::new(join.as_os_str().as_bytes()).map_err(|e| {
+            IsolationError::step(
+                "open",
+                &join,
+                io::Error::new(io::ErrorKind::InvalidInput, e),
+            )
+        })?;
         let door = Door {
-            join: dir.join(spec.join_file),
+            join,
+            join_c,
             home: spec.home,
             tid: spec.tid,
             who: if own {
@@ -486,6 +521,7 @@ impl CgroupSlot {
             armings: AtomicU64::new(0),
             watched: own,
             failed: Mutex::new(None),
+            nudge_failed: AtomicI32::new(0),
             shared: spec.shared,
         };
         let made = (|| {
@@ -506,11 +542,14 @@ impl CgroupSlot {
             Ok(quota)
         })();
         match made {
-            Ok(quota) => Ok(Box::new(CgroupSlot {
+            Ok(quota) => Ok(CgroupSlot {
                 dir,
                 door: {
                     let door = Arc::new(door);
                     if door.watched {
+                        // Posted before the watch can see it: a nudge of
+                        // this thread finds this door.
+                        nudge::post(&door);
                         door.shared.watch.register(&door);
                     }
                     door
@@ -521,7 +560,7 @@ impl CgroupSlot {
                 current: None,
                 spent: Duration::ZERO,
                 dirs: spec.dirs,
-            })),
+            }),
             Err(e) => {
                 // Back out if the move in worked and the one out did not.
                 let _ = fs::write(&door.home, &spec.tid.to_string());
@@ -550,16 +589,13 @@ impl Slot for CgroupSlot {
         // thread's unused runtime to the group's pool and each wake-up
         // takes some back, under the group's lock.
         let q = Some(quota_us(millicores, self.period_us)).filter(|&q| q < self.period_us);
-        // A move by the watch that outlasted the last tidy ends first (a
-        // worker whose thread may be anywhere retires).
-        if !self.door.settled() {
-            return Err(IsolationError::step(
-                "move",
+        // A move in that a nudge's handler could not make (it cannot log).
+        let errno = self.door.nudge_failed.load(Ordering::Acquire);
+        if errno != 0 {
+            return Err(IsolationError::write(
                 &self.door.join,
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the watch thread's move of this worker into its slot has not ended",
-                ),
+                "0",
+                io::Error::from_raw_os_error(errno),
             ));
         }
         self.door.disarm();
@@ -600,10 +636,6 @@ impl Slot for CgroupSlot {
 
     fn tidy(&mut self) {
         self.door.disarm();
-        if !self.door.settled() {
-            tracing::warn!("the move of a worker into its slot cgroup has not ended; it leaves after a later call");
-            return;
-        }
         if !self.wants_tidy() {
             return;
         }
@@ -630,8 +662,9 @@ impl Slot for CgroupSlot {
 impl Drop for CgroupSlot {
     /// Runs as the worker thread exits: move it back, remove the slot.
     fn drop(&mut self) {
+        nudge::unpost(&self.door);
         self.door.disarm();
-        if self.door.settled() && self.door.state() != HOME {
+        if self.door.state() != HOME {
             let _ = fs::write(&self.door.home, &self.door.tid.to_string());
         }
         if let Err(e) = (self.dirs.rmdir)(&self.dir, fs::REMOVE_PATIENCE) {
@@ -684,7 +717,7 @@ mod tests {
     /// home to `<tmp>/tasks`; no thread really moves (the slot's TID, 4242,
     /// is not the test's thread, so the "moves" write it). The files the
     /// slot's creation wrote are emptied.
-    fn standin_slot(tmp: &Path, shared: Arc<SlotsShared>) -> (Box<dyn Slot>, PathBuf, PathBuf) {
+    fn standin_slot(tmp: &Path, shared: Arc<SlotsShared>) -> (CgroupSlot, PathBuf, PathBuf) {
         standin_slot_of(tmp, shared, 4242)
     }
 
@@ -694,7 +727,7 @@ mod tests {
         tmp: &Path,
         shared: Arc<SlotsShared>,
         tid: i32,
-    ) -> (Box<dyn Slot>, PathBuf, PathBuf) {
+    ) -> (CgroupSlot, PathBuf, PathBuf) {
         let who = if tid == crate::current_tid() {
             "0".to_string()
         } else {
@@ -703,7 +736,7 @@ mod tests {
         let dir = tmp.join("slot-0");
         let home = tmp.join("tasks");
         std::fs::write(&home, "").unwrap();
-        let slot = CgroupSlot::create(SlotSpec {
+        let slot = CgroupSlot::make(SlotSpec {
             dir: dir.clone(),
             home: home.clone(),
             tid,
@@ -829,9 +862,10 @@ mod tests {
     }
 
     /// A call that uses CPU at home and never reaches a check (one long
-    /// operation with no epoch check inside) is moved in by the watch
-    /// thread, by its TID; a check after that finds it in; the worker moves
-    /// it back out (itself, `0`) after the call.
+    /// operation with no epoch check inside) is nudged by the watch thread,
+    /// and the signal's handler moves it in (itself, `0`, between two
+    /// instructions of its loop); a check after that finds it in; the
+    /// worker moves it back out after the call.
     #[test]
     fn a_call_that_runs_long_without_a_check_is_moved_in_by_the_watch() {
         let tmp = tempfile::tempdir().unwrap();
@@ -844,11 +878,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "never moved in");
             burn(Duration::from_millis(1));
         }
-        assert_eq!(
-            read(&join),
-            tid.to_string(),
-            "moved by its TID, from the watch"
-        );
+        assert_eq!(read(&join), "0", "moved by itself, nudged by the watch");
         assert_eq!((shared.rescues(), shared.moves()), (1, 1));
         t.check(far());
         assert!(
@@ -881,6 +911,88 @@ mod tests {
         assert!(slot.at_home());
         assert_eq!(read(&join), "");
         assert_eq!(shared.rescues(), 0);
+    }
+
+    /// The first half of what the watch does to an overdue call (armed to
+    /// nudged), by hand; the signal is `nudge::send` to this thread, whose
+    /// handler runs before `send` returns.
+    fn mark_nudged(slot: &CgroupSlot) {
+        assert!(slot
+            .door
+            .state
+            .compare_exchange(ARMED, NUDGED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok());
+    }
+
+    /// A call whose first tick comes before the nudge's signal moves
+    /// itself in, and the late signal finds nothing to do; a signal that
+    /// comes after the call ended leaves the thread at home.
+    #[test]
+    fn a_late_nudge_moves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = Arc::new(SlotsShared::default());
+        let (mut slot, join, _home) =
+            standin_slot_of(tmp.path(), shared.clone(), crate::current_tid());
+        let mut t = slot.apply(100).unwrap().unwrap();
+        mark_nudged(&slot);
+        burn(Duration::from_millis(1));
+        t.check(far());
+        assert!(t.entered(), "the tick moved a nudged call in");
+        assert_eq!(read(&join), "0");
+        assert_eq!((shared.moves(), shared.rescues()), (1, 0));
+        nudge::send(crate::current_tid()).unwrap();
+        assert_eq!((shared.moves(), shared.rescues()), (1, 0), "moved once");
+
+        slot.used(Duration::from_millis(1));
+        slot.tidy();
+        std::fs::write(&join, "").unwrap();
+        let _t = slot.apply(100).unwrap().unwrap();
+        mark_nudged(&slot);
+        slot.used(Duration::from_micros(100));
+        nudge::send(crate::current_tid()).unwrap();
+        assert!(slot.at_home() && !slot.wants_tidy());
+        assert_eq!(read(&join), "");
+        assert_eq!(shared.rescues(), 0);
+    }
+
+    /// A nudged move that fails (the handler cannot log): the call runs
+    /// on at home, the watch nudges it no more, its own tick tries again,
+    /// and the slot's next `apply` fails with the error, which retires
+    /// the worker.
+    #[test]
+    fn a_failed_nudge_is_reported_by_the_next_apply() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut slot, join, _home) =
+            standin_slot_of(tmp.path(), Arc::default(), crate::current_tid());
+        std::fs::remove_file(&join).unwrap();
+        let mut t = slot.apply(100).unwrap().unwrap();
+        let arming = slot.door.armings.load(Ordering::Acquire);
+        mark_nudged(&slot);
+        nudge::send(crate::current_tid()).unwrap();
+        assert!(slot.at_home());
+        assert_eq!(slot.door.armed(), Some(arming), "armed again");
+        assert!(!slot.door.rescue(arming), "the watch gives up on it");
+        burn(Duration::from_millis(1));
+        t.check(far());
+        assert!(!t.entered());
+        slot.used(Duration::from_millis(1));
+        let e = slot.apply(100).expect_err("the failed move is reported");
+        assert!(e.to_string().contains("tasks"), "{e}");
+    }
+
+    /// A slot unposts its door before the door goes, so a nudge that
+    /// comes after finds none.
+    #[test]
+    fn a_slot_that_is_gone_leaves_no_door_to_nudge() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (slot, _join, _home) =
+            standin_slot_of(tmp.path(), Arc::default(), crate::current_tid());
+        assert!(nudge::posted(&slot.door));
+        let door = Arc::downgrade(&slot.door);
+        drop(slot);
+        assert!(door.upgrade().is_none(), "the door is gone");
+        assert!(!nudge::posted_any());
+        nudge::send(crate::current_tid()).unwrap();
     }
 
     #[test]

@@ -11,23 +11,21 @@
 //! One thread per instance keeps watch over the doors that are armed (a
 //! limited call runs, its thread not yet in its slot). It notes each armed
 //! call's thread CPU time when it first sees it; once the call has used
-//! [`OVERDUE`] more without entering, it moves the thread in by its TID.
-//! That move is the slow kind (the threadgroup lock's RCU wait: p90 7.3 ms
-//! here against 62 µs for a thread moving itself), so it is the exception;
-//! the call runs on meanwhile. It holds the cgroup mutex while it waits, so
-//! other workers' own moves (a limited call's first tick, a worker leaving
-//! its slot) wait for it too: the watch paces itself
-//! ([`QUIET_AFTER_MOVE`]). A call moved this way runs at most about
-//! `OVERDUE` plus two `POLL`s of CPU and one slow move outside its slot,
-//! however long its unchecked operation, while the watch is not pacing
-//! itself.
+//! [`OVERDUE`] more without entering, it nudges the thread
+//! ([`crate::nudge`]: a signal whose handler moves the thread in itself,
+//! mid-operation). The watch does not move the thread by its TID: that is
+//! the slow kind of move (the threadgroup lock's RCU wait under the cgroup
+//! mutex, p90 7.3 ms here against 62 µs for a thread moving itself), and
+//! every other worker's own move would wait for it. A call nudged so runs
+//! at most about `OVERDUE` plus two `POLL`s of CPU outside its slot,
+//! however long its unchecked operation.
 //!
 //! The thread parks while nothing is armed (an idle server costs nothing),
 //! and polls every [`POLL`] while anything is.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::time::{clock_gettime, ClockId};
 
@@ -40,14 +38,6 @@ pub const POLL: Duration = Duration::from_millis(5);
 /// armed, before the watch moves it in. Two epoch ticks: a call that
 /// executes Wasm reaches its first tick well before.
 pub const OVERDUE: Duration = Duration::from_millis(10);
-
-/// After a move that took `d`, the watch moves nothing for this many times
-/// `d`: a move by TID holds the cgroup mutex (and the threadgroup lock)
-/// for its RCU wait, so every other worker's own move waits meanwhile.
-/// Paced so, the watch holds them at most a fifth of the time, however many
-/// tenants run long operations; calls it has no time for run on at home
-/// until their next check or their end (and are charged for it).
-const QUIET_AFTER_MOVE: u32 = 4;
 
 /// The watch of one instance's slots; its thread starts with the first
 /// door and ends when this is dropped.
@@ -76,10 +66,15 @@ impl std::fmt::Debug for Watch {
 
 impl Watch {
     /// Watches `door` from now on (until it is dropped). Starts the thread
-    /// with the first door; if the thread cannot start, calls are not
-    /// watched (logged once), as before this existed.
+    /// with the first door; if the thread cannot start or the nudge's
+    /// handler cannot be installed, calls are not watched (logged once),
+    /// and are held from their first epoch tick only.
     pub fn register(&self, door: &Arc<Door>) {
         let thread = self.thread.get_or_init(|| {
+            if let Err(e) = crate::nudge::install() {
+                tracing::error!(error = %e, "cannot install the signal handler by which calls running outside their slot cgroups are moved in; such calls are held only from their first epoch tick");
+                return None;
+            }
             let inner = self.inner.clone();
             std::thread::Builder::new()
                 .name("wasmbox-watch".into())
@@ -126,14 +121,13 @@ struct Seen {
     /// The arming it last saw (the door's count) and the thread's CPU time
     /// then.
     arming: Option<(u64, Duration)>,
-    /// A move by the watch failed: the worker retires at its next call;
-    /// not tried again.
+    /// The thread could not be nudged, or its nudged move failed (the
+    /// worker retires at its next call): not tried again.
     given_up: bool,
 }
 
 fn run(inner: &Inner) {
     let mut doors: Vec<Seen> = Vec::new();
-    let mut quiet_until = Instant::now();
     while !inner.stop.load(Ordering::SeqCst) {
         doors.extend(
             std::mem::take(&mut *inner.new.lock().unwrap_or_else(|p| p.into_inner()))
@@ -145,7 +139,7 @@ fn run(inner: &Inner) {
                 }),
         );
         doors.retain(|s| s.door.strong_count() > 0);
-        if look(&mut doors, &mut quiet_until) {
+        if look(&mut doors) {
             std::thread::park_timeout(POLL);
             continue;
         }
@@ -172,10 +166,9 @@ fn any_armed(doors: &[Seen]) -> bool {
         .any(|s| s.door.upgrade().is_some_and(|d| d.armed().is_some()))
 }
 
-/// One look at every door: moves in the threads of calls overdue, unless
-/// still quiet after the last move ([`QUIET_AFTER_MOVE`]). Returns whether
-/// any door is armed.
-fn look(doors: &mut [Seen], quiet_until: &mut Instant) -> bool {
+/// One look at every door: nudges the threads of calls overdue. Returns
+/// whether any door is armed.
+fn look(doors: &mut [Seen]) -> bool {
     let mut any = false;
     for seen in doors.iter_mut() {
         let Some(door) = seen.door.upgrade() else {
@@ -194,14 +187,12 @@ fn look(doors: &mut [Seen], quiet_until: &mut Instant) -> bool {
         };
         match seen.arming {
             Some((n, since)) if n == arming => {
-                if cpu.saturating_sub(since) < OVERDUE || Instant::now() < *quiet_until {
+                if cpu.saturating_sub(since) < OVERDUE {
                     continue;
                 }
-                let start = Instant::now();
                 if !door.rescue(arming) {
                     seen.given_up = true;
                 }
-                *quiet_until = Instant::now() + start.elapsed() * QUIET_AFTER_MOVE;
             }
             _ => seen.arming = Some((arming, cpu)),
         }
@@ -224,6 +215,7 @@ pub fn thread_cpu_time_of(tid: i32) -> Option<Duration> {
 mod tests {
     use super::*;
     use crate::throttle::{burn, thread_cpu_time};
+    use std::time::Instant;
 
     #[test]
     fn another_threads_cpu_time_is_read_by_its_tid() {

@@ -451,8 +451,9 @@ fn a_worker_enters_its_slot_only_for_a_call_that_runs_ahead_and_leaves_after() {
 
 /// A call with a limit that uses CPU at home and never reaches a check (one
 /// long operation with no epoch check inside, such as a bulk memory
-/// instruction) is moved into its slot by the watch thread, by its TID,
-/// and held by the kernel from there; the worker moves it back out after.
+/// instruction) is nudged by the watch thread (a signal whose handler
+/// moves the thread in itself) and held by the kernel from there; the
+/// worker moves it back out after.
 #[test]
 fn a_call_that_runs_long_without_a_check_is_moved_into_its_slot_by_the_watch() {
     use std::time::{Duration, Instant};
