@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """What tenants who run one long unchecked operation per call cost a
-neighbour, in a cgroup mode (the watch's moves by TID hold the cgroup mutex).
+neighbour, in a cgroup mode (the watch moves each such call into its slot).
 
 Usage: bench/watch_abuse.py OUT.md WASMBOX
 
 Starts `WASMBOX serve` (auto isolation: cgroup v1 here) over a directory
 with functions/spin.wasm and ABUSERS copies of a module that grows its
 memory to 256 MiB and fills it with one `memory.fill` (no epoch check
-inside: the watch moves each such call into its slot by TID). The victim
+inside: the watch has each such call move into its slot). The victim
 calls `spin?arg=6` at `cpu_quota: 500` back to back on one connection: a
 6 ms call that reaches its first tick and moves itself into its slot, so
-it waits whenever a move by TID holds the cgroup mutex. It is measured
+it waits whenever a move by TID holds the cgroup mutex (the watch's moves
+were by TID before it nudged threads to move themselves). It is measured
 alone, then while ABUSERS clients call their own fill module (one
 function each, so no function's CPU debt holds the others back) at
 `cpu_quota: 100` back to back. Reported: the victim's calls/s and
