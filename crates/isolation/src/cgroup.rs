@@ -762,6 +762,13 @@ mod tests {
         std::fs::read_to_string(p).unwrap()
     }
 
+    /// A throttle from `apply`, started as an invocation starts it.
+    fn started(t: Result<Option<Throttle>, IsolationError>) -> Throttle {
+        let mut t = t.unwrap().expect("a limit is held");
+        t.start(crate::thread_cpu_time());
+        t
+    }
+
     fn far() -> std::time::Instant {
         std::time::Instant::now() + Duration::from_secs(60)
     }
@@ -783,7 +790,7 @@ mod tests {
         );
         assert!(slot.at_home() && !slot.wants_tidy());
 
-        let mut t = slot.apply(250).unwrap().expect("a limit is held");
+        let mut t = started(slot.apply(250));
         assert_eq!(read(&quota), "25000", "the quota is in place first");
         assert_eq!(read(&join), "", "the call starts at home");
         // Its first tick: in, with nothing slept (the kernel holds it now).
@@ -810,7 +817,7 @@ mod tests {
     fn a_call_that_waited_still_enters_at_its_first_tick() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut slot, join, _home) = standin_slot(tmp.path(), Arc::default());
-        let mut t = slot.apply(250).unwrap().unwrap();
+        let mut t = started(slot.apply(250));
         // 200 ms at 250 millicores would earn 50 ms of CPU.
         std::thread::sleep(Duration::from_millis(200));
         burn(Duration::from_millis(1));
@@ -826,7 +833,7 @@ mod tests {
     fn a_worker_that_cannot_leave_its_slot_stays_in_it_and_its_calls_run() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut slot, _join, home) = standin_slot(tmp.path(), Arc::default());
-        let mut t = slot.apply(250).unwrap().unwrap();
+        let mut t = started(slot.apply(250));
         burn(Duration::from_millis(1));
         t.check(far());
         assert!(t.entered());
@@ -850,7 +857,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (mut slot, join, _home) = standin_slot(tmp.path(), Arc::default());
         std::fs::remove_file(&join).unwrap();
-        let mut t = slot.apply(100).unwrap().unwrap();
+        let mut t = started(slot.apply(100));
         // Held here instead: 30 ms of CPU, earning at most 3 ms as it ran,
         // is 27 ms ahead, 270 ms of sleep at 100 millicores.
         burn(Duration::from_millis(30));
@@ -872,7 +879,7 @@ mod tests {
         let shared = Arc::new(SlotsShared::default());
         let tid = crate::current_tid();
         let (mut slot, join, home) = standin_slot_of(tmp.path(), shared.clone(), tid);
-        let mut t = slot.apply(100).unwrap().unwrap();
+        let mut t = started(slot.apply(100));
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while slot.at_home() {
             assert!(std::time::Instant::now() < deadline, "never moved in");
@@ -933,7 +940,7 @@ mod tests {
         let shared = Arc::new(SlotsShared::default());
         let (mut slot, join, _home) =
             standin_slot_of(tmp.path(), shared.clone(), crate::current_tid());
-        let mut t = slot.apply(100).unwrap().unwrap();
+        let mut t = started(slot.apply(100));
         mark_nudged(&slot);
         burn(Duration::from_millis(1));
         t.check(far());
@@ -965,7 +972,7 @@ mod tests {
         let (mut slot, join, _home) =
             standin_slot_of(tmp.path(), Arc::default(), crate::current_tid());
         std::fs::remove_file(&join).unwrap();
-        let mut t = slot.apply(100).unwrap().unwrap();
+        let mut t = started(slot.apply(100));
         let arming = slot.door.armings.load(Ordering::Acquire);
         mark_nudged(&slot);
         nudge::send(crate::current_tid()).unwrap();

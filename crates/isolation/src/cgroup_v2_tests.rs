@@ -73,6 +73,7 @@ fn enables_cpu_in_the_parent_writes_cpu_max_and_undoes_only_what_it_added() {
         std::fs::write(f, "").unwrap();
     }
     let mut t = s.apply(250).unwrap().expect("a limit");
+    t.start(crate::thread_cpu_time());
     crate::throttle::burn(std::time::Duration::from_millis(1));
     t.check(std::time::Instant::now() + std::time::Duration::from_secs(60));
     assert!(t.entered());

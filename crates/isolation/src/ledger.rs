@@ -72,7 +72,7 @@ impl Account {
 /// What an invocation did, for [`Ledger::end`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Spent {
-    /// Its thread's CPU time, from instantiation to its end.
+    /// Its thread's CPU time, from the end of its wait to its end.
     pub cpu: Duration,
     /// Wall time from the end of its wait to its end.
     pub wall: Duration,

@@ -72,7 +72,9 @@ pub struct Throttle {
     /// ahead by that much).
     credit: f64,
     last_wall: Instant,
-    last_cpu: Duration,
+    /// The thread's CPU time at the last look; `None` until the budget
+    /// starts ([`Throttle::start`]).
+    last_cpu: Option<Duration>,
     /// Time spent asleep so far (for reporting).
     pub slept: Duration,
     /// The slot cgroup to move into when the call runs ahead (cgroup
@@ -86,6 +88,17 @@ impl Throttle {
     /// Starts a budget of `millicores` for the calling thread, banking at
     /// most one `period`'s quota.
     pub fn new(millicores: u64, period: Duration) -> Self {
+        let mut t = Throttle::unstarted(millicores, period);
+        t.start(thread_cpu_time());
+        t
+    }
+
+    /// [`Throttle::new`] that counts from its [`Throttle::start`]: what a
+    /// slot's `apply` returns, started as the guest starts with the
+    /// thread's CPU time the invocation reads then anyway (a read of the
+    /// thread's CPU clock is a system call, 0.5 µs here and more under
+    /// load). A check before `start` starts it.
+    pub fn unstarted(millicores: u64, period: Duration) -> Self {
         let rate = millicores as f64 / 1000.0;
         Throttle {
             rate,
@@ -93,7 +106,7 @@ impl Throttle {
             period: period.as_secs_f64(),
             credit: 0.0,
             last_wall: Instant::now(),
-            last_cpu: thread_cpu_time(),
+            last_cpu: None,
             slept: Duration::ZERO,
             door: None,
             entered: false,
@@ -111,7 +124,7 @@ impl Throttle {
         Throttle {
             door: Some(door),
             cap: 0.0,
-            ..Throttle::new(millicores, period)
+            ..Throttle::unstarted(millicores, period)
         }
     }
 
@@ -120,13 +133,13 @@ impl Throttle {
         self.entered
     }
 
-    /// Starts the budget again from now (after a wait before the guest
-    /// starts: time spent waiting is not CPU the guest may then use at
-    /// once).
-    pub fn restart(&mut self) {
+    /// Starts the budget from now, the calling thread's CPU time being
+    /// `cpu` (again, after a wait before the guest starts: time spent
+    /// waiting is not CPU the guest may then use at once).
+    pub fn start(&mut self, cpu: Duration) {
         self.credit = 0.0;
         self.last_wall = Instant::now();
-        self.last_cpu = thread_cpu_time();
+        self.last_cpu = Some(cpu);
     }
 
     /// [`Throttle::check_until`] with no stop signal.
@@ -193,14 +206,18 @@ impl Throttle {
     fn account(&mut self) {
         let now = Instant::now();
         let cpu = thread_cpu_time();
+        let Some(last_cpu) = self.last_cpu else {
+            self.start(cpu);
+            return;
+        };
         // Banked credit never exceeds the cap: at its highest if all the
         // interval's CPU came at its end (so a busy interval longer than
         // the period, such as a tick with a 1 ms period, is not clipped).
         let earned = self.rate * (now - self.last_wall).as_secs_f64();
-        let spent = (cpu - self.last_cpu).as_secs_f64();
+        let spent = cpu.saturating_sub(last_cpu).as_secs_f64();
         self.credit = (self.credit + earned).min(self.cap + self.rate * spent) - spent;
         self.last_wall = now;
-        self.last_cpu = cpu;
+        self.last_cpu = Some(cpu);
     }
 }
 
@@ -250,7 +267,7 @@ struct ThrottleSlot {
 
 impl Slot for ThrottleSlot {
     fn apply(&mut self, millicores: u64) -> Result<Option<Throttle>, IsolationError> {
-        Ok(Some(Throttle::new(millicores, self.period)))
+        Ok(Some(Throttle::unstarted(millicores, self.period)))
     }
 }
 

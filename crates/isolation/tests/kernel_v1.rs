@@ -426,6 +426,7 @@ fn a_worker_enters_its_slot_only_for_a_call_that_runs_ahead_and_leaves_after() {
                 assert!(at_base() && slot.at_home() && !slot.wants_tidy());
             }
             let mut t = slot.apply(250).unwrap().expect("a limit is held");
+            t.start(wasmbox_isolation::thread_cpu_time());
             assert_eq!(quota().trim(), "25000");
             assert!(at_base(), "the call starts at the base");
             // Its first tick.

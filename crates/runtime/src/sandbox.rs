@@ -85,7 +85,8 @@ pub struct Timings {
     /// Wall-clock time from instantiation to the end of the invocation
     /// (zero if instantiation did not finish).
     pub execute: Duration,
-    /// CPU time the worker thread used for instantiate + execute.
+    /// CPU time the worker thread used for the invocation (setting up its
+    /// store, instantiate, execute), from the end of any hold.
     pub cpu: Duration,
     /// Waiting before the start for the function's CPU debt to be repaid
     /// (`wasmbox_isolation::ledger`).
@@ -207,11 +208,14 @@ pub fn invoke_until(
                 };
             }
             let held = held.elapsed();
+            // One read of the thread's CPU clock (a system call) starts both
+            // the throttle and the call's own account.
+            let cpu_start = thread_cpu_time();
             let mut inv = inv;
             if let Some(t) = &mut inv.throttle {
-                t.restart();
+                t.start(cpu_start);
             }
-            let mut outcome = dispatch(engine, function, inv, signals).await;
+            let mut outcome = dispatch(engine, function, inv, signals, cpu_start).await;
             outcome.timings.held = held;
             outcome
         })
@@ -256,12 +260,14 @@ async fn hold(hold_off: Duration, timeout: Duration, signals: Signals<'_>) -> Re
     }
 }
 
-/// Runs the invocation by the kind of code it is.
+/// Runs the invocation by the kind of code it is; `cpu_start` is the
+/// thread's CPU time as it starts.
 async fn dispatch(
     engine: &WasmEngine,
     function: &Function,
     inv: Invocation,
     signals: Signals<'_>,
+    cpu_start: Duration,
 ) -> Outcome {
     use crate::component::{command, guard, http};
     use crate::function::Code;
@@ -269,10 +275,11 @@ async fn dispatch(
         deadline: Instant::now() + inv.timeout,
         cancel: signals.cancel.clone(),
         shutdown: signals.shutdown.clone(),
-        cpu_budget: inv.cpu_budget.map(|b| (b, thread_cpu_time())),
+        cpu_start,
+        cpu_budget: inv.cpu_budget,
     };
     match &function.code {
-        Code::Module(_) => run(engine, function, inv, signals).await,
+        Code::Module(_) => run(engine, function, inv, signals, cpu_start).await,
         Code::Command(pre) => {
             let s = guard_signals();
             command::run(engine, function, pre, inv, s).await
@@ -289,6 +296,7 @@ async fn run(
     function: &Function,
     inv: Invocation,
     signals: Signals<'_>,
+    cpu_start: Duration,
 ) -> Outcome {
     let Signals { cancel, shutdown } = signals;
     let (mut builder, stdout, stderr) = match wasi_builder(&inv, "a preview-1 module") {
@@ -305,7 +313,6 @@ async fn run(
     let mut store = Store::new(&engine.engine, host);
     store.limiter(|h| &mut h.limits);
     let start = Instant::now();
-    let cpu_start = thread_cpu_time();
     let deadline = start + inv.timeout;
     let (cancel2, shutdown2) = (cancel.clone(), shutdown.clone());
     let cpu_budget = inv.cpu_budget;

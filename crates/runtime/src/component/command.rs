@@ -28,7 +28,7 @@ pub(crate) async fn run(
     let mut store = ComponentHost::store(engine, function, builder.build(), &inv, signals.deadline);
     signals.arm(&mut store);
     let start = Instant::now();
-    let cpu_start = thread_cpu_time();
+    let cpu_start = signals.cpu_start;
     let mut instantiated = None;
     let ran = {
         let store = &mut store;

@@ -26,9 +26,10 @@ pub struct Signals {
     pub cancel: CancelToken,
     /// The server stops everything.
     pub shutdown: CancelToken,
-    /// CPU time the invocation may use (a manifest's `cpu_budget_ms`), and
-    /// its thread's CPU time when it started.
-    pub cpu_budget: Option<(Duration, Duration)>,
+    /// Its thread's CPU time when the invocation started.
+    pub cpu_start: Duration,
+    /// CPU time the invocation may use (a manifest's `cpu_budget_ms`).
+    pub cpu_budget: Option<Duration>,
 }
 
 impl Signals {
@@ -41,7 +42,7 @@ impl Signals {
             Some(Stop::Timeout)
         } else if self
             .cpu_budget
-            .is_some_and(|(budget, start)| thread_cpu_time().saturating_sub(start) >= budget)
+            .is_some_and(|budget| thread_cpu_time().saturating_sub(self.cpu_start) >= budget)
         {
             Some(Stop::CpuBudget)
         } else {

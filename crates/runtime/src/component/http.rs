@@ -193,7 +193,7 @@ pub(crate) async fn run(
     signals.arm(&mut store);
 
     let start = Instant::now();
-    let cpu_start = thread_cpu_time();
+    let cpu_start = signals.cpu_start;
     let instantiated: Arc<OnceLock<Instant>> = Arc::default();
     let req = match store
         .data_mut()
