@@ -428,6 +428,8 @@ async fn cgroup_v2_places_a_worker_thread_in_a_threaded_child_on_the_real_mount(
                 // A limited call enters its slot at its first tick (with no
                 // cpu controller, it is only placed there).
                 let mut hold = slot.apply(500).unwrap().expect("a limit");
+                // Started as an invocation starts it.
+                hold.start(wasmbox_isolation::thread_cpu_time());
                 let burn = |ms| {
                     let t = wasmbox_isolation::thread_cpu_time();
                     while wasmbox_isolation::thread_cpu_time() - t
