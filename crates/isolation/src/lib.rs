@@ -128,8 +128,8 @@ pub trait Isolation: Send + Sync {
     fn moves(&self) -> u64 {
         0
     }
-    /// Calls the watch moved into their slots after they ran too long
-    /// outside (cgroup modes, [`watch`]).
+    /// Calls moved into their slots by the watch's nudge after they ran
+    /// too long outside (cgroup modes, [`watch`]).
     fn rescues(&self) -> u64 {
         0
     }

@@ -17,20 +17,25 @@
 //! `close` on a path prepared beforehand ([`move_self`]); it leaves `errno`
 //! as it found it. A signal that arrives late (the call ended, a later call
 //! runs, the slot is gone, or the TID now names another of the process's
-//! threads) finds no door in the nudged state and does nothing.
+//! threads) does nothing unless the door it finds is nudged itself, and
+//! then makes the very move that nudge asks for.
+//!
+//! A thread holds one slot at a time (a worker drops its slot before it
+//! makes another): a second slot posted on the same thread replaces the
+//! first, whose calls are then held from their first epoch tick only.
 #![allow(unsafe_code)]
 
-use std::cell::Cell;
 use std::ffi::CStr;
 use std::io;
-use std::sync::atomic::{compiler_fence, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicPtr, Ordering};
 use std::sync::OnceLock;
 
 use crate::cgroup::Door;
 
 thread_local! {
-    /// The door of the slot this thread holds, while it holds one.
-    static POSTED: Cell<*const Door> = const { Cell::new(std::ptr::null()) };
+    /// The door of the slot this thread holds, while it holds one (an
+    /// atomic: the handler reads what the thread's own code writes).
+    static POSTED: AtomicPtr<Door> = const { AtomicPtr::new(std::ptr::null_mut()) };
 }
 
 /// The signal: a real-time one (queued, and used by neither the C library's
@@ -57,7 +62,7 @@ pub(crate) fn install() -> Result<(), String> {
                 if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
                     return Err(format!("sigaction({sig}): {}", io::Error::last_os_error()));
                 }
-                if old.sa_sigaction != libc::SIG_DFL {
+                if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
                     return Err(format!("signal {sig} already has a handler"));
                 }
                 let mut sa: libc::sigaction = std::mem::zeroed();
@@ -79,7 +84,7 @@ pub(crate) fn install() -> Result<(), String> {
 /// and lets the signal through on this thread (a thread inherits its
 /// creator's blocked signals).
 pub(crate) fn post(door: &Door) {
-    POSTED.with(|p| p.set(door));
+    POSTED.with(|p| p.store(std::ptr::from_ref(door).cast_mut(), Ordering::Relaxed));
     compiler_fence(Ordering::SeqCst);
     // SAFETY: a sigset_t is plain data, filled by sigemptyset/sigaddset.
     unsafe {
@@ -94,9 +99,12 @@ pub(crate) fn post(door: &Door) {
 pub(crate) fn unpost(door: &Door) {
     compiler_fence(Ordering::SeqCst);
     POSTED.with(|p| {
-        if std::ptr::eq(p.get(), door) {
-            p.set(std::ptr::null());
-        }
+        let _ = p.compare_exchange(
+            std::ptr::from_ref(door).cast_mut(),
+            std::ptr::null_mut(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     });
     compiler_fence(Ordering::SeqCst);
 }
@@ -104,13 +112,13 @@ pub(crate) fn unpost(door: &Door) {
 /// Whether `door` is this thread's posted one.
 #[cfg(test)]
 pub(crate) fn posted(door: &Door) -> bool {
-    POSTED.with(|p| std::ptr::eq(p.get(), door))
+    POSTED.with(|p| std::ptr::eq(p.load(Ordering::Relaxed), door))
 }
 
 /// Whether this thread has a posted door.
 #[cfg(test)]
 pub(crate) fn posted_any() -> bool {
-    POSTED.with(|p| !p.get().is_null())
+    POSTED.with(|p| !p.load(Ordering::Relaxed).is_null())
 }
 
 /// Nudges thread `tid` of this process.
@@ -156,7 +164,7 @@ pub(crate) fn move_self(join: &CStr) -> Result<(), i32> {
 extern "C" fn on_nudge(_: libc::c_int) {
     // SAFETY: errno is this thread's own.
     let errno = unsafe { *libc::__errno_location() };
-    let door = POSTED.with(Cell::get);
+    let door = POSTED.with(|p| p.load(Ordering::Relaxed));
     if !door.is_null() {
         // SAFETY: a posted door outlives its posting: the slot that holds
         // it unposts it on this thread before letting go of it.

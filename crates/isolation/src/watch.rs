@@ -35,7 +35,7 @@ use crate::cgroup::Door;
 pub const POLL: Duration = Duration::from_millis(5);
 
 /// CPU a call may use outside its slot, after the watch first saw it
-/// armed, before the watch moves it in. Two epoch ticks: a call that
+/// armed, before the watch nudges it in. Two epoch ticks: a call that
 /// executes Wasm reaches its first tick well before.
 pub const OVERDUE: Duration = Duration::from_millis(10);
 
@@ -121,9 +121,9 @@ struct Seen {
     /// The arming it last saw (the door's count) and the thread's CPU time
     /// then.
     arming: Option<(u64, Duration)>,
-    /// The thread could not be nudged, or its nudged move failed (the
-    /// worker retires at its next call): not tried again.
-    given_up: bool,
+    /// The arming whose call could not be nudged (the signal could not be
+    /// sent, or its handler's move failed): not tried again for that call.
+    given_up: Option<u64>,
 }
 
 fn run(inner: &Inner) {
@@ -135,7 +135,7 @@ fn run(inner: &Inner) {
                 .map(|door| Seen {
                     door,
                     arming: None,
-                    given_up: false,
+                    given_up: None,
                 }),
         );
         doors.retain(|s| s.door.strong_count() > 0);
@@ -179,7 +179,7 @@ fn look(doors: &mut [Seen]) -> bool {
             continue;
         };
         any = true;
-        if seen.given_up {
+        if seen.given_up == Some(arming) {
             continue;
         }
         let Some(cpu) = thread_cpu_time_of(door.tid()) else {
@@ -190,8 +190,9 @@ fn look(doors: &mut [Seen]) -> bool {
                 if cpu.saturating_sub(since) < OVERDUE {
                     continue;
                 }
-                if !door.rescue(arming) {
-                    seen.given_up = true;
+                if let Err(why) = door.rescue(arming) {
+                    seen.given_up = Some(arming);
+                    tracing::warn!(tid = door.tid(), "a call that runs outside its slot cgroup with no epoch check was not moved in ({why}); it moves in at its next tick");
                 }
             }
             _ => seen.arming = Some((arming, cpu)),

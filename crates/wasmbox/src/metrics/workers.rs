@@ -64,7 +64,7 @@ impl Workers {
             slot_rescues: counter(
                 r,
                 "worker_slot_rescues",
-                "Calls with a limit moved into their cgroup slot by the watch thread because they ran outside it past their first epoch tick (one long operation with no check: instantiation, bulk memory, a costly host call)",
+                "Calls with a limit moved into their cgroup slot by the watch thread's nudge (a signal whose handler moves the thread) because they ran outside it past their first epoch tick (one long operation with no check: instantiation, bulk memory, a costly host call)",
             ),
             function_queued: family(
                 r,
