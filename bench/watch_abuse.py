@@ -2,7 +2,7 @@
 """What tenants who run one long unchecked operation per call cost a
 neighbour, in a cgroup mode (the watch moves each such call into its slot).
 
-Usage: bench/watch_abuse.py OUT.md WASMBOX
+Usage: bench/watch_abuse.py OUT.md WASMBOX [ABUSERS]
 
 Starts `WASMBOX serve` (auto isolation: cgroup v1 here) over a directory
 with functions/spin.wasm and ABUSERS copies of a module that grows its
@@ -31,7 +31,7 @@ import time
 from served import functions_dir, serve, timed_get as call
 
 SECONDS = 10.0
-ABUSERS = 6
+ABUSERS = 6  # unless given
 PORT = 18320
 FILL = """(module
   (memory 1)
@@ -68,9 +68,12 @@ def abuse(i, stop, out):
 
 
 def main():
-    if len(sys.argv) != 3:
+    global ABUSERS
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     out, exe = sys.argv[1], sys.argv[2]
+    if len(sys.argv) == 4:
+        ABUSERS = int(sys.argv[3])
     functions = functions_dir(["spin.wasm"])
     for i in range(ABUSERS):
         with open(os.path.join(functions, f"fill{i}.wat"), "w") as f:
@@ -105,7 +108,7 @@ def main():
     lines = [
         "# Tenants running one long unchecked operation per call, beside a neighbour\n",
         f"Machine: {os.cpu_count()} cores, Linux {platform.release()}. Shared and noisy.\n",
-        f"Command: `python3 bench/watch_abuse.py {out} {exe}` (auto isolation: cgroup v1 here). "
+        f"Command: `python3 bench/watch_abuse.py {' '.join(sys.argv[1:])}` (auto isolation: cgroup v1 here). "
         "The victim calls `spin?arg=6` at `cpu_quota: 500` back to back on one keep-alive "
         f"connection for {SECONDS:.0f} s (a 6 ms call that moves itself into its slot at its "
         f"first tick); the abusers are {ABUSERS} clients, each calling its own module that "

@@ -340,8 +340,11 @@ impl Door {
     }
 
     /// For the watch: `Some(n)` while the `n`th call is armed.
+    /// A nudged call counts (its signal may still be on its way, and a
+    /// failed move sets it armed again without waking the watch).
     pub(crate) fn armed(&self) -> Option<u64> {
-        (self.watched && self.state() == ARMED).then(|| self.armings.load(Ordering::Relaxed))
+        (self.watched && matches!(self.state(), ARMED | NUDGED))
+            .then(|| self.armings.load(Ordering::Relaxed))
     }
 
     pub(crate) fn tid(&self) -> i32 {
@@ -666,7 +669,9 @@ impl Drop for CgroupSlot {
         if own {
             nudge::unpost(&self.door);
         } else if self.door.watched {
-            // Its thread may still take a nudge that reads this door.
+            // Its thread may still take a nudge that reads this door: kept
+            // for the process's life (and with it the instance's watch).
+            // Never on a worker, which drops its slot on its own thread.
             std::mem::forget(self.door.clone());
         }
         self.door.disarm();

@@ -206,6 +206,13 @@ impl Throttle {
     fn account(&mut self) {
         let now = Instant::now();
         let cpu = thread_cpu_time();
+        // A throttle from a slot's `apply` is started before the guest
+        // runs (`invoke_until`); one that is not starts here, charging
+        // nothing before (loud in debug builds, where tests run).
+        debug_assert!(
+            self.last_cpu.is_some(),
+            "a throttle checked before it was started"
+        );
         let Some(last_cpu) = self.last_cpu else {
             self.start(cpu);
             return;

@@ -326,8 +326,9 @@ fn burn(cpu: std::time::Duration) {
 fn enter(slot: &mut Box<dyn wasmbox_isolation::Slot>, millicores: u64) {
     use std::time::{Duration, Instant};
     if let Some(mut t) = slot.apply(millicores).unwrap() {
-        // Its first tick (a check that finds CPU used) moves it in; a
-        // bounded loop all the same.
+        // Started as an invocation starts it; its first tick (a check that
+        // finds CPU used) moves it in; a bounded loop all the same.
+        t.start(wasmbox_isolation::thread_cpu_time());
         let deadline = Instant::now() + Duration::from_secs(10);
         while !t.entered() {
             assert!(Instant::now() < deadline, "never ran ahead of its quota");

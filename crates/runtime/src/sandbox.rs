@@ -66,8 +66,9 @@ pub struct Invocation {
     pub memory_cap: usize,
     /// Wall-clock limit for instantiate + run.
     pub timeout: Duration,
-    /// CPU time the invocation's thread may use (instantiate + run); past
-    /// it the guest is stopped at its next epoch tick
+    /// CPU time the invocation's thread may use (from the end of any
+    /// hold: its store's setup, instantiate and run); past it the guest is
+    /// stopped at its next epoch tick
     /// ([`Failure::CpuBudget`]). `None`: no budget.
     pub cpu_budget: Option<Duration>,
     /// The quota as held from inside the invocation, at its epoch ticks: by

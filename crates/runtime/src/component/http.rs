@@ -245,8 +245,7 @@ pub(crate) async fn run(
         });
         signals.race(waiting).await
     };
-    let mut t = timings(start, instantiated.get().copied(), cpu_start);
-    t.cpu = thread_cpu_time().saturating_sub(cpu_start);
+    let t = timings(start, instantiated.get().copied(), cpu_start);
     let result = match ran {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => match classify(store.data(), e, None, (inv.timeout, inv.cpu_budget)) {

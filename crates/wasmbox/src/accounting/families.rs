@@ -80,7 +80,7 @@ impl UsageFamilies {
         };
         r.register(
             "function_cpu_seconds",
-            "CPU time of invocations' threads (instantiate + run), by function",
+            "CPU time of invocations' threads (store setup, instantiate and run), by function",
             f.cpu_seconds.clone(),
         );
         r.register(
