@@ -336,12 +336,24 @@ async fn metrics_count_handler_invocations_by_function() {
     let s = TestServer::start(KIT, &[]).await;
     s.get("/httpkit/x").await.expect(200, &[]);
     s.get("/httpkit/trap").await.expect(500, &[]);
-    let m = s.admin_get("/-/metrics").await.text();
-    for line in [
+    let lines = [
         r#"wasmbox_invocations_total{function="httpkit.wasm",outcome="ok"} 1"#,
         r#"wasmbox_invocations_total{function="httpkit.wasm",outcome="trap"} 1"#,
-    ] {
-        assert!(m.contains(line), "{line} not in\n{m}");
+    ];
+    // A handler's answer goes out before its guest has stopped, and its
+    // invocation is counted then: poll, with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let m = s.admin_get("/-/metrics").await.text();
+        let missing: Vec<_> = lines.iter().filter(|l| !m.contains(**l)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing:?} not in\n{m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     s.stop().await;
 }
