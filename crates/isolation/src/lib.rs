@@ -5,9 +5,9 @@
 //! request's `cpu_quota` (millicores, 1000 = one core); a slot only touches
 //! the kernel there when the quota differs from the one it already has. In
 //! the cgroup modes the thread moves into its slot cgroup only once a call
-//! with a limit reaches its first epoch tick, and back out after that call
-//! ([`cgroup::CgroupSlot`]): a call shorter than that never crosses a
-//! cgroup boundary.
+//! with a limit reaches its first epoch tick, and back out as that call's
+//! guest stops ([`Throttle::stop`], [`cgroup::CgroupSlot`]): a call shorter
+//! than that never crosses a cgroup boundary.
 //!
 //! Modes, one file each:
 //! - [`cgroup_v2`]: one threaded cgroup per worker, `cpu.max`;
@@ -162,8 +162,10 @@ pub trait Slot: Send {
     fn wants_tidy(&self) -> bool {
         false
     }
-    /// Does that work: a cgroup slot whose thread moved in during the last
-    /// call moves it back out to the process's own cgroup. Its worker calls
+    /// Does that work: a cgroup slot whose thread is still in it after the
+    /// last call (its move out as the guest stopped, [`Throttle::stop`],
+    /// failed) tries again to move it back out to the process's own
+    /// cgroup. Its worker calls
     /// it after delivering a result and before it takes the next job, not
     /// counted free meanwhile, so no job waits for it.
     fn tidy(&mut self) {}

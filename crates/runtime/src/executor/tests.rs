@@ -907,3 +907,81 @@ async fn calls_far_shorter_than_a_timer_tick_get_their_whole_quota() {
         "{calls} calls at {QUOTA} m received {share:.3} of a core"
     );
 }
+
+/// The cgroup-v1 cpu cgroup of the calling thread.
+fn cpu_cgroup_of_this_thread() -> String {
+    let all = std::fs::read_to_string("/proc/thread-self/cgroup").unwrap();
+    all.lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "cpu")
+                .then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("no cpu controller in {all}"))
+}
+
+/// Records, when dropped, the cpu cgroup of the thread that drops it: a
+/// worker delivering its call's end (as an admission reservation is
+/// released, under the admission's lock, which every request takes).
+struct ReleasedIn(Arc<Mutex<Option<String>>>);
+impl Drop for ReleasedIn {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() = Some(cpu_cgroup_of_this_thread());
+    }
+}
+
+/// A call held to a quota that moved into its worker's slot cgroup leaves
+/// it as its guest stops, so its worker tears the store down and delivers
+/// its end (releasing what the call held) at home: a thread in its slot may
+/// be throttled by the kernel at any instruction, and one throttled while
+/// holding the admission's lock (or the engine's instance-pool lock) would
+/// stall every other request for the rest of its period. Real cgroup v1
+/// (skipped where it cannot be written, unless WASMBOX_REQUIRE_CGROUPS=1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_its_slot_releases_what_it_held_at_home() {
+    use wasmbox_isolation::{IsolationConfig, Requested};
+    let config = IsolationConfig {
+        requested: Requested::Exactly(Mode::CgroupV1),
+        ..Default::default()
+    };
+    let iso = match wasmbox_isolation::open(&config) {
+        Ok(iso) => iso,
+        Err(e) if std::env::var("WASMBOX_REQUIRE_CGROUPS").as_deref() == Ok("1") => {
+            panic!("WASMBOX_REQUIRE_CGROUPS=1 but cgroup v1 is not usable: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: cgroup v1 is not usable: {e}");
+            return;
+        }
+    };
+    let ex = executor(1, iso);
+    let _ticker = crate::EpochTicker::start(&ex.engine).unwrap();
+    let home = cpu_cgroup_of_this_thread();
+    // Tens of ms of CPU: past the first tick at 250 millicores.
+    let f = spinner(&ex.engine, 100_000_000);
+    let released = Arc::new(Mutex::new(None));
+    let call = |millicores| {
+        let (mut t, _cancel) = task(&f, Duration::from_secs(30), &Arc::default());
+        t.cpu_millis = millicores;
+        t.hold = Box::new(ReleasedIn(released.clone()));
+        t
+    };
+    // With no limit first: the worker is up, its slot made (a move in and
+    // out of its own), and its call stays at home.
+    let ran = ex.run(call(1000)).await.unwrap();
+    assert_eq!(ran.outcome.result, Ok(()));
+    assert_eq!(released.lock().unwrap().take().as_deref(), Some(&*home));
+    let moves = ex.stats().slot_moves;
+    let ran = ex.run(call(250)).await.unwrap();
+    assert_eq!(ran.outcome.result, Ok(()));
+    assert_eq!(
+        ex.stats().slot_moves,
+        moves + 2,
+        "the call did not move into its slot and out"
+    );
+    let at = released.lock().unwrap().take().expect("released");
+    assert_eq!(at, home, "released inside its slot cgroup");
+}
