@@ -22,7 +22,7 @@
 //! with a limit reaches its first epoch tick (or the [`crate::watch`]
 //! finds it running long without one), with the quota file kept open. The
 //! thread waits, and starts each call, in the process's own cgroup, and
-//! moves back there between calls ([`CgroupSlot`], [`Door`]).
+//! moves back there as the call ends ([`CgroupSlot`], [`Door`]).
 
 use std::ffi::CString;
 use std::fmt;
@@ -209,10 +209,9 @@ pub type QuotaText = fn(Option<u64>, u64) -> String;
 /// ([`Throttle::entering`]): at its first epoch tick (a check that finds it
 /// has used CPU) the thread moves into the slot, under the quota written
 /// before the call (which refilled the period's budget), and the kernel
-/// holds it from there. It moves back out as its guest stops
-/// ([`Throttle::stop`]), before the store is torn down and the outcome
-/// delivered (both take locks other calls need), or, if that move fails,
-/// between calls ([`Slot::tidy`]).
+/// holds it from there. It moves back out as soon as the call is over
+/// ([`Slot::tidy`]), before its worker releases what the call held and
+/// delivers its outcome (which take locks other calls need).
 /// So a call that ends before the next tick (on average half of one, 2.5
 /// ms) never crosses the boundary, and one that runs longer is held by the
 /// kernel after at most what it ran before its first tick: about a tick of
@@ -462,16 +461,6 @@ impl Door {
         self.shared.moved();
         self.state.store(INSIDE, Ordering::Release);
         Ok(())
-    }
-
-    /// The call's guest has stopped (on the slot's thread): no move in
-    /// from now on, and a thread inside goes home. A failed move home
-    /// leaves it inside, for the slot's `tidy` to try again and report.
-    pub fn end_call(&self) {
-        self.disarm();
-        if self.inside() {
-            let _ = self.leave();
-        }
     }
 
     /// Moves the thread (in its slot) back home, on its own thread.

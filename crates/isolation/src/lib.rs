@@ -5,9 +5,9 @@
 //! request's `cpu_quota` (millicores, 1000 = one core); a slot only touches
 //! the kernel there when the quota differs from the one it already has. In
 //! the cgroup modes the thread moves into its slot cgroup only once a call
-//! with a limit reaches its first epoch tick, and back out as that call's
-//! guest stops ([`Throttle::stop`], [`cgroup::CgroupSlot`]): a call shorter
-//! than that never crosses a cgroup boundary.
+//! with a limit reaches its first epoch tick, and back out as that call
+//! ends ([`cgroup::CgroupSlot`]): a call shorter than that never crosses a
+//! cgroup boundary.
 //!
 //! Modes, one file each:
 //! - [`cgroup_v2`]: one threaded cgroup per worker, `cpu.max`;
@@ -157,17 +157,21 @@ pub trait Slot: Send {
     fn at_home(&self) -> bool {
         true
     }
-    /// Whether the slot has work to do between invocations, off every
-    /// request's path ([`Slot::tidy`]).
+    /// Whether the slot has work to do once a call is over
+    /// ([`Slot::tidy`]).
     fn wants_tidy(&self) -> bool {
         false
     }
-    /// Does that work: a cgroup slot whose thread is still in it after the
-    /// last call (its move out as the guest stopped, [`Throttle::stop`],
-    /// failed) tries again to move it back out to the process's own
-    /// cgroup. Its worker calls
-    /// it after delivering a result and before it takes the next job, not
-    /// counted free meanwhile, so no job waits for it.
+    /// Does that work: a cgroup slot whose thread moved in during the last
+    /// call moves it back out to the process's own cgroup. A worker calls
+    /// it as an invocation ends (its store torn down), before it releases
+    /// what the call held and delivers the outcome, and also when the call
+    /// panics: the kernel may throttle a thread in its slot at any
+    /// instruction, and one throttled while it holds a lock every other
+    /// call needs (admission's as a reservation is released, the hand-off's,
+    /// the ledger's) would stall them all for the rest of its period (up to
+    /// 90 ms at 100 millicores). Other jobs (tests, tools) are tidied after
+    /// their result is delivered, not counted free meanwhile.
     fn tidy(&mut self) {}
 }
 

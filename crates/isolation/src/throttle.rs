@@ -78,11 +78,8 @@ pub struct Throttle {
     /// Time spent asleep so far (for reporting).
     pub slept: Duration,
     /// The slot cgroup to move into when the call runs ahead (cgroup
-    /// modes); `None` once it has tried (or in the throttle mode).
+    /// modes); `None` once it has (or in the throttle mode).
     door: Option<Arc<Door>>,
-    /// The same slot, to leave as the guest stops ([`Throttle::stop`]),
-    /// however the thread got in (its tick, or the watch's nudge).
-    slot: Option<Arc<Door>>,
     /// In its slot cgroup: the kernel holds it, nothing is checked here.
     entered: bool,
 }
@@ -112,7 +109,6 @@ impl Throttle {
             last_cpu: None,
             slept: Duration::ZERO,
             door: None,
-            slot: None,
             entered: false,
         }
     }
@@ -126,8 +122,7 @@ impl Throttle {
     /// to one `period`'s quota).
     pub fn entering(millicores: u64, period: Duration, door: Arc<Door>) -> Self {
         Throttle {
-            door: Some(door.clone()),
-            slot: Some(door),
+            door: Some(door),
             cap: 0.0,
             ..Throttle::unstarted(millicores, period)
         }
@@ -145,24 +140,6 @@ impl Throttle {
         self.credit = 0.0;
         self.last_wall = Instant::now();
         self.last_cpu = Some(cpu);
-    }
-
-    /// The guest has stopped: a call that moved into its slot cgroup (at
-    /// a tick, or nudged by the watch) moves back home now, and one still
-    /// at home can no longer be moved in. Called before the sandbox tears
-    /// the store down (which takes the engine's instance-pool lock) and
-    /// before the outcome is delivered (which takes the admission and
-    /// hand-off locks): the kernel may throttle a thread in its slot at any
-    /// instruction, and one throttled while holding a lock every worker and
-    /// request needs would stall them all for the rest of its period (up to
-    /// 90 ms at 100 millicores). A failed move is left for the slot's
-    /// `tidy`, which tries again and says why. Nothing to do in the
-    /// throttle mode.
-    pub fn stop(&mut self) {
-        self.door = None;
-        if let Some(slot) = &self.slot {
-            slot.end_call();
-        }
     }
 
     /// [`Throttle::check_until`] with no stop signal.

@@ -380,12 +380,6 @@ async fn run(
         }
     };
     timings.cpu = thread_cpu_time().saturating_sub(cpu_start);
-    // Out of its slot cgroup before the store is torn down and the
-    // outcome delivered, both of which take locks other calls need
-    // (`Throttle::stop`).
-    if let Some(t) = &mut store.data_mut().throttle {
-        t.stop();
-    }
     Outcome {
         result,
         stdout: stdout.map(|c| c.take()).unwrap_or_default(),

@@ -210,7 +210,7 @@ fn tree_of(root: &Root, pid: u32) -> PathBuf {
 
 /// The slots of `tree` once none holds a thread: workers wait in the
 /// server's own cgroup and enter their slots only during a call that runs
-/// ahead of its quota, leaving right after it delivers its result. Polled,
+/// ahead of its quota, leaving before it delivers its result. Polled,
 /// with a deadline, as the cgroup files have no change notification to
 /// await.
 fn settled_slots(tree: &Path) -> Vec<(String, String)> {

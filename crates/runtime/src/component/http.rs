@@ -246,12 +246,6 @@ pub(crate) async fn run(
         signals.race(waiting).await
     };
     let t = timings(start, instantiated.get().copied(), cpu_start);
-    // Out of its slot cgroup before the body's end is told, the store is torn
-    // down and the outcome delivered, both of which take locks other calls need
-    // (`Throttle::stop`).
-    if let Some(t) = &mut store.data_mut().throttle {
-        t.stop();
-    }
     let result = match ran {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => match classify(store.data(), e, None, (inv.timeout, inv.cpu_budget)) {

@@ -934,12 +934,12 @@ impl Drop for ReleasedIn {
 }
 
 /// A call held to a quota that moved into its worker's slot cgroup leaves
-/// it as its guest stops, so its worker tears the store down and delivers
-/// its end (releasing what the call held) at home: a thread in its slot may
-/// be throttled by the kernel at any instruction, and one throttled while
-/// holding the admission's lock (or the engine's instance-pool lock) would
-/// stall every other request for the rest of its period. Real cgroup v1
-/// (skipped where it cannot be written, unless WASMBOX_REQUIRE_CGROUPS=1).
+/// it as the invocation returns, so its worker releases what the call held
+/// and delivers its end at home: a thread in its slot may be throttled by
+/// the kernel at any instruction, and one throttled while holding the
+/// admission's lock (as a reservation is released) would stall every other
+/// request for the rest of its period. Real cgroup v1 (skipped where it
+/// cannot be written, unless WASMBOX_REQUIRE_CGROUPS=1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_its_slot_releases_what_it_held_at_home() {
     use wasmbox_isolation::{IsolationConfig, Requested};

@@ -115,9 +115,10 @@ fn serve(
             }) => {
                 *backoff = pool.config.retry_backoff;
                 if worker.slot.wants_tidy() {
-                    // Not counted free while the slot moves the thread out
-                    // (tens of µs): a job sent meanwhile goes to another
-                    // worker instead of waiting.
+                    // A job that is not an invocation (a call has left its
+                    // slot already, `LeaveSlot`). Not counted free while the
+                    // slot moves the thread out (tens of µs): a job sent
+                    // meanwhile goes to another worker instead of waiting.
                     deliver_on(id, deliver);
                     worker.slot.tidy();
                     pool.handoff.freed();
@@ -127,8 +128,8 @@ fn serve(
                 }
             }
             Err(_) => {
-                // A call that panicked after moving into its slot leaves it
-                // as any other does.
+                // A call leaves its slot as it unwinds (`LeaveSlot`); any
+                // other job that panicked after moving in leaves it here.
                 worker.slot.tidy();
                 pool.handoff.freed();
                 tracing::error!(worker = id, "invocation panicked");
@@ -172,6 +173,18 @@ fn retry_after(id: usize, pool: &Pool, error: &str, backoff: &mut Duration) -> b
     shared.retrying.fetch_sub(1, Ordering::SeqCst);
     *backoff = (*backoff * 2).min(pool.config.max_retry_backoff);
     open
+}
+
+/// Takes the worker's thread out of its slot cgroup when dropped
+/// ([`Slot::tidy`]): as the invocation ends, or as its panic unwinds, and
+/// in either case before what the call held (its reservation, its ledger
+/// account, its reply) is released.
+struct LeaveSlot<'a>(&'a mut Box<dyn Slot>);
+
+impl Drop for LeaveSlot<'_> {
+    fn drop(&mut self) {
+        self.0.tidy();
+    }
 }
 
 /// Ends a call's account in the ledger when dropped.
@@ -265,9 +278,12 @@ impl Pending {
                 ..Spent::default()
             },
         });
+        // Declared last, so a panic drops it first.
+        let slot = LeaveSlot(&mut w.slot);
         let began = Instant::now();
         let outcome = sandbox::invoke_until(&engine, &function, invocation, signals, hold_off);
-        w.slot.used(outcome.timings.cpu);
+        slot.0.used(outcome.timings.cpu);
+        drop(slot);
         if let Some(s) = &mut settle {
             let t = &outcome.timings;
             // Wall time from the end of the wait, whether or not
