@@ -294,9 +294,9 @@ async fn cgroup_v1_leaves_no_cgroup_after_traps_timeouts_and_shutdown() {
 
     // While serving: one slot per worker, each empty between calls (a
     // worker enters its slot only for a limited call that reaches an epoch
-    // tick, as the spinner did, and leaves before delivering its result; a
-    // worker that answered an earlier call may still be taking the next:
-    // polled, with a deadline, as cgroup files have no change notification).
+    // tick, as the spinner did, and leaves before delivering its result:
+    // polled all the same, with a deadline, as cgroup files have no change
+    // notification to await).
     let dirs = our_v1_dirs();
     assert_eq!(dirs.len(), s.app.executor.workers(), "{dirs:?}");
     let tasks =

@@ -713,7 +713,8 @@ impl Isolation for SlowTidySlots {
     }
 }
 
-/// A worker moving its thread out of its cgroup between calls is not free
+/// A worker moving its thread out of its cgroup after a job (a call moves
+/// out before its result is delivered; any other job after) is not free
 /// meanwhile: the next job goes to another worker instead of waiting for
 /// the move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
