@@ -702,15 +702,7 @@ pub fn v1_trees_of_process(pid: u32, v1_cpu_root: &Path) -> Vec<PathBuf> {
         let Ok(cg) = std::fs::read_to_string(task.path().join("cgroup")) else {
             continue;
         };
-        for line in cg.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
-            let (Some(controllers), Some(path)) = (controllers, path) else {
-                continue;
-            };
-            if !controllers.split(',').any(|c| c == "cpu") {
-                continue;
-            }
+        if let Some(path) = fs::v1_path_of(&cg, "cpu") {
             let mut tree = v1_cpu_root.to_path_buf();
             for comp in path.trim_start_matches('/').split('/') {
                 tree.push(comp);

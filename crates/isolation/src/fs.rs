@@ -117,6 +117,20 @@ pub fn cgroup_dir(mount: &Mount, cgroup_path: &str) -> PathBuf {
     mount.mount_point.join(rel.trim_start_matches('/'))
 }
 
+/// The path, in the v1 hierarchy carrying `controller`, that a
+/// `/proc/<pid>/cgroup` (or `/proc/thread-self/cgroup`) file's `contents`
+/// give: the third field of the line whose second lists the controller.
+pub fn v1_path_of<'a>(contents: &'a str, controller: &str) -> Option<&'a str> {
+    contents.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then_some(path)
+    })
+}
+
 /// A cgroup hierarchy: the unified cgroup2 one, or the v1 hierarchy that
 /// carries a given controller.
 #[derive(Debug, Clone, Copy)]
@@ -153,18 +167,9 @@ pub fn own_cgroup(h: Hierarchy<'_>) -> Result<PathBuf, String> {
                 .ok_or_else(|| {
                     format!("no cgroup v1 {controller} controller is mounted (no 'cgroup' line with option '{controller}' in /proc/self/mountinfo)")
                 })?;
-            let path = own
-                .lines()
-                .find_map(|l| {
-                    let mut parts = l.splitn(3, ':');
-                    let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-                    controllers
-                        .split(',')
-                        .any(|c| c == controller)
-                        .then(|| path.to_string())
-                })
+            let path = v1_path_of(&own, controller)
                 .ok_or_else(|| format!("/proc/self/cgroup has no {controller} controller line"))?;
-            (m, path)
+            (m, path.to_string())
         }
     };
     Ok(cgroup_dir(mount, &path))

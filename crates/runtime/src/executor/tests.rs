@@ -912,16 +912,9 @@ async fn calls_far_shorter_than_a_timer_tick_get_their_whole_quota() {
 /// The cgroup-v1 cpu cgroup of the calling thread.
 fn cpu_cgroup_of_this_thread() -> String {
     let all = std::fs::read_to_string("/proc/thread-self/cgroup").unwrap();
-    all.lines()
-        .find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            controllers
-                .split(',')
-                .any(|c| c == "cpu")
-                .then(|| path.to_string())
-        })
+    wasmbox_isolation::fs::v1_path_of(&all, "cpu")
         .unwrap_or_else(|| panic!("no cpu controller in {all}"))
+        .to_string()
 }
 
 /// Records, when dropped, the cpu cgroup of the thread that drops it: a
