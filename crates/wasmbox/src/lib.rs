@@ -11,6 +11,7 @@ pub mod health;
 pub mod host;
 pub mod http;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod reporter;
 pub mod server;

@@ -50,12 +50,10 @@ fn main() -> ExitCode {
         "warn"
     };
     let level = cli.log_level.as_deref().unwrap_or(default_level);
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| {
-        eprintln!(
-            "wasmbox: LOG_LEVEL/--log-level '{level}' is not a valid filter; using {default_level}"
-        );
-        tracing_subscriber::EnvFilter::new(default_level)
-    });
+    let (filter, problem) = wasmbox::logging::filter(level, default_level);
+    if let Some(problem) = problem {
+        eprintln!("wasmbox: {problem}");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
