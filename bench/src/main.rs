@@ -389,7 +389,9 @@ impl ServerProc {
         Self::start_exe(&exe, dir, extra, ready_path)
     }
 
-    /// [`ServerProc::start`] of the wasmbox binary at `exe`.
+    /// [`ServerProc::start`] of the wasmbox binary at `exe`, at its default
+    /// log level (as it runs when deployed: a quieter level once hid a cost
+    /// every deployed server paid, wasmtime-wasi's spans).
     pub(crate) fn start_exe(
         exe: &Path,
         dir: &Path,
@@ -406,8 +408,6 @@ impl ServerProc {
                 &port.to_string(),
                 "--admin-listen",
                 &format!("127.0.0.1:{admin_port}"),
-                "--log-level",
-                "warn",
             ])
             .arg("--functions")
             .arg(dir)
