@@ -180,6 +180,55 @@ pub(crate) async fn http(
     Ok(all)
 }
 
+/// A workload's execution alone, from whole processes: `work` and `floor`
+/// (hello under the same build) run one after the other, one process at a
+/// time, in pairs whose order alternates, for `dur` and at least
+/// [`MIN_PAIRS`] pairs. Returns the median over pairs of `work`'s wall time
+/// less `floor`'s, in µs, and the number of pairs. A floor measured apart
+/// from its workload (another window, another moment of a shared machine)
+/// moved a 2 ms workload's execution between 0.9 and 4.9 ms from run to
+/// run; both halves of a pair see the same machine.
+pub(crate) fn paired_processes(
+    work: (&dyn Fn() -> Command, &Expect),
+    floor: (&dyn Fn() -> Command, &Expect),
+    dur: Duration,
+) -> anyhow::Result<(f64, usize)> {
+    let timed = |(command, expect): (&dyn Fn() -> Command, &Expect)| -> anyhow::Result<f64> {
+        let mut cmd = command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let t = Instant::now();
+        let out = cmd.output().with_context(|| format!("spawn {cmd:?}"))?;
+        let took = t.elapsed().as_secs_f64() * 1e6;
+        if !out.status.success() || !expect.accepts(&out.stdout) {
+            bail!(
+                "{cmd:?}: {:?}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(300)])
+            );
+        }
+        Ok(took)
+    };
+    let deadline = Instant::now() + dur;
+    let mut diffs = Vec::new();
+    while diffs.len() < MIN_PAIRS || Instant::now() < deadline {
+        let (w, f) = if diffs.len() % 2 == 0 {
+            let w = timed(work)?;
+            (w, timed(floor)?)
+        } else {
+            let f = timed(floor)?;
+            (timed(work)?, f)
+        };
+        diffs.push(w - f);
+    }
+    diffs.sort_by(f64::total_cmp);
+    Ok((diffs[diffs.len() / 2], diffs.len()))
+}
+
+/// The fewest pairs [`paired_processes`] takes, however long they run.
+pub(crate) const MIN_PAIRS: usize = 5;
+
 /// `concurrency` clients, each running `command()` as a child process per
 /// request (stdin closed, stdout captured and checked), for `dur`.
 pub(crate) fn processes(

@@ -3,9 +3,9 @@
 //! wasmbox's own (wasmbox against the epoch build it runs the same way).
 //!
 //! All figures are c=1 p50 of this run. A `wasmtime run` process also pays
-//! process start, module load and instantiation; hello's `wasmtime run` p50
-//! of the same build is taken as that floor and subtracted, so the
-//! "execution" ratios compare the workload's run alone.
+//! process start, module load and instantiation; the "execution" ratios
+//! take that floor away pair by pair: the workload's process and hello's
+//! under the same build, run back to back ([`crate::load::paired_processes`]).
 
 use std::fmt::Write as _;
 
@@ -22,9 +22,23 @@ pub(crate) struct DeadlinePrice {
     pub(crate) epoch: f64,
     /// wasmbox, client-observed (HTTP round trip included).
     pub(crate) wasmbox: f64,
-    /// hello under the same two builds: the process floor.
-    pub(crate) floor_plain: f64,
-    pub(crate) floor_epoch: f64,
+    /// The workload's execution alone under each build, µs: the median over
+    /// back-to-back pairs of its process less hello's (at or below zero
+    /// when the workload is shorter than the processes' noise).
+    pub(crate) exec_plain: f64,
+    pub(crate) exec_epoch: f64,
+    /// How many pairs each of those took (plain, epoch).
+    pub(crate) pairs: (usize, usize),
+}
+
+/// One workload's execution under one build, from
+/// [`crate::load::paired_processes`].
+pub(crate) struct Paired {
+    pub(crate) system: &'static str,
+    pub(crate) function: &'static str,
+    /// Median of the workload's process less hello's, µs.
+    pub(crate) exec: f64,
+    pub(crate) pairs: usize,
 }
 
 impl DeadlinePrice {
@@ -32,22 +46,15 @@ impl DeadlinePrice {
     pub(crate) fn engine_raw(&self) -> f64 {
         self.epoch / self.plain
     }
-    /// The epoch build's p50 less its process floor, µs (at or below zero
-    /// when the workload is shorter than the floor's noise).
-    pub(crate) fn epoch_less_floor(&self) -> f64 {
-        self.epoch - self.floor_epoch
-    }
-    /// The workload's execution alone under the epoch build, µs
-    /// ([`DeadlinePrice::epoch_less_floor`]). `None` when it is not above
-    /// the floor, where no ratio means anything.
+    /// The workload's execution alone under the epoch build, µs. `None`
+    /// when it is not above the process floor, where no ratio means
+    /// anything.
     pub(crate) fn epoch_exec(&self) -> Option<f64> {
-        let e = self.epoch_less_floor();
-        (e > 0.0).then_some(e)
+        (self.exec_epoch > 0.0).then_some(self.exec_epoch)
     }
-    /// epoch / plain, each less its process floor.
+    /// epoch / plain, execution alone.
     pub(crate) fn engine_exec(&self) -> Option<f64> {
-        let plain = self.plain - self.floor_plain;
-        (plain > 0.0).then_some(self.epoch_exec()? / plain)
+        (self.exec_plain > 0.0).then_some(self.epoch_exec()? / self.exec_plain)
     }
     /// wasmbox / epoch build, whole `wasmtime run` process.
     pub(crate) fn own_raw(&self) -> f64 {
@@ -72,24 +79,36 @@ pub(crate) fn ratio(r: Option<f64>) -> String {
     )
 }
 
-/// The price for every workload measured under all three systems.
-pub(crate) fn prices(cells: &[Cell], functions: &[&'static str]) -> Vec<DeadlinePrice> {
+/// The price for every workload measured under all three systems and
+/// paired with hello under both builds.
+pub(crate) fn prices(
+    cells: &[Cell],
+    paired: &[Paired],
+    functions: &[&'static str],
+) -> Vec<DeadlinePrice> {
     let p50 = |system: &str, f: &str| {
         cell(cells, system, f, 1).map(|c| us(c.result.latency.value_at_quantile(0.5)))
     };
-    let floors = p50(WASMTIME_RUN, "hello").zip(p50(WASMTIME_RUN_EPOCH, "hello"));
+    let exec = |system: &str, f: &str| {
+        paired
+            .iter()
+            .find(|p| p.system == system && p.function == f)
+            .map(|p| (p.exec, p.pairs))
+    };
     functions
         .iter()
         .filter(|f| **f != "hello")
         .filter_map(|&function| {
-            let (floor_plain, floor_epoch) = floors?;
+            let (exec_plain, plain_pairs) = exec(WASMTIME_RUN, function)?;
+            let (exec_epoch, epoch_pairs) = exec(WASMTIME_RUN_EPOCH, function)?;
             Some(DeadlinePrice {
                 function,
                 plain: p50(WASMTIME_RUN, function)?,
                 epoch: p50(WASMTIME_RUN_EPOCH, function)?,
                 wasmbox: p50(WASMBOX, function)?,
-                floor_plain,
-                floor_epoch,
+                exec_plain,
+                exec_epoch,
+                pairs: (plain_pairs, epoch_pairs),
             })
         })
         .collect()
@@ -104,35 +123,39 @@ pub(crate) fn write(r: &mut String, prices: &[DeadlinePrice]) -> std::fmt::Resul
     if prices.is_empty() {
         return writeln!(r, "Not measured (the wasmtime CLI is not installed).\n");
     }
-    let f = &prices[0];
     writeln!(
         r,
         "c=1 p50 of this run. `{WASMTIME_RUN}` is the module compiled and run without epoch interruption (no deadline \
          possible); `{WASMTIME_RUN_EPOCH}` is compiled with `{}` and run with `{}`, the check wasmbox's deadline relies \
-         on. Process floor: hello's p50 under the same build ({:.0} µs plain, {:.0} µs epoch), subtracted to get each \
-         workload's execution alone. Engine's deadline cost = epoch / plain; wasmbox's own overhead = wasmbox \
+         on. Execution alone: the workload's process and hello's under the same build run back to back, one at a time, \
+         in pairs (order alternating), for the cell's window and at least {} pairs; the figure is the median over pairs \
+         of the workload's time less hello's, so both halves of a pair see the same machine (a floor taken in another \
+         window moved genpdf's execution between 0.9 and 4.9 ms across runs). Engine's deadline cost = epoch / plain; wasmbox's own overhead = wasmbox \
          (client-observed, HTTP round trip and all) / the epoch build's execution. Goal: own overhead <= {OWN_OVERHEAD_GOAL}x. \
          A process also pays costs that grow with the workload and that a warm server does not (page faults on fresh \
          memory: wasmbox's pool slots keep theirs resident), so the own-overhead ratios lean in wasmbox's favour; the \
          engine's ratio has the same process on both sides.\n",
         crate::peers::EPOCH_COMPILE.join(" "),
         crate::peers::EPOCH_RUN.join(" "),
-        f.floor_plain,
-        f.floor_epoch
+        crate::load::MIN_PAIRS,
     )?;
     writeln!(
         r,
-        "| workload | plain p50 | epoch p50 | wasmbox p50 | engine: epoch / plain (processes) | engine: epoch / plain (execution) | own: wasmbox / epoch (process) | own: wasmbox / epoch (execution) | verdict |"
+        "| workload | plain p50 | epoch p50 | wasmbox p50 | execution alone: plain, epoch (pairs) | engine: epoch / plain (processes) | engine: epoch / plain (execution) | own: wasmbox / epoch (process) | own: wasmbox / epoch (execution) | verdict |"
     )?;
-    writeln!(r, "|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(r, "|---|---|---|---|---|---|---|---|---|---|")?;
     for p in prices {
         writeln!(
             r,
-            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2}x | {} | {:.2}x | {} | {} |",
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms, {:.2} ms ({}, {}) | {:.2}x | {} | {:.2}x | {} | {} |",
             p.function,
             p.plain / 1e3,
             p.epoch / 1e3,
             p.wasmbox / 1e3,
+            p.exec_plain / 1e3,
+            p.exec_epoch / 1e3,
+            p.pairs.0,
+            p.pairs.1,
             p.engine_raw(),
             ratio(p.engine_exec()),
             p.own_raw(),
@@ -157,8 +180,9 @@ mod tests {
             plain: 9000.0,
             epoch,
             wasmbox,
-            floor_plain: 7000.0,
-            floor_epoch: 7200.0,
+            exec_plain: 2000.0,
+            exec_epoch: epoch - 7200.0,
+            pairs: (40, 40),
         }
     }
 

@@ -99,6 +99,8 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
     let cells_total = all.len() * CONCURRENCY.len() * 5;
     let bar = progress(cells_total as u64, "side by side");
     let mut cells: Vec<Cell> = Vec::new();
+    // Each workload paired with hello under the same wasmtime build.
+    let mut paired: Vec<deadline::Paired> = Vec::new();
     let mut measure = |system: &'static str,
                        w: &Workload,
                        conc: usize,
@@ -213,22 +215,43 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
             (WASMTIME_RUN, &[], &[]),
             (WASMTIME_RUN_EPOCH, peers::EPOCH_COMPILE, peers::EPOCH_RUN),
         ];
+        let run = |w: &Workload, compile_flags: &[&str], run_flags: &'static [&'static str]| {
+            let cwasm = peers::compile_cwasm(cli, &source(w), peer_dir.path(), compile_flags)?;
+            let (cli, args) = (cli.clone(), w.args.clone());
+            let cmd: Arc<dyn Fn() -> Command + Send + Sync> = Arc::new(move || {
+                let mut c = Command::new(&cli);
+                c.args(["run", "--allow-precompiled"])
+                    .args(run_flags)
+                    .arg(&cwasm)
+                    .args(&args);
+                c
+            });
+            anyhow::Ok(cmd)
+        };
+        let hello = &all[0];
         for w in &all {
             for (system, compile_flags, run_flags) in builds {
-                let cwasm = peers::compile_cwasm(cli, &source(w), peer_dir.path(), compile_flags)?;
-                let (cli, args) = (cli.clone(), w.args.clone());
-                let cmd: Arc<dyn Fn() -> Command + Send + Sync> = Arc::new(move || {
-                    let mut c = Command::new(&cli);
-                    c.args(["run", "--allow-precompiled"])
-                        .args(run_flags)
-                        .arg(&cwasm)
-                        .args(&args);
-                    c
-                });
+                let cmd = run(w, compile_flags, run_flags)?;
                 for &conc in scale.process_concurrency() {
                     measure(system, w, conc, &mut || {
                         load::processes(cmd.clone(), &w.expect, conc, window)
                     })?;
+                }
+                if w.name != hello.name {
+                    let floor = run(hello, compile_flags, run_flags)?;
+                    bar.set_message(format!("{system}: {} paired with hello", w.name));
+                    let (exec, pairs) = load::paired_processes(
+                        (&*cmd, &w.expect),
+                        (&*floor, &hello.expect),
+                        window,
+                    )
+                    .with_context(|| format!("{system} {} paired with hello", w.name))?;
+                    paired.push(deadline::Paired {
+                        system,
+                        function: w.name,
+                        exec,
+                        pairs,
+                    });
                 }
             }
         }
@@ -337,7 +360,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     let names: Vec<&'static str> = all.iter().map(|w| w.name).collect();
-    let prices = deadline::prices(&cells, &names);
+    let prices = deadline::prices(&cells, &paired, &names);
     let goals = goals::goals(&goals::Inputs {
         cells: &cells,
         prices: &prices,
