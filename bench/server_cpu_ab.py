@@ -10,6 +10,7 @@ own CPU does not, so this shows a change inside the call.
 
 usage: bench/server_cpu_ab.py --a OLD_BINARY --b NEW_BINARY [--rounds 3]
        [--calls 3000] [--out bench/results/server_cpu_ab.md]
+(a goes first in odd rounds, b in even ones)
 """
 
 import argparse
@@ -62,12 +63,13 @@ def measure(binary, calls, warmup):
     try:
         deadline = time.monotonic() + 30
         while True:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                 if call(conn, "GET", "/hello", b"")[0] == 200:
                     break
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pass
+            conn.close()
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit(f"{binary}: the server did not answer within 30 s")
             time.sleep(0.05)
@@ -102,7 +104,7 @@ def main():
     runs = {name: [] for name, _ in builds}
     started = time.monotonic()
     for r in range(args.rounds):
-        for name, binary in builds:
+        for name, binary in builds if r % 2 == 0 else builds[::-1]:
             cells = measure(binary, args.calls, args.warmup)
             runs[name].append(cells)
             print(f"round {r + 1} {name}: " + ", ".join(
@@ -115,12 +117,14 @@ def main():
         "compare within one run.",
         "",
         f"Command: `python3 bench/server_cpu_ab.py --a {args.a} --b {args.b} "
-        f"--rounds {args.rounds} --calls {args.calls}` ({time.monotonic() - started:.0f} s).",
+        f"--rounds {args.rounds} --calls {args.calls} --out {os.path.relpath(args.out, ROOT)}` "
+        f"({time.monotonic() - started:.0f} s).",
         "",
         "One keep-alive connection, calls back to back; each round's figure is the "
         f"median over {args.calls} calls after {args.warmup} warm-up calls. `cpu` is the "
         "call's CPU time on its worker thread (store setup included), `execute` the "
-        "guest's run. Builds alternate round by round; the table gives the median of "
+        "guest's run. Builds alternate (a first in odd rounds, b in even ones); the "
+        "table gives the median of "
         "the rounds and each round's value.",
         "",
         "| function | a: cpu p50 | b: cpu p50 | b / a | a: execute p50 | b: execute p50 | b / a |",

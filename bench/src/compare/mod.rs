@@ -215,34 +215,44 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
             (WASMTIME_RUN, &[], &[]),
             (WASMTIME_RUN_EPOCH, peers::EPOCH_COMPILE, peers::EPOCH_RUN),
         ];
-        let run = |w: &Workload, compile_flags: &[&str], run_flags: &'static [&'static str]| {
-            let cwasm = peers::compile_cwasm(cli, &source(w), peer_dir.path(), compile_flags)?;
-            let (cli, args) = (cli.clone(), w.args.clone());
-            let cmd: Arc<dyn Fn() -> Command + Send + Sync> = Arc::new(move || {
-                let mut c = Command::new(&cli);
-                c.args(["run", "--allow-precompiled"])
-                    .args(run_flags)
-                    .arg(&cwasm)
-                    .args(&args);
-                c
-            });
-            anyhow::Ok(cmd)
-        };
+        let wasmtime_run =
+            |w: &Workload, compile_flags: &[&str], run_flags: &'static [&'static str]| {
+                let cwasm = peers::compile_cwasm(cli, &source(w), peer_dir.path(), compile_flags)?;
+                let (cli, args) = (cli.clone(), w.args.clone());
+                let cmd: Arc<dyn Fn() -> Command + Send + Sync> = Arc::new(move || {
+                    let mut c = Command::new(&cli);
+                    c.args(["run", "--allow-precompiled"])
+                        .args(run_flags)
+                        .arg(&cwasm)
+                        .args(&args);
+                    c
+                });
+                anyhow::Ok(cmd)
+            };
+        // hello under each build: its own cells, and the floor every other
+        // workload is paired with.
         let hello = &all[0];
+        let floors = [
+            wasmtime_run(hello, builds[0].1, builds[0].2)?,
+            wasmtime_run(hello, builds[1].1, builds[1].2)?,
+        ];
         for w in &all {
-            for (system, compile_flags, run_flags) in builds {
-                let cmd = run(w, compile_flags, run_flags)?;
+            for ((system, compile_flags, run_flags), floor) in builds.into_iter().zip(&floors) {
+                let cmd = if w.name == hello.name {
+                    floor.clone()
+                } else {
+                    wasmtime_run(w, compile_flags, run_flags)?
+                };
                 for &conc in scale.process_concurrency() {
                     measure(system, w, conc, &mut || {
                         load::processes(cmd.clone(), &w.expect, conc, window)
                     })?;
                 }
                 if w.name != hello.name {
-                    let floor = run(hello, compile_flags, run_flags)?;
                     bar.set_message(format!("{system}: {} paired with hello", w.name));
                     let (exec, pairs) = load::paired_processes(
                         (&*cmd, &w.expect),
-                        (&*floor, &hello.expect),
+                        (&**floor, &hello.expect),
                         window,
                     )
                     .with_context(|| format!("{system} {} paired with hello", w.name))?;

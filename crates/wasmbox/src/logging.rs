@@ -1,51 +1,65 @@
 //! The tracing filter the binary installs, from `--log-level`/`LOG_LEVEL`.
 //!
 //! wasmtime-wasi opens an INFO span around every WASI preview-1 host call
-//! a guest makes (`#[instrument]` in its `p1` module), formatting the
-//! call's arguments into it. Nothing of ours logs inside a host call, so at
-//! the default level those spans are never shown, yet each one is built,
-//! formatted, entered and dropped: a Rust guest's few host calls per
-//! invocation cost its worker several microseconds. Unless the filter names
-//! that target itself, it is held at `warn`.
+//! a guest makes (`#[instrument]` in its `p1` module, target
+//! `wasmtime_wasi::p1`), formatting the call's arguments into it. No line
+//! the server prints carries those spans, yet at the default level each
+//! one is built, formatted, entered and dropped on the worker: a Rust
+//! guest's few host calls per invocation cost several microseconds. They
+//! are dropped unless a directive of the filter could match them (it names
+//! their target or a prefix of it, or filters on span names); nothing else
+//! the filter enables changes, events of that target included.
 
+use tracing::{Level, Metadata, Subscriber};
+use tracing_subscriber::filter::{FilterFn, LevelFilter};
+use tracing_subscriber::layer::Layer;
 use tracing_subscriber::EnvFilter;
 
-/// wasmtime-wasi's preview-1 host calls, each an INFO span.
+/// wasmtime-wasi's preview-1 host calls' spans (`module_path!()`).
 const WASI_P1_TARGET: &str = "wasmtime_wasi::p1";
 
 /// The filter for `level` (a `tracing_subscriber` filter string: a level,
-/// or directives such as `info,wasmbox=debug`); `default` when `level` is
-/// not a valid filter, with a message saying so.
-pub fn filter(level: &str, default: &str) -> (EnvFilter, Option<String>) {
-    let (spec, problem) = match EnvFilter::try_new(level) {
-        Ok(_) => (level, None),
+/// or directives such as `info,wasmbox=debug`), `default` when `level` is
+/// not a valid filter (with a message saying so), as a layer to put
+/// beneath the formatting one.
+pub fn filter<S>(level: &str, default: &str) -> (impl Layer<S> + Send + Sync, Option<String>)
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let (spec, env, problem) = match EnvFilter::try_new(level) {
+        Ok(env) => (level, env, None),
         Err(_) => (
             default,
+            EnvFilter::new(default),
             Some(format!(
                 "LOG_LEVEL/--log-level '{level}' is not a valid filter; using {default}"
             )),
         ),
     };
-    let mut filter = EnvFilter::new(spec);
-    if !names_wasi_p1(spec) {
-        let quiet = format!("{WASI_P1_TARGET}=warn")
-            .parse()
-            .expect("a target and a level is a valid directive");
-        filter = filter.add_directive(quiet);
-    }
-    (filter, problem)
+    let keep_wasi_spans = names_wasi_p1(spec);
+    let wasi_spans = FilterFn::new(move |meta: &Metadata<'_>| {
+        keep_wasi_spans
+            || !(meta.is_span() && *meta.level() == Level::INFO && meta.target() == WASI_P1_TARGET)
+    });
+    (env.and_then(wasi_spans), problem)
 }
 
-/// Whether a directive of `spec` is about wasmtime-wasi's preview-1 spans:
-/// its target is a prefix of theirs (`wasmtime_wasi=debug`; a directive's
-/// target matches every target it begins) or lies within it. The operator
-/// asked for those spans then, and a quieter directive of ours, being more
-/// specific, would override the ask.
+/// Whether a directive of `spec` could match wasmtime-wasi's preview-1
+/// spans: its target is a prefix of theirs (a directive's target matches
+/// every target it begins: `wasmtime_wasi=debug`, `wasmtime=trace`), or it
+/// filters on span names (`[fd_write]=info`), which needs the spans built.
+/// A bare level (`debug`) does not.
 fn names_wasi_p1(spec: &str) -> bool {
     spec.split(',').any(|directive| {
-        let target = directive.split(['=', '[']).next().unwrap_or("").trim();
-        !target.is_empty()
-            && (WASI_P1_TARGET.starts_with(target) || target.starts_with(WASI_P1_TARGET))
+        let (lhs, _level) = directive.split_once('=').unwrap_or((directive, ""));
+        if lhs.parse::<LevelFilter>().is_ok() {
+            return false;
+        }
+        let (target, spans) = match lhs.split_once('[') {
+            Some((target, _)) => (target, true),
+            None => (lhs, false),
+        };
+        spans || (!target.is_empty() && WASI_P1_TARGET.starts_with(target))
     })
 }
 
@@ -64,20 +78,33 @@ mod tests {
         CancelToken, EngineConfig, Function, Invocation, Registry, RegistryConfig, WasmEngine,
     };
 
-    use super::filter;
+    use super::{filter, names_wasi_p1};
 
-    /// Counts the spans opened under wasmtime-wasi's targets.
-    struct WasiSpans(Arc<AtomicUsize>);
+    /// Counts the INFO spans opened under wasmtime-wasi's targets (under
+    /// `trace`, wiggle's TRACE span around each call is the filter's to
+    /// keep), and the events of the preview-1 target that reach it.
+    #[derive(Default, Clone)]
+    struct Seen {
+        spans: Arc<AtomicUsize>,
+        events: Arc<AtomicUsize>,
+    }
 
-    impl<S: tracing::Subscriber> Layer<S> for WasiSpans {
+    impl<S: tracing::Subscriber> Layer<S> for Seen {
         fn on_new_span(
             &self,
             attrs: &tracing::span::Attributes<'_>,
             _: &tracing::span::Id,
             _: Context<'_, S>,
         ) {
-            if attrs.metadata().target().starts_with("wasmtime_wasi") {
-                self.0.fetch_add(1, Ordering::Relaxed);
+            let meta = attrs.metadata();
+            if *meta.level() == tracing::Level::INFO && meta.target().starts_with("wasmtime_wasi") {
+                self.spans.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if event.metadata().target() == super::WASI_P1_TARGET {
+                self.events.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -95,13 +122,16 @@ mod tests {
         (engine, function)
     }
 
-    /// wasmtime-wasi spans opened while hello runs once under `filter`.
-    fn spans_of_one_call(filter: tracing_subscriber::EnvFilter) -> usize {
+    /// wasmtime-wasi INFO spans opened while hello runs once under `layer`.
+    fn spans_of_one_call<L>(layer: L) -> usize
+    where
+        L: Layer<tracing_subscriber::Registry> + Send + Sync,
+    {
         let (engine, function) = hello();
-        let count = Arc::new(AtomicUsize::new(0));
+        let seen = Seen::default();
         let subscriber = tracing_subscriber::registry()
-            .with(filter)
-            .with(WasiSpans(count.clone()));
+            .with(layer)
+            .with(seen.clone());
         let outcome = tracing::subscriber::with_default(subscriber, || {
             let invocation = Invocation {
                 argv: vec!["hello".into()],
@@ -120,7 +150,7 @@ mod tests {
         });
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
         assert_eq!(&outcome.stdout[..], b"Hello from wasmbox!\n");
-        count.load(Ordering::Relaxed)
+        seen.spans.load(Ordering::Relaxed)
     }
 
     #[test]
@@ -128,7 +158,7 @@ mod tests {
         // The filter as tracing_subscriber reads it alone: the span is built.
         let plain = spans_of_one_call(tracing_subscriber::EnvFilter::new("info"));
         assert!(plain >= 1, "hello's fd_write opened {plain} spans");
-        for level in ["info", "debug", "info,wasmbox=trace"] {
+        for level in ["info", "debug", "trace", "info,wasmbox=trace"] {
             let (f, problem) = filter(level, "info");
             assert_eq!(problem, None);
             assert_eq!(spans_of_one_call(f), 0, "under '{level}'");
@@ -136,41 +166,72 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_that_names_wasmtime_wasi_keeps_its_spans() {
-        for level in ["info,wasmtime_wasi=info", "warn,wasmtime_wasi::p1=trace"] {
-            let (f, _) = filter(level, "info");
+    fn a_filter_that_could_match_the_spans_keeps_them() {
+        for level in [
+            "info,wasmtime_wasi=info",
+            "warn,wasmtime_wasi::p1=info",
+            "wasmtime=trace",
+            "info,[fd_write]=debug",
+        ] {
+            let (f, problem) = filter(level, "info");
+            assert_eq!(problem, None, "'{level}' is a valid filter");
             assert!(spans_of_one_call(f) >= 1, "under '{level}'");
         }
     }
 
     #[test]
-    fn only_a_directive_whose_target_covers_the_spans_names_them() {
-        use super::names_wasi_p1;
+    fn only_a_directive_that_could_match_the_spans_names_them() {
         for named in [
             "wasmtime_wasi=debug",
             "info,wasmtime_wasi::p1=info",
             "wasmtime=trace",
-            "warn, wasmtime_wasi::p1::wasi_snapshot_preview1[fd_write]=info",
+            "wasmtime_wasi",
+            "info,[fd_write]=debug",
+            "wasmtime_wasi[fd_write]=debug",
         ] {
             assert!(names_wasi_p1(named), "{named}");
         }
         for not in [
+            "",
             "info",
-            "debug",
+            "DEBUG",
+            "3",
+            "off",
             "info,wasmtime_wasi_http=debug",
+            "wasmtime_wasi::p1::wasi_snapshot_preview1=trace",
             "wasmbox=trace",
-            "[span]=info",
         ] {
             assert!(!names_wasi_p1(not), "{not}");
         }
     }
 
+    /// Only the INFO spans go: the target's events pass as the filter
+    /// says, and a quiet filter stays as quiet (the layer enables nothing
+    /// the filter does not).
+    #[test]
+    fn events_and_quiet_levels_are_left_as_the_filter_says() {
+        let count = |level: &str| {
+            let seen = Seen::default();
+            let (f, _) = filter(level, "info");
+            let subscriber = tracing_subscriber::registry().with(f).with(seen.clone());
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::warn!(target: "wasmtime_wasi::p1", "a warning");
+                tracing::info!(target: "wasmtime_wasi::p1", "a note");
+            });
+            seen.events.load(Ordering::Relaxed)
+        };
+        assert_eq!(count("info"), 2);
+        assert_eq!(count("warn"), 1);
+        assert_eq!(count("error"), 0);
+        assert_eq!(count("off"), 0);
+    }
+
     #[test]
     fn an_invalid_filter_falls_back_and_says_so() {
-        let (f, problem) = filter("info,=[", "warn");
+        let (f, problem) = filter("info,=[", "info");
         let problem = problem.expect("a message");
         assert!(
-            problem.contains("'info,=['") && problem.contains("using warn"),
+            problem.contains("'info,=['") && problem.contains("using info"),
             "{problem}"
         );
         assert_eq!(spans_of_one_call(f), 0);
