@@ -194,21 +194,15 @@ pub(crate) fn paired_processes(
     dur: Duration,
 ) -> anyhow::Result<(f64, usize)> {
     let timed = |(command, expect): (&dyn Fn() -> Command, &Expect)| -> anyhow::Result<f64> {
-        let mut cmd = command();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let t = Instant::now();
-        let out = cmd.output().with_context(|| format!("spawn {cmd:?}"))?;
-        let took = t.elapsed().as_secs_f64() * 1e6;
+        let (took, out) = run_timed(command())?;
         if !out.status.success() || !expect.accepts(&out.stdout) {
             bail!(
-                "{cmd:?}: {:?}: {}",
+                "{:?}: {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(300)])
             );
         }
-        Ok(took)
+        Ok(took.as_secs_f64() * 1e6)
     };
     let deadline = Instant::now() + dur;
     let mut diffs = Vec::new();
@@ -224,6 +218,17 @@ pub(crate) fn paired_processes(
     }
     diffs.sort_by(f64::total_cmp);
     Ok((diffs[diffs.len() / 2], diffs.len()))
+}
+
+/// Runs `cmd` to its end with no stdin and its output captured: how long
+/// it took and what it wrote.
+fn run_timed(mut cmd: Command) -> anyhow::Result<(Duration, std::process::Output)> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let t = Instant::now();
+    let out = cmd.output().with_context(|| format!("spawn {cmd:?}"))?;
+    Ok((t.elapsed(), out))
 }
 
 /// The fewest pairs [`paired_processes`] takes, however long they run.
@@ -245,13 +250,8 @@ pub(crate) fn processes(
             std::thread::spawn(move || -> anyhow::Result<LoadResult> {
                 let mut r = LoadResult::empty()?;
                 loop {
-                    let mut cmd = command();
-                    cmd.stdin(Stdio::null())
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::piped());
-                    let t = Instant::now();
-                    let out = cmd.output().with_context(|| format!("spawn {cmd:?}"))?;
-                    r.latency.record(t.elapsed().as_nanos().max(1) as u64)?;
+                    let (took, out) = run_timed(command())?;
+                    r.latency.record(took.as_nanos().max(1) as u64)?;
                     if !out.status.success() || !expect.accepts(&out.stdout) {
                         r.bad += 1;
                         r.first_bad.get_or_insert_with(|| {
