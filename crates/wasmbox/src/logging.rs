@@ -46,9 +46,10 @@ where
 
 /// Whether a directive of `spec` could match wasmtime-wasi's preview-1
 /// spans: its target is a prefix of theirs (a directive's target matches
-/// every target it begins: `wasmtime_wasi=debug`, `wasmtime=trace`), or it
-/// filters on span names (`[fd_write]=info`), which needs the spans built.
-/// A bare level (`debug`) does not.
+/// every target it begins: `wasmtime_wasi=debug`, `wasmtime=trace`,
+/// `wasmtime_wasi[fd_write]=debug`), or it filters on span names of every
+/// target (`[fd_write]=info`), which needs the spans built. A bare level
+/// (`debug`) does not.
 fn names_wasi_p1(spec: &str) -> bool {
     spec.split(',').any(|directive| {
         let (lhs, _level) = directive.split_once('=').unwrap_or((directive, ""));
@@ -59,7 +60,12 @@ fn names_wasi_p1(spec: &str) -> bool {
             Some((target, _)) => (target, true),
             None => (lhs, false),
         };
-        spans || (!target.is_empty() && WASI_P1_TARGET.starts_with(target))
+        // A span filter with no target looks at every target's spans.
+        if target.is_empty() {
+            spans
+        } else {
+            WASI_P1_TARGET.starts_with(target)
+        }
     })
 }
 
@@ -200,6 +206,7 @@ mod tests {
             "info,wasmtime_wasi_http=debug",
             "wasmtime_wasi::p1::wasi_snapshot_preview1=trace",
             "wasmbox=trace",
+            "wasmbox[request]=debug",
         ] {
             assert!(!names_wasi_p1(not), "{not}");
         }
