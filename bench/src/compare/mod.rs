@@ -232,10 +232,10 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         // hello under each build: its own cells, and the floor every other
         // workload is paired with.
         let hello = &all[0];
-        let floors = [
-            wasmtime_run(hello, builds[0].1, builds[0].2)?,
-            wasmtime_run(hello, builds[1].1, builds[1].2)?,
-        ];
+        let floors = builds
+            .iter()
+            .map(|&(_, compile_flags, run_flags)| wasmtime_run(hello, compile_flags, run_flags))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for w in &all {
             for ((system, compile_flags, run_flags), floor) in builds.into_iter().zip(&floors) {
                 let cmd = if w.name == hello.name {
