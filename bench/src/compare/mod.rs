@@ -42,6 +42,7 @@ pub(crate) use self::workload::Scale;
 use self::workload::{
     expected_digest, workloads, Workload, CONCURRENCY, HELLO_QUOTAS, MOST_CONCURRENT,
 };
+use crate::core_bench::{self, SCALING_ROUNDS};
 use crate::load::{self, Expect, HttpTarget, LoadResult};
 use crate::peers::{self, WasmtimeServe};
 use crate::reference::RefServer;
@@ -375,7 +376,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         cells: &cells,
         prices: &prices,
         hello: &hello,
-        scaling,
+        scaling: &scaling,
         density: &density,
         component_density: &component_density,
     });
@@ -394,7 +395,7 @@ pub(crate) fn run(scale: Scale, out: &Path) -> anyhow::Result<()> {
         prices: &prices,
         goals: &goals,
         hello: &hello,
-        scaling,
+        scaling: &scaling,
     };
     let plots_dir = out.with_file_name("plots");
     std::fs::create_dir_all(&plots_dir)?;
@@ -435,13 +436,14 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 
 /// hello in process on 1 and 2 worker threads, with the server's pool
 /// (its size decides whether wasmtime shards it per thread: `core`), and a
-/// pure CPU loop and a memory-bound loop the same way: (1 worker/s, 2
-/// workers/s, CPU loop 2/1, memory loop 2/1).
+/// pure CPU loop, a memory-bound loop and an issue-bound loop the same way, each in
+/// [`SCALING_ROUNDS`] alternating rounds as long in all as two windows.
 fn in_process_scaling(window: Duration) -> anyhow::Result<goals::Scaling> {
-    let secs = (window.as_secs_f64() * 2.0).max(0.5);
-    let [one, two] = crate::core_bench::hello_on_threads(EngineConfig::default(), secs)?;
-    let cpu = [1, 2].map(|t| crate::core_bench::throughput(t, secs, crate::core_bench::cpu_loop()));
-    let mem =
-        [1, 2].map(|t| crate::core_bench::throughput(t, secs, crate::core_bench::memory_loop()));
-    Ok((one, two, cpu[1] / cpu[0], mem[1] / mem[0]))
+    let phase = (window.as_secs_f64() * 2.0).max(0.5) / SCALING_ROUNDS as f64;
+    Ok(goals::Scaling {
+        hello: core_bench::hello_on_threads(EngineConfig::default(), SCALING_ROUNDS, phase)?,
+        cpu: core_bench::scaling(SCALING_ROUNDS, phase, core_bench::cpu_loop()),
+        memory: core_bench::scaling(SCALING_ROUNDS, phase, core_bench::memory_loop()),
+        issue: core_bench::scaling(SCALING_ROUNDS, phase, core_bench::issue_loop()),
+    })
 }

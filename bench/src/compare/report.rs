@@ -31,7 +31,7 @@ pub(crate) struct Report<'a> {
     pub(crate) prices: &'a [super::deadline::DeadlinePrice],
     pub(crate) goals: &'a [super::goals::Goal],
     pub(crate) hello: &'a crate::hello_http::HelloHttp,
-    pub(crate) scaling: super::goals::Scaling,
+    pub(crate) scaling: &'a super::goals::Scaling,
 }
 
 fn goal_row(
@@ -255,7 +255,13 @@ impl Report<'_> {
         }
         writeln!(r)?;
 
-        super::limits::write(&mut r, self.cells, self.density, self.exec, self.scaling.0)?;
+        super::limits::write(
+            &mut r,
+            self.cells,
+            self.density,
+            self.exec,
+            self.scaling.hello.rates()[0],
+        )?;
 
         writeln!(r, "## Plots\n")?;
         for (title, path) in plots {
