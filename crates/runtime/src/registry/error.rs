@@ -30,11 +30,14 @@ pub enum LoadError {
         /// The compile error.
         reason: String,
     },
-    #[error("'{file}' is not a WASI command module: it exports no `_start` function")]
-    /// The module exports no `_start` function.
+    #[error("'{file}' is not a WASI command module: {why}")]
+    /// The module exports no `_start` function, or one that takes or
+    /// returns values.
     NotACommand {
         /// The file name.
         file: String,
+        /// What its `_start` lacks.
+        why: String,
     },
     #[error("'{file}' cannot be linked: {reason}")]
     /// The module imports something WASI p1 does not provide.

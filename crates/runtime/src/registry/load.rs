@@ -23,7 +23,7 @@ use super::resolve::{self, Version};
 use super::trusted;
 use crate::component::{self, host::ComponentHost};
 use crate::engine::WasmEngine;
-use crate::function::{Code, Function};
+use crate::function::{Code, CommandModule, Function};
 use crate::store::{self, Host};
 
 /// What is left to do after the cheap, blocking part of a load.
@@ -389,11 +389,8 @@ impl Loader {
                 return Ok(self.function(file, path, code));
             }
         };
-        if !matches!(
-            module.get_export("_start"),
-            Some(wasmtime::ExternType::Func(_))
-        ) {
-            return Err(LoadError::NotACommand { file });
+        if let Err(why) = CommandModule::check(&module) {
+            return Err(LoadError::NotACommand { file, why });
         }
         let pre = self
             .linker
@@ -402,7 +399,11 @@ impl Loader {
                 file: file.clone(),
                 reason: format!("{e:#}"),
             })?;
-        Ok(self.function(file, path, Code::Module(pre)))
+        let code = CommandModule::new(pre).map_err(|why| LoadError::NotACommand {
+            file: file.clone(),
+            why,
+        })?;
+        Ok(self.function(file, path, Code::Module(code)))
     }
 
     fn function(&self, file: String, path: &Path, code: Code) -> Arc<Function> {
