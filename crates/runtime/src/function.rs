@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{AsContextMut, ExternType, InstancePre, Module, TypedFunc};
+use wasmtime::InstancePre;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -32,7 +32,7 @@ pub struct Function {
 /// Linked code of each kind wasmbox runs.
 pub enum Code {
     /// A core module linked against WASI p1 (a command: `_start`).
-    Module(CommandModule),
+    Module(InstancePre<Host>),
     /// A component exporting `wasi:cli/run`.
     Command(CommandPre<ComponentHost>),
     /// A component exporting `wasi:http/incoming-handler`.
@@ -81,68 +81,5 @@ impl Function {
     /// Whether requests reach it as HTTP requests (a wasi:http handler).
     pub fn is_http_handler(&self) -> bool {
         matches!(self.code, Code::Http(_))
-    }
-}
-
-/// A core module linked against WASI p1 whose `_start` takes no arguments
-/// and returns nothing, checked once when it is made: an instance's
-/// `_start` is then taken with no type check per call. (wasmtime's checked
-/// lookup roots the function's type in the engine's shared type registry
-/// twice per call, a lock and reference counts that every worker thread
-/// writes; taking it unchecked ran hello 1.01x as fast on two threads in
-/// process.)
-pub struct CommandModule(InstancePre<Host>);
-
-impl CommandModule {
-    /// `pre`, if its module's `_start` is a command's; else what is wrong
-    /// with it.
-    pub fn new(pre: InstancePre<Host>) -> Result<Self, String> {
-        Self::check(pre.module())?;
-        Ok(CommandModule(pre))
-    }
-
-    /// Whether `module` exports a command's `_start` (no arguments, no
-    /// results); `Err` says what it has instead.
-    pub fn check(module: &Module) -> Result<(), String> {
-        match module.get_export("_start") {
-            Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => Ok(()),
-            Some(ExternType::Func(f)) => {
-                let list = |types: &mut dyn Iterator<Item = wasmtime::ValType>| {
-                    types.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
-                };
-                Err(format!(
-                    "its `_start` takes ({}) and returns ({}); a command's takes and returns nothing",
-                    list(&mut f.params()),
-                    list(&mut f.results())
-                ))
-            }
-            Some(other) => Err(format!(
-                "its `_start` export is not a function (`{other:?}`)"
-            )),
-            None => Err("it exports no `_start` function".into()),
-        }
-    }
-
-    /// The linked module, ready to instantiate.
-    pub fn pre(&self) -> &InstancePre<Host> {
-        &self.0
-    }
-
-    /// Instantiates the module in `store`; returns its `_start`.
-    pub async fn instantiate(
-        &self,
-        mut store: impl AsContextMut<Data = Host>,
-    ) -> wasmtime::Result<TypedFunc<(), ()>> {
-        let instance = self.0.instantiate_async(&mut store).await?;
-        let start = instance
-            .get_func(&mut store, "_start")
-            .ok_or_else(|| wasmtime::Error::msg("the instance has no `_start`"))?;
-        // SAFETY: `TypedFunc::new_unchecked` is sound where `Func::typed`
-        // with the same parameters and results would succeed. `start` is
-        // the `_start` export of an instance of `self.0`'s module, whose
-        // type `new` checked to be `[] -> []`, the type of `<(), ()>`.
-        #[allow(unsafe_code)]
-        let typed = unsafe { TypedFunc::<(), ()>::new_unchecked(&store, start) };
-        Ok(typed)
     }
 }

@@ -19,11 +19,9 @@
 //!    timings; the reservation is released once the guest has stopped.
 //!
 //! `unsafe` is denied everywhere but `registry::trusted`, the one place that
-//! loads precompiled native code, one system call in
+//! loads precompiled native code, and one system call in
 //! `registry::background` (`sched_setscheduler`, which no safe crate here
-//! wraps), and [`function::CommandModule::instantiate`], which takes a
-//! `_start` whose type was checked when the module loaded without
-//! wasmtime's type check per call.
+//! wraps).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

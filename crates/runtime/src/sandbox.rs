@@ -395,11 +395,12 @@ async fn call_start(
     function: &Function,
     instantiated: &Cell<Option<Instant>>,
 ) -> wasmtime::Result<()> {
-    let crate::function::Code::Module(module) = &function.code else {
+    let crate::function::Code::Module(pre) = &function.code else {
         unreachable!("invoke_until runs only modules here");
     };
-    let start = module.instantiate(&mut *store).await?;
+    let instance = pre.instantiate_async(&mut *store).await?;
     instantiated.set(Some(Instant::now()));
+    let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
     match start.call_async(&mut *store, ()).await {
         Err(e) if matches!(e.downcast_ref::<I32Exit>(), Some(I32Exit(0))) => Ok(()),
         r => r,

@@ -84,7 +84,7 @@ fn from_wat(engine: &WasmEngine, name: &str, wat: &str) -> Arc<Function> {
         id: Arc::from(name),
         file_name: name.into(),
         path: name.into(),
-        code: crate::function::Code::Module(crate::function::CommandModule::new(pre).unwrap()),
+        code: crate::function::Code::Module(pre),
         load_nanos: Default::default(),
     })
 }

@@ -36,7 +36,7 @@ pub enum LoadError {
     NotACommand {
         /// The file name.
         file: String,
-        /// What its `_start` lacks.
+        /// What is wrong with its `_start`.
         why: String,
     },
     #[error("'{file}' cannot be linked: {reason}")]

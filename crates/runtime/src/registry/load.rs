@@ -23,7 +23,7 @@ use super::resolve::{self, Version};
 use super::trusted;
 use crate::component::{self, host::ComponentHost};
 use crate::engine::WasmEngine;
-use crate::function::{Code, CommandModule, Function};
+use crate::function::{Code, Function};
 use crate::store::{self, Host};
 
 /// What is left to do after the cheap, blocking part of a load.
@@ -389,7 +389,7 @@ impl Loader {
                 return Ok(self.function(file, path, code));
             }
         };
-        if let Err(why) = CommandModule::check(&module) {
+        if let Err(why) = command_start(&module) {
             return Err(LoadError::NotACommand { file, why });
         }
         let pre = self
@@ -399,11 +399,7 @@ impl Loader {
                 file: file.clone(),
                 reason: format!("{e:#}"),
             })?;
-        let code = CommandModule::new(pre).map_err(|why| LoadError::NotACommand {
-            file: file.clone(),
-            why,
-        })?;
-        Ok(self.function(file, path, Code::Module(code)))
+        Ok(self.function(file, path, Code::Module(pre)))
     }
 
     fn function(&self, file: String, path: &Path, code: Code) -> Arc<Function> {
@@ -416,5 +412,34 @@ impl Loader {
         };
         tracing::info!(function = %function.file_name, kind = function.kind(), world = function.world().map(|w| w.as_str()), "loaded");
         Arc::new(function)
+    }
+}
+
+/// Whether `module` exports a command's `_start`: a function that takes no
+/// arguments and returns nothing, the only kind the sandbox calls. `Err`
+/// says what it has instead, so a module with another one is refused when
+/// it loads, not failed on every call.
+fn command_start(module: &wasmtime::Module) -> Result<(), String> {
+    use wasmtime::ExternType;
+    let list = |types: &mut dyn Iterator<Item = wasmtime::ValType>| {
+        types.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    match module.get_export("_start") {
+        Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => Ok(()),
+        Some(ExternType::Func(f)) => Err(format!(
+            "its `_start` takes ({}) and returns ({}); a command's takes and returns nothing",
+            list(&mut f.params()),
+            list(&mut f.results())
+        )),
+        Some(other) => {
+            let kind = match other {
+                ExternType::Global(_) => "a global",
+                ExternType::Table(_) => "a table",
+                ExternType::Memory(_) => "a memory",
+                _ => "an export of another kind",
+            };
+            Err(format!("its `_start` is {kind}, not a function"))
+        }
+        None => Err("it exports no `_start` function".into()),
     }
 }

@@ -11,6 +11,7 @@ use crate::sandbox::{self, CancelToken, Invocation, Stdio};
 
 mod aot_cache;
 mod budget;
+mod commands;
 mod loading;
 mod prewarm;
 mod resolution;
