@@ -268,13 +268,15 @@ impl Pending {
             shutdown: &w.pool.kill,
         };
         // Ends the ledger's account of this call even if the invocation
-        // panics (then with nothing spent), so the function's running count
-        // returns to zero.
+        // panics, so the function's running count returns to zero. A panic
+        // settles with no CPU spent and none of the asked wait waited, so
+        // the debt `begin` cleared against that wait is owed again.
         let mut settle = ledger.map(|l| Settle {
             ledger: l,
             function: &function.id,
             spent: Spent {
                 millicores: cpu_millis,
+                asked: hold_off,
                 ..Spent::default()
             },
         });
@@ -290,7 +292,6 @@ impl Pending {
             // instantiation finished (its CPU counts either way).
             s.spent.cpu = t.cpu;
             s.spent.wall = began.elapsed().saturating_sub(t.held);
-            s.spent.asked = hold_off;
             s.spent.waited = t.held;
         }
         drop(settle);
