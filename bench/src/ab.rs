@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 
 use crate::hello_http::{target, HELD_QUOTA};
 use crate::load::{self, LoadResult};
+use crate::stats::median;
 use crate::{machine, repo_root, wait_http_ok, ServerProc};
 
 /// One row: the server's options and the load it is measured under.
@@ -178,16 +179,6 @@ fn start(exe: &Path, dir: &Path, extra: &[&str]) -> anyhow::Result<ServerProc> {
         server.until_prewarmed()?;
     }
     Ok(server)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn report(builds: &Builds, cells: &[[Vec<Cell>; 2]]) -> anyhow::Result<String> {

@@ -14,7 +14,7 @@ use wasmbox_runtime::sandbox::{self, CancelToken, Stdio as GuestStdio};
 use wasmbox_runtime::{EngineConfig, Function, Invocation, WasmEngine};
 
 use crate::compare::median;
-use crate::core_bench::throughput;
+use crate::scaling::throughput;
 use crate::{machine, repo_root, InProcess};
 
 /// One guest built two ways.

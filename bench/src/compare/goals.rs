@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 use super::deadline::{ratio, DeadlinePrice, OWN_OVERHEAD_GOAL};
 use super::systems::{best_rate, Cell, WASMBOX, WASMBOX_COMPONENT, WASMTIME_SERVE};
 use super::units::{fmt_us, us};
-use crate::core_bench::Scaled;
 use crate::density::Density;
 use crate::density_component::ComponentDensity;
 use crate::hello_http::{self as hh, HelloHttp};
+use crate::scaling::Scaled;
 
 /// Functions the density goal is set at.
 pub(crate) const DENSITY_GOAL_N: usize = 10_000;
@@ -37,14 +37,15 @@ fn goal(what: impl Into<String>, measured: String, target: &str, pass: Option<bo
     }
 }
 
-/// In-process scaling: hello, and the machine's own ceilings (a pure CPU
-/// loop, a memory-bound loop, an issue-bound loop), each on 1 worker and
-/// on 2.
+/// In-process scaling: hello, and the machine's own (a latency-bound CPU
+/// loop, a memory-bound loop, an issue-bound loop, one shared counter),
+/// each on 1 worker and on 2.
 pub(crate) struct Scaling {
     pub(crate) hello: Scaled,
     pub(crate) cpu: Scaled,
     pub(crate) memory: Scaled,
     pub(crate) issue: Scaled,
+    pub(crate) line: Scaled,
 }
 
 pub(crate) struct Inputs<'a> {
@@ -115,13 +116,15 @@ pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
             s.hello.one.len()
         ),
         format!(
-            "{:.2}x (rounds {}; medians {one:.0}/s -> {two:.0}/s; a pure CPU loop: {:.2}x; a memory-bound loop: {:.2}x; an issue-bound loop: {:.2}x, rounds {})",
+            "{:.2}x (rounds {}; median rates {one:.0}/s -> {two:.0}/s; the machine's own, each the median of its rounds taken in turn with hello's: a latency-bound CPU loop {:.2}x, a memory-bound loop {:.2}x, an issue-bound loop {:.2}x with rounds {}; one counter both add to {:.2}x with rounds {})",
             s.hello.ratio(),
             s.hello.rounds_text(),
             s.cpu.ratio(),
             s.memory.ratio(),
             s.issue.ratio(),
-            s.issue.rounds_text()
+            s.issue.rounds_text(),
+            s.line.ratio(),
+            s.line.rounds_text()
         ),
         ">= 1.8x",
         Some(s.hello.ratio() >= 1.8),

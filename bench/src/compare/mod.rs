@@ -42,11 +42,12 @@ pub(crate) use self::workload::Scale;
 use self::workload::{
     expected_digest, workloads, Workload, CONCURRENCY, HELLO_QUOTAS, MOST_CONCURRENT,
 };
-use crate::core_bench::{self, SCALING_ROUNDS};
+use crate::core_bench;
 use crate::load::{self, Expect, HttpTarget, LoadResult};
 use crate::peers::{self, WasmtimeServe};
 use crate::reference::RefServer;
-use crate::{repo_root, ServerProc};
+use crate::scaling;
+use crate::{repo_root, InProcess, ServerProc};
 
 /// The side-by-side server's longest wait for admission: the last of 64
 /// jsoncompress calls of the full run (about 0.55 s each, two at a time)
@@ -436,14 +437,34 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 
 /// hello in process on 1 and 2 worker threads, with the server's pool
 /// (its size decides whether wasmtime shards it per thread: `core`), and a
-/// pure CPU loop, a memory-bound loop and an issue-bound loop the same way, each in
-/// [`SCALING_ROUNDS`] alternating rounds as long in all as two windows.
+/// latency-bound CPU loop, a memory-bound loop, an issue-bound loop and a
+/// shared counter the same way, all five taking turns in each of [`scaling::ROUNDS`]
+/// alternating rounds; each work's rounds take as long in all as one
+/// window of `2 * window` on each thread count did, and a round's window
+/// at least 0.1 s.
 fn in_process_scaling(window: Duration) -> anyhow::Result<goals::Scaling> {
-    let phase = (window.as_secs_f64() * 2.0).max(0.5) / SCALING_ROUNDS as f64;
+    let phase = (window.as_secs_f64() * 2.0 / scaling::ROUNDS as f64).max(0.1);
+    let InProcess {
+        engine, function, ..
+    } = InProcess::load(
+        EngineConfig::default(),
+        &repo_root().join("functions/hello.wat"),
+    )?;
+    let works = [
+        core_bench::invoke_loop(&engine, &function),
+        scaling::cpu_loop(),
+        scaling::memory_loop(),
+        scaling::issue_loop(),
+        scaling::shared_line_loop(),
+    ];
+    let [hello, cpu, memory, issue, line] = scaling::interleaved(scaling::ROUNDS, phase, &works)
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("one result per work"))?;
     Ok(goals::Scaling {
-        hello: core_bench::hello_on_threads(EngineConfig::default(), SCALING_ROUNDS, phase)?,
-        cpu: core_bench::scaling(SCALING_ROUNDS, phase, core_bench::cpu_loop()),
-        memory: core_bench::scaling(SCALING_ROUNDS, phase, core_bench::memory_loop()),
-        issue: core_bench::scaling(SCALING_ROUNDS, phase, core_bench::issue_loop()),
+        hello,
+        cpu,
+        memory,
+        issue,
+        line,
     })
 }
