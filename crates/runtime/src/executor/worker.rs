@@ -270,7 +270,9 @@ impl Pending {
         // Ends the ledger's account of this call even if the invocation
         // panics, so the function's running count returns to zero. A panic
         // settles with no CPU spent and none of the asked wait waited, so
-        // the debt `begin` cleared against that wait is owed again.
+        // the debt `begin` cleared against that wait is owed again: the
+        // panic loses how long it waited, and owing a paid debt twice is
+        // the side that keeps a function within its quota.
         let mut settle = ledger.map(|l| Settle {
             ledger: l,
             function: &function.id,
