@@ -272,7 +272,8 @@ impl Pending {
         // settles with no CPU spent and none of the asked wait waited, so
         // the debt `begin` cleared against that wait is owed again: the
         // panic loses how long it waited, and owing a paid debt twice is
-        // the side that keeps a function within its quota.
+        // the side that keeps a function within its quota. The CPU the
+        // call used before it panicked is lost with it, and not charged.
         let mut settle = ledger.map(|l| Settle {
             ledger: l,
             function: &function.id,

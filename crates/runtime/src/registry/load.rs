@@ -431,15 +431,14 @@ fn command_start(module: &wasmtime::Module) -> Result<(), String> {
             list(&mut f.params()),
             list(&mut f.results())
         )),
-        Some(other) => {
-            let kind = match other {
-                ExternType::Global(_) => "a global",
-                ExternType::Table(_) => "a table",
-                ExternType::Memory(_) => "a memory",
-                _ => "an export of another kind",
-            };
-            Err(format!("its `_start` is {kind}, not a function"))
-        }
+        Some(ExternType::Global(_)) => Err(not_a_function("a global")),
+        Some(ExternType::Table(_)) => Err(not_a_function("a table")),
+        Some(ExternType::Memory(_)) => Err(not_a_function("a memory")),
+        Some(ExternType::Tag(_)) => Err(not_a_function("a tag")),
         None => Err("it exports no `_start` function".into()),
     }
+}
+
+fn not_a_function(kind: &str) -> String {
+    format!("its `_start` is {kind}, not a function")
 }
