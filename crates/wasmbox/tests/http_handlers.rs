@@ -184,6 +184,36 @@ async fn a_handler_is_held_to_its_memory_request_over_all_its_memories() {
     s.stop().await;
 }
 
+/// What a component keeps in wasi:http resources is host memory, outside
+/// its linear memory and its cap: each header map up to 128 KiB. Its
+/// resource table holds as many as fit in its Memory-Request (32 MiB: 256),
+/// not wasmtime's million, so a handler cannot hoard gigabytes of the
+/// server's memory that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_cannot_hoard_host_memory_in_resources_past_its_memory_request() {
+    let s = TestServer::start(KIT, &[]).await;
+    let mem = |mb: &'static str| [("memory-request", mb)];
+    // 200 maps of 96 KiB: about 19 MiB, within 32.
+    s.request(Method::GET, "/httpkit/hoard/200", &mem("32"), Bytes::new())
+        .await
+        .expect(200, &["held 200"]);
+    // 2,000 would be about 190 MiB: refused past the table's 256 entries.
+    let r = s
+        .request(Method::GET, "/httpkit/hoard/2000", &mem("32"), Bytes::new())
+        .await;
+    r.expect(500, &["resource table has no free keys"]);
+    // A request for 256 MiB may hold them (2,048 entries).
+    s.request(
+        Method::GET,
+        "/httpkit/hoard/2000",
+        &mem("256"),
+        Bytes::new(),
+    )
+    .await
+    .expect(200, &["held 2000"]);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_is_stopped_at_its_deadline_running_or_asleep() {
     let s = TestServer::start(KIT, &["--timeout", "300ms"]).await;

@@ -75,10 +75,14 @@ impl ComponentHost {
         inv: &crate::sandbox::Invocation,
         deadline: std::time::Instant,
     ) -> wasmtime::Store<ComponentHost> {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(table_capacity(inv.memory_cap));
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELD_SIZE_LIMIT);
         let host = ComponentHost {
             wasi,
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            table,
+            http,
             outbound: Outbound::new(engine.outbound.clone(), function.id.clone(), deadline),
             limits: MemoryCap::new(inv.memory_cap),
             throttle: inv.throttle.clone(),
@@ -87,4 +91,34 @@ impl ComponentHost {
         };
         wasmtime::Store::new(&engine.engine, host)
     }
+}
+
+/// Most bytes one wasi:http `fields` (a header map the guest builds) may
+/// hold on the host: wasi:http's own default, set here because
+/// [`HOST_BYTES_PER_ENTRY`] counts on it.
+const FIELD_SIZE_LIMIT: usize = 128 << 10;
+
+/// Most bytes a guest's write to an outgoing body (a request it sends or
+/// the response it streams) may hand the host at once; one such write is
+/// buffered while another is taken (wasi:http's default is 1 MiB).
+pub(crate) const OUTGOING_BODY_CHUNK: usize = 64 << 10;
+
+/// About the most host memory one resource of a component may hold: a
+/// `fields` at [`FIELD_SIZE_LIMIT`], or an outgoing body with a buffered
+/// and a taken write of [`OUTGOING_BODY_CHUNK`]. Streams, pollables and
+/// the rest hold far less.
+const HOST_BYTES_PER_ENTRY: usize = FIELD_SIZE_LIMIT;
+
+/// Fewest resources any invocation may hold at once, however small its
+/// Memory-Request.
+const MIN_TABLE_ENTRIES: usize = 256;
+
+/// How many resources an invocation capped at `memory_cap` bytes may hold
+/// at once. A resource's memory is the host's, outside the guest's linear
+/// memory and its cap, and wasmtime's table takes a million of them (a
+/// guest keeping header maps of 128 KiB could hold 128 GiB): as many as
+/// fit in the cap at the most one may hold keep a guest's host memory
+/// within about its Memory-Request again (at least 256, 32 MiB).
+pub(crate) fn table_capacity(memory_cap: usize) -> usize {
+    (memory_cap / HOST_BYTES_PER_ENTRY).max(MIN_TABLE_ENTRIES)
 }

@@ -7,6 +7,7 @@
 //! | `/spin/MS` | burns MS ms of CPU (wall clock), then `spun MS ms` |
 //! | `/alloc/MB` | allocates and touches MB MiB, then `allocated MB MiB` |
 //! | `/big/N` | N bytes of `x`, streamed in 4 KiB writes |
+//! | `/hoard/N` | keeps N header maps of 96 KiB each (host memory) while it answers `held N` |
 //! | `/status/CODE` | status CODE, header `x-kit: status` |
 //! | `/trap` | panics before answering (a trap) |
 //! | `/late-trap/MS` | sets the head and writes `partial`, then sleeps MS ms and panics; with MS 0, aborts at once (a trap with no host call) |
@@ -159,6 +160,18 @@ impl Guest for Kit {
                 respond(out, 200, &[], format!("allocated {} MiB ({sum})\n", number()).as_bytes());
             }
             "big" => respond(out, 200, &[], &vec![b'x'; number() as usize]),
+            // Keeps `n` header maps of 96 KiB each alive: host memory,
+            // outside the guest's own.
+            "hoard" => {
+                let value = vec![b'x'; 96 << 10];
+                let held: Vec<Fields> = (0..number())
+                    .map(|_| {
+                        Fields::from_list(&[("x-hoard".to_string(), value.clone())])
+                            .expect("valid header")
+                    })
+                    .collect();
+                respond(out, 200, &[], format!("held {}\n", held.len()).as_bytes());
+            }
             "status" => respond(out, number() as u16, &[("x-kit", "status")], b"status\n"),
             "trap" => panic!("httpkit was asked to trap"),
             "late-trap" => {
