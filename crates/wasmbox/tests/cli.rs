@@ -171,6 +171,15 @@ fn serve(cwd: &Path, args: &[&str], env: &[(&str, String)], port: u16) -> Served
     Served { child, port }
 }
 
+/// A test that fails midway still stops its server: an orphaned one would
+/// keep the test harness's output pipe open, and the run would hang.
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Served {
     fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
@@ -418,4 +427,53 @@ fn sigterm_during_a_burst_drains_everything_admitted() {
     for tree in &trees {
         assert!(!tree.exists(), "{} left behind", tree.display());
     }
+}
+
+/// A guest's output goes into the server's log as one escaped field, so a
+/// tenant cannot write lines that read as the server's own: the newline
+/// in its stderr stays `\n` inside the one line the server writes.
+#[test]
+fn guest_output_cannot_forge_lines_in_the_server_log() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let port = free_port();
+    let mut child = wasmbox()
+        .arg("serve")
+        .current_dir(&repo)
+        .env("PORT", port.to_string())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let next_line = |what: &str| -> String {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        lines
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no line {what} within 60 s: {e}"))
+    };
+    while !next_line("saying it serves").contains("wasmbox serving") {}
+    let s = Served { child, port };
+    let forged = "x%0AFORGED-LINE%20INFO%20wasmbox%3A%3Aserver%3A%20all%20is%20well";
+    let (status, _, _) = s.get(&format!("/echo?arg=--stderr&arg={forged}"), &[]);
+    assert_eq!(status, 200);
+    let line = loop {
+        let line = next_line("with the guest's stderr");
+        assert!(
+            !line.starts_with("FORGED-LINE"),
+            "the guest wrote a line of its own: {line}"
+        );
+        if line.contains("guest stderr") {
+            break line;
+        }
+    };
+    assert!(line.contains(r"x\nFORGED-LINE INFO"), "{line}");
+    assert_eq!(s.terminate().code(), Some(0));
 }

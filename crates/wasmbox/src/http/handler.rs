@@ -270,7 +270,8 @@ fn log_outcome(function: &str, ran: &Ran) {
     let o = &ran.outcome;
     for (stream, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
         if !bytes.is_empty() {
-            tracing::info!(function, stream, output = %String::from_utf8_lossy(bytes).trim_end(), "guest output");
+            // Quoted and escaped, as a module's stderr (`invoke`).
+            tracing::info!(function, stream, output = ?String::from_utf8_lossy(bytes).trim_end(), "guest output");
         }
     }
     if let Err(f) = &o.result {

@@ -233,7 +233,9 @@ async fn run(
     } = ran?;
 
     if !outcome.stderr.is_empty() {
-        tracing::info!(function = %name, stderr = %String::from_utf8_lossy(&outcome.stderr).trim_end(), "guest stderr");
+        // Quoted and escaped (`?`): the guest's newlines cannot start lines
+        // of the server's own in its log.
+        tracing::info!(function = %name, stderr = ?String::from_utf8_lossy(&outcome.stderr).trim_end(), "guest stderr");
     }
     let timing = arrival.phases(
         waited + queued,
