@@ -273,11 +273,17 @@ pub(crate) fn hello_on_threads(
     rounds: usize,
     secs: f64,
 ) -> anyhow::Result<Scaled> {
-    let InProcess {
-        engine, function, ..
-    } = InProcess::load(config, &repo_root().join("functions/hello.wat"))?;
-    let mut s = interleaved(rounds, secs, &[invoke_loop(&engine, &function)]);
+    let (_loaded, work) = hello_work(config)?;
+    let mut s = interleaved(rounds, secs, &[work]);
     Ok(s.remove(0))
+}
+
+/// The bundled hello loaded in process on an engine built from `config`,
+/// and the work of invoking it; keep the first while the work runs.
+pub(crate) fn hello_work(config: EngineConfig) -> anyhow::Result<(InProcess, Work)> {
+    let loaded = InProcess::load(config, &repo_root().join("functions/hello.wat"))?;
+    let work = invoke_loop(&loaded.engine, &loaded.function);
+    Ok((loaded, work))
 }
 
 pub(crate) fn invoke_loop(engine: &WasmEngine, f: &Arc<Function>) -> Work {

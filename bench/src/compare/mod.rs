@@ -47,7 +47,7 @@ use crate::load::{self, Expect, HttpTarget, LoadResult};
 use crate::peers::{self, WasmtimeServe};
 use crate::reference::RefServer;
 use crate::scaling;
-use crate::{repo_root, InProcess, ServerProc};
+use crate::{repo_root, ServerProc};
 
 /// The side-by-side server's longest wait for admission: the last of 64
 /// jsoncompress calls of the full run (about 0.55 s each, two at a time)
@@ -444,14 +444,9 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 /// at least 0.1 s.
 fn in_process_scaling(window: Duration) -> anyhow::Result<goals::Scaling> {
     let phase = (window.as_secs_f64() * 2.0 / scaling::ROUNDS as f64).max(0.1);
-    let InProcess {
-        engine, function, ..
-    } = InProcess::load(
-        EngineConfig::default(),
-        &repo_root().join("functions/hello.wat"),
-    )?;
+    let (_loaded, hello) = core_bench::hello_work(EngineConfig::default())?;
     let works = [
-        core_bench::invoke_loop(&engine, &function),
+        hello,
         scaling::cpu_loop(),
         scaling::memory_loop(),
         scaling::issue_loop(),
