@@ -145,6 +145,8 @@ fn compile_produces_a_cwasm_that_loads_only_where_allowed_and_compatible() {
 struct Served {
     child: Child,
     port: u16,
+    /// Its log lines after the "serving" one.
+    log: std::sync::mpsc::Receiver<String>,
 }
 
 /// Starts `wasmbox serve` in `cwd` with `env` and waits for its "serving" log line.
@@ -166,9 +168,15 @@ fn serve(cwd: &Path, args: &[&str], env: &[(&str, String)], port: u16) -> Served
             break;
         }
     }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Served { child, port }
+    // Keep draining stderr so the child never blocks on a full pipe; the
+    // lines go to whichever test reads `log`.
+    let (tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Served { child, port, log }
 }
 
 /// A test that fails midway still stops its server: an orphaned one would
@@ -436,31 +444,14 @@ fn sigterm_during_a_burst_drains_everything_admitted() {
 fn guest_output_cannot_forge_lines_in_the_server_log() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let port = free_port();
-    let mut child = wasmbox()
-        .arg("serve")
-        .current_dir(&repo)
-        .env("PORT", port.to_string())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            if tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let s = serve(&repo, &[], &[("PORT", port.to_string())], port);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let next_line = |what: &str| -> String {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        lines
+        s.log
             .recv_timeout(left)
             .unwrap_or_else(|e| panic!("no line {what} within 60 s: {e}"))
     };
-    while !next_line("saying it serves").contains("wasmbox serving") {}
-    let s = Served { child, port };
     let forged = "x%0AFORGED-LINE%20INFO%20wasmbox%3A%3Aserver%3A%20all%20is%20well";
     let (status, _, _) = s.get(&format!("/echo?arg=--stderr&arg={forged}"), &[]);
     assert_eq!(status, 200);
