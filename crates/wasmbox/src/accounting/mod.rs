@@ -35,7 +35,7 @@ use prometheus_client::metrics::family::Family;
 
 pub use access_log::AccessLog;
 pub use families::{Series, UsageFamilies};
-pub use usage::{Abandon, Pending, Usage, CLIENT_GONE};
+pub use usage::{Abandon, Cut, Pending, Usage, CLIENT_GONE};
 
 use crate::metrics::InvocationLabels;
 

@@ -153,6 +153,7 @@ fn the_access_log_line_has_every_field() {
         memory_mb_seconds: 0.5,
         bytes_in: 1,
         bytes_out: 2,
+        failure: None,
     };
     let v: serde_json::Value = serde_json::from_str(&u.json_line()).unwrap();
     for k in [
@@ -174,4 +175,65 @@ fn the_access_log_line_has_every_field() {
     assert_eq!(v["cpu_ms"], 1.5);
     assert_eq!(v["peak_mb"], 3.0);
     assert_eq!(v["error"], "cpu-budget");
+}
+
+/// A streamed body (a wasi:http handler's) outlives both the handler's
+/// answer and, often, the guest: the record waits for whichever of the
+/// worker and the body ends last, once, with the bytes the body sent.
+#[test]
+fn a_streamed_body_is_recorded_once_both_it_and_the_worker_have_ended() {
+    let (a, _r) = accounting(10, Duration::from_secs(3600));
+    let invocations = |a: &Accounting| a.stats("h.wasm").map_or(0, |s| s.invocations);
+    for body_first in [false, true] {
+        let before = invocations(&a);
+        let p = Pending::new(a.clone(), "id".into(), Instant::now());
+        p.update(|u| u.function = Some("h.wasm".into()));
+        p.worker_started();
+        p.body_streamed();
+        p.finish(200, "ok", 0);
+        if body_first {
+            p.body_ended(300_000, None);
+            assert_eq!(invocations(&a), before, "recorded before the worker");
+            p.worker_done(|u| u.ran = true);
+        } else {
+            p.worker_done(|u| u.ran = true);
+            assert_eq!(invocations(&a), before, "recorded before the body");
+            p.body_ended(300_000, None);
+        }
+        drop(p.guard());
+        let s = a.stats("h.wasm").unwrap();
+        assert_eq!(s.invocations, before + 1);
+        assert_eq!(s.outcomes.get("ok"), Some(&(before + 1)));
+    }
+}
+
+/// A body cut short is recorded with why: its own reason (the client went
+/// away, the output limit), or the guest's failure when the guest broke it
+/// off; the head's status went out before and stays what was sent.
+#[test]
+fn a_body_cut_short_is_recorded_with_why() {
+    let (a, _r) = accounting(10, Duration::from_secs(3600));
+    let cases = [
+        (Cut::Because("output-limit"), None, "output-limit"),
+        (Cut::Because(CLIENT_GONE.0), None, "client-gone"),
+        (Cut::Guest, Some("timeout"), "timeout"),
+        (Cut::Guest, None, "trap"),
+    ];
+    for (i, (cut, failure, outcome)) in cases.into_iter().enumerate() {
+        let f = format!("c{i}.wasm");
+        let p = Pending::new(a.clone(), "id".into(), Instant::now());
+        p.update(|u| u.function = Some(f.clone()));
+        p.worker_started();
+        p.body_streamed();
+        p.finish(200, "ok", 0);
+        p.body_ended(8, Some(cut));
+        p.worker_done(|u| u.failure = failure);
+        let s = a.stats(&f).unwrap();
+        assert_eq!(
+            s.outcomes.get(outcome),
+            Some(&1),
+            "{cut:?}: {:?}",
+            s.outcomes
+        );
+    }
 }

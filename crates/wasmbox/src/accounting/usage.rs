@@ -35,6 +35,9 @@ pub struct Usage {
     pub memory_mb_seconds: f64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The `Wasmbox-Error` kind of the guest's failure, if it failed: the
+    /// outcome of a request whose streamed body the guest broke off.
+    pub failure: Option<&'static str>,
 }
 
 impl Usage {
@@ -67,8 +70,14 @@ struct State {
     worker_running: bool,
     /// The handler was dropped (client gone) before it finished.
     handler_gone: bool,
-    /// Answered while the worker still ran: recorded by `worker_done`.
+    /// Answered while the worker still ran, or with a streamed body still
+    /// going: recorded by whichever of `worker_done` and `body_ended`
+    /// comes last.
     answered: bool,
+    /// Where the response's streamed body is (a wasi:http handler's).
+    body: Streaming,
+    /// Why the streamed body ended short, if it did.
+    cut: Option<Cut>,
     /// Recorded.
     done: bool,
     /// The outcome is already counted (the client went away while the
@@ -76,9 +85,43 @@ struct State {
     counted: bool,
 }
 
+/// Why a streamed body ended before its end: the request's outcome,
+/// whatever the status its head carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// For this `Wasmbox-Error` kind (the client went away, the output
+    /// limit).
+    Because(&'static str),
+    /// The guest failed or was stopped before it finished the body: its
+    /// failure's kind.
+    Guest,
+}
+
+/// Whether a request's response body is streamed, and if so whether it
+/// has ended: its byte count and how it ended are known only then.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Streaming {
+    /// Written at once (its length known when the handler finishes).
+    No,
+    /// Being sent.
+    Open,
+    /// Sent, cut off, or dropped.
+    Ended,
+}
+
 impl State {
+    /// Answered, the worker done, the body sent: nothing is left to come.
+    fn settled(&self) -> bool {
+        self.answered && !self.worker_running && self.body != Streaming::Open && !self.done
+    }
+
     fn record(&mut self) {
         self.done = true;
+        match self.cut {
+            Some(Cut::Because(kind)) => self.usage.outcome = kind,
+            Some(Cut::Guest) => self.usage.outcome = self.usage.failure.unwrap_or("trap"),
+            None => {}
+        }
         self.usage.wall = self.received.elapsed();
         if self.counted {
             self.accounting.record_counted(&self.usage);
@@ -120,12 +163,15 @@ impl Pending {
                 memory_mb_seconds: 0.0,
                 bytes_in: 0,
                 bytes_out: 0,
+                failure: None,
             },
             accounting,
             received,
             worker_running: false,
             handler_gone: false,
             answered: false,
+            body: Streaming::No,
+            cut: None,
             done: false,
             counted: false,
         })))
@@ -147,7 +193,7 @@ impl Pending {
         let mut s = self.lock();
         f(&mut s.usage);
         s.worker_running = false;
-        if s.answered && !s.done {
+        if s.settled() {
             s.record();
         } else if s.handler_gone && !s.done {
             s.record_client_gone();
@@ -162,14 +208,34 @@ impl Pending {
         }
         s.usage.status = status;
         s.usage.outcome = outcome;
-        s.usage.bytes_out = bytes_out;
-        if s.worker_running {
-            // Answered while the guest still runs (a wasi:http handler
-            // streaming its body): recorded with its figures when it stops.
-            s.answered = true;
-            return;
+        if s.body == Streaming::No {
+            s.usage.bytes_out = bytes_out;
         }
-        s.record();
+        // Answered while the guest still runs or its body is still being
+        // sent (a wasi:http handler streaming it): recorded when both
+        // have ended, with the guest's figures and the bytes sent.
+        s.answered = true;
+        if s.settled() {
+            s.record();
+        }
+    }
+
+    /// The response's body is streamed: the record waits for
+    /// [`Pending::body_ended`], and takes its byte count from there.
+    pub fn body_streamed(&self) {
+        self.lock().body = Streaming::Open;
+    }
+
+    /// The streamed body has ended after `sent` bytes: in full (`cut` is
+    /// `None`), or cut short (its head, and the status, went out before).
+    pub fn body_ended(&self, sent: u64, cut: Option<Cut>) {
+        let mut s = self.lock();
+        s.body = Streaming::Ended;
+        s.usage.bytes_out = sent;
+        s.cut = cut;
+        if s.settled() {
+            s.record();
+        }
     }
 
     /// A guard that, dropped before [`Pending::finish`], marks the client

@@ -201,7 +201,12 @@ pub(super) async fn run(
     if let Some((k, v)) = timing.header() {
         parts.headers.insert(k, v);
     }
-    let body = Body::Stream(Box::new(Streamed::new(body, cap, cancel, ended_well)));
+    let body = Body::Stream(Box::new(Streamed::new(
+        body,
+        (cap, usage.clone()),
+        cancel,
+        ended_well,
+    )));
     Ok(Response::from_parts(parts, body))
 }
 

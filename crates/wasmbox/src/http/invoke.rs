@@ -314,6 +314,12 @@ fn run_billed(
                 u.cpu = ran.outcome.timings.cpu;
                 u.peak_memory = ran.outcome.peak_memory;
                 u.queue += ran.queued;
+                u.failure = ran
+                    .outcome
+                    .result
+                    .as_ref()
+                    .err()
+                    .map(|f| failure_kind(f).as_str());
             }
         });
         reply(ran);
@@ -402,6 +408,21 @@ fn stderr_tail(stderr: &[u8]) -> String {
     }
 }
 
+/// The `Wasmbox-Error` kind of a guest's failure.
+pub(super) fn failure_kind(f: &Failure) -> ErrorKind {
+    match f {
+        Failure::Exit(_) => ErrorKind::Exit,
+        Failure::Trap(_) => ErrorKind::Trap,
+        Failure::MemoryCap { .. } => ErrorKind::MemoryCap,
+        Failure::Timeout(_) => ErrorKind::Timeout,
+        Failure::CpuBudget(_) => ErrorKind::CpuBudget,
+        Failure::OutputLimit { .. } => ErrorKind::OutputLimit,
+        Failure::Cancelled => ErrorKind::ClientGone,
+        Failure::Shutdown => ErrorKind::Draining,
+        Failure::PoolExhausted => ErrorKind::Unavailable,
+    }
+}
+
 pub(super) fn failure_error(
     f: Failure,
     res: &Resources,
@@ -409,26 +430,27 @@ pub(super) fn failure_error(
     timing: &PhaseTimes,
 ) -> HttpError {
     let mib = |b: usize| b.div_ceil(1 << 20);
-    let e = match f {
-        Failure::Exit(code) => {
-            HttpError::new(ErrorKind::Exit, format!("function exited with status {code}{}", stderr_tail(stderr))).header("wasm-exit-code", code)
-        }
-        Failure::Trap(msg) => HttpError::new(ErrorKind::Trap, format!("function trapped: {msg}{}", stderr_tail(stderr))),
-        Failure::MemoryCap { cap, wanted } => HttpError::new(
-            ErrorKind::MemoryCap,
-            format!(
-                "function needed more memory than this request allows: it tried to grow its linear memory to {} MiB, above the cap of {} MiB set by Memory-Request: {}; send a larger Memory-Request{}",
-                mib(wanted), mib(cap), res.memory_mb, stderr_tail(stderr)
-            ),
+    let kind = failure_kind(&f);
+    let message = match &f {
+        Failure::Exit(code) => format!("function exited with status {code}{}", stderr_tail(stderr)),
+        Failure::Trap(msg) => format!("function trapped: {msg}{}", stderr_tail(stderr)),
+        Failure::MemoryCap { cap, wanted } => format!(
+            "function needed more memory than this request allows: it tried to grow its linear memory to {} MiB, above the cap of {} MiB set by Memory-Request: {}; send a larger Memory-Request{}",
+            mib(*wanted), mib(*cap), res.memory_mb, stderr_tail(stderr)
         ),
-        Failure::Timeout(after) => HttpError::new(ErrorKind::Timeout, format!("function did not finish within the {:.3} s time limit and was stopped", after.as_secs_f64())),
-        Failure::CpuBudget(budget) => HttpError::new(ErrorKind::CpuBudget, format!("function used up its CPU-time budget of {} ms (limits.cpu_budget_ms in its manifest) and was stopped{}", budget.as_millis(), stderr_tail(stderr))),
-        Failure::OutputLimit { cap } => HttpError::new(ErrorKind::OutputLimit, format!("function wrote more than this request's output limit of {cap} bytes to stdout and was stopped (the limit is the smaller of --max-output-bytes and Memory-Request: {} MiB)", res.memory_mb)),
-        Failure::Cancelled => HttpError::new(ErrorKind::ClientGone, "client went away; invocation stopped"),
-        Failure::Shutdown => HttpError::new(ErrorKind::Draining, "the server is shutting down: its drain timeout passed and this invocation was stopped").header("retry-after", 1),
-        Failure::PoolExhausted => HttpError::new(ErrorKind::Unavailable, "no free instance slot; retry").header("retry-after", 1),
+        Failure::Timeout(after) => format!("function did not finish within the {:.3} s time limit and was stopped", after.as_secs_f64()),
+        Failure::CpuBudget(budget) => format!("function used up its CPU-time budget of {} ms (limits.cpu_budget_ms in its manifest) and was stopped{}", budget.as_millis(), stderr_tail(stderr)),
+        Failure::OutputLimit { cap } => format!("function wrote more than this request's output limit of {cap} bytes to stdout and was stopped (the limit is the smaller of --max-output-bytes and Memory-Request: {} MiB)", res.memory_mb),
+        Failure::Cancelled => "client went away; invocation stopped".into(),
+        Failure::Shutdown => "the server is shutting down: its drain timeout passed and this invocation was stopped".into(),
+        Failure::PoolExhausted => "no free instance slot; retry".into(),
     };
-    let mut e = e;
+    let e = HttpError::new(kind, message);
+    let mut e = match f {
+        Failure::Exit(code) => e.header("wasm-exit-code", code),
+        Failure::Shutdown | Failure::PoolExhausted => e.header("retry-after", 1),
+        _ => e,
+    };
     e.headers.extend(timing.header());
     e
 }

@@ -12,6 +12,9 @@ use http_body_util::Full;
 use hyper::body::{Body as _, Frame, SizeHint};
 use wasmbox_runtime::CancelToken;
 
+use super::error::ErrorKind;
+use crate::accounting::{Cut, Pending, CLIENT_GONE};
+
 /// The body of every response wasmbox writes.
 pub enum Body {
     /// All of it at once.
@@ -51,10 +54,16 @@ type GuestBody = wasmbox_runtime::component::http::HyperOutgoingBody;
 /// before it (the head and the body so far) when the body is pending, and
 /// closes at once on an error. A head held until the guest had written
 /// past its cap would otherwise never reach the client.
+///
+/// The request's usage record waits for the body: it takes the bytes sent
+/// and, if the body ended short, why (see [`Cut`]).
 pub struct Streamed {
     inner: GuestBody,
     cap: usize,
     sent: usize,
+    usage: Pending,
+    /// Why the body is ending short, once known.
+    cut: Option<Cut>,
     cancel: CancelToken,
     ended_well: tokio::sync::oneshot::Receiver<bool>,
     inner_done: bool,
@@ -64,17 +73,21 @@ pub struct Streamed {
 }
 
 impl Streamed {
-    /// Wraps the body of the handler's `answer`.
+    /// Wraps the body of the handler's `answer`, for the request `usage`
+    /// records.
     pub fn new(
         inner: GuestBody,
-        cap: usize,
+        (cap, usage): (usize, Pending),
         cancel: CancelToken,
         ended_well: tokio::sync::oneshot::Receiver<bool>,
     ) -> Self {
+        usage.body_streamed();
         Streamed {
             inner,
             cap,
             sent: 0,
+            usage,
+            cut: None,
             cancel,
             ended_well,
             inner_done: false,
@@ -89,6 +102,14 @@ impl Drop for Streamed {
         if !self.done {
             self.cancel.cancel();
         }
+        // Dropped before its end, with no reason of its own: the client
+        // went away (or the connection broke).
+        let cut = match (self.done, self.cut) {
+            (_, Some(cut)) => Some(cut),
+            (true, None) => None,
+            (false, None) => Some(Cut::Because(CLIENT_GONE.0)),
+        };
+        self.usage.body_ended(self.sent as u64, cut);
     }
 }
 
@@ -130,6 +151,10 @@ impl Streamed {
         e: StreamError,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        self.cut = Some(match e {
+            StreamError::OverCap(_) => Cut::Because(ErrorKind::OutputLimit.as_str()),
+            StreamError::Guest(_) => Cut::Guest,
+        });
         self.failed = Some(e);
         cx.waker().wake_by_ref();
         Poll::Pending
@@ -167,11 +192,12 @@ impl Streamed {
             }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.sent += data.len();
-                    if self.sent > self.cap {
+                    // `sent` counts what goes out: not a frame past the cap.
+                    if self.sent + data.len() > self.cap {
                         self.cancel.cancel();
                         return self.fail(StreamError::OverCap(self.cap), cx);
                     }
+                    self.sent += data.len();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -210,3 +210,56 @@ async fn refused_requests_are_counted_and_every_response_carries_its_request_id(
     );
     s.stop().await;
 }
+
+/// A wasi:http handler's body is streamed after its head: its record
+/// waits for the body's end and carries the bytes that went out, and how
+/// the body ended when it ended short (the status stays the 200 sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_is_recorded_with_its_bytes_and_how_it_ended() {
+    let logs = tempfile::tempdir().unwrap();
+    let (log, flag) = log_flag(&logs);
+    let s = TestServer::start(
+        &["httpkit.wasm"],
+        &["--access-log", &flag, "--max-output-bytes", "400000"],
+    )
+    .await;
+    let r = s.get("/httpkit/big/300000").await;
+    r.expect(200, &[]);
+    assert_eq!(r.body.len(), 300_000);
+    // Past the output cap: cut off after what fitted.
+    let mut cut = send_get(&s.base, "/httpkit/big/1000000", "").await;
+    let mut raw = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut cut, &mut raw).await;
+    assert!(raw.starts_with(b"HTTP/1.1 200"));
+    // The guest traps after its head and 8 bytes ("partial\n").
+    let mut trapped = send_get(&s.base, "/httpkit/late-trap/20", "").await;
+    let mut raw = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut trapped, &mut raw).await;
+    assert!(raw.starts_with(b"HTTP/1.1 200"));
+    let lines = log_lines(&log, 3).await;
+    let with_bytes = |bytes: &dyn Fn(u64) -> bool| {
+        lines
+            .iter()
+            .find(|l| bytes(l["bytes_out"].as_u64().unwrap()))
+            .cloned()
+    };
+    let whole = with_bytes(&|b| b == 300_000).unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(whole["error"].is_null(), "{whole}");
+    let over = with_bytes(&|b| b > 8 && b <= 400_000 && b != 300_000)
+        .unwrap_or_else(|| panic!("no cut-off record with its bytes: {lines:?}"));
+    assert_eq!(over["status"], 200, "{over}");
+    assert_eq!(over["error"], "output-limit", "{over}");
+    let broken = with_bytes(&|b| b == 8).unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(broken["status"], 200, "{broken}");
+    assert_eq!(broken["error"], "trap", "{broken}");
+    let total: u64 = lines.iter().map(|l| l["bytes_out"].as_u64().unwrap()).sum();
+    assert_eq!(
+        metric(
+            &s,
+            "wasmbox_function_response_bytes_total{function=\"httpkit.wasm\"}"
+        )
+        .await,
+        Some(total as f64)
+    );
+    s.stop().await;
+}
