@@ -199,21 +199,23 @@ async fn put_module(
     let sha = dfs::sha256_hex(&wasm);
     let size = wasm.len() as u64;
     let d = dir(app);
-    let temp = blocking(
-        move || dfs::write_temp(&d, "wasm", &wasm),
+    // Removed when dropped unless published: also if this request is
+    // dropped (its client gone) during the write, where the blocking task
+    // finishes and drops its result.
+    let upload = blocking(
+        move || dfs::Upload::write(&d, "wasm", &wasm),
         "writing the module",
     )
     .await?;
     // Compiled (and put in the AOT cache) before anyone can see it.
-    if let Err(e) = app.registry.check_file(&file, &temp, size).await {
-        let t = temp.clone();
-        let _ = blocking(move || std::fs::remove_file(t), "removing the upload").await;
-        return Err(refused(e));
-    }
+    app.registry
+        .check_file(&file, upload.path(), size)
+        .await
+        .map_err(refused)?;
     let (d, f, n) = (dir(app), file.clone(), name.to_string());
     blocking(
         move || {
-            dfs::publish(&temp, &d, &f)?;
+            upload.publish(&d, &f)?;
             // A .cwasm or .wat of the same name would shadow or confuse it.
             for ext in ["cwasm", "wat"] {
                 dfs::remove(&d, &format!("{n}.{ext}"))?;
@@ -325,10 +327,7 @@ async fn put_manifest(
     let sha = dfs::sha256_hex(&body);
     let (d, f) = (dir(app), file.clone());
     blocking(
-        move || {
-            let temp = dfs::write_temp(&d, "toml", &body)?;
-            dfs::publish(&temp, &d, &f)
-        },
+        move || dfs::Upload::write(&d, "toml", &body)?.publish(&d, &f),
         "publishing the manifest",
     )
     .await?;

@@ -41,32 +41,61 @@ pub fn file_sha256(path: &Path) -> io::Result<Option<String>> {
     Ok(Some(hex(&h.finalize())))
 }
 
-/// A temporary file in `dir` holding `data`, synced to disk: its name
-/// starts with `.`, so it is never served or listed.
-pub fn write_temp(dir: &Path, ext: &str, data: &[u8]) -> io::Result<PathBuf> {
-    let path = dir.join(format!(
-        ".deploy-{:016x}{:016x}.{ext}",
-        fastrand::u64(..),
-        fastrand::u64(..)
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&path)?;
-    let written = f.write_all(data).and_then(|()| f.sync_all());
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
-    }
-    Ok(path)
+/// An upload on its way into the functions directory: a temporary file
+/// there (its name starts with `.`, so it is never served or listed),
+/// removed when dropped unless it was published. A deploy whose client
+/// goes away midway (while its module compiles, say), or whose publish
+/// fails, leaves nothing behind; dropped on an async worker, the removal
+/// is one unlink.
+#[derive(Debug)]
+pub struct Upload {
+    path: PathBuf,
+    published: bool,
 }
 
-/// Renames `temp` to `dir/file` (atomic: a reader sees the old file or the
-/// new one, never part of either) and syncs the directory.
-pub fn publish(temp: &Path, dir: &Path, file: &str) -> io::Result<()> {
-    std::fs::rename(temp, dir.join(file))?;
-    sync_dir(dir)
+impl Upload {
+    /// Writes `data` to a new temporary file in `dir`, synced to disk.
+    pub fn write(dir: &Path, ext: &str, data: &[u8]) -> io::Result<Upload> {
+        let path = dir.join(format!(
+            ".deploy-{:016x}{:016x}.{ext}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)?;
+        // From here a failure (or a drop) removes the file.
+        let upload = Upload {
+            path,
+            published: false,
+        };
+        f.write_all(data)?;
+        f.sync_all()?;
+        Ok(upload)
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames it to `dir/file` (atomic: a reader sees the old file or the
+    /// new one, never part of either) and syncs the directory.
+    pub fn publish(mut self, dir: &Path, file: &str) -> io::Result<()> {
+        std::fs::rename(&self.path, dir.join(file))?;
+        self.published = true;
+        sync_dir(dir)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Removes `dir/file`; `Ok(false)` if it was not there.
@@ -161,9 +190,10 @@ mod tests {
     fn publish_replaces_atomically_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f.wasm"), b"old").unwrap();
-        let t = write_temp(dir.path(), "wasm", b"new").unwrap();
-        assert!(t.file_name().unwrap().to_str().unwrap().starts_with('.'));
-        publish(&t, dir.path(), "f.wasm").unwrap();
+        let t = Upload::write(dir.path(), "wasm", b"new").unwrap();
+        let name = t.path().file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with('.'));
+        t.publish(dir.path(), "f.wasm").unwrap();
         assert_eq!(std::fs::read(dir.path().join("f.wasm")).unwrap(), b"new");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
@@ -172,5 +202,25 @@ mod tests {
         assert_eq!((l[0].name.as_str(), l[0].kind.as_str()), ("f", "wasm"));
         assert!(remove(dir.path(), "f.wasm").unwrap());
         assert!(!remove(dir.path(), "f.wasm").unwrap());
+    }
+
+    #[test]
+    fn an_upload_dropped_before_it_is_published_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Upload::write(dir.path(), "wasm", b"new").unwrap();
+        assert!(t.path().exists());
+        drop(t);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // A publish that fails (its target is a directory) leaves no
+        // temporary file either.
+        std::fs::create_dir(dir.path().join("f.wasm")).unwrap();
+        std::fs::write(dir.path().join("f.wasm/x"), b"").unwrap();
+        let t = Upload::write(dir.path(), "wasm", b"new").unwrap();
+        t.publish(dir.path(), "f.wasm").unwrap_err();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["f.wasm"]);
     }
 }

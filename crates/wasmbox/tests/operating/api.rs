@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::Method;
 
-use crate::common::{TestServer, TEST_ADMIN_TOKEN};
+use crate::common::{until, TestServer, TEST_ADMIN_TOKEN};
 use crate::helpers::{api, deploy, guest_bytes, listed, raw, sha256};
 
 #[tokio::test]
@@ -352,5 +352,43 @@ async fn the_listing_shows_each_functions_hash_state_and_usage() {
     let hello = listed(&s, "hello.wat").await.unwrap();
     assert_eq!(hello["kind"], "wat");
     assert!(hello["manifest"].is_null());
+    s.stop().await;
+}
+
+/// A deploy whose client hangs up while its module compiles (a large
+/// component: seconds) publishes nothing and leaves no temporary file in
+/// the functions directory: an admin client on a flaky link cannot fill
+/// the disk with `.deploy-*` files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_abandoned_while_its_module_compiles_leaves_nothing_behind() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start(&[], &[]).await;
+    let module = guest_bytes("pyhello.wasm");
+    let mut c = tokio::net::TcpStream::connect(s.admin.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT /-/admin/functions/p HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TEST_ADMIN_TOKEN}\r\ncontent-length: {}\r\n\r\n",
+        module.len()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&module).await.unwrap();
+    let dir = s.dir.path().to_path_buf();
+    let temps = move || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".deploy-"))
+            .count()
+    };
+    // Written to its temporary file, now compiling: hang up.
+    until("the upload is written", || temps() == 1).await;
+    drop(c);
+    until("the temporary file is removed", || temps() == 0).await;
+    let names: Vec<String> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.is_empty(), "{names:?}: the deploy was published");
     s.stop().await;
 }
