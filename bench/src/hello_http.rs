@@ -5,6 +5,12 @@
 //! binding (at a whole core, and at a quota that holds); the server on one
 //! core (`taskset`) against two; and back-to-back calls on one connection
 //! at `cpu_quota: 100` against 1000.
+//!
+//! The ratios the goals read (isolation on / bare hyper, on / none with
+//! admission not binding) come from two servers running side by side,
+//! measured in alternating rounds ([`Rounds`]): one window of each server
+//! taken apart from the other's read a slow spell of this shared machine as
+//! the ratio (0.82x and 1.15x for the same two builds in two runs).
 
 use std::process::Command;
 use std::sync::Arc;
@@ -15,7 +21,9 @@ use anyhow::{bail, Context};
 use crate::bare_hyper::{BareHyper, HELLO};
 use crate::load::{self, Expect, HttpTarget, LoadResult};
 use crate::repo_root;
+use crate::scaling::ROUNDS;
 use crate::server_ctl::{self, Served};
+use crate::stats::{base_first, Rounds};
 
 /// Admission capacity (millicores) that never binds for hello.
 pub(crate) const NOT_BINDING: &str = "256000";
@@ -33,9 +41,24 @@ pub(crate) struct Row {
     pub(crate) result: LoadResult,
 }
 
-/// Everything this part measured; rows in the order measured.
+/// Two servers' rates at the same concurrency and quota, measured in
+/// alternating rounds while both run.
+pub(crate) struct Pair {
+    /// The row label of the ratio's numerator.
+    pub(crate) other: &'static str,
+    /// The row label of its denominator.
+    pub(crate) base: &'static str,
+    pub(crate) concurrency: usize,
+    pub(crate) cpu_quota: u64,
+    pub(crate) rounds: Rounds,
+}
+
+/// Everything this part measured: rows measured alone in the order
+/// measured, then the paired ones (each holding its rounds' answers
+/// together).
 pub(crate) struct HelloHttp {
     pub(crate) rows: Vec<Row>,
+    pub(crate) pairs: Vec<Pair>,
     /// The isolation mode wasmbox ran with where it is "on".
     pub(crate) mode: &'static str,
 }
@@ -56,6 +79,16 @@ impl HelloHttp {
             .iter()
             .find(|r| r.label == label && r.concurrency == conc && r.cpu_quota == quota)
             .map(|r| &r.result)
+    }
+
+    /// The rounds of `other` against `base`.
+    pub(crate) fn pair(&self, other: &str, base: &str, conc: usize, quota: u64) -> Option<&Rounds> {
+        self.pairs
+            .iter()
+            .find(|p| {
+                p.other == other && p.base == base && p.concurrency == conc && p.cpu_quota == quota
+            })
+            .map(|p| &p.rounds)
     }
 }
 
@@ -81,9 +114,63 @@ fn pin_to_cpu0(pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One server under test: its row label and its port and path.
+type Under<'a> = (&'static str, u16, &'a str);
+
+/// `other` and `base`, both running, at `conc` and `quota` in [`ROUNDS`]
+/// alternating rounds of `phase` each, after a warm-up of each: the pair's
+/// rounds, and each server's row (its rounds' answers together).
+fn alternating(
+    rt: &tokio::runtime::Runtime,
+    [other, base]: [Under; 2],
+    conc: usize,
+    quota: u64,
+    phase: Duration,
+) -> anyhow::Result<(Pair, [Row; 2])> {
+    let targets = [other, base].map(|(_, port, path)| target(port, path, quota));
+    for t in &targets {
+        rt.block_on(load::http(t, conc, phase / 2))?;
+    }
+    let mut rounds = Rounds::default();
+    let mut parts: [Vec<LoadResult>; 2] = Default::default();
+    for round in 0..ROUNDS {
+        let order = if base_first(round) { [1, 0] } else { [0, 1] };
+        for i in order {
+            let label = [other.0, base.0][i];
+            let r = rt
+                .block_on(load::http(&targets[i], conc, phase))?
+                .all_ok(label)?;
+            [&mut rounds.other, &mut rounds.base][i].push(r.rate);
+            parts[i].push(r);
+        }
+    }
+    let [o, b] = parts;
+    let row = |label: &str, parts| {
+        anyhow::Ok(Row {
+            label: label.to_string(),
+            concurrency: conc,
+            cpu_quota: quota,
+            result: load::combined(parts)?,
+        })
+    };
+    let rows = [row(other.0, o)?, row(base.0, b)?];
+    let pair = Pair {
+        other: other.0,
+        base: base.0,
+        concurrency: conc,
+        cpu_quota: quota,
+        rounds,
+    };
+    Ok((pair, rows))
+}
+
 pub(crate) fn run(rt: &tokio::runtime::Runtime, window: Duration) -> anyhow::Result<HelloHttp> {
     let functions = repo_root().join("functions");
+    // A paired cell's rounds take as long as two windows: about what its
+    // two single windows and their warm-ups took before.
+    let phase = (window * 2 / ROUNDS as u32).max(Duration::from_millis(100));
     let mut rows = Vec::new();
+    let mut pairs = Vec::new();
     let mut measure = |label: &str, port: u16, path: &str, conc: usize, quota: u64| {
         let t = target(port, path, quota);
         // Warm up (compile, connections, worker threads).
@@ -98,14 +185,22 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, window: Duration) -> anyhow::Res
         anyhow::Ok(())
     };
     let mode;
+    let mut paired = Vec::new();
     {
         let s: Served = server_ctl::start(&functions, &[], "/hello")?;
         mode = s.mode;
-        for conc in [1, 16] {
-            measure(ISO_ON, s.port, "/hello", conc, 1000)?;
-        }
+        measure(ISO_ON, s.port, "/hello", 1, 1000)?;
         measure(B2B, s.port, "/hello", 1, 100)?;
         measure(B2B, s.port, "/hello", 1, 1000)?;
+        let b = BareHyper::start()?;
+        measure(BARE, b.port, "/", 1, 1000)?;
+        paired.push(alternating(
+            rt,
+            [(ISO_ON, s.port, "/hello"), (BARE, b.port, "/")],
+            16,
+            1000,
+            phase,
+        )?);
     }
     {
         let s = server_ctl::start(&functions, &[], "/hello")?;
@@ -115,31 +210,35 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, window: Duration) -> anyhow::Res
         }
     }
     {
-        let s = server_ctl::start(&functions, &["--capacity-cpu", NOT_BINDING], "/hello")?;
-        measure(ON_NOT_BINDING, s.port, "/hello", 16, 1000)?;
-        measure(ON_NOT_BINDING, s.port, "/hello", 16, HELD_QUOTA)?;
-    }
-    for (label, extra) in [
-        (ISO_NONE, &["--cpu-isolation", "none"][..]),
-        (
-            NONE_NOT_BINDING,
-            &["--cpu-isolation", "none", "--capacity-cpu", NOT_BINDING][..],
-        ),
-    ] {
-        let s = crate::ServerProc::start_with(extra)?;
-        let concs: &[usize] = if label == ISO_NONE { &[1, 16] } else { &[16] };
-        for &conc in concs {
-            measure(label, s.port, "/hello", conc, 1000)?;
-        }
-        if label == NONE_NOT_BINDING {
-            measure(label, s.port, "/hello", 16, HELD_QUOTA)?;
+        let on = server_ctl::start(&functions, &["--capacity-cpu", NOT_BINDING], "/hello")?;
+        let none = crate::ServerProc::start_with(&[
+            "--cpu-isolation",
+            "none",
+            "--capacity-cpu",
+            NOT_BINDING,
+        ])?;
+        for quota in [1000, HELD_QUOTA] {
+            paired.push(alternating(
+                rt,
+                [
+                    (ON_NOT_BINDING, on.port, "/hello"),
+                    (NONE_NOT_BINDING, none.port, "/hello"),
+                ],
+                16,
+                quota,
+                phase,
+            )?);
         }
     }
     {
-        let b = BareHyper::start()?;
+        let s = crate::ServerProc::start_with(&["--cpu-isolation", "none"])?;
         for conc in [1, 16] {
-            measure(BARE, b.port, "/", conc, 1000)?;
+            measure(ISO_NONE, s.port, "/hello", conc, 1000)?;
         }
     }
-    Ok(HelloHttp { rows, mode })
+    for (pair, pair_rows) in paired {
+        pairs.push(pair);
+        rows.extend(pair_rows);
+    }
+    Ok(HelloHttp { rows, pairs, mode })
 }

@@ -97,6 +97,23 @@ impl LoadResult {
     }
 }
 
+/// Windows of the same target, as one: every answer's figures, and the
+/// rate over their time together.
+pub(crate) fn combined(parts: Vec<LoadResult>) -> anyhow::Result<LoadResult> {
+    let mut all = LoadResult::empty()?;
+    let mut secs = 0.0;
+    for p in parts {
+        if p.rate > 0.0 {
+            secs += p.latency.len() as f64 / p.rate;
+        }
+        all.merge(p)?;
+    }
+    if secs > 0.0 {
+        all.rate = all.latency.len() as f64 / secs;
+    }
+    Ok(all)
+}
+
 /// Parses one phase (ms) of a `Server-Timing` header into ns.
 pub(crate) fn phase_ns(header: &str, phase: &str) -> Option<u64> {
     header.split(',').find_map(|part| {

@@ -6,48 +6,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::stats::median;
+use crate::stats::{base_first, Rounds};
 
 /// Rounds of each 1-thread / 2-thread measurement: even, so each order (1
 /// thread first, 2 threads first) comes up as often.
 pub(crate) const ROUNDS: usize = 6;
 
-/// Calls per second of one piece of work on 1 thread and on 2, measured in
-/// rounds: in each, a window on one and a window on the other, the order
-/// swapping from round to round. On a shared machine a slow spell lands in
-/// one window; a single window of each then reports it as the scaling,
-/// where the median of the rounds' own ratios leaves a minority of slow
-/// rounds out.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Scaled {
-    /// Each round's rate on 1 thread, in round order.
-    pub(crate) one: Vec<f64>,
-    /// Each round's rate on 2 threads, in round order.
-    pub(crate) two: Vec<f64>,
-}
-
-impl Scaled {
-    /// Each round's 2-thread rate over its 1-thread rate.
-    pub(crate) fn ratios(&self) -> Vec<f64> {
-        self.one.iter().zip(&self.two).map(|(a, b)| b / a).collect()
-    }
-
-    /// The median of the rounds' ratios: the figure a goal reads.
-    pub(crate) fn ratio(&self) -> f64 {
-        median(&mut self.ratios())
-    }
-
-    /// The median rate on 1 thread and on 2.
-    pub(crate) fn rates(&self) -> [f64; 2] {
-        [median(&mut self.one.clone()), median(&mut self.two.clone())]
-    }
-
-    /// The rounds' ratios, for a report: `1.71x, 1.80x, ...`.
-    pub(crate) fn rounds_text(&self) -> String {
-        let r: Vec<String> = self.ratios().iter().map(|r| format!("{r:.2}x")).collect();
-        r.join(", ")
-    }
-}
+/// Calls per second of one piece of work on 1 thread (the base) and on 2
+/// (the other), measured in alternating rounds (see [`Rounds`]).
+pub(crate) type Scaled = Rounds;
 
 /// A piece of work to call back to back.
 pub(crate) type Work = Arc<dyn Fn() + Send + Sync>;
@@ -55,7 +22,7 @@ pub(crate) type Work = Arc<dyn Fn() + Send + Sync>;
 /// The thread counts of round `round`, in the order they run: 1 then 2 in
 /// even rounds, 2 then 1 in odd ones.
 fn order(round: usize) -> [usize; 2] {
-    if round.is_multiple_of(2) {
+    if base_first(round) {
         [1, 2]
     } else {
         [2, 1]
@@ -74,9 +41,9 @@ pub(crate) fn interleaved(rounds: usize, secs: f64, works: &[Work]) -> Vec<Scale
                 let work = work.clone();
                 let rate = throughput(threads, secs, move || work());
                 if threads == 1 {
-                    s.one.push(rate);
+                    s.base.push(rate);
                 } else {
-                    s.two.push(rate);
+                    s.other.push(rate);
                 }
             }
         }
@@ -186,24 +153,6 @@ fn xorshift(mut x: u64) -> u64 {
 mod tests {
     use super::*;
 
-    /// The goal reads the median of each round's own ratio, not the ratio
-    /// of the median rates (here 1.805x against 1.79x): a round is one
-    /// moment of the machine, and its two windows are read together.
-    #[test]
-    fn scaled_takes_the_median_of_the_rounds_ratios() {
-        let s = Scaled {
-            one: vec![100.0, 100.0, 100.0, 80.0, 100.0, 100.0],
-            two: vec![180.0, 182.0, 130.0, 160.0, 178.0, 181.0],
-        };
-        assert_eq!(s.ratios(), vec![1.8, 1.82, 1.3, 2.0, 1.78, 1.81]);
-        // Sorted: 1.3, 1.78, 1.8, 1.81, 1.82, 2.0: the middle two's mean.
-        assert!((s.ratio() - 1.805).abs() < 1e-9, "{}", s.ratio());
-        assert_eq!(s.rates(), [100.0, 179.0]);
-        let of_medians = s.rates()[1] / s.rates()[0];
-        assert!((of_medians - 1.79).abs() < 1e-9, "{of_medians}");
-        assert_eq!(s.rounds_text(), "1.80x, 1.82x, 1.30x, 2.00x, 1.78x, 1.81x");
-    }
-
     /// Rounds alternate which thread count runs first, so over an even
     /// number of rounds each order comes up as often.
     #[test]
@@ -222,10 +171,10 @@ mod tests {
         let s = interleaved(3, 0.01, &works);
         assert_eq!(s.len(), 2);
         for w in &s {
-            assert_eq!((w.one.len(), w.two.len()), (3, 3));
-            assert!(w.one.iter().chain(&w.two).all(|r| *r > 0.0));
+            assert_eq!((w.base.len(), w.other.len()), (3, 3));
+            assert!(w.base.iter().chain(&w.other).all(|r| *r > 0.0));
         }
         let none = interleaved(0, 0.01, &works[..1]);
-        assert_eq!((none[0].one.len(), none[0].two.len()), (1, 1));
+        assert_eq!((none[0].base.len(), none[0].other.len()), (1, 1));
     }
 }

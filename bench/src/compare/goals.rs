@@ -10,7 +10,8 @@ use super::units::{fmt_us, us};
 use crate::density::Density;
 use crate::density_component::ComponentDensity;
 use crate::hello_http::{self as hh, HelloHttp};
-use crate::scaling::Scaled;
+use crate::scaling::{Scaled, ROUNDS};
+use crate::stats::Rounds;
 
 /// Functions the density goal is set at.
 pub(crate) const DENSITY_GOAL_N: usize = 10_000;
@@ -26,6 +27,17 @@ pub(crate) struct Goal {
     pub(crate) measured: String,
     pub(crate) target: String,
     pub(crate) pass: Option<bool>,
+}
+
+/// A paired ratio as a goal reads it: the median of the rounds' ratios,
+/// each round's, and each server's median rate.
+fn paired_text(p: &Rounds) -> String {
+    let [base, other] = p.rates();
+    format!(
+        "{:.2}x (rounds {}; median rates {other:.0}/s vs {base:.0}/s)",
+        p.ratio(),
+        p.rounds_text()
+    )
 }
 
 fn goal(what: impl Into<String>, measured: String, target: &str, pass: Option<bool>) -> Goal {
@@ -95,25 +107,23 @@ pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
     ));
     let h = i.hello;
     let on_label = format!("isolation {}", h.mode);
-    let rate = |label: &str, c: usize, q: u64| h.get(label, c, q).map(|r| r.rate);
-    let nb = rate(hh::ON_NOT_BINDING, 16, 1000).zip(rate(hh::NONE_NOT_BINDING, 16, 1000));
+    let nb = h.pair(hh::ON_NOT_BINDING, hh::NONE_NOT_BINDING, 16, 1000);
     g.push(goal(
         format!(
-            "hello c=16, admission not binding (`--capacity-cpu {}`): {on_label} / none",
-            hh::NOT_BINDING
+            "hello c=16, admission not binding (`--capacity-cpu {}`): {on_label} / none (the median of {} alternating rounds' ratios, both servers running)",
+            hh::NOT_BINDING,
+            ROUNDS
         ),
-        nb.map_or("-".into(), |(a, b)| {
-            format!("{:.2}x ({a:.0}/s vs {b:.0}/s)", a / b)
-        }),
+        nb.map_or("-".into(), paired_text),
         ">= 0.9x",
-        nb.map(|(a, b)| a / b >= 0.9),
+        nb.map(|p| p.ratio() >= 0.9),
     ));
     let s = &i.scaling;
     let [one, two] = s.hello.rates();
     g.push(goal(
         format!(
             "2 workers / 1, in process (hello; the median of {} alternating rounds' ratios)",
-            s.hello.one.len()
+            s.hello.base.len()
         ),
         format!(
             "{:.2}x (rounds {}; median rates {one:.0}/s -> {two:.0}/s; the machine's own, each the median of its rounds taken in turn with hello's: a latency-bound CPU loop {:.2}x, a memory-bound loop {:.2}x, an issue-bound loop {:.2}x with rounds {}; one counter both add to {:.2}x with rounds {})",
@@ -154,14 +164,14 @@ pub(crate) fn goals(i: &Inputs) -> Vec<Goal> {
         "<= 2x",
         b2b.map(|(a, b)| a / b <= 2.0),
     ));
-    let bare = rate(hh::ISO_ON, 16, 1000).zip(rate(hh::BARE, 16, 1000));
+    let bare = h.pair(hh::ISO_ON, hh::BARE, 16, 1000);
     g.push(goal(
-        format!("hello req/s c=16, wasmbox ({on_label}, defaults) / bare hyper"),
-        bare.map_or("-".into(), |(a, b)| {
-            format!("{:.2}x ({a:.0}/s vs {b:.0}/s)", a / b)
-        }),
+        format!(
+            "hello req/s c=16, wasmbox ({on_label}, defaults) / bare hyper (the median of {ROUNDS} alternating rounds' ratios, both servers running)"
+        ),
+        bare.map_or("-".into(), paired_text),
         ">= 0.5x",
-        bare.map(|(a, b)| a / b >= 0.5),
+        bare.map(|p| p.ratio() >= 0.5),
     ));
     let d = i.density;
     let scaled = if d.functions < DENSITY_GOAL_N {

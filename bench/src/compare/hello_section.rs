@@ -14,8 +14,11 @@ pub(crate) fn write(r: &mut String, h: &HelloHttp) -> std::fmt::Result {
         "Each row is one server process and closed-loop hyper clients (one keep-alive connection each) from this \
          harness on the same machine. \"isolation on\" is `--cpu-isolation {}` here. The bare hyper server \
          (`wasmbox-bench bare-hyper`, its own process) answers the same status, headers and body with no Wasm. \
-         Requests carry the `cpu_quota` in the table.\n",
-        h.mode
+         Requests carry the `cpu_quota` in the table. The rows of a ratio below (at c=16: isolation on / bare \
+         hyper, and on / none with admission not binding) ran side by side, in {} alternating rounds; each such \
+         row holds its rounds together, and the ratio is the median of the rounds' own.\n",
+        h.mode,
+        crate::scaling::ROUNDS
     )?;
     writeln!(
         r,
@@ -43,7 +46,13 @@ pub(crate) fn write(r: &mut String, h: &HelloHttp) -> std::fmt::Result {
     let mut ratios = Vec::new();
     for c in [1, 16] {
         for (what, label) in [(on.as_str(), hh::ISO_ON), ("none", hh::ISO_NONE)] {
-            if let Some((a, b)) = rate(label, c).zip(rate(hh::BARE, c)) {
+            if let Some(p) = h.pair(label, hh::BARE, c, 1000) {
+                ratios.push(format!(
+                    "c={c}, wasmbox {what} / bare hyper: {:.2}x (the median of the rounds' ratios {})",
+                    p.ratio(),
+                    p.rounds_text()
+                ));
+            } else if let Some((a, b)) = rate(label, c).zip(rate(hh::BARE, c)) {
                 ratios.push(format!("c={c}, wasmbox {what} / bare hyper: {:.2}x", a / b));
             }
         }
@@ -54,13 +63,19 @@ pub(crate) fn write(r: &mut String, h: &HelloHttp) -> std::fmt::Result {
             ));
         }
     }
-    let held = |label: &str| h.get(label, 16, hh::HELD_QUOTA).map(|x| x.rate);
-    if let Some((a, b)) = held(hh::ON_NOT_BINDING).zip(held(hh::NONE_NOT_BINDING)) {
-        ratios.push(format!(
-            "c=16, admission not binding, `cpu_quota: {}` (each worker held in its cgroup; at 1000 it waits outside), wasmbox {on} / none: {:.2}x",
-            hh::HELD_QUOTA,
-            a / b
-        ));
+    for quota in [1000, hh::HELD_QUOTA] {
+        if let Some(p) = h.pair(hh::ON_NOT_BINDING, hh::NONE_NOT_BINDING, 16, quota) {
+            ratios.push(format!(
+                "c=16, admission not binding, `cpu_quota: {quota}`{}, wasmbox {on} / none: {:.2}x (the median of the rounds' ratios {})",
+                if quota == hh::HELD_QUOTA {
+                    " (each worker held in its cgroup; at 1000 it waits outside)"
+                } else {
+                    ""
+                },
+                p.ratio(),
+                p.rounds_text()
+            ));
+        }
     }
     writeln!(r, "\nRatios (req/s, this run): {}.\n", ratios.join("; "))
 }
