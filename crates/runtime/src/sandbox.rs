@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder, WasiView};
 
 use wasmbox_isolation::{thread_cpu_time, Throttle};
 
@@ -304,8 +304,12 @@ async fn run(
         Ok(b) => b,
         Err(refused) => return Outcome::not_run(refused),
     };
+    let mut wasi = builder.build_p1();
+    WasiView::ctx(&mut wasi)
+        .table
+        .set_max_capacity(p1_table_capacity(inv.memory_cap));
     let host = Host {
-        wasi: builder.build_p1(),
+        wasi,
         limits: MemoryCap::new(inv.memory_cap),
         throttle: inv.throttle,
         stopped: None,
@@ -407,6 +411,25 @@ async fn call_start(
     }
 }
 
+/// A preview-1 module's resources (its stdio and the pollables of a
+/// `poll_oneoff`: a few hundred bytes of host memory each) are held in a
+/// table that wasmtime lets grow to a million entries: a guest polling a
+/// million clock subscriptions from a few MiB of its own memory would hold
+/// hundreds of MiB of the host's. This many per byte of its Memory-Request
+/// (generously: a pollable holds far less) keeps it within that.
+const P1_HOST_BYTES_PER_ENTRY: usize = 4 << 10;
+
+/// Fewest entries a preview-1 module's table may hold, however small its
+/// Memory-Request (about 500 clock subscriptions in one poll).
+const P1_MIN_TABLE_ENTRIES: usize = 1024;
+
+/// How many resources a preview-1 invocation capped at `memory_cap` bytes
+/// may hold at once; past it the host call traps ("resource table has no
+/// free keys").
+fn p1_table_capacity(memory_cap: usize) -> usize {
+    (memory_cap / P1_HOST_BYTES_PER_ENTRY).max(P1_MIN_TABLE_ENTRIES)
+}
+
 /// A WASI builder with `inv`'s argv, environment and stdio: stdin from
 /// its bytes, stdout captured up to its cap (past it the guest traps),
 /// stderr keeping its tail. What modules and command components share;
@@ -418,6 +441,7 @@ pub(crate) fn wasi_builder(
     let mut builder = WasiCtxBuilder::new();
     builder.args(&inv.argv);
     builder.envs(&inv.env);
+    builder.max_random_size(random_cap(inv.memory_cap));
     let (stdout, stderr) = match &inv.stdio {
         Stdio::Captured {
             stdin,
@@ -439,6 +463,16 @@ pub(crate) fn wasi_builder(
         Stdio::Http(_) => return Err(Failure::Trap(format!("{code} takes no HTTP request"))),
     };
     Ok((builder, stdout, stderr))
+}
+
+/// The most random bytes one call may ask for: the host fills a buffer of
+/// that size before it writes it into the guest (and before it looks at
+/// whether the guest's memory holds it), and wasmtime's default is 64 MiB
+/// a call. Held to the Memory-Request, a 1 MiB request cannot make the
+/// host hold 64 MiB for it; past it the call traps ("requested len ...
+/// exceeds limit ...").
+pub(crate) fn random_cap(memory_cap: usize) -> u64 {
+    memory_cap as u64
 }
 
 /// Decides which [`Failure`] an error from instantiate or `_start` is. Our

@@ -188,6 +188,7 @@ pub(crate) async fn run(
         .stdin(MemoryInputPipe::new(Bytes::new()))
         .stdout(stdout.clone())
         .stderr(stderr.clone())
+        .max_random_size(crate::sandbox::random_cap(inv.memory_cap))
         .build();
     let mut store = ComponentHost::store(engine, function, wasi, &inv, signals.deadline);
     signals.arm(&mut store);

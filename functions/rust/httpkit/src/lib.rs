@@ -8,6 +8,7 @@
 //! | `/alloc/MB` | allocates and touches MB MiB, then `allocated MB MiB` |
 //! | `/big/N` | N bytes of `x`, streamed in 4 KiB writes |
 //! | `/hoard/N` | keeps N header maps of 96 KiB each (host memory) while it answers `held N` |
+//! | `/random/N` | asks the host for N random bytes in one call, then `got N random bytes` |
 //! | `/status/CODE` | status CODE, header `x-kit: status` |
 //! | `/trap` | panics before answering (a trap) |
 //! | `/late-trap/MS` | sets the head and writes `partial`, then sleeps MS ms and panics; with MS 0, aborts at once (a trap with no host call) |
@@ -171,6 +172,10 @@ impl Guest for Kit {
                     })
                     .collect();
                 respond(out, 200, &[], format!("held {}\n", held.len()).as_bytes());
+            }
+            "random" => {
+                let got = wasip2::random::random::get_random_bytes(number());
+                respond(out, 200, &[], format!("got {} random bytes\n", got.len()).as_bytes());
             }
             "status" => respond(out, number() as u16, &[("x-kit", "status")], b"status\n"),
             "trap" => panic!("httpkit was asked to trap"),
