@@ -104,7 +104,7 @@ pub(super) async fn run(
     let rules = (&app.body_rules, &app.body_budget);
     let body = handler_body::read(req, rules, usage, &fault).await?;
     let mut request = Request::new(body);
-    *request.method_mut() = method;
+    *request.method_mut() = method.clone();
     *request.uri_mut() = target.parse().map_err(|e| {
         HttpError::new(
             ErrorKind::BadTarget,
@@ -201,13 +201,22 @@ pub(super) async fn run(
     if let Some((k, v)) = timing.header() {
         parts.headers.insert(k, v);
     }
-    let body = Body::Stream(Box::new(Streamed::new(
-        body,
-        (cap, usage.clone()),
-        cancel,
-        ended_well,
-    )));
+    let body = Streamed::new(body, (cap, usage.clone()), cancel, ended_well);
+    let body = if bodyless(&method, parts.status) {
+        body.drain()
+    } else {
+        Body::Stream(Box::new(body))
+    };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Whether a response to `method` with `status` may carry no body (RFC
+/// 9110 sections 9.3.2, 15.2, 15.3.5 and 15.4.5).
+fn bodyless(method: &hyper::Method, status: hyper::StatusCode) -> bool {
+    method == hyper::Method::HEAD
+        || status.is_informational()
+        || status == hyper::StatusCode::NO_CONTENT
+        || status == hyper::StatusCode::NOT_MODIFIED
 }
 
 /// What came first from a handler's invocation.

@@ -1,7 +1,9 @@
 //! The response body type: a buffered body (everything wasmbox writes
 //! itself, and a command's stdout), or the body a wasi:http handler streams
 //! while it runs, cut off at the invocation's output cap and stopping the
-//! guest when the client goes away before the end.
+//! guest when the client goes away before the end; where the response may
+//! carry no body (HEAD, 1xx, 204, 304), the handler's is read to its end
+//! on a task of its own and sent nowhere.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +23,10 @@ pub enum Body {
     Full(Full<Bytes>),
     /// Streamed from a handler.
     Stream(Box<Streamed>),
+    /// None may be sent (HEAD, 1xx, 204, 304), and hyper never polls it:
+    /// the handler's, whose size hint this keeps for the head, is drained
+    /// apart ([`Streamed::drain`]).
+    Unsent(SizeHint),
 }
 
 impl From<Full<Bytes>> for Body {
@@ -64,6 +70,8 @@ pub struct Streamed {
     usage: Pending,
     /// Why the body is ending short, once known.
     cut: Option<Cut>,
+    /// Drained, not sent: its usage record counts no bytes out.
+    unsent: bool,
     cancel: CancelToken,
     ended_well: tokio::sync::oneshot::Receiver<bool>,
     inner_done: bool,
@@ -88,12 +96,30 @@ impl Streamed {
             sent: 0,
             usage,
             cut: None,
+            unsent: false,
             cancel,
             ended_well,
             inner_done: false,
             failed: None,
             done: false,
         }
+    }
+}
+
+impl Streamed {
+    /// A response that may carry no body: its head goes out with
+    /// [`Body::Unsent`], and the handler's body is read to its end on a task
+    /// of its own and dropped, under the same cap. Were it handed to hyper,
+    /// hyper would drop it unpolled, which reads as the client gone: the
+    /// guest stopped mid-work and the request recorded `client-gone`.
+    pub fn drain(mut self) -> Body {
+        let hint = self.inner.size_hint();
+        self.unsent = true;
+        tokio::spawn(async move {
+            let mut this = self;
+            while let Some(Ok(_)) = std::future::poll_fn(|cx| this.poll(cx)).await {}
+        });
+        Body::Unsent(hint)
     }
 }
 
@@ -109,7 +135,8 @@ impl Drop for Streamed {
             (true, None) => None,
             (false, None) => Some(Cut::Because(CLIENT_GONE.0)),
         };
-        self.usage.body_ended(self.sent as u64, cut);
+        let sent = if self.unsent { 0 } else { self.sent as u64 };
+        self.usage.body_ended(sent, cut);
     }
 }
 
@@ -126,6 +153,7 @@ impl hyper::body::Body for Body {
                 .poll_frame(cx)
                 .map(|f| f.map(|f| f.map_err(|never| match never {}))),
             Body::Stream(s) => s.poll(cx),
+            Body::Unsent(_) => Poll::Ready(None),
         }
     }
 
@@ -133,6 +161,8 @@ impl hyper::body::Body for Body {
         match self {
             Body::Full(b) => b.is_end_stream(),
             Body::Stream(s) => s.done,
+            // As the handler's body would say: hyper writes the same head.
+            Body::Unsent(_) => false,
         }
     }
 
@@ -140,6 +170,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Full(b) => b.size_hint(),
             Body::Stream(s) => s.inner.size_hint(),
+            Body::Unsent(hint) => *hint,
         }
     }
 }

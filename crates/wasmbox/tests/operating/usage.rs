@@ -263,3 +263,35 @@ async fn a_streamed_body_is_recorded_with_its_bytes_and_how_it_ended() {
     );
     s.stop().await;
 }
+
+/// A response that may carry no body (HEAD, 204) is never polled by
+/// hyper: the handler's body is read to its end apart, so the guest is not
+/// stopped mid-work as if its client had gone, and the request is recorded
+/// as served with no bytes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bodyless_response_lets_the_handler_finish_and_is_recorded_as_served() {
+    let logs = tempfile::tempdir().unwrap();
+    let (log, flag) = log_flag(&logs);
+    let s = TestServer::start(&["httpkit.wasm"], &["--access-log", &flag]).await;
+    // Sets its head, writes, burns 100 ms, writes again: the head goes out
+    // while it runs.
+    let r = s
+        .request(Method::HEAD, "/httpkit/head-spin/100", &[], Bytes::new())
+        .await;
+    r.expect(200, &[]);
+    assert!(r.body.is_empty());
+    s.get("/httpkit/status/204").await.expect(204, &[]);
+    // Recorded as each ends: the HEAD's guest may still run after the 204.
+    let lines = log_lines(&log, 2).await;
+    for l in &lines {
+        assert!(l["error"].is_null(), "{l}");
+        assert_eq!(l["bytes_out"], 0, "{l}");
+    }
+    let mut statuses: Vec<u64> = lines
+        .iter()
+        .map(|l| l["status"].as_u64().unwrap())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 204]);
+    s.stop().await;
+}
