@@ -69,13 +69,18 @@ impl WasmEngine {
     pub fn new(config: EngineConfig) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         let max_memory = usize::try_from(config.max_memory_mib << 20).unwrap_or(usize::MAX);
-        // A component instance holds several core instances (and often
-        // two or three memories and tables): room for them on top of the
-        // modules' one each.
-        let cores = config.max_instances.saturating_mul(CORE_PER_INSTANCE);
-        pool.total_core_instances(cores)
-            .total_memories(config.max_instances.saturating_mul(2))
-            .total_tables(cores)
+        // Every instance alive at once may be a component at the most a
+        // component may hold (a file over these fails to load, with the
+        // count): one tenant's component, however many core instances,
+        // memories or tables it holds, cannot take the pool's slots from
+        // the other invocations (503 `unavailable` for every one of them).
+        let per = |n: u32| config.max_instances.saturating_mul(n);
+        pool.max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .total_core_instances(per(CORE_INSTANCES_PER_COMPONENT))
+            .total_memories(per(MEMORIES_PER_COMPONENT))
+            .total_tables(per(TABLES_PER_COMPONENT))
             .total_stacks(config.max_instances)
             .total_component_instances(config.max_instances)
             .total_gc_heaps(0)
@@ -109,9 +114,18 @@ impl WasmEngine {
     }
 }
 
-/// Core instances (and tables) in the pool per instance slot: a component
-/// instantiates several core modules at once.
-const CORE_PER_INSTANCE: u32 = 4;
+/// Most core module instances one component may hold: a Python component
+/// (componentize-py) instantiates 14, a JavaScript one 4, a Rust one 3.
+/// A core instance in the pool is a count, not a reservation.
+pub const CORE_INSTANCES_PER_COMPONENT: u32 = 48;
+
+/// Most linear memories one component may define: the bundled ones define
+/// 1 (their adapters share it); a few composed components fit. Each slot
+/// reserves address space (the largest memory plus its guard), not memory.
+pub const MEMORIES_PER_COMPONENT: u32 = 4;
+
+/// Most tables one component may define (the bundled ones: 2).
+pub const TABLES_PER_COMPONENT: u32 = 8;
 
 /// One thread that advances the engine's epoch every `epoch_tick`. Stops
 /// (and is joined) when dropped.

@@ -11,6 +11,9 @@ mod common;
 use bytes::Bytes;
 use common::{hang_up_stops, TestServer};
 use hyper::Method;
+use wasmbox_runtime::engine::{
+    CORE_INSTANCES_PER_COMPONENT, MEMORIES_PER_COMPONENT, TABLES_PER_COMPONENT,
+};
 
 const CLI: &[&str] = &[
     "cli-echo.wasm",
@@ -251,5 +254,51 @@ async fn components_compile_in_the_compile_child_on_the_heavy_lane() {
     .await;
     s.get("/cli-echo?arg=heavy").await.expect(200, &["heavy"]);
     s.get("/httpkit/heavy").await.expect(200, &["path: /heavy"]);
+    s.stop().await;
+}
+
+/// A component holding more core instances, memories or tables than the
+/// pool keeps per component is refused when it loads, with the count: the
+/// pool is sized so every invocation alive at once may hold that much, and
+/// one tenant's component cannot take the slots of the others'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_past_the_pools_per_component_limits_is_refused_at_load() {
+    let s = TestServer::start(&[], &[]).await;
+    let many = |n: u32, module: &str| {
+        let instances = "(core instance (instantiate $m))\n".repeat(n as usize);
+        format!("(component (core module $m {module})\n{instances})")
+    };
+    std::fs::write(
+        s.path("memories.wat"),
+        many(MEMORIES_PER_COMPONENT + 1, "(memory 0)"),
+    )
+    .unwrap();
+    std::fs::write(
+        s.path("tables.wat"),
+        many(TABLES_PER_COMPONENT + 1, "(table 0 funcref)"),
+    )
+    .unwrap();
+    std::fs::write(
+        s.path("instances.wat"),
+        many(CORE_INSTANCES_PER_COMPONENT + 1, ""),
+    )
+    .unwrap();
+    for (name, what) in [
+        ("/memories", "linear memories"),
+        ("/tables", "tables"),
+        ("/instances", "core module instances"),
+    ] {
+        let r = s.get(name).await;
+        r.expect(502, &[what, "exceeds the configured maximum"]);
+    }
+    // At the limits, it loads (and is refused for exporting neither world).
+    std::fs::write(
+        s.path("atlimit.wat"),
+        many(MEMORIES_PER_COMPONENT, "(memory 0) (table 0 funcref)"),
+    )
+    .unwrap();
+    s.get("/atlimit")
+        .await
+        .expect(502, &["exports neither wasi:cli/run"]);
     s.stop().await;
 }
