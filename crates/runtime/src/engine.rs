@@ -115,14 +115,16 @@ impl WasmEngine {
 }
 
 /// Most core module instances one component may hold: a Python component
-/// (componentize-py) instantiates 14, a JavaScript one 4, a Rust one 3.
+/// (componentize-py) has 14 core modules, a JavaScript one 4, a Rust one 3.
 /// A core instance in the pool is a count, not a reservation.
 pub const CORE_INSTANCES_PER_COMPONENT: u32 = 48;
 
 /// Most linear memories one component may define: the bundled ones define
-/// 1 (their adapters share it); a few composed components fit. Each slot
-/// reserves address space (the largest memory plus its guard), not memory.
-pub const MEMORIES_PER_COMPONENT: u32 = 4;
+/// 1 (their adapters share it); two composed components fit. Each slot
+/// reserves address space (the largest memory plus its guard), not memory:
+/// at `--workers` 8192, two per instance is as much as the 47-bit address
+/// space takes (four failed to map the pool).
+pub const MEMORIES_PER_COMPONENT: u32 = 2;
 
 /// Most tables one component may define (the bundled ones: 2).
 pub const TABLES_PER_COMPONENT: u32 = 8;

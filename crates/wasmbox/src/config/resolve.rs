@@ -502,6 +502,15 @@ mod tests {
         assert_eq!(c.compat, Compat::None);
     }
 
+    /// The pool reserves address space for every instance at the most a
+    /// component may hold: at the most workers accepted it still maps (at
+    /// four memories per instance it did not).
+    #[test]
+    fn the_engine_pool_maps_at_the_most_workers_accepted() {
+        let c = serve(&["--workers", "8192"]).resolve().unwrap();
+        wasmbox_runtime::WasmEngine::new(c.engine.clone()).expect("the pool maps");
+    }
+
     #[test]
     fn errors_name_their_setting_and_the_reason() {
         let cases: [(&[&str], &str, &str); 7] = [
