@@ -252,7 +252,19 @@ impl Server {
         drop(self.listener);
         let drained = graceful.shutdown();
         tokio::pin!(drained);
-        if tokio::time::timeout(self.drain_timeout, &mut drained)
+        // Connections can close with guests still running: a handler whose
+        // client has its whole answer (a HEAD, a body of the declared
+        // length) finishes apart. Both are held to the drain timeout.
+        let executor = self.app.executor.clone();
+        let mut closed = false;
+        let finished = async {
+            (&mut drained).await;
+            closed = true;
+            while executor.stats().busy + executor.stats().queued > 0 {
+                tokio::time::sleep(IDLE_POLL).await;
+            }
+        };
+        if tokio::time::timeout(self.drain_timeout, finished)
             .await
             .is_err()
         {
@@ -268,9 +280,10 @@ impl Server {
             // Stopped invocations answer at once (a guest in Wasm stops at
             // its next epoch tick, one in a host call immediately); give
             // their responses a moment to be written.
-            if tokio::time::timeout(STOPPED_WRITE_GRACE, &mut drained)
-                .await
-                .is_err()
+            if !closed
+                && tokio::time::timeout(STOPPED_WRITE_GRACE, &mut drained)
+                    .await
+                    .is_err()
             {
                 tracing::warn!(
                     "connections still open after stopping every invocation; closing them"
@@ -316,6 +329,10 @@ async fn serve_health(listener: TcpListener, app: Arc<App>, stop: watch::Receive
     })
     .await;
 }
+
+/// How often shutdown looks whether the guests still running after their
+/// connections closed have ended.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// After the drain timeout has stopped every invocation, how long their
 /// responses get to be written before the connections are dropped.

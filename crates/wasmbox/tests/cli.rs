@@ -468,3 +468,51 @@ fn guest_output_cannot_forge_lines_in_the_server_log() {
     assert!(line.contains(r"x\nFORGED-LINE INFO"), "{line}");
     assert_eq!(s.terminate().code(), Some(0));
 }
+
+/// A handler whose client already has its whole answer (a HEAD: the head
+/// is all it gets) finishes apart from its connection, so the connection
+/// closes while the guest runs on. At SIGTERM that guest is still held to
+/// the drain timeout (1 s), not its own hour.
+#[test]
+fn a_handler_finishing_after_its_answer_is_held_to_the_drain_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("functions")).unwrap();
+    std::fs::copy(
+        common::guest("httpkit.wasm"),
+        dir.path().join("functions/httpkit.wasm"),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut s = serve(
+        dir.path(),
+        &["--drain-timeout", "1s", "--timeout", "1h"],
+        &[("PORT", port.to_string())],
+        port,
+    );
+    // Its head, then an hour of CPU at a tenth of a core.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(
+        b"HEAD /httpkit/head-spin/3600000 HTTP/1.1\r\nhost: x\r\ncpu_quota: 100\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = String::new();
+    std::io::Read::read_to_string(&mut c, &mut head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    // Bounded: far above the drain timeout, far below the guest's hour.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server still runs 60 s after SIGTERM: the guest outlived the drain timeout"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

@@ -119,7 +119,14 @@ impl State {
         self.done = true;
         match self.cut {
             Some(Cut::Because(kind)) => self.usage.outcome = kind,
-            Some(Cut::Guest) => self.usage.outcome = self.usage.failure.unwrap_or("trap"),
+            // Stopped by the body's own cancel (its stream broke first):
+            // the guest's failure reads `client-gone`, which it was not.
+            Some(Cut::Guest) => {
+                self.usage.outcome = match self.usage.failure {
+                    Some(kind) if kind != CLIENT_GONE.0 => kind,
+                    _ => "trap",
+                }
+            }
             None => {}
         }
         self.usage.wall = self.received.elapsed();
@@ -250,7 +257,7 @@ pub struct Abandon(Pending);
 
 impl Drop for Abandon {
     fn drop(&mut self) {
-        let mut s = (self.0).0.lock().unwrap();
+        let mut s = self.0.lock();
         if s.done || s.answered {
             return;
         }

@@ -201,7 +201,11 @@ pub(super) async fn run(
     if let Some((k, v)) = timing.header() {
         parts.headers.insert(k, v);
     }
-    let body = Streamed::new(body, (cap, usage.clone()), cancel, ended_well);
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let body = Streamed::new(body, (cap, usage.clone()), cancel, ended_well).declared(declared);
     let body = if bodyless(&method, parts.status) {
         body.drain()
     } else {

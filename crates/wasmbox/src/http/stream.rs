@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body as _, Frame, SizeHint};
 use wasmbox_runtime::CancelToken;
 
@@ -70,8 +70,11 @@ pub struct Streamed {
     usage: Pending,
     /// Why the body is ending short, once known.
     cut: Option<Cut>,
-    /// Drained, not sent: its usage record counts no bytes out.
-    unsent: bool,
+    /// The length its head declared (`Content-Length`), if any.
+    declared: Option<u64>,
+    /// `Some(n)`: the client got `n` bytes and the rest is drained, not
+    /// sent (its usage record counts `n` bytes out).
+    unsent_after: Option<usize>,
     cancel: CancelToken,
     ended_well: tokio::sync::oneshot::Receiver<bool>,
     inner_done: bool,
@@ -96,7 +99,8 @@ impl Streamed {
             sent: 0,
             usage,
             cut: None,
-            unsent: false,
+            declared: None,
+            unsent_after: None,
             cancel,
             ended_well,
             inner_done: false,
@@ -107,35 +111,85 @@ impl Streamed {
 }
 
 impl Streamed {
+    /// The length the response's head declares: hyper writes that many
+    /// bytes and then drops the body without asking it for its end.
+    pub fn declared(mut self, length: Option<u64>) -> Self {
+        self.declared = length;
+        self
+    }
+
     /// A response that may carry no body: its head goes out with
-    /// [`Body::Unsent`], and the handler's body is read to its end on a task
-    /// of its own and dropped, under the same cap. Were it handed to hyper,
-    /// hyper would drop it unpolled, which reads as the client gone: the
-    /// guest stopped mid-work and the request recorded `client-gone`.
+    /// [`Body::Unsent`], and the handler's body is read to its end apart
+    /// ([`Streamed::finish_apart`]). Were it handed to hyper, hyper would
+    /// drop it unpolled, which reads as the client gone: the guest stopped
+    /// mid-work and the request recorded `client-gone`.
     pub fn drain(mut self) -> Body {
         let hint = self.inner.size_hint();
-        self.unsent = true;
+        self.unsent_after = Some(0);
+        self.finish_apart();
+        Body::Unsent(hint)
+    }
+
+    /// Reads the rest of the body to its end on a task of its own, under
+    /// the same cap, and drops it: the client has all it will get, and the
+    /// guest goes on to its own end (its deadline, and the server's drain
+    /// timeout at shutdown, still hold it; its client leaving does not).
+    fn finish_apart(self) {
         tokio::spawn(async move {
             let mut this = self;
             while let Some(Ok(_)) = std::future::poll_fn(|cx| this.poll(cx)).await {}
         });
-        Body::Unsent(hint)
+    }
+
+    /// This body, moved out of `self` (left ended, recording nothing).
+    fn take(&mut self) -> Streamed {
+        let empty = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let rest = Streamed {
+            inner: std::mem::replace(&mut self.inner, empty),
+            cap: self.cap,
+            sent: self.sent,
+            usage: self.usage.clone(),
+            cut: self.cut.take(),
+            declared: self.declared,
+            unsent_after: self.unsent_after,
+            cancel: self.cancel.clone(),
+            ended_well: std::mem::replace(&mut self.ended_well, tokio::sync::oneshot::channel().1),
+            inner_done: self.inner_done,
+            failed: self.failed.take(),
+            done: self.done,
+        };
+        self.done = true;
+        rest
     }
 }
 
 impl Drop for Streamed {
     fn drop(&mut self) {
-        if !self.done {
-            self.cancel.cancel();
+        if self.done {
+            let sent = self.unsent_after.unwrap_or(self.sent) as u64;
+            self.usage.body_ended(sent, self.cut);
+            return;
         }
+        // hyper wrote the length the head declared and dropped the body
+        // without asking for its end: the client has it all, and the
+        // guest's end is awaited apart.
+        if self.cut.is_none()
+            && self.unsent_after.is_none()
+            && self.declared == Some(self.sent as u64)
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let mut rest = self.take();
+            rest.unsent_after = Some(rest.sent);
+            rest.finish_apart();
+            return;
+        }
+        self.cancel.cancel();
         // Dropped before its end, with no reason of its own: the client
         // went away (or the connection broke).
-        let cut = match (self.done, self.cut) {
-            (_, Some(cut)) => Some(cut),
-            (true, None) => None,
-            (false, None) => Some(Cut::Because(CLIENT_GONE.0)),
-        };
-        let sent = if self.unsent { 0 } else { self.sent as u64 };
+        let cut = self.cut.or(Some(Cut::Because(CLIENT_GONE.0)));
+        let sent = self.unsent_after.unwrap_or(self.sent) as u64;
         self.usage.body_ended(sent, cut);
     }
 }

@@ -265,9 +265,9 @@ async fn a_streamed_body_is_recorded_with_its_bytes_and_how_it_ended() {
 }
 
 /// A response that may carry no body (HEAD, 204) is never polled by
-/// hyper: the handler's body is read to its end apart, so the guest is not
-/// stopped mid-work as if its client had gone, and the request is recorded
-/// as served with no bytes out.
+/// hyper, nor is a body past the length its head declared: the handler's
+/// body is read to its end apart, so the guest is not stopped mid-work as
+/// if its client had gone, and the request is recorded as served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bodyless_response_lets_the_handler_finish_and_is_recorded_as_served() {
     let logs = tempfile::tempdir().unwrap();
@@ -293,5 +293,13 @@ async fn a_bodyless_response_lets_the_handler_finish_and_is_recorded_as_served()
         .collect();
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 204]);
+    // A body of the length its head declares: hyper stops there without
+    // asking the body for its end; the client has it all.
+    let r = s.get("/httpkit/sized/10000").await;
+    r.expect(200, &[]);
+    assert_eq!(r.body.len(), 10_000);
+    let lines = log_lines(&log, 3).await;
+    assert!(lines[2]["error"].is_null(), "{}", lines[2]);
+    assert_eq!(lines[2]["bytes_out"], 10_000);
     s.stop().await;
 }

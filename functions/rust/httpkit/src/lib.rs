@@ -9,6 +9,7 @@
 //! | `/big/N` | N bytes of `x`, streamed in 4 KiB writes |
 //! | `/hoard/N` | keeps N header maps of 96 KiB each (host memory) while it answers `held N` |
 //! | `/random/N` | asks the host for N random bytes in one call, then `got N random bytes` |
+//! | `/sized/N` | N bytes of `y` with `content-length: N`, streamed in 4 KiB writes |
 //! | `/status/CODE` | status CODE, header `x-kit: status` |
 //! | `/trap` | panics before answering (a trap) |
 //! | `/late-trap/MS` | sets the head and writes `partial`, then sleeps MS ms and panics; with MS 0, aborts at once (a trap with no host call) |
@@ -172,6 +173,10 @@ impl Guest for Kit {
                     })
                     .collect();
                 respond(out, 200, &[], format!("held {}\n", held.len()).as_bytes());
+            }
+            "sized" => {
+                let n = number().to_string();
+                respond(out, 200, &[("content-length", &n)], &vec![b'y'; number() as usize]);
             }
             "random" => {
                 let got = wasip2::random::random::get_random_bytes(number());
