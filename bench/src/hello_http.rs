@@ -166,8 +166,9 @@ fn alternating(
 
 pub(crate) fn run(rt: &tokio::runtime::Runtime, window: Duration) -> anyhow::Result<HelloHttp> {
     let functions = repo_root().join("functions");
-    // A paired cell's rounds take as long as two windows: about what its
-    // two single windows and their warm-ups took before.
+    // A paired cell's rounds give each server two windows in all (four for
+    // the pair, against two and a half when each had one window and a
+    // warm-up): a round's phase is a third of a window.
     let phase = (window * 2 / ROUNDS as u32).max(Duration::from_millis(100));
     let mut rows = Vec::new();
     let mut pairs = Vec::new();

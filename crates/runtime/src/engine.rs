@@ -122,8 +122,9 @@ pub const CORE_INSTANCES_PER_COMPONENT: u32 = 48;
 /// Most linear memories one component may define: the bundled ones define
 /// 1 (their adapters share it); two composed components fit. Each slot
 /// reserves address space (the largest memory plus its guard), not memory:
-/// at `--workers` 8192, two per instance is as much as the 47-bit address
-/// space takes (four failed to map the pool).
+/// at `--workers` 8192 and the default largest memory (4 GiB), two per
+/// instance is as much as the 47-bit address space takes (four failed to
+/// map the pool).
 pub const MEMORIES_PER_COMPONENT: u32 = 2;
 
 /// Most tables one component may define (the bundled ones: 2).

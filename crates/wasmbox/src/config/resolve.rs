@@ -503,8 +503,9 @@ mod tests {
     }
 
     /// The pool reserves address space for every instance at the most a
-    /// component may hold: at the most workers accepted it still maps (at
-    /// four memories per instance it did not).
+    /// component may hold: at the most workers accepted and the default
+    /// largest memory it still maps (at four memories per instance it did
+    /// not).
     #[test]
     fn the_engine_pool_maps_at_the_most_workers_accepted() {
         let c = serve(&["--workers", "8192"]).resolve().unwrap();

@@ -381,7 +381,7 @@ async fn a_deploy_abandoned_while_its_module_compiles_leaves_nothing_behind() {
             .filter(|n| n.starts_with(".deploy-"))
             .count()
     };
-    // Written to its temporary file, now compiling: hang up.
+    // Its temporary file exists (being written, or compiling): hang up.
     until("the upload is written", || temps() == 1).await;
     drop(c);
     until("the temporary file is removed", || temps() == 0).await;
