@@ -34,7 +34,16 @@ pub struct Server {
 impl Server {
     pub async fn bind(config: ServeConfig) -> anyhow::Result<Server> {
         let engine = WasmEngine::new(config.engine.clone())
-            .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?
+            .map_err(|e| {
+                let c = &config.engine;
+                anyhow::anyhow!(
+                    "cannot create the wasmtime engine: {e}; its instance pool reserves address space for {} instances (--workers and {} spares), each with up to {} memories of up to {} MiB (--max-memory-mb): lower --workers or --max-memory-mb",
+                    c.max_instances,
+                    c.max_instances.saturating_sub(config.executor.max_workers as u32),
+                    wasmbox_runtime::engine::MEMORIES_PER_COMPONENT,
+                    c.max_memory_mib
+                )
+            })?
             .with_outbound(config.outbound.clone());
         let ticker = EpochTicker::start(&engine)?;
         let registry = Arc::new(

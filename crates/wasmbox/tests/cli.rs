@@ -274,6 +274,18 @@ fn serve_refuses_bad_settings_with_a_message() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a duration"));
+    // An instance pool larger than the address space: which knobs size it.
+    let o = wasmbox()
+        .args(["serve", "--functions", "/", "--port", "0"])
+        .args(["--workers", "8192", "--max-memory-mb", "65536"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("8200 instances") && err.contains("lower --workers or --max-memory-mb"),
+        "{err}"
+    );
 }
 
 /// `wasmbox serve --check-config ..` under an open-file limit of 1,024
