@@ -8,8 +8,9 @@
 //!   new connections wait in the kernel's backlog;
 //! - headers not complete within `header_read_timeout`: the connection is
 //!   closed (hyper);
-//! - no request in progress and nothing read or written for `idle_timeout`:
-//!   closed;
+//! - no request in progress (a response's body counts until it is sent)
+//!   for `idle_timeout`: closed. Bytes that carry no request do not count:
+//!   an HTTP/2 client sending only PINGs, which hyper answers, is idle;
 //! - a response whose writes have waited `write_timeout` in all for the
 //!   client to read (one that does not read, or reads a little now and
 //!   then): closed, and the response's memory freed.
@@ -91,10 +92,10 @@ impl Front {
         let active = watch.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
-            let active = active.clone();
+            let request = Watch::request(&active);
             async move {
-                let _request = active.request();
-                Ok::<_, std::convert::Infallible>(http::handle(app, req).await)
+                let response = http::handle(app, req).await;
+                Ok::<_, std::convert::Infallible>(request.until_sent(response))
             }
         });
         let conn = graceful.watch(self.builder.serve_connection(io, service).into_owned());
@@ -170,11 +171,9 @@ async fn serve_side_connection<F, Fut>(
     });
     let active = watch.clone();
     let service = service_fn(move |req| {
-        let (handler, active) = (handler.clone(), active.clone());
-        async move {
-            let _request = active.request();
-            Ok::<_, std::convert::Infallible>(handler(req).await)
-        }
+        let handler = handler.clone();
+        let request = Watch::request(&active);
+        async move { Ok::<_, std::convert::Infallible>(request.until_sent(handler(req).await)) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -241,11 +240,12 @@ pub async fn accept(listener: &TcpListener, backoff: &mut Backoff) -> TcpStream 
     }
 }
 
-/// What a connection's reads and writes last did, for its timeouts.
+/// What a connection's requests and writes last did, for its timeouts.
 struct Watch {
     start: Instant,
-    /// Milliseconds since `start` of the last byte read or written.
-    last_io: AtomicU64,
+    /// Milliseconds since `start` at which the last request began or its
+    /// response was sent (or dropped).
+    last_request: AtomicU64,
     /// Milliseconds since `start` + 1 at which a write started waiting for
     /// the client to read; 0 when no write waits.
     write_blocked: AtomicU64,
@@ -257,11 +257,51 @@ struct Watch {
     requests: AtomicUsize,
 }
 
-/// Counts a request as in progress while it lives.
-struct Request<'a>(&'a Watch);
-impl Drop for Request<'_> {
+/// Counts a request as in progress while it lives: from its head until its
+/// response's body is sent or dropped ([`Request::until_sent`]).
+struct Request(Arc<Watch>);
+impl Drop for Request {
     fn drop(&mut self) {
-        self.0.requests.fetch_sub(1, Ordering::Relaxed);
+        let w = &self.0;
+        w.last_request.store(w.now_ms(), Ordering::Relaxed);
+        w.requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Request {
+    /// `response`, its body holding this request in progress until it is
+    /// sent or dropped: a long streamed body is not an idle connection.
+    fn until_sent(self, response: hyper::Response<http::Body>) -> hyper::Response<Sending> {
+        response.map(|body| Sending {
+            body,
+            _request: self,
+        })
+    }
+}
+
+/// A response body, with its request counted in progress while it lives.
+struct Sending {
+    body: http::Body,
+    _request: Request,
+}
+
+impl hyper::body::Body for Sending {
+    type Data = bytes::Bytes;
+    type Error = <http::Body as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -269,7 +309,7 @@ impl Watch {
     fn new() -> Watch {
         Watch {
             start: Instant::now(),
-            last_io: AtomicU64::new(0),
+            last_request: AtomicU64::new(0),
             write_blocked: AtomicU64::new(0),
             write_waited: AtomicU64::new(0),
             requests: AtomicUsize::new(0),
@@ -280,15 +320,12 @@ impl Watch {
         self.start.elapsed().as_millis() as u64
     }
 
-    fn request(&self) -> Request<'_> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+    fn request(this: &Arc<Watch>) -> Request {
+        this.requests.fetch_add(1, Ordering::Relaxed);
+        this.last_request.store(this.now_ms(), Ordering::Relaxed);
         // Each response gets the whole write timeout.
-        self.write_waited.store(0, Ordering::Relaxed);
-        Request(self)
-    }
-
-    fn progressed(&self) {
-        self.last_io.store(self.now_ms(), Ordering::Relaxed);
+        this.write_waited.store(0, Ordering::Relaxed);
+        Request(this.clone())
     }
 
     fn write_waits(&self) {
@@ -304,7 +341,6 @@ impl Watch {
             let waited = (self.now_ms() + 1).saturating_sub(since);
             self.write_waited.fetch_add(waited, Ordering::Relaxed);
         }
-        self.progressed();
     }
 
     /// Resolves when the connection has been idle for `idle` or a write has
@@ -326,7 +362,7 @@ impl Watch {
             }
             if self.requests.load(Ordering::Relaxed) == 0
                 && blocked == 0
-                && now.saturating_sub(self.last_io.load(Ordering::Relaxed)) >= idle
+                && now.saturating_sub(self.last_request.load(Ordering::Relaxed)) >= idle
             {
                 return "idle timeout";
             }
@@ -334,7 +370,7 @@ impl Watch {
     }
 }
 
-/// A connection's stream, reporting its progress to its [`Watch`].
+/// A connection's stream, reporting its writes' waits to its [`Watch`].
 struct Watched {
     inner: TcpStream,
     watch: Arc<Watch>,
@@ -346,12 +382,7 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.watch.progressed();
-        }
-        r
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

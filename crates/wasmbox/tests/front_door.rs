@@ -412,3 +412,35 @@ async fn the_admin_port_cuts_off_half_sent_headers_too() {
     s.admin_get("/-/metrics").await.expect(200, &[]);
     s.stop().await;
 }
+
+/// An HTTP/2 connection that only sends PINGs, which hyper answers, carries
+/// no request: it is closed at the idle timeout like a silent one, and does
+/// not hold a connection slot for as long as its client likes.
+#[tokio::test]
+async fn an_http2_connection_kept_up_by_pings_alone_is_closed_when_idle() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let s = TestServer::start(&["hello.wat"], &["--http2", "--idle-timeout", "300ms"]).await;
+    let io = TokioIo::new(connect(&s).await);
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(50))
+        .keep_alive_while_idle(true)
+        .handshake::<_, Empty<bytes::Bytes>>(io)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(format!("{}/hello", s.base))
+        .body(Empty::new())
+        .unwrap();
+    let r = send.send_request(req).await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.into_body().collect().await.unwrap();
+    // From here only PINGs, every 50 ms: the server closes it.
+    let ended = tokio::time::timeout(DEADLINE, conn).await;
+    assert!(
+        ended.is_ok(),
+        "the connection was still open {DEADLINE:?} later"
+    );
+    s.stop().await;
+}
