@@ -255,6 +255,13 @@ struct Watch {
     write_waited: AtomicU64,
     /// Requests being handled.
     requests: AtomicUsize,
+    /// Response frames handed to hyper and not yet followed by its asking
+    /// for the next: HTTP/2 holds a frame until the client grants window,
+    /// with no socket write waiting meanwhile.
+    frames_out: AtomicUsize,
+    /// Milliseconds since `start` + 1 at which `frames_out` left 0; 0 when
+    /// none is out.
+    frames_out_since: AtomicU64,
 }
 
 /// Counts a request as in progress while it lives: from its head until its
@@ -274,15 +281,29 @@ impl Request {
     fn until_sent(self, response: hyper::Response<http::Body>) -> hyper::Response<Sending> {
         response.map(|body| Sending {
             body,
-            _request: self,
+            request: self,
+            out: false,
         })
     }
 }
 
-/// A response body, with its request counted in progress while it lives.
+/// A response body, with its request counted in progress while it lives,
+/// and each frame it hands hyper counted as waiting to be written until
+/// hyper asks for the next: a client that grants no HTTP/2 window holds
+/// its response there, and meets the write timeout.
 struct Sending {
     body: http::Body,
-    _request: Request,
+    request: Request,
+    /// A frame is out, not yet followed by a request for the next.
+    out: bool,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if self.out {
+            self.request.0.frame_taken();
+        }
+    }
 }
 
 impl hyper::body::Body for Sending {
@@ -293,7 +314,18 @@ impl hyper::body::Body for Sending {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        if std::mem::take(&mut this.out) {
+            this.request.0.frame_taken();
+        }
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &r {
+            if frame.is_data() {
+                this.out = true;
+                this.request.0.frame_out();
+            }
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -313,6 +345,8 @@ impl Watch {
             write_blocked: AtomicU64::new(0),
             write_waited: AtomicU64::new(0),
             requests: AtomicUsize::new(0),
+            frames_out: AtomicUsize::new(0),
+            frames_out_since: AtomicU64::new(0),
         }
     }
 
@@ -343,6 +377,26 @@ impl Watch {
         }
     }
 
+    /// A response frame went to hyper.
+    fn frame_out(&self) {
+        if self.frames_out.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.frames_out_since
+                .store(self.now_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// hyper asked for the frame after one it was handed (or dropped the
+    /// body): the wait since counts as a write's.
+    fn frame_taken(&self) {
+        if self.frames_out.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let since = self.frames_out_since.swap(0, Ordering::Relaxed);
+            if since != 0 {
+                let waited = (self.now_ms() + 1).saturating_sub(since);
+                self.write_waited.fetch_add(waited, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Resolves when the connection has been idle for `idle` or a write has
     /// waited for `write`; says which.
     async fn expired(&self, idle: Duration, write: Duration) -> &'static str {
@@ -352,11 +406,16 @@ impl Watch {
             tokio::time::sleep(tick).await;
             let now = self.now_ms();
             let blocked = self.write_blocked.load(Ordering::Relaxed);
-            let waiting = if blocked == 0 {
-                0
-            } else {
-                (now + 1).saturating_sub(blocked)
+            let since = |at: u64| {
+                if at == 0 {
+                    0
+                } else {
+                    (now + 1).saturating_sub(at)
+                }
             };
+            // A socket write waiting, or a frame the client has not made
+            // room for: the same wait seen twice counts once.
+            let waiting = since(blocked).max(since(self.frames_out_since.load(Ordering::Relaxed)));
             if self.write_waited.load(Ordering::Relaxed) + waiting >= write {
                 return "write timeout: the client is not reading its response";
             }

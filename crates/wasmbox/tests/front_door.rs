@@ -444,3 +444,47 @@ async fn an_http2_connection_kept_up_by_pings_alone_is_closed_when_idle() {
     );
     s.stop().await;
 }
+
+/// An HTTP/2 client that grants no window for its response's body holds
+/// the response in hyper with no socket write waiting: the frame it was
+/// handed counts as waiting to be written, and the connection is closed at
+/// the write timeout.
+#[tokio::test]
+async fn an_http2_client_that_grants_no_window_meets_the_write_timeout() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let s = TestServer::start(&["hello.wat"], &["--http2", "--write-timeout", "300ms"]).await;
+    let io = TokioIo::new(connect(&s).await);
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake::<_, Empty<bytes::Bytes>>(io)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(format!("{}/hello", s.base))
+        .body(Empty::new())
+        .unwrap();
+    // The head comes (it needs no window); the body never can.
+    let r = send.send_request(req).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ended = tokio::time::timeout(DEADLINE, conn).await;
+    assert!(
+        ended.is_ok(),
+        "the connection was still open {DEADLINE:?} later"
+    );
+    drop(r);
+    s.stop().await;
+}
+
+/// A response still being streamed is a request in progress, not an idle
+/// connection: a body that takes longer than the idle timeout arrives
+/// whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_streaming_past_the_idle_timeout_arrives_whole() {
+    let s = TestServer::start(&["httpkit.wasm"], &["--idle-timeout", "300ms"]).await;
+    // Its head at once, then a line every 400 ms: nothing is read or
+    // written for longer than the idle timeout, three times.
+    let r = s.get("/httpkit/drip/4/400").await;
+    r.expect(200, &["drip 0", "drip 3"]);
+    s.stop().await;
+}

@@ -10,6 +10,7 @@
 //! | `/hoard/N` | keeps N header maps of 96 KiB each (host memory) while it answers `held N` |
 //! | `/random/N` | asks the host for N random bytes in one call, then `got N random bytes` |
 //! | `/sized/N` | N bytes of `y` with `content-length: N`, streamed in 4 KiB writes |
+//! | `/drip/N/MS` | sends its head, then N lines `drip I`, sleeping MS ms after each |
 //! | `/status/CODE` | status CODE, header `x-kit: status` |
 //! | `/trap` | panics before answering (a trap) |
 //! | `/late-trap/MS` | sets the head and writes `partial`, then sleeps MS ms and panics; with MS 0, aborts at once (a trap with no host call) |
@@ -173,6 +174,21 @@ impl Guest for Kit {
                     })
                     .collect();
                 respond(out, 200, &[], format!("held {}\n", held.len()).as_bytes());
+            }
+            "drip" => {
+                let ms: u64 = route.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let response = OutgoingResponse::new(Fields::new());
+                let outgoing = response.body().expect("body taken once");
+                ResponseOutparam::set(out, Ok(response));
+                {
+                    let stream = outgoing.write().expect("stream taken once");
+                    for i in 0..number() {
+                        let line = format!("drip {i}\n");
+                        stream.blocking_write_and_flush(line.as_bytes()).expect("write");
+                        monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                    }
+                }
+                OutgoingBody::finish(outgoing, None).expect("finish body");
             }
             "sized" => {
                 let n = number().to_string();
