@@ -1,7 +1,7 @@
 //! `wasmbox serve`: build the runtime handles, accept connections, shut
 //! down gracefully on SIGTERM/SIGINT.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hyper_util::server::graceful::GracefulShutdown;
@@ -36,13 +36,18 @@ impl Server {
         let engine = WasmEngine::new(config.engine.clone())
             .map_err(|e| {
                 let c = &config.engine;
-                anyhow::anyhow!(
-                    "cannot create the wasmtime engine: {e}; its instance pool reserves address space for {} instances (--workers and {} spares), each with up to {} memories of up to {} MiB (--max-memory-mb): lower --workers or --max-memory-mb",
-                    c.max_instances,
-                    c.max_instances.saturating_sub(config.executor.max_workers as u32),
-                    wasmbox_runtime::engine::MEMORIES_PER_COMPONENT,
-                    c.max_memory_mib
-                )
+                let pool = if format!("{e:#}").contains("memory pool") {
+                    format!(
+                        "; its instance pool reserves address space for {} instances (--workers and {} spares), each with up to {} memories of {} MiB (--max-memory-mb, at least 4096): lower --workers or --max-memory-mb",
+                        c.max_instances,
+                        c.max_instances.saturating_sub(config.executor.max_workers as u32),
+                        wasmbox_runtime::engine::MEMORIES_PER_COMPONENT,
+                        c.max_memory_mib.max(4096)
+                    )
+                } else {
+                    String::new()
+                };
+                anyhow::anyhow!("cannot create the wasmtime engine: {e}{pool}")
             })?
             .with_outbound(config.outbound.clone());
         let ticker = EpochTicker::start(&engine)?;
@@ -155,6 +160,7 @@ impl Server {
             compat: config.compat,
             pod: config.pod.clone(),
             in_flight: AtomicUsize::new(0),
+            apart: Arc::default(),
             end_poll: Default::default(),
             admission,
             readiness: Readiness::new(config.readiness_window, config.readiness_threshold),
@@ -264,12 +270,16 @@ impl Server {
         // Connections can close with guests still running: a handler whose
         // client has its whole answer (a HEAD, a body of the declared
         // length) finishes apart. Both are held to the drain timeout.
-        let executor = self.app.executor.clone();
+        let app = self.app.clone();
         let mut closed = false;
         let finished = async {
             (&mut drained).await;
             closed = true;
-            while executor.stats().busy + executor.stats().queued > 0 {
+            loop {
+                let stats = app.executor.stats();
+                if stats.busy + stats.queued == 0 && app.apart.load(Ordering::Acquire) == 0 {
+                    break;
+                }
                 tokio::time::sleep(IDLE_POLL).await;
             }
         };
@@ -339,8 +349,8 @@ async fn serve_health(listener: TcpListener, app: Arc<App>, stop: watch::Receive
     .await;
 }
 
-/// How often shutdown looks whether the guests still running after their
-/// connections closed have ended.
+/// How often shutdown looks whether the guests (and the bodies read apart)
+/// still running after their connections closed have ended.
 const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// After the drain timeout has stopped every invocation, how long their

@@ -503,6 +503,8 @@ fn a_handler_finishing_after_its_answer_is_held_to_the_drain_timeout() {
     );
     // Its head, then an hour of CPU at a tenth of a core.
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
     c.write_all(
         b"HEAD /httpkit/head-spin/3600000 HTTP/1.1\r\nhost: x\r\ncpu_quota: 100\r\nconnection: close\r\n\r\n",
     )

@@ -239,22 +239,3 @@ fn a_body_cut_short_is_recorded_with_why() {
         );
     }
 }
-
-/// A body drained apart (a HEAD's) can end before the handler's answer is
-/// recorded: `finish` keeps the body's byte count, and the record is
-/// written once, when the worker is done.
-#[test]
-fn a_body_that_ends_before_the_answer_keeps_its_count() {
-    let (a, _r) = accounting(10, Duration::from_secs(3600));
-    let p = Pending::new(a.clone(), "id".into(), Instant::now());
-    p.update(|u| u.function = Some("d.wasm".into()));
-    p.worker_started();
-    p.body_streamed();
-    p.body_ended(7, None);
-    p.finish(200, "ok", 0);
-    assert_eq!(a.stats("d.wasm").map_or(0, |s| s.invocations), 0);
-    p.worker_done(|u| u.ran = true);
-    assert_eq!(a.stats("d.wasm").unwrap().invocations, 1);
-    drop(p.guard());
-    assert_eq!(a.stats("d.wasm").unwrap().invocations, 1);
-}

@@ -26,6 +26,10 @@ pub struct App {
     pub pod: String,
     /// Requests being handled right now (the reference's Num-Current-Requests).
     pub in_flight: AtomicUsize,
+    /// Handler bodies read to their end apart from their connections (the
+    /// client has its whole answer; `stream::Streamed::finish_apart`):
+    /// shutdown waits for them within the drain timeout.
+    pub apart: Arc<AtomicUsize>,
     /// Whether a lone request polls for its invocation's end.
     pub end_poll: EndPoll,
     pub admission: Arc<Admission>,

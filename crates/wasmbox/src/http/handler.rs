@@ -98,7 +98,7 @@ pub(super) async fn run(
         target.push('?');
         target.push_str(q);
     }
-    let method = req.method().clone();
+    let (method, version) = (req.method().clone(), req.version());
     let headers = guest_headers(req.headers());
     let fault = BodyFault::default();
     let rules = (&app.body_rules, &app.body_budget);
@@ -201,11 +201,14 @@ pub(super) async fn run(
     if let Some((k, v)) = timing.header() {
         parts.headers.insert(k, v);
     }
-    let declared = parts
-        .headers
-        .get(hyper::header::CONTENT_LENGTH)
+    // hyper stops an HTTP/1 body at its declared length; HTTP/2 reads on.
+    let declared = (version < hyper::Version::HTTP_2)
+        .then(|| parts.headers.get(hyper::header::CONTENT_LENGTH))
+        .flatten()
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    let body = Streamed::new(body, (cap, usage.clone()), cancel, ended_well).declared(declared);
+    let body = Streamed::new(body, (cap, usage.clone()), cancel, ended_well)
+        .declared(declared)
+        .counted_in(app.apart.clone());
     let body = if bodyless(&method, parts.status) {
         body.drain()
     } else {

@@ -1,12 +1,15 @@
 //! The response body type: a buffered body (everything wasmbox writes
 //! itself, and a command's stdout), or the body a wasi:http handler streams
 //! while it runs, cut off at the invocation's output cap and stopping the
-//! guest when the client goes away before the end; where the response may
-//! carry no body (HEAD, 1xx, 204, 304), the handler's is read to its end
-//! on a task of its own and sent nowhere.
+//! guest when the client goes away before the end; where the client has
+//! its whole answer before the body's end (a response that may carry no
+//! body: HEAD, 1xx, 204, 304; on HTTP/1 a body of its declared length),
+//! the rest is read on a task of its own and sent nowhere.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -51,7 +54,9 @@ type GuestBody = wasmbox_runtime::component::http::HyperOutgoingBody;
 
 /// A handler's body: counts bytes against `cap`, and stops the guest
 /// (raises `cancel`) if dropped before its end: the client went away, or
-/// the cap was hit. Its end is only sent once the guest has returned
+/// the cap was hit. (Not when the client already has all it will get: see
+/// [`Streamed::drain`] and its drop at a declared length.) Its end is only
+/// sent once the guest has returned
 /// without failing (`ended_well`): a guest that traps (or is stopped)
 /// after its head leaves its body unfinished, and the client must see a
 /// broken body, not a short complete one.
@@ -68,6 +73,8 @@ pub struct Streamed {
     cap: usize,
     sent: usize,
     usage: Pending,
+    /// Where a body read apart is counted (shutdown waits for them).
+    apart: Option<Arc<AtomicUsize>>,
     /// Why the body is ending short, once known.
     cut: Option<Cut>,
     /// The length its head declared (`Content-Length`), if any.
@@ -98,6 +105,7 @@ impl Streamed {
             cap,
             sent: 0,
             usage,
+            apart: None,
             cut: None,
             declared: None,
             unsent_after: None,
@@ -111,10 +119,18 @@ impl Streamed {
 }
 
 impl Streamed {
-    /// The length the response's head declares: hyper writes that many
-    /// bytes and then drops the body without asking it for its end.
+    /// The length the response's head declares, on HTTP/1 (HTTP/2 reads a
+    /// body to its end): hyper writes that many bytes and then drops the
+    /// body without asking it for its end.
     pub fn declared(mut self, length: Option<u64>) -> Self {
         self.declared = length;
+        self
+    }
+
+    /// Counts this body in `apart` while it is read apart from its
+    /// connection.
+    pub fn counted_in(mut self, apart: Arc<AtomicUsize>) -> Self {
+        self.apart = Some(apart);
         self
     }
 
@@ -134,10 +150,14 @@ impl Streamed {
     /// the same cap, and drops it: the client has all it will get, and the
     /// guest goes on to its own end (its deadline, and the server's drain
     /// timeout at shutdown, still hold it; its client leaving does not).
-    fn finish_apart(self) {
+    fn finish_apart(mut self) {
+        let counted = self.apart.take().map(Apart::enter);
         tokio::spawn(async move {
+            let _counted = counted;
             let mut this = self;
             while let Some(Ok(_)) = std::future::poll_fn(|cx| this.poll(cx)).await {}
+            // Recorded (its drop) before it stops being counted.
+            drop(this);
         });
     }
 
@@ -151,6 +171,7 @@ impl Streamed {
             cap: self.cap,
             sent: self.sent,
             usage: self.usage.clone(),
+            apart: self.apart.take(),
             cut: self.cut.take(),
             declared: self.declared,
             unsent_after: self.unsent_after,
@@ -162,6 +183,22 @@ impl Streamed {
         };
         self.done = true;
         rest
+    }
+}
+
+/// One body read apart, counted while it lives.
+struct Apart(Arc<AtomicUsize>);
+
+impl Apart {
+    fn enter(n: Arc<AtomicUsize>) -> Apart {
+        n.fetch_add(1, Ordering::AcqRel);
+        Apart(n)
+    }
+}
+
+impl Drop for Apart {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
