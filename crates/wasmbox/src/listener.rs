@@ -290,7 +290,8 @@ impl Request {
 /// A response body, with its request counted in progress while it lives,
 /// and each frame it hands hyper counted as waiting to be written until
 /// hyper asks for the next: a client that grants no HTTP/2 window holds
-/// its response there, and meets the write timeout.
+/// its response there, and meets the write timeout (one that grants a
+/// little now and then restarts that wait each time).
 struct Sending {
     body: http::Body,
     request: Request,
@@ -386,14 +387,11 @@ impl Watch {
     }
 
     /// hyper asked for the frame after one it was handed (or dropped the
-    /// body): the wait since counts as a write's.
+    /// body). The wait is not added to `write_waited`: on HTTP/1 the same
+    /// wait is a socket write's, counted there already.
     fn frame_taken(&self) {
         if self.frames_out.fetch_sub(1, Ordering::Relaxed) == 1 {
-            let since = self.frames_out_since.swap(0, Ordering::Relaxed);
-            if since != 0 {
-                let waited = (self.now_ms() + 1).saturating_sub(since);
-                self.write_waited.fetch_add(waited, Ordering::Relaxed);
-            }
+            self.frames_out_since.store(0, Ordering::Relaxed);
         }
     }
 
