@@ -413,19 +413,25 @@ async fn the_admin_port_cuts_off_half_sent_headers_too() {
     s.stop().await;
 }
 
-/// An HTTP/2 connection that only sends PINGs, which hyper answers, carries
-/// no request: it is closed at the idle timeout like a silent one, and does
-/// not hold a connection slot for as long as its client likes.
-#[tokio::test]
-async fn an_http2_connection_kept_up_by_pings_alone_is_closed_when_idle() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let s = TestServer::start(&["hello.wat"], &["--http2", "--idle-timeout", "300ms"]).await;
-    let io = TokioIo::new(connect(&s).await);
-    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_millis(50))
-        .keep_alive_while_idle(true)
+type H2Builder = hyper::client::conn::http2::Builder<hyper_util::rt::TokioExecutor>;
+
+/// An HTTP/2 client's side of one connection: its handle for requests
+/// (the client closes the connection when it is dropped), and the task
+/// driving the connection, which ends when the server closes it.
+type H2Client = (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+);
+
+/// Sends `GET /hello` over an HTTP/2 connection to `s` made by `builder`:
+/// the response (its head) and the client, kept open.
+async fn h2_hello(
+    s: &TestServer,
+    builder: &H2Builder,
+) -> (hyper::Response<hyper::body::Incoming>, H2Client) {
+    use http_body_util::Empty;
+    let io = hyper_util::rt::TokioIo::new(connect(s).await);
+    let (mut send, conn) = builder
         .handshake::<_, Empty<bytes::Bytes>>(io)
         .await
         .unwrap();
@@ -435,13 +441,37 @@ async fn an_http2_connection_kept_up_by_pings_alone_is_closed_when_idle() {
         .unwrap();
     let r = send.send_request(req).await.unwrap();
     assert_eq!(r.status(), 200);
-    r.into_body().collect().await.unwrap();
-    // From here only PINGs, every 50 ms: the server closes it.
+    (r, (send, conn))
+}
+
+/// Waits for the server to close the client's connection, the client
+/// holding it open meanwhile.
+async fn closed_by_the_server((send, conn): H2Client) {
     let ended = tokio::time::timeout(DEADLINE, conn).await;
+    drop(send);
     assert!(
         ended.is_ok(),
         "the connection was still open {DEADLINE:?} later"
     );
+}
+
+/// An HTTP/2 connection that only sends PINGs, which hyper answers, carries
+/// no request: it is closed at the idle timeout like a silent one, and does
+/// not hold a connection slot for as long as its client likes.
+#[tokio::test]
+async fn an_http2_connection_kept_up_by_pings_alone_is_closed_when_idle() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    let s = TestServer::start(&["hello.wat"], &["--http2", "--idle-timeout", "300ms"]).await;
+    let mut builder = H2Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(50))
+        .keep_alive_while_idle(true);
+    let (r, client) = h2_hello(&s, &builder).await;
+    r.into_body().collect().await.unwrap();
+    // From here only PINGs, every 50 ms: the server closes it.
+    closed_by_the_server(client).await;
     s.stop().await;
 }
 
@@ -451,27 +481,12 @@ async fn an_http2_connection_kept_up_by_pings_alone_is_closed_when_idle() {
 /// the write timeout.
 #[tokio::test]
 async fn an_http2_client_that_grants_no_window_meets_the_write_timeout() {
-    use http_body_util::Empty;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let s = TestServer::start(&["hello.wat"], &["--http2", "--write-timeout", "300ms"]).await;
-    let io = TokioIo::new(connect(&s).await);
-    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(0)
-        .handshake::<_, Empty<bytes::Bytes>>(io)
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = hyper::Request::get(format!("{}/hello", s.base))
-        .body(Empty::new())
-        .unwrap();
+    let mut builder = H2Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.initial_stream_window_size(0);
     // The head comes (it needs no window); the body never can.
-    let r = send.send_request(req).await.unwrap();
-    assert_eq!(r.status(), 200);
-    let ended = tokio::time::timeout(DEADLINE, conn).await;
-    assert!(
-        ended.is_ok(),
-        "the connection was still open {DEADLINE:?} later"
-    );
+    let (r, client) = h2_hello(&s, &builder).await;
+    closed_by_the_server(client).await;
     drop(r);
     s.stop().await;
 }
